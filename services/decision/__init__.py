@@ -1,0 +1,1 @@
+"""Decision service: campaigns and the Decide call."""

@@ -1,0 +1,1 @@
+"""Experiment service: assignment, exposures and results."""

@@ -1,0 +1,1 @@
+"""Profile service: identities, traits, events, hot session and features."""

@@ -1,0 +1,42 @@
+"""Wiring of the profile service: settings, stores, servicer."""
+
+from __future__ import annotations
+
+import grpc
+
+from tessera import db
+from tessera.hot import open_hot_store
+from tessera.profiles.storage.sql import TABLES, ProfileStore
+from tessera.profiles.transport.servicer import ProfileServicer
+from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
+from tessera.settings import RuntimeSettings
+
+NAME = "profiles"
+
+
+class ProfilesSettings(RuntimeSettings):
+    """Settings of the profile service (TESSERA_* variables)."""
+
+
+class ProfilesService:
+    """The profile service as the runtime starts it."""
+
+    name = NAME
+    full_names = [profiles_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name]
+
+    def __init__(self, settings: ProfilesSettings | None = None) -> None:
+        self.settings = settings or ProfilesSettings()
+        self.engine = db.make_engine(db.database_url(self.settings, NAME))
+        self.hot = open_hot_store(self.settings, NAME)
+        self.store = ProfileStore(self.engine)
+        self.servicer = ProfileServicer(self.store, self.hot)
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        profiles_pb2_grpc.add_ProfileServiceServicer_to_server(self.servicer, server)
+
+    async def start(self) -> None:
+        await db.run(db.migrate, self.engine, NAME, TABLES)
+
+    async def stop(self) -> None:
+        await self.hot.close()
+        self.engine.dispose()

@@ -1,0 +1,294 @@
+"""Durable profile data on SQLModel: profiles, identities, aliases, the event log.
+
+The event log doubles as the change feed: every stored event, merge and
+deletion gets the next `sequence`, which consumers use as their cursor.
+Methods are blocking; the servicer calls them through `tessera.db.run`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import JSON, Column, Engine, and_, delete, or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, Session, SQLModel, select
+
+from tessera.errors import NotFound
+from tessera.profiles.domain.features import add_to_history, empty_history, merge_histories
+from tessera.profiles.domain.model import EventData, IdentityKey
+
+MAX_IDENTIFY_ATTEMPTS = 5
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+class ProfileRow(SQLModel, table=True):
+    """One canonical profile."""
+
+    __tablename__ = "profiles_profile"
+
+    profile_id: str = Field(primary_key=True, max_length=40)
+    traits: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    history: dict[str, Any] = Field(default_factory=empty_history, sa_column=Column(JSON, nullable=False))
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class IdentityRow(SQLModel, table=True):
+    """An identity attached to a profile; one profile per identity."""
+
+    __tablename__ = "profiles_identity"
+
+    id_type: str = Field(primary_key=True, max_length=32)
+    id_value: str = Field(primary_key=True, max_length=512)
+    profile_id: str = Field(index=True, max_length=40)
+    created_at: dt.datetime
+
+
+class AliasRow(SQLModel, table=True):
+    """A merged profile id and the profile it now resolves to."""
+
+    __tablename__ = "profiles_alias"
+
+    alias_id: str = Field(primary_key=True, max_length=40)
+    profile_id: str = Field(index=True, max_length=40)
+
+
+class LogRow(SQLModel, table=True):
+    """One record of the event log and change feed."""
+
+    __tablename__ = "profiles_log"
+
+    sequence: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)  # "event", "merge" or "deletion"
+    event_id: str | None = Field(default=None, unique=True, max_length=128)
+    profile_id: str = Field(index=True, max_length=40)
+    type: str = Field(default="", max_length=64)
+    channel: int = 0
+    ts: dt.datetime
+    properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    identities: list[list[str]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+TABLES: list[type[SQLModel]] = [ProfileRow, IdentityRow, AliasRow, LogRow]
+
+
+@dataclass(frozen=True)
+class ProfileRecord:
+    """A profile as stored: what GetProfile needs besides the hot session."""
+
+    profile_id: str
+    identities: list[IdentityKey]
+    traits: dict[str, Any]
+    history: dict[str, Any]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class IdentifyResult:
+    """The outcome of resolving identities."""
+
+    profile: ProfileRecord
+    created: bool
+    merged_ids: list[str]
+
+
+def new_profile_id() -> str:
+    """A fresh, opaque profile id."""
+    return uuid.uuid4().hex
+
+
+class ProfileStore:
+    """Profiles, identities and events in one SQL database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # Reads
+
+    def _canonical(self, session: Session, profile_id: str) -> str | None:
+        if session.get(ProfileRow, profile_id) is not None:
+            return profile_id
+        alias = session.get(AliasRow, profile_id)
+        return alias.profile_id if alias else None
+
+    def _record(self, session: Session, row: ProfileRow) -> ProfileRecord:
+        identities = session.exec(
+            select(IdentityRow).where(IdentityRow.profile_id == row.profile_id)
+        ).all()
+        return ProfileRecord(
+            row.profile_id,
+            [IdentityKey(i.id_type, i.id_value) for i in sorted(identities, key=lambda i: i.created_at)],
+            dict(row.traits),
+            dict(row.history),
+            _utc(row.created_at),
+            _utc(row.updated_at),
+        )
+
+    def canonical_id(self, profile_id: str) -> str:
+        """The canonical id of a profile id or alias; NOT_FOUND otherwise."""
+        with Session(self.engine) as session:
+            canonical = self._canonical(session, profile_id)
+        if canonical is None:
+            raise NotFound(f"no profile {profile_id!r}", field="profile_id")
+        return canonical
+
+    def get(self, profile_id: str) -> ProfileRecord:
+        """The profile behind a canonical id or alias."""
+        with Session(self.engine) as session:
+            canonical = self._canonical(session, profile_id)
+            row = session.get(ProfileRow, canonical) if canonical else None
+            if row is None:
+                raise NotFound(f"no profile {profile_id!r}", field="profile_id")
+            return self._record(session, row)
+
+    def get_by_identity(self, key: IdentityKey) -> ProfileRecord:
+        """The profile an identity is attached to."""
+        with Session(self.engine) as session:
+            identity = session.get(IdentityRow, (key.type, key.value))
+            row = session.get(ProfileRow, identity.profile_id) if identity else None
+            if row is None:
+                raise NotFound(f"no profile with identity {key.type}", field="identity")
+            return self._record(session, row)
+
+    # Writes
+
+    def identify(self, keys: list[IdentityKey]) -> IdentifyResult:
+        """Resolve identities to one profile, creating or merging as needed.
+
+        Concurrent calls may race to attach the same new identity; the loser
+        sees an integrity error and resolves again, now finding the winner.
+        """
+        for attempt in range(MAX_IDENTIFY_ATTEMPTS):
+            try:
+                return self._identify_once(keys)
+            except IntegrityError:
+                if attempt == MAX_IDENTIFY_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _identify_once(self, keys: list[IdentityKey]) -> IdentifyResult:
+        with Session(self.engine) as session:
+            condition = or_(*(and_(IdentityRow.id_type == k.type, IdentityRow.id_value == k.value) for k in keys))
+            found = session.exec(select(IdentityRow).where(condition)).all()
+            owners = sorted({i.profile_id for i in found})
+            rows = [r for r in (session.get(ProfileRow, o) for o in owners) if r is not None]
+            now = _now()
+            created = False
+            merged: list[str] = []
+            if not rows:
+                survivor = ProfileRow(profile_id=new_profile_id(), created_at=now, updated_at=now)
+                session.add(survivor)
+                created = True
+            else:
+                # The oldest profile survives: it carries the longest history
+                # and the id other systems have most likely stored.
+                rows.sort(key=lambda r: (_utc(r.created_at), r.profile_id))
+                survivor, others = rows[0], rows[1:]
+                for other in others:
+                    self._merge_into(session, survivor, other, now)
+                    merged.append(other.profile_id)
+            known = {(i.id_type, i.id_value) for i in found}
+            for key in keys:
+                if (key.type, key.value) not in known:
+                    session.add(IdentityRow(id_type=key.type, id_value=key.value,
+                                            profile_id=survivor.profile_id, created_at=now))
+            if created or merged or len(known) < len(keys):
+                survivor.updated_at = now
+                session.add(survivor)
+                session.commit()
+                session.refresh(survivor)
+            return IdentifyResult(self._record(session, survivor), created, merged)
+
+    def _merge_into(self, session: Session, survivor: ProfileRow, other: ProfileRow, now: dt.datetime) -> None:
+        """Fold `other` into `survivor`: identities, events, aliases, traits, history."""
+        session.execute(update(IdentityRow).where(IdentityRow.profile_id == other.profile_id)
+                        .values(profile_id=survivor.profile_id))
+        session.execute(update(LogRow).where(LogRow.profile_id == other.profile_id)
+                        .values(profile_id=survivor.profile_id))
+        session.execute(update(AliasRow).where(AliasRow.profile_id == other.profile_id)
+                        .values(profile_id=survivor.profile_id))
+        session.add(AliasRow(alias_id=other.profile_id, profile_id=survivor.profile_id))
+        # The survivor's traits win; the merged profile only fills gaps.
+        survivor.traits = {**other.traits, **survivor.traits}
+        survivor.history = merge_histories(survivor.history, other.history)
+        session.add(LogRow(kind="merge", profile_id=survivor.profile_id, ts=now,
+                           properties={"merged_profile_id": other.profile_id}))
+        session.delete(other)
+
+    def update_traits(self, profile_id: str, patch: dict[str, Any]) -> ProfileRecord:
+        """Set traits; a None value removes the trait."""
+        with Session(self.engine) as session:
+            canonical = self._canonical(session, profile_id)
+            row = session.get(ProfileRow, canonical, with_for_update=True) if canonical else None
+            if row is None:
+                raise NotFound(f"no profile {profile_id!r}", field="profile_id")
+            traits = dict(row.traits)
+            for name, value in patch.items():
+                if value is None:
+                    traits.pop(name, None)
+                else:
+                    traits[name] = value
+            row.traits = traits
+            row.updated_at = _now()
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+            return self._record(session, row)
+
+    def record_event(self, event: EventData, profile_id: str) -> tuple[str, bool, dict[str, Any]]:
+        """Append the event to the log and fold it into history.
+
+        Returns (canonical profile id, duplicate, history). A repeated
+        event_id changes nothing and reports the profile it was stored on.
+        """
+        with Session(self.engine) as session:
+            canonical = self._canonical(session, profile_id)
+            row = session.get(ProfileRow, canonical, with_for_update=True) if canonical else None
+            if row is None:
+                raise NotFound(f"no profile {profile_id!r}", field="event.profile_id")
+            session.add(LogRow(
+                kind="event", event_id=event.event_id, profile_id=row.profile_id,
+                type=event.type, channel=event.channel, ts=event.timestamp,
+                properties=event.properties,
+                identities=[[k.type, k.value] for k in event.identities],
+            ))
+            try:
+                session.flush()
+            except IntegrityError:
+                session.rollback()
+                existing = session.exec(select(LogRow).where(LogRow.event_id == event.event_id)).one()
+                owner = self._canonical(session, existing.profile_id) or existing.profile_id
+                current = session.get(ProfileRow, owner)
+                return owner, True, dict(current.history) if current else empty_history()
+            history = add_to_history(dict(row.history), event)
+            if history != row.history:
+                row.history = history
+            row.updated_at = _now()
+            session.add(row)
+            session.commit()
+            return row.profile_id, False, history
+
+    def delete_profile(self, profile_id: str) -> int:
+        """Erase a profile and everything of it; returns the number of events erased."""
+        with Session(self.engine) as session:
+            canonical = self._canonical(session, profile_id)
+            if canonical is None:
+                raise NotFound(f"no profile {profile_id!r}", field="profile_id")
+            events = session.execute(delete(LogRow).where(LogRow.profile_id == canonical))
+            session.execute(delete(IdentityRow).where(IdentityRow.profile_id == canonical))
+            session.execute(delete(AliasRow).where(AliasRow.profile_id == canonical))
+            session.execute(delete(ProfileRow).where(ProfileRow.profile_id == canonical))
+            session.add(LogRow(kind="deletion", profile_id=canonical, ts=_now()))
+            session.commit()
+            return int(events.rowcount or 0)  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""Segment service: audiences, their rule language and their size."""

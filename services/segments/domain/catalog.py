@@ -1,0 +1,200 @@
+"""What a rule can refer to, shared by both notations.
+
+The text parser and the JsonLogic reader resolve names here, so an attribute
+means the same thing whichever notation wrote it, and a static type check
+catches comparisons that could never be true (a count compared with a string).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Literal as Lit
+from typing import TypeAlias
+
+from tessera.segments.domain.nodes import (
+    CHANNELS,
+    FEATURE_PATHS,
+    IDENTIFIER,
+    ORDERING_OPS,
+    SESSION_FIELDS,
+    CategoryViews,
+    ChannelRef,
+    ContextRef,
+    EventCount,
+    EventSum,
+    FeatureRef,
+    HasIdentity,
+    InSegment,
+    Interest,
+    Literal,
+    ProductViews,
+    RuleNodeError,
+    Searched,
+    SessionField,
+    TraitRef,
+    Value,
+)
+
+Kind: TypeAlias = Lit["any", "number", "string", "bool", "null", "list"]
+
+_DURATION = re.compile(r"([0-9]+)([dhm])\Z")
+_UNIT_SECONDS = {"d": 86_400, "h": 3_600, "m": 60}
+
+# Functions taking one string, by their text name. JsonLogic names are the
+# last part (see JSONLOGIC_STRING_OPERATORS).
+STRING_FUNCTIONS: dict[str, Callable[[str], Value]] = {
+    "session.category_views": CategoryViews,
+    "session.product_views": ProductViews,
+    "session.searched": Searched,
+    "feature.interest": Interest,
+    "has_identity": HasIdentity,
+    "segment": InSegment,
+}
+JSONLOGIC_STRING_OPERATORS: dict[str, str] = {
+    "category_views": "session.category_views",
+    "product_views": "session.product_views",
+    "searched": "session.searched",
+    "interest": "feature.interest",
+    "has_identity": "has_identity",
+    "segment": "segment",
+}
+WINDOW_FUNCTIONS: frozenset[str] = frozenset({"count", "sum"})
+
+ROOTS_HELP = (
+    "attributes are trait.<name>, context.<name>, channel, identity.<type>, "
+    "session.<field> and feature.<name>"
+)
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in a window written `Nd`, `Nh` or `Nm`; raises RuleNodeError."""
+    match = _DURATION.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise RuleNodeError(f"invalid window {text!r}: write a positive number and d, h or m (30d)")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def format_duration(seconds: int) -> str:
+    """The shortest `Nd` / `Nh` / `Nm` spelling of a whole number of minutes."""
+    for unit in ("d", "h", "m"):
+        if seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    raise RuleNodeError(f"window {seconds}s is not a whole number of minutes")
+
+
+def resolve_attribute(parts: Sequence[str]) -> Value:
+    """The value a dotted attribute path names; raises RuleNodeError if none."""
+    path = tuple(parts)
+    dotted = ".".join(path)
+    root, rest = path[0], path[1:]
+    if root in ("trait", "context"):
+        if not rest:
+            raise RuleNodeError(f"'{root}' needs a name: {root}.<name>")
+        for part in rest:
+            if not IDENTIFIER.match(part):
+                raise RuleNodeError(f"{dotted!r}: path part {part!r} is not a name")
+        return TraitRef(rest) if root == "trait" else ContextRef(rest)
+    if root == "channel":
+        if rest:
+            raise RuleNodeError(f"unknown attribute {dotted!r}: channel has no fields")
+        return ChannelRef()
+    if root == "identity":
+        if len(rest) != 1:
+            raise RuleNodeError(f"unknown attribute {dotted!r}: write identity.<type>")
+        return HasIdentity(rest[0])
+    if root == "session":
+        if len(rest) == 1 and rest[0] in SESSION_FIELDS:
+            return SessionField(rest[0])
+        if dotted in STRING_FUNCTIONS:
+            raise RuleNodeError(f"{dotted} is a function: write {dotted}(\"...\")")
+        fields = ", ".join(sorted(SESSION_FIELDS))
+        raise RuleNodeError(f"unknown attribute {dotted!r}: session fields are {fields}")
+    if root == "feature":
+        if rest in FEATURE_PATHS:
+            return FeatureRef(rest)
+        if dotted in STRING_FUNCTIONS:
+            raise RuleNodeError(f"{dotted} is a function: write {dotted}(\"...\")")
+        names = ", ".join(sorted(".".join(p) for p in FEATURE_PATHS))
+        raise RuleNodeError(f"unknown attribute {dotted!r}: features are {names}, interest(...)")
+    if dotted in STRING_FUNCTIONS or dotted in WINDOW_FUNCTIONS:
+        raise RuleNodeError(f"{dotted} is a function: call it with arguments")
+    raise RuleNodeError(f"unknown attribute {dotted!r}; {ROOTS_HELP}")
+
+
+def kind_of(value: Value) -> Kind:
+    """The static type of a value; "any" when only the data can tell."""
+    if isinstance(value, Literal):
+        v = value.value
+        if v is None:
+            return "null"
+        if isinstance(v, bool):
+            return "bool"
+        if isinstance(v, int | float):
+            return "number"
+        if isinstance(v, str):
+            return "string"
+        return "list"
+    if isinstance(value, TraitRef | ContextRef):
+        return "any"
+    if isinstance(value, ChannelRef):
+        return "string"
+    if isinstance(value, Searched | HasIdentity | InSegment):
+        return "bool"
+    return "number"
+
+
+def _describe(value: Value) -> str:
+    # Local import: the printer imports this module.
+    from tessera.segments.domain.printer import print_value
+
+    return print_value(value)
+
+
+def _check_channel(other: Value, values: Sequence[object]) -> str | None:
+    if not isinstance(other, ChannelRef):
+        return None
+    for v in values:
+        if isinstance(v, str) and v not in CHANNELS:
+            return f"unknown channel {v!r}; channels are {', '.join(CHANNELS)}"
+    return None
+
+
+def check_compare(op: str, left: Value, right: Value) -> str | None:
+    """Why `left op right` can never make sense, or None when it can."""
+    lk, rk = kind_of(left), kind_of(right)
+    if op in ORDERING_OPS:
+        for side, kind in ((left, lk), (right, rk)):
+            if kind in ("bool", "null", "list"):
+                return f"'{op}' orders numbers or strings, but {_describe(side)} is a {kind}"
+        if "any" not in (lk, rk) and lk != rk:
+            return f"'{op}' compares a {lk} ({_describe(left)}) with a {rk} ({_describe(right)})"
+        return None
+    if op in ("==", "!="):
+        if "any" not in (lk, rk) and "null" not in (lk, rk) and lk != rk:
+            return (
+                f"'{op}' compares a {lk} ({_describe(left)}) with a {rk} "
+                f"({_describe(right)}); the result never changes"
+            )
+        if isinstance(right, Literal):
+            return _check_channel(left, [right.value])
+        if isinstance(left, Literal):
+            return _check_channel(right, [left.value])
+        return None
+    # in / not in: membership in a list, or substring of a string.
+    if rk == "list":
+        assert isinstance(right, Literal) and isinstance(right.value, tuple)
+        if lk not in ("any", "null"):
+            for item in right.value:
+                item_kind = kind_of(Literal(item))
+                if item_kind not in ("null", lk):
+                    return f"'{op}' looks for a {lk} ({_describe(left)}) in a list holding a {item_kind}"
+        return _check_channel(left, right.value)
+    if rk == "any":
+        # The data decides: a list trait holds numbers as well as strings.
+        return None
+    if rk == "string":
+        if lk not in ("string", "any"):
+            return f"'{op}' with a string on the right tests a substring, but {_describe(left)} is a {lk}"
+        return None
+    return f"'{op}' needs a list or a string on the right, but {_describe(right)} is a {rk}"

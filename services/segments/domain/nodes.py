@@ -1,0 +1,381 @@
+"""The typed syntax tree that both rule notations compile to.
+
+A rule is a *condition* (something true or false) built from *values*
+(literals, profile attributes, session and feature lookups, event windows).
+Every node is a frozen dataclass, so trees compare by value, hash, and can be
+shared between threads and cached safely.
+
+Constructors check the invariants the parsers and the printer rely on (for
+example a window is a whole number of minutes, a path part is an identifier),
+and raise `RuleNodeError` when one does not hold: building an invalid node by
+hand is a programming error, not bad user input.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal as Lit
+from typing import TypeAlias
+
+Scalar: TypeAlias = str | int | float | bool | None
+LiteralValue: TypeAlias = Scalar | tuple[Scalar, ...]
+
+CompareOp: TypeAlias = Lit["==", "!=", "<", "<=", ">", ">=", "in", "not in"]
+COMPARE_OPS: tuple[CompareOp, ...] = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
+ORDERING_OPS: frozenset[str] = frozenset({"<", "<=", ">", ">="})
+
+# Words of the text notation; a path part may still be one (`trait.in`),
+# because after a dot the parser reads any word as a name.
+KEYWORDS: frozenset[str] = frozenset(
+    {"and", "or", "not", "in", "contains", "true", "false", "null", "within"}
+)
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+SEGMENT_KEY = re.compile(r"[a-z0-9_-]{1,64}\Z")
+
+SESSION_FIELDS: frozenset[str] = frozenset(
+    {"page_views", "time_spent_ms", "events", "cart_size", "cart_value", "favorites", "searches"}
+)
+FEATURE_PATHS: frozenset[tuple[str, ...]] = frozenset(
+    {
+        ("lifetime_value",),
+        ("conversion_probability",),
+        ("rfm", "recency_days"),
+        ("rfm", "frequency"),
+        ("rfm", "monetary"),
+    }
+)
+CHANNELS: tuple[str, ...] = ("web", "app", "email", "sms", "push", "call_center", "store")
+
+
+class RuleNodeError(ValueError):
+    """A syntax tree node was built with arguments that break its invariants."""
+
+
+def _check_path(kind: str, path: tuple[str, ...]) -> None:
+    if not path:
+        raise RuleNodeError(f"{kind} path is empty")
+    for part in path:
+        if not isinstance(part, str) or not IDENTIFIER.match(part):
+            raise RuleNodeError(f"{kind} path part {part!r} is not a name (letters, digits, _)")
+
+
+def _check_text(kind: str, value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise RuleNodeError(f"{kind} must be a non-empty string")
+
+
+def _check_window(window_seconds: int) -> None:
+    # Whole minutes only: windows are written as Nd / Nh / Nm and must print back.
+    if (
+        not isinstance(window_seconds, int)
+        or isinstance(window_seconds, bool)
+        or window_seconds <= 0
+        or window_seconds % 60
+    ):
+        raise RuleNodeError(f"window must be a positive whole number of minutes, not {window_seconds!r}s")
+
+
+def _check_scalar(value: object) -> None:
+    if value is None or isinstance(value, str | bool | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise RuleNodeError(f"number {value!r} is not finite")
+        return
+    raise RuleNodeError(f"literal {value!r} is not a string, number, boolean or null")
+
+
+# --- values ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """A constant: string, int, float, bool, null, or a list (tuple) of those."""
+
+    value: LiteralValue
+
+    def __post_init__(self) -> None:
+        if isinstance(self.value, tuple):
+            for item in self.value:
+                _check_scalar(item)
+        else:
+            _check_scalar(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class TraitRef:
+    """A profile trait, `trait.a.b` -> path ("a", "b")."""
+
+    path: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        _check_path("trait", self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextRef:
+    """A field of the request context (device, location, page...)."""
+
+    path: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        _check_path("context", self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRef:
+    """The channel of the request, as a lowercase short name such as "web"."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionField:
+    """A number from the hot session: page_views, cart_size, searches..."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.name not in SESSION_FIELDS:
+            raise RuleNodeError(f"unknown session field {self.name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryViews:
+    """How many products of a category this session viewed."""
+
+    category: str
+
+    def __post_init__(self) -> None:
+        _check_text("category", self.category)
+
+
+@dataclass(frozen=True, slots=True)
+class ProductViews:
+    """How many times this session viewed a product."""
+
+    product_id: str
+
+    def __post_init__(self) -> None:
+        _check_text("product id", self.product_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Searched:
+    """Whether a search of this session contains the text (case-insensitive)."""
+
+    text: str
+
+    def __post_init__(self) -> None:
+        _check_text("search text", self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRef:
+    """A computed feature: lifetime_value, conversion_probability, rfm.*."""
+
+    path: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.path not in FEATURE_PATHS:
+            raise RuleNodeError(f"unknown feature {'.'.join(self.path)!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Interest:
+    """The computed interest score of a category (0 when none)."""
+
+    category: str
+
+    def __post_init__(self) -> None:
+        _check_text("category", self.category)
+
+
+@dataclass(frozen=True, slots=True)
+class HasIdentity:
+    """Whether the profile has an identity of this type (email, crm_id...)."""
+
+    identity_type: str
+
+    def __post_init__(self) -> None:
+        _check_text("identity type", self.identity_type)
+
+
+@dataclass(frozen=True, slots=True)
+class InSegment:
+    """Whether the subject is a member of another segment."""
+
+    key: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, str) or not SEGMENT_KEY.match(self.key):
+            raise RuleNodeError(
+                f"segment key {self.key!r} must be 1 to 64 lowercase letters, digits, _ or -"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class EventCount:
+    """How many events of a type the profile had in the last `window_seconds`."""
+
+    event_type: str
+    window_seconds: int
+
+    def __post_init__(self) -> None:
+        _check_path("event type", (self.event_type,))
+        _check_window(self.window_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class EventSum:
+    """The sum of a numeric event property over the last `window_seconds`."""
+
+    event_type: str
+    property: str
+    window_seconds: int
+
+    def __post_init__(self) -> None:
+        _check_path("event type", (self.event_type,))
+        _check_path("event property", (self.property,))
+        _check_window(self.window_seconds)
+
+
+Value: TypeAlias = (
+    Literal
+    | TraitRef
+    | ContextRef
+    | ChannelRef
+    | SessionField
+    | CategoryViews
+    | ProductViews
+    | Searched
+    | FeatureRef
+    | Interest
+    | HasIdentity
+    | InSegment
+    | EventCount
+    | EventSum
+)
+VALUE_TYPES: tuple[type, ...] = (
+    Literal,
+    TraitRef,
+    ContextRef,
+    ChannelRef,
+    SessionField,
+    CategoryViews,
+    ProductViews,
+    Searched,
+    FeatureRef,
+    Interest,
+    HasIdentity,
+    InSegment,
+    EventCount,
+    EventSum,
+)
+
+
+# --- conditions -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """`left op right`; `a contains b` is stored as `b in a`."""
+
+    op: CompareOp
+    left: Value
+    right: Value
+
+    def __post_init__(self) -> None:
+        if self.op not in COMPARE_OPS:
+            raise RuleNodeError(f"unknown comparison {self.op!r}")
+        if not isinstance(self.left, VALUE_TYPES) or not isinstance(self.right, VALUE_TYPES):
+            raise RuleNodeError("both sides of a comparison must be values")
+
+
+@dataclass(frozen=True, slots=True)
+class Truth:
+    """A value used as a condition: true unless false, null, 0, "" or []."""
+
+    value: Value
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.value, VALUE_TYPES):
+            raise RuleNodeError("Truth wraps a value")
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    """Negation of a condition."""
+
+    operand: Condition
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.operand, CONDITION_TYPES):
+            raise RuleNodeError("not needs a condition")
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    """All operands hold (two or more; evaluated left to right, short-circuit)."""
+
+    operands: tuple[Condition, ...]
+
+    def __post_init__(self) -> None:
+        _check_operands("and", self.operands)
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    """At least one operand holds (two or more; short-circuit)."""
+
+    operands: tuple[Condition, ...]
+
+    def __post_init__(self) -> None:
+        _check_operands("or", self.operands)
+
+
+Condition: TypeAlias = Compare | Truth | Not | And | Or
+CONDITION_TYPES: tuple[type, ...] = (Compare, Truth, Not, And, Or)
+Node: TypeAlias = Condition | Value
+
+
+def _check_operands(kind: str, operands: tuple[Condition, ...]) -> None:
+    # A single operand would print without its operator and parse back as the
+    # bare operand, so the tree would not round-trip; parsers collapse it.
+    if not isinstance(operands, tuple) or len(operands) < 2:
+        raise RuleNodeError(f"{kind} needs a tuple of at least two operands")
+    for operand in operands:
+        if not isinstance(operand, CONDITION_TYPES):
+            raise RuleNodeError(f"{kind} operands must be conditions")
+
+
+def as_condition(node: Node) -> Condition:
+    """Use `node` where a condition is expected: values are tested for truth."""
+    if isinstance(node, CONDITION_TYPES):
+        return node  # type: ignore[return-value]
+    return Truth(node)  # type: ignore[arg-type]
+
+
+def is_value(node: Node) -> bool:
+    """Whether `node` is a value (not a condition)."""
+    return isinstance(node, VALUE_TYPES)
+
+
+def walk(node: Node) -> list[Node]:
+    """Every node of the tree under `node`, `node` first (pre-order)."""
+    out: list[Node] = []
+    stack: list[Node] = [node]
+    while stack:
+        current = stack.pop()
+        out.append(current)
+        if isinstance(current, And | Or):
+            stack.extend(reversed(current.operands))
+        elif isinstance(current, Not):
+            stack.append(current.operand)
+        elif isinstance(current, Truth):
+            stack.append(current.value)
+        elif isinstance(current, Compare):
+            stack.append(current.right)
+            stack.append(current.left)
+    return out

@@ -1,0 +1,166 @@
+"""The `tessera` command: run the suite, one service, or call Decide.
+
+    tessera up                 start all four services, stop them on Ctrl-C
+    tessera serve profiles     serve one service in this process
+    tessera decide --identity cookie=abc --placement home_hero
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tessera import logs
+from tessera.settings import SERVICES, RuntimeSettings
+
+# Module and class of each service's wiring; imported only when served.
+FACTORIES = {
+    "profiles": ("tessera.profiles.server", "ProfilesService"),
+    "segments": ("tessera.segments.server", "SegmentsService"),
+    "experiments": ("tessera.experiments.server", "ExperimentsService"),
+    "decision": ("tessera.decision.server", "DecisionService"),
+}
+START_ORDER = ("profiles", "segments", "experiments", "decision")
+
+
+def build_service(name: str) -> Any:
+    """The service object for `name`, with settings from the environment."""
+    module_name, class_name = FACTORIES[name]
+    return getattr(importlib.import_module(module_name), class_name)()
+
+
+def serve(name: str) -> int:
+    """Serve one service until SIGTERM or SIGINT."""
+    from tessera import server
+
+    service = build_service(name)
+    settings: RuntimeSettings = service.settings
+    logs.configure(name, settings.log_level)
+    asyncio.run(server.run(service, settings.host, settings.port_of(name), settings.grace_period_s))
+    return 0
+
+
+def wait_serving(address: str, timeout_s: float) -> bool:
+    """True once the health service at `address` answers SERVING."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    return False
+
+
+def up(timeout_s: float = 30.0) -> int:
+    """Start all four services as processes; stop them all on Ctrl-C or SIGTERM."""
+    settings = RuntimeSettings()
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def stop_all(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    try:
+        for name in START_ORDER:
+            processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "tessera.cli", "serve", name], env=os.environ.copy()
+            )
+            if not wait_serving(settings.address_of(name), timeout_s):
+                print(f"{name} did not become SERVING within {timeout_s:.0f}s", file=sys.stderr)
+                return 1
+        print("\nTessera is up:")
+        for name in START_ORDER:
+            print(f"  {name:<12} {settings.address_of(name)}")
+        print("Ctrl-C stops all services.\n", flush=True)
+        while not stopping:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    print(f"{name} exited with {process.returncode}", file=sys.stderr)
+                    return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for name, process in processes.items():
+            try:
+                process.wait(settings.grace_period_s + 5)
+            except subprocess.TimeoutExpired:
+                print(f"{name} did not stop in time; killing it", file=sys.stderr)
+                process.kill()
+        print("Tessera stopped.", flush=True)
+
+
+def decide(args: argparse.Namespace) -> int:
+    """Call Decide once and print the answer as JSON."""
+    from tessera.common.v1 import common_pb2
+    from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
+
+    identities = []
+    for item in args.identity:
+        kind, _, value = item.partition("=")
+        identities.append(common_pb2.Identity(type=kind, value=value))
+    request = decision_pb2.DecideRequest(
+        identities=identities,
+        channel=common_pb2.Channel.Value(f"CHANNEL_{args.channel.upper()}"),
+        placements=args.placement,
+    )
+    if args.context:
+        request.context.update(json.loads(args.context))
+    address = args.address or RuntimeSettings().address_of("decision")
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = decision_pb2_grpc.DecisionServiceStub(channel).Decide(request, timeout=args.timeout)
+        except grpc.RpcError as error:
+            print(f"{error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    print(json.dumps(json_format.MessageToDict(reply), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `tessera` console script."""
+    parser = argparse.ArgumentParser(prog="tessera", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="start all four services")
+    serve_parser = commands.add_parser("serve", help="serve one service")
+    serve_parser.add_argument("service", choices=SERVICES)
+    decide_parser = commands.add_parser("decide", help="call Decide and print the answer")
+    decide_parser.add_argument("--identity", action="append", required=True, metavar="TYPE=VALUE")
+    decide_parser.add_argument("--placement", action="append", required=True)
+    decide_parser.add_argument("--channel", default="web")
+    decide_parser.add_argument("--context", help="JSON object")
+    decide_parser.add_argument("--address", help="decision service host:port")
+    decide_parser.add_argument("--timeout", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        return up()
+    if args.command == "serve":
+        return serve(args.service)
+    return decide(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

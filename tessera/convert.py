@@ -1,0 +1,79 @@
+"""Conversions between protobuf well-known types and plain Python values."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
+
+from tessera.common.v1 import common_pb2
+from tessera.errors import InvalidArgument
+
+CHANNEL_NAMES = {
+    value: name.removeprefix("CHANNEL_").lower()
+    for name, value in common_pb2.Channel.items()
+    if value != common_pb2.CHANNEL_UNSPECIFIED
+}
+"""Channel enum value -> short name used in rules ("web", "call_center", ...)."""
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as a dict; whole numbers come back as int."""
+    return {key: _plain(value) for key, value in json_format.MessageToDict(struct).items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def dict_to_struct(values: dict[str, Any] | None) -> struct_pb2.Struct:
+    """A dict as a Struct."""
+    struct = struct_pb2.Struct()
+    if values:
+        struct.update(values)
+    return struct
+
+
+def timestamp_to_datetime(stamp: timestamp_pb2.Timestamp) -> dt.datetime | None:
+    """A Timestamp as an aware UTC datetime; None when unset (zero)."""
+    if stamp.seconds == 0 and stamp.nanos == 0:
+        return None
+    return stamp.ToDatetime(tzinfo=dt.UTC)
+
+
+def datetime_to_timestamp(value: dt.datetime | str | None) -> timestamp_pb2.Timestamp:
+    """A datetime (or ISO string) as a Timestamp; unset for None."""
+    stamp = timestamp_pb2.Timestamp()
+    if value is None:
+        return stamp
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def check_channel(value: int, field: str) -> int:
+    """`value` if it is a known Channel, else INVALID_ARGUMENT for `field`."""
+    if value != common_pb2.CHANNEL_UNSPECIFIED and value not in CHANNEL_NAMES:
+        raise InvalidArgument(f"unknown channel {value}", field=field)
+    return value
+
+
+def to_json(message: Message) -> str:
+    """A message as canonical proto JSON, for storage."""
+    return json_format.MessageToJson(message, indent=None, sort_keys=True)
+
+
+def from_json(text: str, message: Message) -> Message:
+    """Parse proto JSON stored by `to_json` into `message`, tolerating unknown fields."""
+    return json_format.Parse(text, message, ignore_unknown_fields=True)

@@ -1,0 +1,222 @@
+"""One server bootstrap for every Tessera service.
+
+`start` builds a grpc.aio server with the service's servicers, the standard
+health service and server reflection, and returns it with its bound port
+(port 0 picks a free one, as tests do). `run` serves until SIGTERM or SIGINT,
+then drains: health goes NOT_SERVING at once so load balancers and probes
+stop sending, in-flight calls get the grace period, and the process exits 0.
+
+Domain errors become gRPC status codes here and nowhere else
+(`ErrorInterceptor`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from tessera.errors import TesseraError
+
+log = logging.getLogger("tessera.server")
+
+SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 1),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+]
+
+
+class Service(Protocol):
+    """What a service hands the runtime: its servicers and its lifecycle."""
+
+    name: str
+    """Short name: profiles, segments, experiments, decision."""
+
+    full_names: Sequence[str]
+    """Fully qualified gRPC service names, for health and reflection."""
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        """Register the servicers on `server`."""
+
+    async def start(self) -> None:
+        """Open stores and background tasks; called before serving."""
+
+    async def stop(self) -> None:
+        """Flush and close; called after the server stopped."""
+
+
+@dataclass
+class Running:
+    """A started server."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service: Service
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain and stop: NOT_SERVING, finish in-flight calls, close stores."""
+        if self.stopped.is_set():
+            return
+        self.stopped.set()
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.service.stop()
+
+
+def _status_code(error: TesseraError) -> grpc.StatusCode:
+    code: grpc.StatusCode = getattr(grpc.StatusCode, error.code_name, grpc.StatusCode.INTERNAL)
+    return code
+
+
+def _details(error: TesseraError, code: grpc.StatusCode) -> tuple[tuple[str, bytes], ...]:
+    """google.rpc.Status with a BadRequest field violation, for clients that read it."""
+    status = status_pb2.Status(code=getattr(code_pb2, code.name, code_pb2.UNKNOWN), message=str(error))
+    if error.field:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=error.field, description=error.message
+        )
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+        status.details.append(detail)
+    return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: TesseraError) -> None:
+    code = _status_code(error)
+    await context.abort(code, str(error), trailing_metadata=_details(error, code))
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps `TesseraError` raised by any servicer to its gRPC status.
+
+    Anything else is logged with its traceback and answered INTERNAL without
+    internals in the message.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method: str = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        wrapped = _wrap(handler, method)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+
+async def _unexpected(context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+    log.exception("unhandled error", extra={"method": method})
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
+
+
+def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    codec = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        unary = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                return await unary(request, context)
+            except TesseraError as error:
+                await _abort(context, error)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception:
+                await _unexpected(context, method)
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
+    if handler.unary_stream:
+        server_stream = handler.unary_stream
+
+        async def unary_stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            try:
+                async for response in server_stream(request, context):
+                    yield response
+            except TesseraError as error:
+                await _abort(context, error)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception:
+                await _unexpected(context, method)
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream, **codec)
+    if handler.stream_unary:
+        client_stream = handler.stream_unary
+
+        async def stream_unary(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Any:
+            try:
+                return await client_stream(requests, context)
+            except TesseraError as error:
+                await _abort(context, error)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception:
+                await _unexpected(context, method)
+
+        return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
+    return handler
+
+
+async def start(service: Service, host: str = "127.0.0.1", port: int = 0) -> Running:
+    """Build and start a server for `service`; port 0 binds a free port."""
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
+    service.add_to(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*service.full_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind {host}:{port}")
+    await service.start()
+    await server.start()
+    for name in ("", *service.full_names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving", extra={"address": f"{host}:{bound}", "services": list(service.full_names)})
+    return Running(server, bound, health_servicer, service)
+
+
+async def run(service: Service, host: str, port: int, grace: float) -> None:
+    """Serve until SIGTERM or SIGINT, then drain within `grace` seconds."""
+    running = await start(service, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    print(f"{service.name} listening on {host}:{running.port}", flush=True)
+    await stop.wait()
+    log.info("shutting down", extra={"grace_s": grace})
+    with contextlib.suppress(asyncio.CancelledError):
+        await running.stop(grace)
+    log.info("stopped")

@@ -1,0 +1,52 @@
+"""Typed settings, read from `TESSERA_*` environment variables.
+
+Every service has one settings object: `RuntimeSettings` holds what all of
+them share (where the peers listen, the stores, logging); a service adds its
+own fields in a subclass. The README lists every variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("decision", "profiles", "segments", "experiments")
+
+DEFAULT_PORTS = {"decision": 50051, "profiles": 50052, "segments": 50053, "experiments": 50054}
+
+
+class RuntimeSettings(BaseSettings):
+    """Settings every service reads."""
+
+    model_config = SettingsConfigDict(env_prefix="TESSERA_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the services bind to.")
+    decision_port: int = DEFAULT_PORTS["decision"]
+    profiles_port: int = DEFAULT_PORTS["profiles"]
+    segments_port: int = DEFAULT_PORTS["segments"]
+    experiments_port: int = DEFAULT_PORTS["experiments"]
+    decision_address: str = Field("", description="host:port of the decision service.")
+    profiles_address: str = Field("", description="host:port of the profile service.")
+    segments_address: str = Field("", description="host:port of the segment service.")
+    experiments_address: str = Field("", description="host:port of the experiment service.")
+    data_dir: Path = Field(Path(".tessera"), description="Folder of the embedded SQLite files.")
+    database_url: str = Field("", description="SQLAlchemy URL; SQLite in data_dir when empty.")
+    redis_url: str = Field("", description="Redis URL for hot data; in-process when empty.")
+    key_prefix: str = Field("tessera:", description="Prefix of every Redis key.")
+    log_level: str = "INFO"
+    grace_period_s: float = Field(5.0, description="Time in-flight calls get at shutdown.")
+
+    def port_of(self, service: str) -> int:
+        """The port `service` listens on."""
+        port: int = getattr(self, f"{service}_port")
+        return port
+
+    def address_of(self, service: str) -> str:
+        """Where a peer reaches `service`: its address setting, else host:port."""
+        address: str = getattr(self, f"{service}_address")
+        if address:
+            return address
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"{host}:{self.port_of(service)}"

@@ -1,0 +1,132 @@
+"""Validation of experiment definitions: each problem names its field path."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from experiment_builders import NOW, build_experiment
+
+from tessera.errors import InvalidArgument
+from tessera.experiments.domain.model import (
+    ExperimentStatus,
+    VariantDef,
+    validate_experiment,
+)
+
+CONTROL = VariantDef("control", 1.0)
+TREATMENT = VariantDef("treatment", 1.0)
+
+
+def test_validate__well_formed_experiment__accepted() -> None:
+    experiment = build_experiment(
+        traffic_fraction=0.5,
+        holdout_fraction=0.1,
+        audience_segment_keys=("vip", "fr-buyers"),
+        layer_key="checkout",
+        salt="Salt_2025.v1",
+        start_time=NOW,
+        end_time=NOW + timedelta(days=14),
+    )
+
+    validate_experiment(experiment)  # raises on failure
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"key": ""}, "experiment.key"),
+        ({"key": "Checkout"}, "experiment.key"),
+        ({"key": "check out"}, "experiment.key"),
+        ({"key": "x" * 65}, "experiment.key"),
+        ({"variants": (CONTROL,)}, "experiment.variants"),
+        ({"variants": (CONTROL, VariantDef("control", 2.0))}, "experiment.variants[1].key"),
+        ({"variants": (CONTROL, VariantDef("", 1.0))}, "experiment.variants[1].key"),
+        ({"variants": (CONTROL, VariantDef("treatment", -0.1))}, "experiment.variants[1].weight"),
+        (
+            {"variants": (CONTROL, VariantDef("treatment", float("nan")))},
+            "experiment.variants[1].weight",
+        ),
+        (
+            {"variants": (VariantDef("control", 0.0), VariantDef("treatment", 0.0))},
+            "experiment.variants",
+        ),
+        (
+            {"variants": (CONTROL, VariantDef("treatment", 1.0, {1: "x"}))},  # type: ignore[dict-item]
+            "experiment.variants[1].payload",
+        ),
+        ({"control_variant_key": "baseline"}, "experiment.control_variant_key"),
+        ({"control_variant_key": ""}, "experiment.control_variant_key"),
+        ({"traffic_fraction": 1.5}, "experiment.traffic_fraction"),
+        ({"traffic_fraction": -0.1}, "experiment.traffic_fraction"),
+        ({"traffic_fraction": float("inf")}, "experiment.traffic_fraction"),
+        ({"audience_segment_keys": ("vip", "")}, "experiment.audience_segment_keys[1]"),
+        ({"audience_segment_keys": ("vip", "vip")}, "experiment.audience_segment_keys[1]"),
+        ({"layer_key": "Check Out"}, "experiment.layer_key"),
+        ({"holdout_fraction": -0.5}, "experiment.holdout.fraction"),
+        ({"holdout_fraction": 1.0}, "experiment.holdout.fraction"),
+        ({"status": "live"}, "experiment.status"),
+        ({"start_time": NOW, "end_time": NOW}, "experiment.end_time"),
+        ({"start_time": NOW, "end_time": NOW - timedelta(seconds=1)}, "experiment.end_time"),
+        ({"salt": "a:b"}, "experiment.salt"),
+        ({"goal_event_type": ""}, "experiment.goal.event_type"),
+        ({"goal_event_type": "add to cart"}, "experiment.goal.event_type"),
+        ({"goal_kind": "clicks"}, "experiment.goal.kind"),
+        ({"allocation": "random"}, "experiment.allocation"),
+    ],
+)
+def test_validate__bad_field__invalid_argument_names_the_field(
+    overrides: dict[str, Any], field: str
+) -> None:
+    experiment = build_experiment(**overrides)
+
+    with pytest.raises(InvalidArgument) as raised:
+        validate_experiment(experiment)
+
+    assert raised.value.field == field
+
+
+def test_validate__naive_end_before_aware_start__compared_as_utc() -> None:
+    # Naive datetimes are read as UTC, as protobuf's ToDatetime() returns them.
+    naive_end = datetime(2025, 3, 1, 11, 0)
+    experiment = build_experiment(start_time=NOW, end_time=naive_end)
+
+    with pytest.raises(InvalidArgument) as raised:
+        validate_experiment(experiment)
+
+    assert raised.value.field == "experiment.end_time"
+
+
+def test_validate__plain_string_enums__accepted() -> None:
+    # The servicer may pass the str values; StrEnum members compare equal.
+    experiment = build_experiment(status="running", goal_kind="revenue", allocation="bandit")
+
+    validate_experiment(experiment)
+    assert experiment.status == ExperimentStatus.RUNNING
+
+
+def test_experiment__empty_salt_and_zero_traffic__read_as_key_and_everyone() -> None:
+    experiment = build_experiment(salt="", traffic_fraction=0.0)
+
+    assert experiment.effective_salt == "checkout-button"
+    assert experiment.effective_traffic_fraction == 1.0
+    assert build_experiment(salt="s1").effective_salt == "s1"
+
+
+@pytest.mark.parametrize(
+    ("now", "live"),
+    [
+        (NOW - timedelta(microseconds=1), False),
+        (NOW, True),
+        (NOW + timedelta(days=1) - timedelta(microseconds=1), True),
+        (NOW + timedelta(days=1), False),
+        (datetime(2025, 3, 1, 13, 0, tzinfo=UTC).replace(tzinfo=None), True),
+    ],
+)
+def test_experiment__time_window__live_from_start_until_before_end(
+    now: datetime, live: bool
+) -> None:
+    experiment = build_experiment(start_time=NOW, end_time=NOW + timedelta(days=1))
+
+    assert experiment.is_live(now) is live
