@@ -106,9 +106,7 @@ def choose_variant(variants: Sequence[VariantDef], bucket_value: float) -> Varia
     """
     total = sum(v.weight for v in variants if v.weight > 0)
     if total <= 0:
-        raise FailedPrecondition(
-            "no variant has a weight above 0", field="experiment.variants"
-        )
+        raise FailedPrecondition("no variant has a weight above 0", field="experiment.variants")
     target = bucket_value * total
     cumulative = 0.0
     chosen: VariantDef | None = None

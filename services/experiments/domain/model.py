@@ -196,9 +196,7 @@ def validate_experiment(exp: ExperimentDef) -> None:
             field="experiment.goal.event_type",
         )
     if exp.goal_kind not in set(GoalKind):
-        raise InvalidArgument(
-            f"must be one of {', '.join(GoalKind)}", field="experiment.goal.kind"
-        )
+        raise InvalidArgument(f"must be one of {', '.join(GoalKind)}", field="experiment.goal.kind")
     if exp.allocation not in set(Allocation):
         raise InvalidArgument(
             f"must be one of {', '.join(Allocation)}", field="experiment.allocation"

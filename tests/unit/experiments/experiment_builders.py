@@ -17,6 +17,7 @@ NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 # that passes once passes always (and one that fails points at a real change).
 PROFILE_IDS_20K = tuple(f"profile-{i:06d}" for i in range(20_000))
 
+
 def build_experiment(**overrides: Any) -> ExperimentDef:
     """A valid, RUNNING 50/50 experiment; `overrides` replace any field."""
     fields: dict[str, Any] = {

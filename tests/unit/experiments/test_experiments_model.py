@@ -53,7 +53,7 @@ def test_validate__well_formed_experiment__accepted() -> None:
             "experiment.variants",
         ),
         (
-            {"variants": (CONTROL, VariantDef("treatment", 1.0, {1: "x"}))},  # type: ignore[dict-item]
+            {"variants": (CONTROL, VariantDef("treatment", 1.0, {1: "x"}))},
             "experiment.variants[1].payload",
         ),
         ({"control_variant_key": "baseline"}, "experiment.control_variant_key"),

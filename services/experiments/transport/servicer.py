@@ -1,0 +1,129 @@
+"""ExperimentService over gRPC: definitions, watch and assignment."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from tessera import db
+from tessera.convert import check_channel, datetime_to_timestamp, dict_to_struct, from_json, to_json
+from tessera.definitions import Definition, DefinitionFeed, DefinitionStore
+from tessera.errors import InvalidArgument, Unimplemented, require
+from tessera.experiments.domain import ExperimentDef, assign_all, validate_experiment
+from tessera.experiments.transport.convert import REASON_TO_PROTO, experiment_from_proto
+from tessera.experiments.v1 import experiments_pb2, experiments_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def stored_experiment(definition: Definition) -> experiments_pb2.Experiment:
+    """The experiment message of a stored definition, with version and times."""
+    message = experiments_pb2.Experiment()
+    from_json(definition.body, message)
+    message.version = definition.version
+    message.created_at.CopyFrom(datetime_to_timestamp(definition.created_at))
+    message.updated_at.CopyFrom(datetime_to_timestamp(definition.updated_at))
+    return message
+
+
+def _normalise(experiment: experiments_pb2.Experiment) -> experiments_pb2.Experiment:
+    """The experiment as stored: service-owned fields cleared, status defaulted, validated."""
+    message = experiments_pb2.Experiment()
+    message.CopyFrom(experiment)
+    for name in ("version", "created_at", "updated_at"):
+        message.ClearField(name)
+    if message.status == experiments_pb2.EXPERIMENT_STATUS_UNSPECIFIED:
+        message.status = experiments_pb2.EXPERIMENT_STATUS_DRAFT
+    if not message.HasField("goal"):
+        raise InvalidArgument("is required: every experiment serves a goal", field="experiment.goal")
+    validate_experiment(experiment_from_proto(message))
+    return message
+
+
+class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
+    """Implements tessera.experiments.v1.ExperimentService."""
+
+    def __init__(self, store: DefinitionStore, feed: DefinitionFeed) -> None:
+        self.store = store
+        self.feed = feed
+
+    def _live(self) -> list[ExperimentDef]:
+        return [experiment_from_proto(stored_experiment(d)) for d in self.feed.current]
+
+    async def CreateExperiment(
+        self, request: experiments_pb2.CreateExperimentRequest, context: Context
+    ) -> experiments_pb2.CreateExperimentResponse:
+        message = _normalise(request.experiment)
+        stored = await db.run(self.store.create, message.key, to_json(message))
+        self.feed.poke()
+        return experiments_pb2.CreateExperimentResponse(experiment=stored_experiment(stored))
+
+    async def GetExperiment(
+        self, request: experiments_pb2.GetExperimentRequest, context: Context
+    ) -> experiments_pb2.GetExperimentResponse:
+        require(bool(request.key), "key", "is required")
+        stored = await db.run(self.store.get, request.key)
+        return experiments_pb2.GetExperimentResponse(experiment=stored_experiment(stored))
+
+    async def ListExperiments(
+        self, request: experiments_pb2.ListExperimentsRequest, context: Context
+    ) -> experiments_pb2.ListExperimentsResponse:
+        rows, token = await db.run(self.store.list, request.page_size, request.page_token)
+        return experiments_pb2.ListExperimentsResponse(
+            experiments=[stored_experiment(r) for r in rows], next_page_token=token
+        )
+
+    async def UpdateExperiment(
+        self, request: experiments_pb2.UpdateExperimentRequest, context: Context
+    ) -> experiments_pb2.UpdateExperimentResponse:
+        message = _normalise(request.experiment)
+        stored = await db.run(self.store.update, message.key, to_json(message), request.expected_version)
+        self.feed.poke()
+        return experiments_pb2.UpdateExperimentResponse(experiment=stored_experiment(stored))
+
+    async def WatchExperiments(
+        self, request: experiments_pb2.WatchExperimentsRequest, context: Context
+    ) -> AsyncIterator[experiments_pb2.WatchExperimentsResponse]:
+        async for change in self.feed.watch():
+            yield experiments_pb2.WatchExperimentsResponse(
+                snapshot=change.snapshot,
+                experiments=[stored_experiment(d) for d in change.upserted],
+                deleted_keys=change.deleted_keys,
+            )
+
+    async def Assign(
+        self, request: experiments_pb2.AssignRequest, context: Context
+    ) -> experiments_pb2.AssignResponse:
+        check_channel(request.channel, "channel")
+        results = assign_all(
+            self._live(),
+            request.profile_id,
+            request.segment_keys,
+            dt.datetime.now(dt.UTC),
+            only_keys=request.experiment_keys,
+        )
+        return experiments_pb2.AssignResponse(
+            assignments=[
+                experiments_pb2.Assignment(
+                    experiment_key=r.experiment_key,
+                    variant_key=r.variant_key,
+                    in_holdout=r.in_holdout,
+                    reason=REASON_TO_PROTO[r.reason],
+                    payload=dict_to_struct(r.payload),
+                )
+                for r in results
+            ]
+        )
+
+    async def RecordExposures(
+        self, request: experiments_pb2.RecordExposuresRequest, context: Context
+    ) -> experiments_pb2.RecordExposuresResponse:
+        raise Unimplemented("RecordExposures is not built yet (exposure logging has its own issue)")
+
+    async def GetResults(
+        self, request: experiments_pb2.GetResultsRequest, context: Context
+    ) -> experiments_pb2.GetResultsResponse:
+        raise Unimplemented("GetResults is not built yet (results and statistics have their own issue)")
