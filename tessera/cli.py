@@ -11,19 +11,17 @@ import argparse
 import asyncio
 import importlib
 import json
-import os
 import signal
-import subprocess
 import sys
 import time
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tessera import logs
 from tessera.settings import SERVICES, RuntimeSettings
+from tessera.suite import START_ORDER, start_suite
 
 # Module and class of each service's wiring; imported only when served.
 FACTORIES = {
@@ -32,7 +30,6 @@ FACTORIES = {
     "experiments": ("tessera.experiments.server", "ExperimentsService"),
     "decision": ("tessera.decision.server", "DecisionService"),
 }
-START_ORDER = ("profiles", "segments", "experiments", "decision")
 
 
 def build_service(name: str) -> Any:
@@ -45,33 +42,20 @@ def serve(name: str) -> int:
     """Serve one service until SIGTERM or SIGINT."""
     from tessera import server
 
-    service = build_service(name)
-    settings: RuntimeSettings = service.settings
+    settings = RuntimeSettings()
     logs.configure(name, settings.log_level)
-    asyncio.run(server.run(service, settings.host, settings.port_of(name), settings.grace_period_s))
+
+    async def main() -> None:
+        # Built inside the event loop: peer channels bind to the loop that runs them.
+        service = build_service(name)
+        await server.run(service, settings.host, settings.port_of(name), settings.grace_period_s)
+
+    asyncio.run(main())
     return 0
 
 
-def wait_serving(address: str, timeout_s: float) -> bool:
-    """True once the health service at `address` answers SERVING."""
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return True
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    return False
-
-
-def up(timeout_s: float = 30.0) -> int:
+def up() -> int:
     """Start all four services as processes; stop them all on Ctrl-C or SIGTERM."""
-    settings = RuntimeSettings()
-    processes: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
     def stop_all(*_: Any) -> None:
@@ -81,35 +65,25 @@ def up(timeout_s: float = 30.0) -> int:
     signal.signal(signal.SIGINT, stop_all)
     signal.signal(signal.SIGTERM, stop_all)
     try:
-        for name in START_ORDER:
-            processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "tessera.cli", "serve", name], env=os.environ.copy()
-            )
-            if not wait_serving(settings.address_of(name), timeout_s):
-                print(f"{name} did not become SERVING within {timeout_s:.0f}s", file=sys.stderr)
-                return 1
-        print("\nTessera is up:")
-        for name in START_ORDER:
-            print(f"  {name:<12} {settings.address_of(name)}")
-        print("Ctrl-C stops all services.\n", flush=True)
-        while not stopping:
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    print(f"{name} exited with {process.returncode}", file=sys.stderr)
-                    return 1
-            time.sleep(0.2)
-        return 0
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for name, process in processes.items():
-            try:
-                process.wait(settings.grace_period_s + 5)
-            except subprocess.TimeoutExpired:
-                print(f"{name} did not stop in time; killing it", file=sys.stderr)
-                process.kill()
-        print("Tessera stopped.", flush=True)
+        suite = start_suite()
+    except RuntimeError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print("\nTessera is up:")
+    for name in START_ORDER:
+        print(f"  {name:<12} {suite.addresses[name]}")
+    print("Ctrl-C stops all services.\n", flush=True)
+    code = 0
+    while not stopping:
+        crashed = suite.exited()
+        if crashed:
+            print(f"{crashed} exited unexpectedly; stopping the suite", file=sys.stderr)
+            code = 1
+            break
+        time.sleep(0.2)
+    codes = suite.stop()
+    print(f"Tessera stopped ({', '.join(f'{n}={c}' for n, c in codes.items())}).", flush=True)
+    return code if all(c == 0 for c in codes.values()) else 1
 
 
 def decide(args: argparse.Namespace) -> int:

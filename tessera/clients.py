@@ -12,6 +12,16 @@ import json
 
 import grpc
 
+from tessera.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    TesseraError,
+    Unavailable,
+)
+
 # gRPC service config: https://github.com/grpc/grpc/blob/master/doc/service_config.md
 # Retries only UNAVAILABLE (the request never reached a server, or it is
 # draining), with jittered exponential backoff capped well below a Decide
@@ -45,3 +55,28 @@ def peer_channel(address: str) -> grpc.aio.Channel:
     """An insecure channel to a peer service at `address`."""
     target = address if "://" in address or address.startswith("dns:") else f"dns:///{address}"
     return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+
+_PEER_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+}
+
+
+def peer_error(error: grpc.aio.AioRpcError, peer: str) -> TesseraError:
+    """The domain error for a failed call to a peer service.
+
+    Caller mistakes the peer found (a bad identity, an unknown segment) keep
+    their code and message, which already name the field; anything else
+    becomes UNAVAILABLE naming the peer, never a bare INTERNAL.
+    """
+    kind = _PEER_CODES.get(error.code())
+    details = error.details() or error.code().name
+    if kind is not None:
+        field, sep, message = details.partition(": ")
+        return kind(message, field=field) if sep and " " not in field else kind(details)
+    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"{peer} did not answer in time")
+    return Unavailable(f"{peer} failed: {error.code().name}: {details}")

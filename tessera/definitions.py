@@ -19,9 +19,9 @@ import base64
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +32,8 @@ from tessera import db
 from tessera.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger("tessera.definitions")
+
+T = TypeVar("T")
 
 
 def _now() -> dt.datetime:
@@ -318,3 +320,52 @@ class DefinitionFeed:
                 yield change
         finally:
             self._subscribers.discard(queue)
+
+
+class DefinitionCache(Generic[T]):
+    """Definitions of a feed, converted once per change, for the hot path.
+
+    `convert` turns a stored definition into what the hot path evaluates (a
+    compiled rule, an experiment, a campaign); `on_change` runs after each
+    batch, for caches that derive something from the whole set.
+    """
+
+    def __init__(
+        self,
+        feed: DefinitionFeed,
+        convert: Callable[[Definition], T],
+        on_change: Callable[[dict[str, T]], None] | None = None,
+    ) -> None:
+        self.feed = feed
+        self.convert = convert
+        self.on_change = on_change
+        self.items: dict[str, T] = {}
+        self.loaded = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load every definition and follow changes."""
+        self._task = asyncio.create_task(self._follow(), name=f"cache:{self.feed.store.noun}")
+        await self.loaded.wait()
+
+    async def _follow(self) -> None:
+        async for change in self.feed.watch():
+            items = {} if change.snapshot else dict(self.items)
+            for definition in change.upserted:
+                try:
+                    items[definition.key] = self.convert(definition)
+                except Exception:  # one bad stored definition must not blind the cache
+                    log.exception("cannot load definition", extra={"key": definition.key})
+            for key in change.deleted_keys:
+                items.pop(key, None)
+            self.items = items
+            if self.on_change:
+                self.on_change(items)
+            self.loaded.set()
+
+    async def stop(self) -> None:
+        """Stop following."""
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

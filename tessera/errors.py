@@ -49,6 +49,12 @@ class Unavailable(TesseraError):
     code_name = "UNAVAILABLE"
 
 
+class DeadlineExceeded(TesseraError):
+    """A dependency did not answer within the call's deadline."""
+
+    code_name = "DEADLINE_EXCEEDED"
+
+
 class Unimplemented(TesseraError):
     """The capability is part of the contract but not built yet."""
 

@@ -53,6 +53,9 @@ class Service(Protocol):
     async def start(self) -> None:
         """Open stores and background tasks; called before serving."""
 
+    async def drain(self) -> None:
+        """End long-lived streams (watches) so shutdown need not wait them out."""
+
     async def stop(self) -> None:
         """Flush and close; called after the server stopped."""
 
@@ -73,6 +76,7 @@ class Running:
             return
         self.stopped.set()
         await self.health.enter_graceful_shutdown()
+        await self.service.drain()
         await self.server.stop(grace)
         await self.service.stop()
 

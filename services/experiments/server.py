@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 
 from tessera import db
-from tessera.definitions import DefinitionFeed, DefinitionStore
-from tessera.experiments.transport.servicer import ExperimentServicer
+from tessera.definitions import DefinitionCache, DefinitionFeed, DefinitionStore
+from tessera.experiments.transport.servicer import ExperimentServicer, load_experiment
 from tessera.experiments.v1 import experiments_pb2, experiments_pb2_grpc
 from tessera.settings import RuntimeSettings
 
@@ -28,7 +28,8 @@ class ExperimentsService:
         self.engine = db.make_engine(db.database_url(self.settings, NAME))
         self.store = DefinitionStore(self.engine, NAME, "experiment")
         self.feed = DefinitionFeed(self.store)
-        self.servicer = ExperimentServicer(self.store, self.feed)
+        self.cache = DefinitionCache(self.feed, load_experiment)
+        self.servicer = ExperimentServicer(self.store, self.feed, self.cache)
 
     def add_to(self, server: grpc.aio.Server) -> None:
         experiments_pb2_grpc.add_ExperimentServiceServicer_to_server(self.servicer, server)
@@ -37,7 +38,12 @@ class ExperimentsService:
         await db.run(db.migrate, self.engine, NAME, self.store.tables)
         await db.run(self.store.prepare)
         await self.feed.start()
+        await self.cache.start()
+
+    async def drain(self) -> None:
+        await self.feed.stop()
 
     async def stop(self) -> None:
+        await self.cache.stop()
         await self.feed.stop()
         self.engine.dispose()

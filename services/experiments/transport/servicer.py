@@ -10,7 +10,7 @@ import grpc
 
 from tessera import db
 from tessera.convert import check_channel, datetime_to_timestamp, dict_to_struct, from_json, to_json
-from tessera.definitions import Definition, DefinitionFeed, DefinitionStore
+from tessera.definitions import Definition, DefinitionCache, DefinitionFeed, DefinitionStore
 from tessera.errors import InvalidArgument, Unimplemented, require
 from tessera.experiments.domain import ExperimentDef, assign_all, validate_experiment
 from tessera.experiments.transport.convert import REASON_TO_PROTO, experiment_from_proto
@@ -27,6 +27,11 @@ def stored_experiment(definition: Definition) -> experiments_pb2.Experiment:
     message.created_at.CopyFrom(datetime_to_timestamp(definition.created_at))
     message.updated_at.CopyFrom(datetime_to_timestamp(definition.updated_at))
     return message
+
+
+def load_experiment(definition: Definition) -> ExperimentDef:
+    """The domain view of a stored experiment."""
+    return experiment_from_proto(stored_experiment(definition))
 
 
 def _normalise(experiment: experiments_pb2.Experiment) -> experiments_pb2.Experiment:
@@ -46,12 +51,12 @@ def _normalise(experiment: experiments_pb2.Experiment) -> experiments_pb2.Experi
 class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
     """Implements tessera.experiments.v1.ExperimentService."""
 
-    def __init__(self, store: DefinitionStore, feed: DefinitionFeed) -> None:
+    def __init__(
+        self, store: DefinitionStore, feed: DefinitionFeed, cache: DefinitionCache[ExperimentDef]
+    ) -> None:
         self.store = store
         self.feed = feed
-
-    def _live(self) -> list[ExperimentDef]:
-        return [experiment_from_proto(stored_experiment(d)) for d in self.feed.current]
+        self.cache = cache
 
     async def CreateExperiment(
         self, request: experiments_pb2.CreateExperimentRequest, context: Context
@@ -99,7 +104,7 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
     ) -> experiments_pb2.AssignResponse:
         check_channel(request.channel, "channel")
         results = assign_all(
-            self._live(),
+            self.cache.items.values(),
             request.profile_id,
             request.segment_keys,
             dt.datetime.now(dt.UTC),

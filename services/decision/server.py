@@ -1,0 +1,80 @@
+"""Wiring of the decision service: settings, stores, peers, servicer."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import grpc
+
+from tessera import db
+from tessera.clients import peer_channel
+from tessera.decision.transport.evaluation import Evaluator, InProcessEvaluator, RpcEvaluator
+from tessera.decision.transport.servicer import DecisionServicer, load_campaign
+from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
+from tessera.definitions import DefinitionCache, DefinitionFeed, DefinitionStore
+from tessera.experiments.v1 import experiments_pb2_grpc
+from tessera.profiles.v1 import profiles_pb2_grpc
+from tessera.segments.v1 import segments_pb2_grpc
+from tessera.settings import RuntimeSettings
+
+NAME = "decision"
+
+
+class DecisionSettings(RuntimeSettings):
+    """Settings of the decision service (TESSERA_* variables)."""
+
+    evaluation: Literal["in_process", "rpc"] = "in_process"
+    """TESSERA_EVALUATION: evaluate segments and assignments here or over RPC."""
+    decide_deadline_s: float = 0.5
+    """TESSERA_DECIDE_DEADLINE_S: deadline of each internal call of a Decide."""
+
+
+class DecisionService:
+    """The decision service as the runtime starts it."""
+
+    name = NAME
+    full_names = [decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name]
+
+    def __init__(self, settings: DecisionSettings | None = None) -> None:
+        self.settings = settings or DecisionSettings()
+        self.engine = db.make_engine(db.database_url(self.settings, NAME))
+        self.store = DefinitionStore(self.engine, NAME, "campaign")
+        self.feed = DefinitionFeed(self.store)
+        self.cache = DefinitionCache(self.feed, load_campaign)
+        self.channels = {
+            peer: peer_channel(self.settings.address_of(peer))
+            for peer in ("profiles", "segments", "experiments")
+        }
+        segments = segments_pb2_grpc.SegmentServiceStub(self.channels["segments"])
+        experiments = experiments_pb2_grpc.ExperimentServiceStub(self.channels["experiments"])
+        self.evaluator: Evaluator = (
+            InProcessEvaluator(segments, experiments)
+            if self.settings.evaluation == "in_process"
+            else RpcEvaluator(segments, experiments)
+        )
+        self.servicer = DecisionServicer(
+            self.store, self.feed, self.cache, self.evaluator,
+            profiles_pb2_grpc.ProfileServiceStub(self.channels["profiles"]),
+            segments, experiments, self.settings.decide_deadline_s,
+        )
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        decision_pb2_grpc.add_DecisionServiceServicer_to_server(self.servicer, server)
+
+    async def start(self) -> None:
+        await db.run(db.migrate, self.engine, NAME, self.store.tables)
+        await db.run(self.store.prepare)
+        await self.feed.start()
+        await self.cache.start()
+        await self.evaluator.start()
+
+    async def drain(self) -> None:
+        """Decide calls are short; nothing to end early."""
+
+    async def stop(self) -> None:
+        await self.evaluator.stop()
+        await self.cache.stop()
+        await self.feed.stop()
+        for channel in self.channels.values():
+            await channel.close()
+        self.engine.dispose()

@@ -1,0 +1,63 @@
+"""Campaign protos to domain values and back."""
+
+from __future__ import annotations
+
+from tessera.common.v1 import common_pb2
+from tessera.convert import struct_to_dict, timestamp_to_datetime
+from tessera.decision.domain.campaigns import (
+    CalendarWindow,
+    CampaignDef,
+    CampaignStatus,
+    CampaignVariant,
+    Schedule,
+)
+from tessera.decision.v1 import decision_pb2
+from tessera.errors import InvalidArgument
+
+STATUS_FROM_PROTO = {
+    decision_pb2.CAMPAIGN_STATUS_UNSPECIFIED: CampaignStatus.DRAFT,
+    decision_pb2.CAMPAIGN_STATUS_DRAFT: CampaignStatus.DRAFT,
+    decision_pb2.CAMPAIGN_STATUS_RUNNING: CampaignStatus.RUNNING,
+    decision_pb2.CAMPAIGN_STATUS_PAUSED: CampaignStatus.PAUSED,
+    decision_pb2.CAMPAIGN_STATUS_STOPPED: CampaignStatus.STOPPED,
+}
+GOAL_KINDS = {
+    common_pb2.GOAL_KIND_CONVERSION: "conversion",
+    common_pb2.GOAL_KIND_REVENUE: "revenue",
+}
+
+
+def campaign_from_proto(message: decision_pb2.Campaign) -> CampaignDef:
+    """The domain view of a stored (normalised) campaign."""
+    if message.status not in STATUS_FROM_PROTO:
+        raise InvalidArgument(f"unknown status {message.status}", field="campaign.status")
+    for index, channel in enumerate(message.channels):
+        if channel not in common_pb2.Channel.values() or channel == 0:
+            raise InvalidArgument(f"unknown channel {channel}", field=f"campaign.channels[{index}]")
+    schedule = message.schedule
+    return CampaignDef(
+        key=message.key,
+        placements=tuple(message.placements),
+        variants=tuple(
+            CampaignVariant(v.key, v.weight, struct_to_dict(v.payload)) for v in message.variants
+        ),
+        control_variant_key=message.control_variant_key,
+        experiment_key=message.experiment_key,
+        status=STATUS_FROM_PROTO[message.status],
+        channels=frozenset(message.channels),
+        audience_segment_keys=tuple(message.audience_segment_keys),
+        priority=message.priority,
+        conflict_group=message.conflict_group,
+        schedule=Schedule(
+            start_time=timestamp_to_datetime(schedule.start_time),
+            end_time=timestamp_to_datetime(schedule.end_time),
+            windows=tuple(
+                CalendarWindow(w.name, w.start_month, w.start_day, w.end_month, w.end_day)
+                for w in schedule.windows
+            ),
+            time_zone=schedule.time_zone,
+        ),
+        goal_event_type=message.goal.event_type,
+        goal_kind=GOAL_KINDS.get(message.goal.kind, ""),
+        pressure_cost=message.pressure_cost,
+    )

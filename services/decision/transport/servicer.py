@@ -1,0 +1,257 @@
+"""DecisionService over gRPC: campaigns CRUD and the Decide fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any
+
+import grpc
+
+from tessera import db
+from tessera.clients import peer_error
+from tessera.convert import check_channel, datetime_to_timestamp, from_json, to_json
+from tessera.decision.domain.campaigns import (
+    CampaignDef,
+    candidates,
+    choose,
+    experiment_key_for,
+    validate_campaign,
+    with_control,
+)
+from tessera.decision.transport.convert import campaign_from_proto
+from tessera.decision.transport.evaluation import Evaluator
+from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
+from tessera.definitions import Definition, DefinitionCache, DefinitionFeed, DefinitionStore
+from tessera.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, require
+from tessera.experiments.v1 import experiments_pb2, experiments_pb2_grpc
+from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
+from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+log = logging.getLogger("tessera.decision")
+
+EXPERIMENT_STATUS = {
+    decision_pb2.CAMPAIGN_STATUS_UNSPECIFIED: experiments_pb2.EXPERIMENT_STATUS_DRAFT,
+    decision_pb2.CAMPAIGN_STATUS_DRAFT: experiments_pb2.EXPERIMENT_STATUS_DRAFT,
+    decision_pb2.CAMPAIGN_STATUS_RUNNING: experiments_pb2.EXPERIMENT_STATUS_RUNNING,
+    decision_pb2.CAMPAIGN_STATUS_PAUSED: experiments_pb2.EXPERIMENT_STATUS_PAUSED,
+    decision_pb2.CAMPAIGN_STATUS_STOPPED: experiments_pb2.EXPERIMENT_STATUS_STOPPED,
+}
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def load_campaign(definition: Definition) -> CampaignDef:
+    """The decision path's view of a stored campaign."""
+    message = decision_pb2.Campaign()
+    from_json(definition.body, message)
+    return campaign_from_proto(message)
+
+
+def _stored_campaign(definition: Definition) -> decision_pb2.Campaign:
+    message = decision_pb2.Campaign()
+    from_json(definition.body, message)
+    message.version = definition.version
+    message.created_at.CopyFrom(datetime_to_timestamp(definition.created_at))
+    message.updated_at.CopyFrom(datetime_to_timestamp(definition.updated_at))
+    return message
+
+
+class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
+    """Implements tessera.decision.v1.DecisionService."""
+
+    def __init__(
+        self,
+        store: DefinitionStore,
+        feed: DefinitionFeed,
+        cache: DefinitionCache[CampaignDef],
+        evaluator: Evaluator,
+        profiles: profiles_pb2_grpc.ProfileServiceStub,
+        segments: segments_pb2_grpc.SegmentServiceStub,
+        experiments: experiments_pb2_grpc.ExperimentServiceStub,
+        deadline_s: float,
+    ) -> None:
+        self.store = store
+        self.feed = feed
+        self.cache = cache
+        self.evaluator = evaluator
+        self.profiles = profiles
+        self.segments = segments
+        self.experiments = experiments
+        self.deadline_s = deadline_s
+
+    def _timeout(self, context: Context) -> float:
+        remaining = context.time_remaining()
+        return min(self.deadline_s, remaining) if remaining is not None else self.deadline_s
+
+    # Decide
+
+    async def Decide(self, request: decision_pb2.DecideRequest, context: Context) -> decision_pb2.DecideResponse:
+        require(bool(request.identities), "identities", "at least one identity is required")
+        require(bool(request.placements), "placements", "name at least one placement")
+        for index, placement in enumerate(request.placements):
+            require(bool(placement), f"placements[{index}]", "must not be empty")
+        channel = check_channel(request.channel, "channel")
+        timeout = self._timeout(context)
+        try:
+            identified = await self.profiles.Identify(
+                profiles_pb2.IdentifyRequest(identities=request.identities, channel=channel),
+                timeout=timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise peer_error(error, "profiles") from error
+        profile = identified.profile
+        segment_keys = await self.evaluator.segments(profile, channel, request.context, timeout)
+        in_segments = frozenset(segment_keys)
+        now = _now()
+        ranked = candidates(list(self.cache.items.values()), request.placements, channel, in_segments, now)
+        variants: dict[str, str] = {}
+        if ranked:
+            variants = await self.evaluator.assign(
+                profile.profile_id, segment_keys, channel, [c.experiment_key for c in ranked], timeout
+            )
+        choices = choose(request.placements, ranked, variants, channel, in_segments)
+        decisions = []
+        for choice in choices:
+            decision = decision_pb2.Decision(placement=choice.placement, reasons=choice.reasons)
+            if choice.campaign is not None:
+                variant = choice.campaign.variant(choice.variant_key)
+                decision.campaign_key = choice.campaign.key
+                decision.experiment_key = choice.campaign.experiment_key
+                decision.variant_key = choice.variant_key
+                decision.is_control = choice.is_control
+                if variant is not None and variant.payload:
+                    decision.payload.update(dict(variant.payload))
+            decisions.append(decision)
+        return decision_pb2.DecideResponse(
+            profile_id=profile.profile_id,
+            decisions=decisions,
+            segment_keys=segment_keys,
+            conversion_probability=profile.features.conversion_probability,
+        )
+
+    # Campaigns
+
+    async def _normalise(self, campaign: decision_pb2.Campaign) -> decision_pb2.Campaign:
+        """The campaign as stored: control variant, experiment key, default status."""
+        message = decision_pb2.Campaign()
+        message.CopyFrom(campaign)
+        message.ClearField("version")
+        message.ClearField("created_at")
+        message.ClearField("updated_at")
+        if message.status == decision_pb2.CAMPAIGN_STATUS_UNSPECIFIED:
+            message.status = decision_pb2.CAMPAIGN_STATUS_DRAFT
+        if not message.variants:
+            raise InvalidArgument("add at least one variant besides the control", field="campaign.variants")
+        domain = campaign_from_proto(message)
+        variants, control_key = with_control(domain.variants, message.control_variant_key)
+        if len(variants) > len(domain.variants):
+            message.variants.add(key=control_key, weight=variants[-1].weight)
+        message.control_variant_key = control_key
+        message.experiment_key = experiment_key_for(message.key)
+        validate_campaign(campaign_from_proto(message))
+        await self._check_segments(message)
+        return message
+
+    async def _check_segments(self, message: decision_pb2.Campaign) -> None:
+        for index, key in enumerate(message.audience_segment_keys):
+            try:
+                await self.segments.GetSegment(segments_pb2.GetSegmentRequest(key=key), timeout=5)
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    raise InvalidArgument(
+                        f"no segment {key!r}", field=f"campaign.audience_segment_keys[{index}]"
+                    ) from error
+                raise peer_error(error, "segments") from error
+
+    def _experiment(self, message: decision_pb2.Campaign) -> experiments_pb2.Experiment:
+        return experiments_pb2.Experiment(
+            key=message.experiment_key,
+            name=f"Campaign {message.name or message.key}",
+            description=f"Splits the audience of campaign {message.key!r}; created with it.",
+            variants=[
+                experiments_pb2.Variant(key=v.key, weight=v.weight, payload=v.payload)
+                for v in message.variants
+            ],
+            control_variant_key=message.control_variant_key,
+            traffic_fraction=1.0,
+            audience_segment_keys=message.audience_segment_keys,
+            status=EXPERIMENT_STATUS[message.status],
+            goal=message.goal,
+            start_time=message.schedule.start_time,
+            end_time=message.schedule.end_time,
+        )
+
+    async def CreateCampaign(
+        self, request: decision_pb2.CreateCampaignRequest, context: Context
+    ) -> decision_pb2.CreateCampaignResponse:
+        message = await self._normalise(request.campaign)
+        try:
+            await db.run(self.store.get, message.key)
+        except NotFound:
+            pass
+        else:
+            raise AlreadyExists(f"campaign {message.key!r} exists already", field="campaign.key")
+        try:
+            await self.experiments.CreateExperiment(
+                experiments_pb2.CreateExperimentRequest(experiment=self._experiment(message)), timeout=5
+            )
+        except grpc.aio.AioRpcError as error:
+            raise peer_error(error, "experiments") from error
+        stored = await db.run(self.store.create, message.key, to_json(message))
+        self.feed.poke()
+        return decision_pb2.CreateCampaignResponse(campaign=_stored_campaign(stored))
+
+    async def GetCampaign(
+        self, request: decision_pb2.GetCampaignRequest, context: Context
+    ) -> decision_pb2.GetCampaignResponse:
+        require(bool(request.key), "key", "is required")
+        stored = await db.run(self.store.get, request.key)
+        return decision_pb2.GetCampaignResponse(campaign=_stored_campaign(stored))
+
+    async def ListCampaigns(
+        self, request: decision_pb2.ListCampaignsRequest, context: Context
+    ) -> decision_pb2.ListCampaignsResponse:
+        rows, token = await db.run(self.store.list, request.page_size, request.page_token)
+        return decision_pb2.ListCampaignsResponse(
+            campaigns=[_stored_campaign(r) for r in rows], next_page_token=token
+        )
+
+    async def _sync_experiment(self, message: decision_pb2.Campaign) -> None:
+        try:
+            await self.experiments.UpdateExperiment(
+                experiments_pb2.UpdateExperimentRequest(experiment=self._experiment(message)), timeout=5
+            )
+        except grpc.aio.AioRpcError as error:
+            raise peer_error(error, "experiments") from error
+
+    async def UpdateCampaign(
+        self, request: decision_pb2.UpdateCampaignRequest, context: Context
+    ) -> decision_pb2.UpdateCampaignResponse:
+        current = await db.run(self.store.get, request.campaign.key)
+        if request.expected_version and request.expected_version != current.version:
+            raise FailedPrecondition(
+                f"campaign {current.key!r} is at version {current.version}, not {request.expected_version}",
+                field="expected_version",
+            )
+        message = await self._normalise(request.campaign)
+        await self._sync_experiment(message)
+        stored = await db.run(self.store.update, message.key, to_json(message), current.version)
+        self.feed.poke()
+        return decision_pb2.UpdateCampaignResponse(campaign=_stored_campaign(stored))
+
+    async def DeleteCampaign(
+        self, request: decision_pb2.DeleteCampaignRequest, context: Context
+    ) -> decision_pb2.DeleteCampaignResponse:
+        require(bool(request.key), "key", "is required")
+        current = _stored_campaign(await db.run(self.store.get, request.key))
+        current.status = decision_pb2.CAMPAIGN_STATUS_STOPPED
+        await self._sync_experiment(current)
+        await db.run(self.store.delete, request.key)
+        self.feed.poke()
+        return decision_pb2.DeleteCampaignResponse()
+

@@ -1,0 +1,58 @@
+"""Wiring of the segment service: settings, stores, servicer."""
+
+from __future__ import annotations
+
+import grpc
+
+from tessera import db
+from tessera.clients import peer_channel
+from tessera.definitions import DefinitionCache, DefinitionFeed, DefinitionStore
+from tessera.profiles.v1 import profiles_pb2_grpc
+from tessera.segments.transport.servicer import SegmentServicer, load_segment
+from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
+from tessera.settings import RuntimeSettings
+
+NAME = "segments"
+
+
+class SegmentsSettings(RuntimeSettings):
+    """Settings of the segment service (TESSERA_* variables)."""
+
+    peer_deadline_s: float = 1.0
+
+
+class SegmentsService:
+    """The segment service as the runtime starts it."""
+
+    name = NAME
+    full_names = [segments_pb2.DESCRIPTOR.services_by_name["SegmentService"].full_name]
+
+    def __init__(self, settings: SegmentsSettings | None = None) -> None:
+        self.settings = settings or SegmentsSettings()
+        self.engine = db.make_engine(db.database_url(self.settings, NAME))
+        self.store = DefinitionStore(self.engine, NAME, "segment")
+        self.feed = DefinitionFeed(self.store)
+        self.cache = DefinitionCache(self.feed, load_segment)
+        self.channel = peer_channel(self.settings.address_of("profiles"))
+        self.servicer = SegmentServicer(
+            self.store, self.feed, self.cache,
+            profiles_pb2_grpc.ProfileServiceStub(self.channel), self.settings.peer_deadline_s,
+        )
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        segments_pb2_grpc.add_SegmentServiceServicer_to_server(self.servicer, server)
+
+    async def start(self) -> None:
+        await db.run(db.migrate, self.engine, NAME, self.store.tables)
+        await db.run(self.store.prepare)
+        await self.feed.start()
+        await self.cache.start()
+
+    async def drain(self) -> None:
+        await self.feed.stop()
+
+    async def stop(self) -> None:
+        await self.cache.stop()
+        await self.feed.stop()
+        await self.channel.close()
+        self.engine.dispose()

@@ -1,0 +1,69 @@
+"""Segment protos to domain values; a profile message to a rule `Subject`.
+
+The decision service imports these too, so a profile is seen by rules the
+same way whether segments are evaluated here or in-process there.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import struct_pb2
+
+from tessera.convert import CHANNEL_NAMES, struct_to_dict
+from tessera.errors import InvalidArgument
+from tessera.profiles.v1 import profiles_pb2
+from tessera.segments.domain import Condition, SegmentDefinition, Subject, parse_rule
+from tessera.segments.v1 import segments_pb2
+
+
+def rule_from_proto(rule: segments_pb2.Rule, field: str = "segment.rule") -> Condition:
+    """Parse a Rule message in whichever notation it is written."""
+    notation = rule.WhichOneof("rule")
+    if notation == "text":
+        return parse_rule(rule.text, "text", field=f"{field}.text")
+    if notation == "json_logic":
+        return parse_rule(rule.json_logic, "json_logic", field=f"{field}.json_logic")
+    raise InvalidArgument("set text or json_logic", field=field)
+
+
+def segment_from_proto(segment: segments_pb2.Segment) -> SegmentDefinition:
+    """The evaluator's view of a segment message."""
+    return SegmentDefinition(segment.key, rule_from_proto(segment.rule))
+
+
+def subject_from_profile(
+    profile: profiles_pb2.Profile, channel: int, context: struct_pb2.Struct | None
+) -> Subject:
+    """Everything rules can read about this profile in this request."""
+    session = profile.session
+    features = profile.features
+    return Subject(
+        profile_id=profile.profile_id,
+        traits=struct_to_dict(profile.traits),
+        identity_types=frozenset(identity.type for identity in profile.identities),
+        channel=CHANNEL_NAMES.get(channel, ""),
+        context=struct_to_dict(context) if context is not None else {},
+        session={
+            "page_views": session.page_views,
+            "time_spent_ms": session.time_spent_ms,
+            "events": session.events,
+            "product_views": dict(session.product_views),
+            "category_views": dict(session.category_views),
+            "cart": [
+                {"product_id": i.product_id, "category": i.category, "quantity": i.quantity,
+                 "price": i.price}
+                for i in session.cart
+            ],
+            "favorites": list(session.favorites),
+            "searches": list(session.searches),
+        },
+        features={
+            "lifetime_value": features.lifetime_value,
+            "conversion_probability": features.conversion_probability,
+            "rfm": {
+                "recency_days": features.rfm.recency_days,
+                "frequency": features.rfm.frequency,
+                "monetary": features.rfm.monetary,
+            },
+            "interests": {i.category: i.score for i in features.interests},
+        },
+    )

@@ -1,0 +1,111 @@
+"""The whole suite as four processes: for `tessera up`, end-to-end tests and the benchmark."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+START_ORDER = ("profiles", "segments", "experiments", "decision")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_serving(address: str, timeout_s: float) -> bool:
+    """True once the health service at `address` answers SERVING."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    return False
+
+
+@dataclass
+class Suite:
+    """Four running service processes and where they listen."""
+
+    addresses: dict[str, str]
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    grace_s: float = 5.0
+
+    def exited(self) -> str | None:
+        """The name of a service whose process has exited, if any."""
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                return name
+        return None
+
+    def stop(self) -> dict[str, int]:
+        """SIGTERM every service, wait for the drain, return the exit codes."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        codes: dict[str, int] = {}
+        for name, process in self.processes.items():
+            try:
+                codes[name] = process.wait(self.grace_s + 10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes[name] = process.wait()
+        return codes
+
+
+def start_suite(
+    env: Mapping[str, str] | None = None,
+    *,
+    free_ports: bool = False,
+    timeout_s: float = 60.0,
+    stdout: int | None = None,
+) -> Suite:
+    """Start the four services as processes and wait until all are SERVING.
+
+    `env` adds TESSERA_* settings to this process's environment; with
+    `free_ports` each service gets a free port instead of its default.
+    """
+    full_env = {**os.environ, **(env or {})}
+    if free_ports:
+        for name in START_ORDER:
+            full_env[f"TESSERA_{name.upper()}_PORT"] = str(free_port())
+    for name in START_ORDER:
+        port = full_env.get(f"TESSERA_{name.upper()}_PORT")
+        if port and not full_env.get(f"TESSERA_{name.upper()}_ADDRESS"):
+            full_env[f"TESSERA_{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+    from tessera.settings import RuntimeSettings
+
+    keys = {k[len("TESSERA_"):].lower(): v for k, v in full_env.items() if k.startswith("TESSERA_")}
+    settings = RuntimeSettings(**keys)  # type: ignore[arg-type]
+    suite = Suite({name: settings.address_of(name) for name in START_ORDER},
+                  grace_s=settings.grace_period_s)
+    try:
+        for name in START_ORDER:
+            suite.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "tessera.cli", "serve", name],
+                env=full_env, stdout=stdout, stderr=stdout,
+            )
+            if not wait_serving(suite.addresses[name], timeout_s):
+                raise RuntimeError(f"{name} did not become SERVING at {suite.addresses[name]}")
+    except BaseException:
+        suite.stop()
+        raise
+    return suite
