@@ -1,0 +1,64 @@
+# Tessera: `make run` starts the suite, `make test` runs every test.
+# Both set up what they need first (virtual environment, packages, code
+# generated from the protos), so they work on a fresh clone.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+GENERATED := gen/.generated
+PROTOS := $(shell find protos -name '*.proto')
+BUF := .tools/node_modules/.bin/buf
+
+.PHONY: install proto run test test-unit test-integration test-e2e lint format bench clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) tools/protogen.py --packages
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+$(GENERATED): $(INSTALLED) $(PROTOS) tools/protogen.py
+	$(PY) tools/protogen.py
+	touch $@
+
+install: $(GENERATED)  ## virtual environment, packages and generated code
+
+proto: $(GENERATED)  ## regenerate the Python API from protos/
+
+run: install  ## start all four services on embedded defaults; Ctrl-C stops them
+	$(VENV)/bin/tessera up
+
+test: install  ## unit, integration (real PostgreSQL and Redis) and end-to-end tests
+	$(PY) -m pytest
+
+test-unit: install
+	$(PY) -m pytest tests/unit
+
+test-integration: install
+	$(PY) -m pytest tests/integration
+
+test-e2e: install
+	$(PY) -m pytest tests/e2e
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@1.75.0
+
+lint: install $(BUF)  ## buf lint, ruff and mypy
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) tools/typecheck.py
+
+format: install $(BUF)
+	$(BUF) format -w
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install  ## Decide against an echo RPC, at concurrency 1, 16 and 64
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) gen build .tools .tessera *.egg-info

@@ -1,0 +1,209 @@
+"""ProfileService on PostgreSQL and Redis, through the generated client."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import grpc
+import pytest
+from support import field_of
+
+from tessera.common.v1 import common_pb2
+from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+Stub = profiles_pb2_grpc.ProfileServiceStub
+
+
+def identity(kind: str, value: str) -> common_pb2.Identity:
+    return common_pb2.Identity(type=kind, value=value)
+
+
+def cookie() -> common_pb2.Identity:
+    return identity("cookie", uuid.uuid4().hex)
+
+
+def event(profile_id: str, kind: str, event_id: str | None = None, **properties: object) -> common_pb2.Event:
+    message = common_pb2.Event(
+        event_id=event_id or uuid.uuid4().hex, profile_id=profile_id, type=kind,
+        channel=common_pb2.CHANNEL_WEB,
+    )
+    message.properties.update(properties)
+    return message
+
+
+def test_identify__new_identity__creates_then_resolves_same_profile(profiles: Stub) -> None:
+    visitor = cookie()
+
+    first = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[visitor]))
+    second = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[visitor]))
+
+    assert first.created is True
+    assert second.created is False
+    assert second.profile.profile_id == first.profile.profile_id
+
+
+def test_identify__identities_on_two_profiles__merges_into_older_and_alias_resolves(
+    profiles: Stub,
+) -> None:
+    web, app = cookie(), identity("app_install", uuid.uuid4().hex)
+    older = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[web])).profile
+    newer = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[app])).profile
+    profiles.Track(profiles_pb2.TrackRequest(event=event(newer.profile_id, "page_view")))
+
+    merged = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[web, app]))
+
+    assert merged.profile.profile_id == older.profile_id
+    assert list(merged.merged_profile_ids) == [newer.profile_id]
+    assert {(i.type, i.value) for i in merged.profile.identities} == {
+        (web.type, web.value), (app.type, app.value)
+    }
+    via_alias = profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=newer.profile_id))
+    assert via_alias.profile.profile_id == older.profile_id
+    assert via_alias.profile.session.page_views == 1  # the merged profile's session came along
+
+
+def test_identify__email__stored_as_sha256_of_normalised_address(profiles: Stub) -> None:
+    address = f"Someone.{uuid.uuid4().hex[:8]}@Example.com"
+
+    reply = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[identity("email", f"  {address} ")]))
+
+    expected = "sha256:" + hashlib.sha256(address.lower().encode()).hexdigest()
+    assert [i.value for i in reply.profile.identities] == [expected]
+    found = profiles.GetProfile(profiles_pb2.GetProfileRequest(identity=identity("email", address)))
+    assert found.profile.profile_id == reply.profile.profile_id
+
+
+def test_track__repeated_event_id__counted_once(profiles: Stub) -> None:
+    profile_id = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[cookie()])).profile.profile_id
+    view = event(profile_id, "product_view", category="juicers", product_id="j-1")
+
+    first = profiles.Track(profiles_pb2.TrackRequest(event=view))
+    retry = profiles.Track(profiles_pb2.TrackRequest(event=view))
+
+    assert (first.duplicate, retry.duplicate) == (False, True)
+    session = profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=profile_id)).profile.session
+    assert dict(session.category_views) == {"juicers": 1}
+    assert session.events == 1
+
+
+def test_track__events__next_read_sees_hot_session(profiles: Stub) -> None:
+    profile_id = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[cookie()])).profile.profile_id
+    for kind, props in [
+        ("page_view", {"category": "juicers", "duration_ms": 1500}),
+        ("product_view", {"category": "juicers", "product_id": "j-1"}),
+        ("add_to_cart", {"category": "juicers", "product_id": "j-1", "price": 89.0}),
+        ("search", {"query": "cold press"}),
+    ]:
+        profiles.Track(profiles_pb2.TrackRequest(event=event(profile_id, kind, **props)))
+
+    profile = profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=profile_id)).profile
+
+    assert profile.session.page_views == 1
+    assert dict(profile.session.category_views) == {"juicers": 2}
+    assert [(i.product_id, i.quantity, i.price) for i in profile.session.cart] == [("j-1", 1, 89.0)]
+    assert list(profile.session.searches) == ["cold press"]
+    assert profile.session.time_spent_ms == 1500
+    assert profile.features.interests[0].category == "juicers"
+
+
+def test_track__purchase__updates_rfm_and_lifetime_value(profiles: Stub) -> None:
+    profile_id = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[cookie()])).profile.profile_id
+    for revenue in (120.0, 30.5):
+        profiles.Track(profiles_pb2.TrackRequest(event=event(profile_id, "purchase", revenue=revenue)))
+
+    features = profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=profile_id)).profile.features
+
+    assert features.rfm.frequency == 2
+    assert features.lifetime_value == pytest.approx(150.5)
+    assert 0 <= features.rfm.recency_days < 0.01
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda e: e.ClearField("event_id"), "event.event_id"),
+        (lambda e: setattr(e, "type", "Page View"), "event.type"),
+        (lambda e: e.properties.update({"revenue": "lots"}), "event.properties.revenue"),
+        (lambda e: e.timestamp.FromSeconds(4_000_000_000), "event.timestamp"),
+        (lambda e: setattr(e, "channel", 99), "event.channel"),
+    ],
+)
+def test_track__bad_event__invalid_argument_names_field_and_stores_nothing(
+    profiles: Stub, mutate: object, field: str
+) -> None:
+    profile_id = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[cookie()])).profile.profile_id
+    bad = event(profile_id, "page_view")
+    mutate(bad)  # type: ignore[operator]
+
+    with pytest.raises(grpc.RpcError) as raised:
+        profiles.Track(profiles_pb2.TrackRequest(event=bad))
+
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_of(raised.value) == field
+    session = profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=profile_id)).profile.session
+    assert session.events == 0
+
+
+def test_track__unknown_profile__not_found(profiles: Stub) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        profiles.Track(profiles_pb2.TrackRequest(event=event("no-such-profile", "page_view")))
+
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_track_stream__mixed_events__counts_accepted_duplicates_rejected(profiles: Stub) -> None:
+    profile_id = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[cookie()])).profile.profile_id
+    repeated = event(profile_id, "page_view")
+    stream = [repeated, repeated, event(profile_id, "page_view"), event(profile_id, "BAD TYPE")]
+
+    reply = profiles.TrackStream(profiles_pb2.TrackStreamRequest(event=e) for e in stream)
+
+    assert (reply.accepted, reply.duplicates, reply.rejected) == (2, 1, 1)
+
+
+def test_update_traits__set_and_remove__merges_into_existing(profiles: Stub) -> None:
+    profile_id = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[cookie()])).profile.profile_id
+    first = profiles_pb2.UpdateTraitsRequest(profile_id=profile_id)
+    first.traits.update({"country": "FR", "plan": "free"})
+    profiles.UpdateTraits(first)
+    second = profiles_pb2.UpdateTraitsRequest(profile_id=profile_id)
+    second.traits.update({"plan": None, "tier": "gold"})
+
+    traits = profiles.UpdateTraits(second).profile.traits
+
+    assert dict(traits) == {"country": "FR", "tier": "gold"}
+
+
+def test_identify__no_identities__invalid_argument(profiles: Stub) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        profiles.Identify(profiles_pb2.IdentifyRequest())
+
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_of(raised.value) == "identities"
+
+
+def test_delete_profile__erases_profile_identities_and_session(profiles: Stub) -> None:
+    visitor = cookie()
+    profile_id = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[visitor])).profile.profile_id
+    profiles.Track(profiles_pb2.TrackRequest(event=event(profile_id, "page_view")))
+
+    reply = profiles.DeleteProfile(profiles_pb2.DeleteProfileRequest(profile_id=profile_id))
+
+    assert reply.deleted_events == 1
+    with pytest.raises(grpc.RpcError) as raised:
+        profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=profile_id))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    again = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[visitor]))
+    assert again.created is True
+    assert again.profile.session.events == 0
+
+
+def test_stream_events__not_built__unimplemented_with_message(profiles: Stub) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        list(profiles.StreamEvents(profiles_pb2.StreamEventsRequest()))
+
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "StreamEvents" in raised.value.details()
