@@ -255,7 +255,9 @@ class DefinitionFeed:
         self._revision = 0
         self._live: dict[str, Definition] = {}
         self._subscribers: set[asyncio.Queue[Change]] = set()
+        self._listeners: list[Callable[[Change], None]] = []
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -272,9 +274,14 @@ class DefinitionFeed:
         for queue in self._subscribers:
             queue.put_nowait(Change(False, (), ()))
 
-    def poke(self) -> None:
-        """A local write happened: poll now instead of at the next tick."""
-        self._wake.set()
+    async def refresh(self) -> None:
+        """Poll now: after a local write, so this replica reads its own writes."""
+        await self._poll()
+
+    def listen(self, listener: Callable[[Change], None]) -> None:
+        """Call `listener` with the snapshot now and with every change, in the poll itself."""
+        listener(Change(True, self.current, ()))
+        self._listeners.append(listener)
 
     @property
     def current(self) -> list[Definition]:
@@ -292,6 +299,10 @@ class DefinitionFeed:
                 log.exception("definition poll failed", extra={"kind": self.store.noun})
 
     async def _poll(self) -> None:
+        async with self._lock:
+            await self._poll_locked()
+
+    async def _poll_locked(self) -> None:
         changes = await db.run(self.store.changes_since, self._revision)
         if not changes:
             return
@@ -304,6 +315,8 @@ class DefinitionFeed:
             else:
                 self._live[change.key] = change
         batch = Change(False, upserted, deleted)
+        for listener in self._listeners:
+            listener(batch)
         for queue in self._subscribers:
             queue.put_nowait(batch)
 
@@ -327,7 +340,9 @@ class DefinitionCache(Generic[T]):
 
     `convert` turns a stored definition into what the hot path evaluates (a
     compiled rule, an experiment, a campaign); `on_change` runs after each
-    batch, for caches that derive something from the whole set.
+    batch, for caches that derive something from the whole set. Updated
+    inside the feed's poll, so once a write's `refresh()` returns, the cache
+    holds the write.
     """
 
     def __init__(
@@ -340,32 +355,23 @@ class DefinitionCache(Generic[T]):
         self.convert = convert
         self.on_change = on_change
         self.items: dict[str, T] = {}
-        self.loaded = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        """Load every definition and follow changes."""
-        self._task = asyncio.create_task(self._follow(), name=f"cache:{self.feed.store.noun}")
-        await self.loaded.wait()
+    def start(self) -> None:
+        """Load every definition and follow changes (the feed must be started)."""
+        self.feed.listen(self._apply)
 
-    async def _follow(self) -> None:
-        async for change in self.feed.watch():
-            items = {} if change.snapshot else dict(self.items)
-            for definition in change.upserted:
-                try:
-                    items[definition.key] = self.convert(definition)
-                except Exception:  # one bad stored definition must not blind the cache
-                    log.exception("cannot load definition", extra={"key": definition.key})
-            for key in change.deleted_keys:
-                items.pop(key, None)
-            self.items = items
-            if self.on_change:
+    def _apply(self, change: Change) -> None:
+        items = {} if change.snapshot else dict(self.items)
+        for definition in change.upserted:
+            try:
+                items[definition.key] = self.convert(definition)
+            except Exception:  # one bad stored definition must not blind the cache
+                log.exception("cannot load definition", extra={"key": definition.key})
+        for key in change.deleted_keys:
+            items.pop(key, None)
+        self.items = items
+        if self.on_change:
+            try:
                 self.on_change(items)
-            self.loaded.set()
-
-    async def stop(self) -> None:
-        """Stop following."""
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            except Exception:  # keep what was derived from the last consistent set
+                log.exception("definitions changed into an inconsistent set")

@@ -65,7 +65,7 @@ class DecisionService:
         await db.run(db.migrate, self.engine, NAME, self.store.tables)
         await db.run(self.store.prepare)
         await self.feed.start()
-        await self.cache.start()
+        self.cache.start()
         await self.evaluator.start()
 
     async def drain(self) -> None:
@@ -73,7 +73,6 @@ class DecisionService:
 
     async def stop(self) -> None:
         await self.evaluator.stop()
-        await self.cache.stop()
         await self.feed.stop()
         for channel in self.channels.values():
             await channel.close()

@@ -37,6 +37,9 @@ class ProfilesService:
     async def start(self) -> None:
         await db.run(db.migrate, self.engine, NAME, TABLES)
 
+    async def drain(self) -> None:
+        """No long-lived streams yet."""
+
     async def stop(self) -> None:
         await self.hot.close()
         self.engine.dispose()

@@ -46,13 +46,12 @@ class SegmentsService:
         await db.run(db.migrate, self.engine, NAME, self.store.tables)
         await db.run(self.store.prepare)
         await self.feed.start()
-        await self.cache.start()
+        self.cache.start()
 
     async def drain(self) -> None:
         await self.feed.stop()
 
     async def stop(self) -> None:
-        await self.cache.stop()
         await self.feed.stop()
         await self.channel.close()
         self.engine.dispose()

@@ -203,7 +203,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         except grpc.aio.AioRpcError as error:
             raise peer_error(error, "experiments") from error
         stored = await db.run(self.store.create, message.key, to_json(message))
-        self.feed.poke()
+        await self.feed.refresh()
         return decision_pb2.CreateCampaignResponse(campaign=_stored_campaign(stored))
 
     async def GetCampaign(
@@ -241,7 +241,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         message = await self._normalise(request.campaign)
         await self._sync_experiment(message)
         stored = await db.run(self.store.update, message.key, to_json(message), current.version)
-        self.feed.poke()
+        await self.feed.refresh()
         return decision_pb2.UpdateCampaignResponse(campaign=_stored_campaign(stored))
 
     async def DeleteCampaign(
@@ -252,6 +252,6 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         current.status = decision_pb2.CAMPAIGN_STATUS_STOPPED
         await self._sync_experiment(current)
         await db.run(self.store.delete, request.key)
-        self.feed.poke()
+        await self.feed.refresh()
         return decision_pb2.DeleteCampaignResponse()
 

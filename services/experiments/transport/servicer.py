@@ -63,7 +63,7 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
     ) -> experiments_pb2.CreateExperimentResponse:
         message = _normalise(request.experiment)
         stored = await db.run(self.store.create, message.key, to_json(message))
-        self.feed.poke()
+        await self.feed.refresh()
         return experiments_pb2.CreateExperimentResponse(experiment=stored_experiment(stored))
 
     async def GetExperiment(
@@ -86,7 +86,7 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
     ) -> experiments_pb2.UpdateExperimentResponse:
         message = _normalise(request.experiment)
         stored = await db.run(self.store.update, message.key, to_json(message), request.expected_version)
-        self.feed.poke()
+        await self.feed.refresh()
         return experiments_pb2.UpdateExperimentResponse(experiment=stored_experiment(stored))
 
     async def WatchExperiments(

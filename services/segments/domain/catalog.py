@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal as Lit
 from typing import TypeAlias
 
-from tessera.segments.domain.nodes import (
+from .nodes import (
     CHANNELS,
     FEATURE_PATHS,
     IDENTIFIER,
@@ -21,8 +21,6 @@ from tessera.segments.domain.nodes import (
     CategoryViews,
     ChannelRef,
     ContextRef,
-    EventCount,
-    EventSum,
     FeatureRef,
     HasIdentity,
     InSegment,
@@ -107,14 +105,14 @@ def resolve_attribute(parts: Sequence[str]) -> Value:
         if len(rest) == 1 and rest[0] in SESSION_FIELDS:
             return SessionField(rest[0])
         if dotted in STRING_FUNCTIONS:
-            raise RuleNodeError(f"{dotted} is a function: write {dotted}(\"...\")")
+            raise RuleNodeError(f'{dotted} is a function: write {dotted}("...")')
         fields = ", ".join(sorted(SESSION_FIELDS))
         raise RuleNodeError(f"unknown attribute {dotted!r}: session fields are {fields}")
     if root == "feature":
         if rest in FEATURE_PATHS:
             return FeatureRef(rest)
         if dotted in STRING_FUNCTIONS:
-            raise RuleNodeError(f"{dotted} is a function: write {dotted}(\"...\")")
+            raise RuleNodeError(f'{dotted} is a function: write {dotted}("...")')
         names = ", ".join(sorted(".".join(p) for p in FEATURE_PATHS))
         raise RuleNodeError(f"unknown attribute {dotted!r}: features are {names}, interest(...)")
     if dotted in STRING_FUNCTIONS or dotted in WINDOW_FUNCTIONS:
@@ -146,7 +144,7 @@ def kind_of(value: Value) -> Kind:
 
 def _describe(value: Value) -> str:
     # Local import: the printer imports this module.
-    from tessera.segments.domain.printer import print_value
+    from .printer import print_value
 
     return print_value(value)
 
@@ -188,13 +186,19 @@ def check_compare(op: str, left: Value, right: Value) -> str | None:
             for item in right.value:
                 item_kind = kind_of(Literal(item))
                 if item_kind not in ("null", lk):
-                    return f"'{op}' looks for a {lk} ({_describe(left)}) in a list holding a {item_kind}"
+                    return (
+                        f"'{op}' looks for a {lk} ({_describe(left)}) "
+                        f"in a list holding a {item_kind}"
+                    )
         return _check_channel(left, right.value)
     if rk == "any":
         # The data decides: a list trait holds numbers as well as strings.
         return None
     if rk == "string":
         if lk not in ("string", "any"):
-            return f"'{op}' with a string on the right tests a substring, but {_describe(left)} is a {lk}"
+            return (
+                f"'{op}' with a string on the right tests a substring, "
+                f"but {_describe(left)} is a {lk}"
+            )
         return None
     return f"'{op}' needs a list or a string on the right, but {_describe(right)} is a {rk}"

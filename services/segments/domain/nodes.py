@@ -75,7 +75,9 @@ def _check_window(window_seconds: int) -> None:
         or window_seconds <= 0
         or window_seconds % 60
     ):
-        raise RuleNodeError(f"window must be a positive whole number of minutes, not {window_seconds!r}s")
+        raise RuleNodeError(
+            f"window must be a positive whole number of minutes, not {window_seconds!r}s"
+        )
 
 
 def _check_scalar(value: object) -> None:

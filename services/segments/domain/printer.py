@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 
-from tessera.segments.domain.catalog import format_duration
-from tessera.segments.domain.nodes import (
+from .catalog import format_duration
+from .nodes import (
     And,
     CategoryViews,
     ChannelRef,

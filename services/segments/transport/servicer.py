@@ -79,7 +79,7 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
     ) -> segments_pb2.CreateSegmentResponse:
         message, _ = self._normalise(request.segment)
         stored = await db.run(self.store.create, message.key, to_json(message))
-        self.feed.poke()
+        await self.feed.refresh()
         return segments_pb2.CreateSegmentResponse(segment=stored_segment(stored))
 
     async def GetSegment(
@@ -104,7 +104,7 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         stored = await db.run(
             self.store.update, message.key, to_json(message), request.expected_version
         )
-        self.feed.poke()
+        await self.feed.refresh()
         return segments_pb2.UpdateSegmentResponse(segment=stored_segment(stored))
 
     async def DeleteSegment(
@@ -118,7 +118,7 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
                 field="key",
             )
         await db.run(self.store.delete, request.key)
-        self.feed.poke()
+        await self.feed.refresh()
         return segments_pb2.DeleteSegmentResponse()
 
     async def WatchSegments(

@@ -1,0 +1,257 @@
+"""Closed-loop load from separate processes.
+
+Each load process runs one asyncio loop with its share of the concurrency as
+closed-loop workers (send, wait for the answer, send the next) over one
+grpc.aio channel. The processes are spawned once and reused for every level;
+a barrier lines them up so their warm-up and measured windows coincide.
+Only loopback addresses are used and every level is bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.synchronize
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+
+from bench.stats import LevelSummary, summarise
+
+TARGETS = ("echo", "decide")
+
+# Headroom on top of a level's own time bound before the parent gives up on a
+# load process: connecting, the barrier and draining the last calls.
+_SLACK_S = 30.0
+
+
+@dataclass(frozen=True)
+class LevelSpec:
+    """What one load process does for one level."""
+
+    target: str
+    address: str
+    workers: int
+    """Closed-loop workers in this process (may be 0: the process just lines up)."""
+    first_worker: int
+    """Global index of this process's first worker, so rotation does not overlap."""
+    total_workers: int
+    warmup_s: float
+    duration_s: float
+    requests: int | None
+    """This process's share of a fixed request count; None measures for duration_s."""
+    max_s: float
+    """Upper bound of the measured window in fixed-count mode."""
+    timeout_s: float
+    payload_bytes: int = 0
+    cookies: Sequence[str] = ()
+
+
+@dataclass
+class LevelResult:
+    """What one load process measured in one level."""
+
+    latencies_ns: bytes
+    """int64 latencies of successful calls, as raw bytes (cheap to pickle)."""
+    errors: dict[str, int] = field(default_factory=dict)
+    window_s: float = 0.0
+
+
+def _call_for(spec: LevelSpec, channel: grpc.aio.Channel) -> tuple[Callable[..., Any], list[Any]]:
+    """The stub method and the rotation of request messages for `spec.target`."""
+    if spec.target == "echo":
+        from tessera.bench.v1 import bench_pb2, bench_pb2_grpc
+
+        echo = bench_pb2_grpc.EchoServiceStub(channel)
+        return echo.Echo, [bench_pb2.EchoRequest(payload=b"x" * spec.payload_bytes)]
+    if spec.target == "decide":
+        from bench.seed import decide_request
+        from tessera.decision.v1 import decision_pb2_grpc
+
+        decision = decision_pb2_grpc.DecisionServiceStub(channel)
+        # Built once: the load generator should spend its CPU on calls, not
+        # on message construction.
+        messages = [decide_request(cookie) for cookie in spec.cookies]
+        if not messages:
+            raise ValueError("decide needs at least one cookie to rotate over")
+        return decision.Decide, messages
+    raise ValueError(f"unknown target {spec.target!r}; expected one of {TARGETS}")
+
+
+async def _run_level(spec: LevelSpec, barrier: multiprocessing.synchronize.Barrier) -> LevelResult:
+    async with grpc.aio.insecure_channel(spec.address) as channel:
+        call, messages = _call_for(spec, channel)
+        # Connect before the barrier so connection setup is in nobody's window.
+        await asyncio.wait_for(channel.channel_ready(), timeout=_SLACK_S)
+        await asyncio.to_thread(barrier.wait, _SLACK_S)
+
+        start = time.perf_counter_ns()
+        warm_end = start + int(spec.warmup_s * 1e9)
+        if spec.requests is None:
+            measure_end = warm_end + int(spec.duration_s * 1e9)
+        else:
+            measure_end = warm_end + int(spec.max_s * 1e9)
+        latencies: list[int] = []
+        errors: Counter[str] = Counter()
+        remaining = spec.requests
+        last_done = warm_end
+
+        async def worker(index: int) -> None:
+            nonlocal remaining, last_done
+            position = index
+            while True:
+                sent = time.perf_counter_ns()
+                if sent >= measure_end:
+                    return
+                measuring = sent >= warm_end
+                if measuring and remaining is not None:
+                    if remaining <= 0:
+                        return
+                    remaining -= 1
+                request = messages[position % len(messages)]
+                position += spec.total_workers
+                try:
+                    await call(request, timeout=spec.timeout_s)
+                except grpc.aio.AioRpcError as error:
+                    if measuring:
+                        errors[error.code().name] += 1
+                        last_done = max(last_done, time.perf_counter_ns())
+                    continue
+                done = time.perf_counter_ns()
+                if measuring:
+                    latencies.append(done - sent)
+                    last_done = max(last_done, done)
+
+        await asyncio.gather(*(worker(spec.first_worker + k) for k in range(spec.workers)))
+
+    measured = len(latencies) + sum(errors.values())
+    window_ns = last_done - warm_end if measured else 0
+    return LevelResult(
+        latencies_ns=np.asarray(latencies, dtype=np.int64).tobytes(),
+        errors=dict(errors),
+        window_s=window_ns / 1e9,
+    )
+
+
+def _serve_levels(
+    conn: multiprocessing.connection.Connection, barrier: multiprocessing.synchronize.Barrier
+) -> None:
+    """Load process main loop: run each LevelSpec received, send back its result."""
+    while True:
+        spec = conn.recv()
+        if spec is None:
+            return
+        try:
+            conn.send(asyncio.run(_run_level(spec, barrier)))
+        except Exception as error:  # reported to the parent, which stops the run
+            barrier.abort()
+            conn.send(error)
+
+
+def split(concurrency: int, processes: int) -> list[int]:
+    """Workers per process: as even as possible, earlier processes take the rest."""
+    base, rest = divmod(concurrency, processes)
+    return [base + (1 if i < rest else 0) for i in range(processes)]
+
+
+class LoadPool:
+    """A fixed set of load processes, reused for every level of a run."""
+
+    def __init__(self, processes: int) -> None:
+        # spawn, not fork: gRPC's core does not survive fork() of a process
+        # that already used it (the parent seeds the suite over gRPC).
+        context = multiprocessing.get_context("spawn")
+        self.barrier = context.Barrier(processes)
+        self.connections: list[multiprocessing.connection.Connection] = []
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        for index in range(processes):
+            parent_end, child_end = context.Pipe()
+            process = context.Process(
+                target=_serve_levels,
+                args=(child_end, self.barrier),
+                name=f"bench-load-{index}",
+                daemon=True,
+            )
+            process.start()
+            self.connections.append(parent_end)
+            self.processes.append(process)
+
+    def run(
+        self,
+        target: str,
+        address: str,
+        concurrency: int,
+        *,
+        warmup_s: float,
+        duration_s: float,
+        requests: int | None,
+        max_s: float,
+        timeout_s: float,
+        payload_bytes: int = 0,
+        cookies: Sequence[str] = (),
+    ) -> LevelSummary:
+        """Run one level across all load processes and summarise it."""
+        shares = split(concurrency, len(self.processes))
+        request_shares = split(requests, concurrency) if requests is not None else None
+        first = 0
+        for connection, workers in zip(self.connections, shares, strict=True):
+            quota = None
+            if request_shares is not None:
+                quota = sum(request_shares[first : first + workers])
+            connection.send(
+                LevelSpec(
+                    target=target,
+                    address=address,
+                    workers=workers,
+                    first_worker=first,
+                    total_workers=concurrency,
+                    warmup_s=warmup_s,
+                    duration_s=duration_s,
+                    requests=quota,
+                    max_s=max_s,
+                    timeout_s=timeout_s,
+                    payload_bytes=payload_bytes,
+                    cookies=cookies,
+                )
+            )
+            first += workers
+        bound_s = warmup_s + (duration_s if requests is None else max_s) + _SLACK_S
+        results = [self._receive(connection, bound_s) for connection in self.connections]
+        latencies = np.concatenate([np.frombuffer(r.latencies_ns, dtype=np.int64) for r in results])
+        errors: Counter[str] = Counter()
+        for result in results:
+            errors.update(result.errors)
+        # The processes' windows start together (barrier); the longest one is
+        # the honest denominator for the combined rate.
+        window_s = max(r.window_s for r in results)
+        return summarise(target, concurrency, latencies, window_s, dict(errors))
+
+    def _receive(
+        self, connection: multiprocessing.connection.Connection, bound_s: float
+    ) -> LevelResult:
+        if not connection.poll(bound_s):
+            raise TimeoutError(f"a load process gave no result within {bound_s:.0f} s")
+        result = connection.recv()
+        if isinstance(result, BaseException):
+            raise RuntimeError(f"a load process failed: {result!r}") from result
+        if not isinstance(result, LevelResult):
+            raise TypeError(f"unexpected result from a load process: {result!r}")
+        return result
+
+    def close(self) -> None:
+        """Ask every load process to exit; terminate any that does not."""
+        for connection in self.connections:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                connection.send(None)
+        for process in self.processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=5)

@@ -1,0 +1,284 @@
+"""One benchmark run: echo floor and Decide through the whole suite.
+
+    python -m bench                 5 s per level at concurrency 1, 16, 64
+    python -m bench --quick         ~1 s per level, a smoke run
+    python -m bench --requests 20000
+
+See bench/README.md for the method and how to read the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import report, seed
+from bench.load import LoadPool
+from bench.stats import LevelSummary, ratios
+from tessera.suite import START_ORDER, start_suite
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options; --quick overrides the timing and pool-size ones."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per level")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per level")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        help="measure a fixed number of requests per level instead of a duration",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=60.0,
+        help="cap of a level's measured window with --requests",
+    )
+    parser.add_argument("--quick", action="store_true", help="~1 s levels, 200 profiles")
+    parser.add_argument(
+        "--concurrency", default="1,16,64", help="comma-separated closed-loop worker counts"
+    )
+    parser.add_argument("--processes", type=int, default=2, help="load generator processes")
+    parser.add_argument("--profiles", type=int, default=1000, help="seeded profiles")
+    parser.add_argument("--payload-bytes", type=int, default=64, help="echo payload size")
+    parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each call, s")
+    parser.add_argument("--echo-only", action="store_true", help="skip the suite and Decide")
+    parser.add_argument(
+        "--suite-env",
+        action="append",
+        default=[],
+        metavar="TESSERA_X=VALUE",
+        help="extra setting for the suite's processes (repeatable)",
+    )
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.profiles = 1.0, 0.3, min(args.profiles, 200)
+        if args.requests is not None:
+            args.requests = min(args.requests, 2000)
+    args.levels = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
+    if not args.levels or min(args.levels) < 1:
+        parser.error("--concurrency needs positive integers")
+    if args.processes < 1 or args.profiles < 2:
+        parser.error("--processes must be >= 1 and --profiles >= 2")
+    for item in args.suite_env:
+        if "=" not in item or not item.startswith("TESSERA_"):
+            parser.error(f"--suite-env {item!r}: expected TESSERA_NAME=VALUE")
+    return args
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def echo_server(timeout_s: float = 30.0) -> Iterator[str]:
+    """Run `python -m bench.echo` in its own process; yield its loopback address."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.echo", "--host", "127.0.0.1", "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+        line = process.stdout.readline() if ready else ""
+        if " listening on " not in line:
+            raise RuntimeError(f"echo server did not start (said {line.strip()!r})")
+        yield line.rsplit(" ", 1)[1].strip()
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@dataclass
+class SuiteRun:
+    """The suite as the benchmark sees it: addresses, seeded profiles, what went wrong."""
+
+    addresses: dict[str, str] = field(default_factory=dict)
+    cookies: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+
+
+def _suite_env(data_dir: str, extra: list[str]) -> dict[str, str]:
+    env = {
+        "TESSERA_HOST": "127.0.0.1",
+        "TESSERA_DATA_DIR": data_dir,
+        # Embedded defaults whatever the caller's shell has set.
+        "TESSERA_DATABASE_URL": "",
+        "TESSERA_REDIS_URL": "",
+        "TESSERA_LOG_LEVEL": "WARNING",
+        # Empty addresses make start_suite point peers at the free ports it picks.
+        **{f"TESSERA_{name.upper()}_ADDRESS": "" for name in START_ORDER},
+    }
+    env.update(item.split("=", 1) for item in extra)  # type: ignore[misc]
+    return env
+
+
+@contextlib.contextmanager
+def suite_for_bench(args: argparse.Namespace, run_id: str) -> Iterator[SuiteRun]:
+    """Start and seed the suite on embedded stores in a temporary data dir.
+
+    A suite that fails to start or to answer is recorded in `problem` rather
+    than raised, so the echo floor is still measured and reported.
+    """
+    run = SuiteRun()
+    with tempfile.TemporaryDirectory(prefix="tessera-bench-") as data_dir:
+        env = _suite_env(data_dir, args.suite_env)
+        run.info["env"] = {k: v for k, v in env.items() if k != "TESSERA_DATA_DIR"}
+        log_path = Path(data_dir) / "suite.log"
+        suite = None
+        with log_path.open("wb") as log:
+            try:
+                _say("starting the suite ...")
+                suite = start_suite(env, free_ports=True, stdout=log.fileno())
+                run.addresses = dict(suite.addresses)
+                run.info["addresses"] = run.addresses
+                _seed(run, args, run_id)
+            except Exception as error:
+                run.problem = f"{type(error).__name__}: {error}"
+                _say(f"suite unavailable: {run.problem}")
+                _say(_tail(log_path))
+            try:
+                yield run
+            finally:
+                if suite is not None:
+                    run.info["exit_codes"] = suite.stop()
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    text = path.read_text(errors="replace").splitlines() if path.exists() else []
+    return "\n".join(["--- suite log (last lines) ---", *text[-lines:]])
+
+
+def _seed(run: SuiteRun, args: argparse.Namespace, run_id: str) -> None:
+    started = time.monotonic()
+    asyncio.run(seed.seed_definitions(run.addresses["segments"], run.addresses["decision"]))
+    profiles = asyncio.run(seed.seed_profiles(run.addresses["profiles"], args.profiles, run_id))
+    seeded_s = time.monotonic() - started
+    _say(f"seeded 1 segment, 1 campaign, {len(profiles)} profiles in {seeded_s:.1f} s")
+    ready_s = asyncio.run(seed.wait_until_decides(run.addresses["decision"], profiles))
+    _say(f"Decide sees the campaign after {ready_s:.2f} s")
+    run.cookies = [p.cookie for p in profiles]
+    run.info["seed"] = {
+        "segment": seed.SEGMENT_KEY,
+        "campaign": seed.CAMPAIGN_KEY,
+        "placement": seed.PLACEMENT,
+        "profiles": len(profiles),
+        "gold_profiles": sum(p.gold for p in profiles),
+        "seed_s": round(seeded_s, 3),
+        "decide_ready_s": round(ready_s, 3),
+    }
+
+
+def measure(args: argparse.Namespace, echo_address: str, suite: SuiteRun) -> list[LevelSummary]:
+    """Every level, echo then Decide at each concurrency so each pair shares conditions."""
+    pool = LoadPool(args.processes)
+    summaries: list[LevelSummary] = []
+    timing = {
+        "warmup_s": args.warmup,
+        "duration_s": args.duration,
+        "requests": args.requests,
+        "max_s": args.max_seconds,
+        "timeout_s": args.timeout,
+    }
+    try:
+        for concurrency in args.levels:
+            targets = [("echo", echo_address, ())]
+            if suite.problem is None and suite.cookies:
+                targets.append(("decide", suite.addresses["decision"], tuple(suite.cookies)))
+            for target, address, cookies in targets:
+                _say(f"{target} at concurrency {concurrency} ...")
+                summary = pool.run(
+                    target,
+                    address,
+                    concurrency,
+                    payload_bytes=args.payload_bytes,
+                    cookies=cookies,
+                    **timing,
+                )
+                summaries.append(summary)
+    finally:
+        pool.close()
+    return summaries
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the table, write the JSON; 0 only for a clean run."""
+    args = parse_args(argv)
+    started = dt.datetime.now(dt.UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    machine = report.machine_info()
+    problems: list[str] = []
+    suite = SuiteRun(problem="skipped (--echo-only)") if args.echo_only else None
+    with echo_server() as echo_address, contextlib.ExitStack() as stack:
+        _say(f"echo serving on {echo_address}")
+        if suite is None:
+            suite = stack.enter_context(suite_for_bench(args, stamp))
+        summaries = measure(args, echo_address, suite)
+    if suite.problem and not args.echo_only:
+        problems.append(f"Decide not measured: {suite.problem}")
+    problems += [
+        f"{s.target} at concurrency {s.concurrency}: {s.errors} errors {s.error_codes}"
+        for s in summaries
+        if s.errors
+    ]
+    level_ratios = ratios(summaries)
+    print(report.format_table(summaries, level_ratios))
+    document = {
+        "schema": 1,
+        "started_at": started.isoformat(),
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(),
+        "status": "ok" if not problems else "problems",
+        "problems": problems,
+        "machine": machine,
+        "settings": {
+            "concurrency": args.levels,
+            "processes": args.processes,
+            "warmup_s": args.warmup,
+            "duration_s": None if args.requests is not None else args.duration,
+            "requests": args.requests,
+            "max_s": args.max_seconds if args.requests is not None else None,
+            "timeout_s": args.timeout,
+            "payload_bytes": args.payload_bytes,
+            "profiles": args.profiles,
+            "quick": args.quick,
+            "mode": "requests" if args.requests is not None else "duration",
+        },
+        "suite": suite.info,
+        "levels": [s.to_dict() for s in summaries],
+        "ratios": [r.to_dict() for r in level_ratios],
+    }
+    paths = report.write_json(document, args.results_dir, stamp)
+    if problems:
+        print("\nRUN HAD PROBLEMS:\n  " + "\n  ".join(problems))
+    print(f"\nwrote {os.path.relpath(paths[0])} and {os.path.relpath(paths[1])}")
+    return 1 if problems else 0

@@ -1,0 +1,165 @@
+"""Seed the suite through its generated clients and wait until Decide sees it.
+
+A segment `gold` (`trait.tier == "gold"`), a running campaign `hero-gold` on
+placement `home_hero` for that segment, and a pool of profiles identified by
+cookie, half of them gold. The decision service learns definitions through
+watch streams, so `wait_until_decides` polls Decide before any measurement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+
+from tessera.common.v1 import common_pb2
+from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
+from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
+from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
+
+SEGMENT_KEY = "gold"
+CAMPAIGN_KEY = "hero-gold"
+PLACEMENT = "home_hero"
+
+# Generous per-call deadline for admin and seeding calls: SQLite writes on a
+# busy two-core machine, not the hot path.
+_SEED_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class SeededProfile:
+    """One seeded profile and the cookie that identifies it."""
+
+    cookie: str
+    profile_id: str
+    gold: bool
+
+
+async def gather_bounded(tasks: Sequence[Callable[[], Awaitable[Any]]], limit: int) -> list[Any]:
+    """Run coroutine factories with at most `limit` in flight; results in order."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(task: Callable[[], Awaitable[Any]]) -> Any:
+        async with semaphore:
+            return await task()
+
+    return await asyncio.gather(*(one(t) for t in tasks))
+
+
+def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(values)
+    return message
+
+
+async def seed_definitions(segments_address: str, decision_address: str) -> None:
+    """Create the `gold` segment and the `hero-gold` campaign."""
+    async with grpc.aio.insecure_channel(segments_address) as channel:
+        await segments_pb2_grpc.SegmentServiceStub(channel).CreateSegment(
+            segments_pb2.CreateSegmentRequest(
+                segment=segments_pb2.Segment(
+                    key=SEGMENT_KEY,
+                    name="Gold tier",
+                    description="Benchmark audience: profiles whose tier trait is gold.",
+                    rule=segments_pb2.Rule(text='trait.tier == "gold"'),
+                )
+            ),
+            timeout=_SEED_TIMEOUT_S,
+        )
+    campaign = decision_pb2.Campaign(
+        key=CAMPAIGN_KEY,
+        name="Hero banner for gold members",
+        goal=common_pb2.Goal(event_type="purchase", kind=common_pb2.GOAL_KIND_CONVERSION),
+        placements=[PLACEMENT],
+        audience_segment_keys=[SEGMENT_KEY],
+        variants=[
+            decision_pb2.CampaignVariant(
+                key="banner", weight=1, payload=_struct({"title": "Welcome back"})
+            )
+        ],
+        status=decision_pb2.CAMPAIGN_STATUS_RUNNING,
+    )
+    async with grpc.aio.insecure_channel(decision_address) as channel:
+        await decision_pb2_grpc.DecisionServiceStub(channel).CreateCampaign(
+            decision_pb2.CreateCampaignRequest(campaign=campaign), timeout=_SEED_TIMEOUT_S
+        )
+
+
+async def seed_profiles(
+    profiles_address: str, count: int, run_id: str, parallel: int = 32
+) -> list[SeededProfile]:
+    """Identify `count` cookie profiles; every even one gets the trait tier=gold."""
+    async with grpc.aio.insecure_channel(profiles_address) as channel:
+        stub = profiles_pb2_grpc.ProfileServiceStub(channel)
+
+        async def one(index: int) -> SeededProfile:
+            cookie = f"bench-{run_id}-{index:05d}"
+            reply = await stub.Identify(
+                profiles_pb2.IdentifyRequest(
+                    identities=[common_pb2.Identity(type="cookie", value=cookie)],
+                    channel=common_pb2.CHANNEL_WEB,
+                ),
+                timeout=_SEED_TIMEOUT_S,
+            )
+            gold = index % 2 == 0
+            if gold:
+                await stub.UpdateTraits(
+                    profiles_pb2.UpdateTraitsRequest(
+                        profile_id=reply.profile.profile_id, traits=_struct({"tier": "gold"})
+                    ),
+                    timeout=_SEED_TIMEOUT_S,
+                )
+            return SeededProfile(cookie, reply.profile.profile_id, gold)
+
+        def task(index: int) -> Callable[[], Awaitable[SeededProfile]]:
+            return lambda: one(index)
+
+        return await gather_bounded([task(i) for i in range(count)], parallel)
+
+
+async def wait_until_decides(
+    decision_address: str, profiles: Sequence[SeededProfile], timeout_s: float = 10.0
+) -> float:
+    """Poll Decide until a gold profile gets `hero-gold`; return the seconds it took.
+
+    Several gold profiles are tried in turn: one of them may fall in the
+    campaign's control group, and a control answer need not name the campaign.
+    """
+    gold = [p for p in profiles if p.gold][:20]
+    if not gold:
+        raise ValueError("no gold profile was seeded")
+    started = time.monotonic()
+    last = "no answer yet"
+    async with grpc.aio.insecure_channel(decision_address) as channel:
+        stub = decision_pb2_grpc.DecisionServiceStub(channel)
+        attempt = 0
+        while time.monotonic() - started < timeout_s:
+            profile = gold[attempt % len(gold)]
+            attempt += 1
+            try:
+                reply = await stub.Decide(decide_request(profile.cookie), timeout=2.0)
+            except grpc.aio.AioRpcError as error:
+                last = f"{error.code().name}: {error.details()}"
+            else:
+                if any(d.campaign_key == CAMPAIGN_KEY for d in reply.decisions):
+                    return time.monotonic() - started
+                last = f"decisions {[d.campaign_key for d in reply.decisions]}"
+            await asyncio.sleep(0.1)
+    raise TimeoutError(
+        f"Decide gave no gold profile campaign {CAMPAIGN_KEY!r} within {timeout_s:.0f} s "
+        f"(last: {last})"
+    )
+
+
+def decide_request(cookie: str) -> decision_pb2.DecideRequest:
+    """The benchmark's Decide: one cookie identity, the web channel, the hero placement."""
+    return decision_pb2.DecideRequest(
+        identities=[common_pb2.Identity(type="cookie", value=cookie)],
+        channel=common_pb2.CHANNEL_WEB,
+        placements=[PLACEMENT],
+    )

@@ -1,0 +1,141 @@
+"""Pure summaries of recorded latencies: percentiles, throughput, ratios.
+
+No I/O and no gRPC here, so the arithmetic the report rests on is tested with
+known values (tests/unit/bench/test_bench_stats.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+PERCENTILES = (50.0, 90.0, 99.0)
+"""The latency percentiles every level reports."""
+
+_NS_PER_MS = 1_000_000.0
+
+
+@dataclass(frozen=True)
+class LevelSummary:
+    """One target at one concurrency: counts, throughput and latency percentiles."""
+
+    target: str
+    concurrency: int
+    requests: int
+    """Successful calls whose latency was recorded."""
+    errors: int
+    """Failed calls; their latencies are not in the percentiles."""
+    window_s: float
+    """Length of the measured window, warm-up excluded."""
+    throughput_rps: float
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    mean_ms: float | None
+    max_ms: float | None
+    error_codes: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """Decide over echo at one concurrency; None where echo gives no basis."""
+
+    concurrency: int
+    p50: float | None
+    p99: float | None
+    throughput: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return asdict(self)
+
+
+def percentiles_ms(
+    latencies_ns: npt.ArrayLike, percentiles: Sequence[float] = PERCENTILES
+) -> list[float | None]:
+    """The given percentiles of `latencies_ns`, in milliseconds.
+
+    numpy's default (linear interpolation between closest ranks), so p50 of an
+    even count is the mean of the two middle values. None for each percentile
+    when nothing was recorded: an empty level has no latency, not a zero one.
+    """
+    values = np.asarray(latencies_ns, dtype=np.float64)
+    if values.size == 0:
+        return [None for _ in percentiles]
+    result = np.percentile(values, list(percentiles)) / _NS_PER_MS
+    return [float(v) for v in result]
+
+
+def summarise(
+    target: str,
+    concurrency: int,
+    latencies_ns: npt.ArrayLike,
+    window_s: float,
+    error_codes: dict[str, int] | None = None,
+) -> LevelSummary:
+    """Summarise one level from every recorded latency and the error counts.
+
+    Throughput is successful calls per second of the measured window; errors
+    are reported beside it, never folded into it.
+    """
+    values = np.asarray(latencies_ns, dtype=np.float64)
+    codes = dict(sorted((error_codes or {}).items()))
+    p50, p90, p99 = percentiles_ms(values, PERCENTILES)
+    empty = values.size == 0
+    return LevelSummary(
+        target=target,
+        concurrency=concurrency,
+        requests=int(values.size),
+        errors=sum(codes.values()),
+        window_s=window_s,
+        throughput_rps=values.size / window_s if window_s > 0 else 0.0,
+        p50_ms=p50,
+        p90_ms=p90,
+        p99_ms=p99,
+        mean_ms=None if empty else float(values.mean() / _NS_PER_MS),
+        max_ms=None if empty else float(values.max() / _NS_PER_MS),
+        error_codes=codes,
+    )
+
+
+def _divide(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def ratio(decide: LevelSummary, echo: LevelSummary) -> Ratio:
+    """Decide / echo for p50, p99 and throughput at the same concurrency.
+
+    A latency ratio of 3 means Decide takes three one-hop times; a throughput
+    ratio of 0.25 means the suite serves a quarter of the echo rate.
+    """
+    if decide.concurrency != echo.concurrency:
+        raise ValueError(
+            f"concurrency differs: decide {decide.concurrency}, echo {echo.concurrency}"
+        )
+    return Ratio(
+        concurrency=echo.concurrency,
+        p50=_divide(decide.p50_ms, echo.p50_ms),
+        p99=_divide(decide.p99_ms, echo.p99_ms),
+        throughput=_divide(decide.throughput_rps, echo.throughput_rps),
+    )
+
+
+def ratios(summaries: Sequence[LevelSummary]) -> list[Ratio]:
+    """One `ratio` per concurrency that has both a `decide` and an `echo` level."""
+    by_key = {(s.target, s.concurrency): s for s in summaries}
+    levels = sorted({s.concurrency for s in summaries})
+    return [
+        ratio(by_key[("decide", c)], by_key[("echo", c)])
+        for c in levels
+        if ("decide", c) in by_key and ("echo", c) in by_key
+    ]

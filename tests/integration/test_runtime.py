@@ -1,0 +1,74 @@
+"""The shared runtime: health, reflection, error mapping, graceful shutdown."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from support import ServerThread
+
+from tessera.profiles.server import ProfilesService, ProfilesSettings
+from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+
+def test_health__running_service__serving_overall_and_by_name(profiles_server: ServerThread) -> None:
+    with profiles_server.channel() as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        overall = health.Check(health_pb2.HealthCheckRequest())
+        named = health.Check(health_pb2.HealthCheckRequest(service="tessera.profiles.v1.ProfileService"))
+
+    assert overall.status == health_pb2.HealthCheckResponse.SERVING
+    assert named.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection__lists_service_health_and_reflection(profiles_server: ServerThread) -> None:
+    with profiles_server.channel() as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = {s.name for reply in replies for s in reply.list_services_response.service}
+
+    assert {
+        "tessera.profiles.v1.ProfileService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= names
+
+
+def test_errors__invalid_argument__carries_bad_request_field_violation(
+    profiles: profiles_pb2_grpc.ProfileServiceStub,
+) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        profiles.Identify(profiles_pb2.IdentifyRequest())
+
+    trailers = dict(raised.value.trailing_metadata())
+    status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad_request)
+    assert [(v.field, v.description) for v in bad_request.field_violations] == [
+        ("identities", "at least one identity is required")
+    ]
+
+
+def test_shutdown__stop__health_not_serving_then_refuses_calls(store_env: dict[str, str]) -> None:
+    settings = {k.removeprefix("TESSERA_").lower(): v for k, v in store_env.items()}
+    server = ServerThread(lambda: ProfilesService(ProfilesSettings(**settings))).start()
+    channel = server.channel()
+    health = health_pb2_grpc.HealthStub(channel)
+    assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+    assert server.running is not None
+
+    server.call(server.running.health.enter_graceful_shutdown())
+    draining = health.Check(health_pb2.HealthCheckRequest())
+    server.stop()
+
+    assert draining.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    with pytest.raises(grpc.RpcError) as raised:
+        health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    channel.close()
