@@ -228,31 +228,40 @@ def choose(
 
     `ranked` is best first; `variants` maps experiment key to the visitor's
     variant (missing or empty: the visitor is outside the experiment's
-    traffic and the campaign is skipped). A conflict group, once it has
-    filled a placement, fills no other in this decision.
+    traffic and the campaign is skipped). Campaigns claim placements in rank
+    order, so a conflict group goes to its best campaign whichever placement
+    was asked for first; once a group has filled a placement, no other
+    campaign of the group is shown in this decision.
     """
-    taken_groups: dict[str, str] = {}
-    choices: list[Choice] = []
-    for placement in placements:
-        choice = Choice(placement, reasons=("no live campaign fits this placement",))
-        for campaign in ranked:
-            if not campaign.fits(placement, channel, segment_keys):
+    filled: dict[str, Choice] = {}
+    group_owner: dict[str, str] = {}
+    for campaign in ranked:
+        variant_key = variants.get(campaign.experiment_key, "")
+        if not variant_key:
+            continue
+        owner = group_owner.get(campaign.conflict_group)
+        if campaign.conflict_group and owner not in (None, campaign.key):
+            continue
+        for placement in placements:
+            if placement in filled or not campaign.fits(placement, channel, segment_keys):
                 continue
-            group_owner = taken_groups.get(campaign.conflict_group)
-            if campaign.conflict_group and group_owner not in (None, campaign.key):
-                continue
-            variant_key = variants.get(campaign.experiment_key, "")
-            if not variant_key:
-                continue
-            reasons = [f"priority {campaign.priority}"]
-            matched = sorted(set(campaign.audience_segment_keys) & segment_keys)
-            reasons += [f"segment:{key}" for key in matched] or ["audience: everyone"]
+            filled[placement] = Choice(
+                placement, campaign, variant_key, _reasons(campaign, variant_key, segment_keys)
+            )
             if campaign.conflict_group:
-                reasons.append(f"conflict group {campaign.conflict_group}")
-                taken_groups[campaign.conflict_group] = campaign.key
-            if variant_key == campaign.control_variant_key:
-                reasons.append("control group: show the default")
-            choice = Choice(placement, campaign, variant_key, tuple(reasons))
-            break
-        choices.append(choice)
-    return choices
+                group_owner[campaign.conflict_group] = campaign.key
+    return [
+        filled.get(p) or Choice(p, reasons=("no live campaign fits this placement",))
+        for p in placements
+    ]
+
+
+def _reasons(campaign: CampaignDef, variant_key: str, segment_keys: frozenset[str]) -> tuple[str, ...]:
+    reasons = [f"priority {campaign.priority}"]
+    matched = sorted(set(campaign.audience_segment_keys) & segment_keys)
+    reasons += [f"segment:{key}" for key in matched] or ["audience: everyone"]
+    if campaign.conflict_group:
+        reasons.append(f"conflict group {campaign.conflict_group}")
+    if variant_key == campaign.control_variant_key:
+        reasons.append("control group: show the default")
+    return tuple(reasons)

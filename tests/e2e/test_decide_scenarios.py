@@ -1,0 +1,231 @@
+"""The scenarios of DESIGN.md, end to end through the generated clients."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+
+import grpc
+import pytest
+from scenario import (
+    campaign,
+    cookie,
+    decide,
+    email,
+    eventually,
+    segment,
+    track,
+    unique,
+    visitor,
+)
+
+from tessera.common.v1 import common_pb2
+from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
+from tessera.suite import Suite, free_port, start_suite, wait_serving
+
+pytestmark = pytest.mark.e2e
+
+
+def test_decide__audience_member__gets_campaign_variant_or_control(tessera: object) -> None:
+    gold, placement = unique("gold"), unique("hero")
+    segment(tessera, gold, f'trait.tier == "{gold}"')
+    created = campaign(tessera, unique("hero-gold"), [placement], [gold], payload={"title": "Welcome back"})
+    first = cookie()
+    visitor(tessera, first, tier=gold)
+    eventually(lambda: decide(tessera, first, placements=[placement]).decisions[0].campaign_key)
+
+    seen: dict[str, int] = {}
+    for _ in range(60):
+        someone = cookie()
+        visitor(tessera, someone, tier=gold)
+        (decision,) = decide(tessera, someone, placements=[placement]).decisions
+        assert decision.campaign_key == created.key
+        assert decision.experiment_key == created.experiment_key
+        assert decision.is_control == (decision.variant_key == "control")
+        expected_payload = {} if decision.is_control else {"title": "Welcome back"}
+        assert dict(decision.payload) == expected_payload
+        seen[decision.variant_key] = seen.get(decision.variant_key, 0) + 1
+
+    assert set(seen) == {"control", "treatment"}
+    outsider = cookie()
+    visitor(tessera, outsider, tier="bronze")
+    (nothing,) = decide(tessera, outsider, placements=[placement]).decisions
+    assert nothing.campaign_key == ""
+    assert nothing.reasons
+
+
+def test_decide__same_visitor_again__same_variant(tessera: object) -> None:
+    everyone, placement = unique("all"), unique("banner")
+    segment(tessera, everyone, "true")
+    campaign(tessera, unique("stable"), [placement], [everyone])
+    someone = cookie()
+    first = eventually(lambda: decide(tessera, someone, placements=[placement]).decisions[0].variant_key)
+
+    repeats = {decide(tessera, someone, placements=[placement]).decisions[0].variant_key for _ in range(5)}
+
+    assert repeats == {first}
+
+
+def test_decide__juicer_views_in_session__next_decide_switches_from_washing_machines(
+    tessera: object,
+) -> None:
+    """DESIGN.md: bought a washing machine two weeks ago, browses juicers today."""
+    buyers, juicer_fans, placement = unique("buyers"), unique("juicers"), unique("home")
+    segment(tessera, buyers, "feature.rfm.frequency >= 1")
+    segment(tessera, juicer_fans, 'session.category_views("juicers") >= 2')
+    accessories = campaign(tessera, unique("washer-accessories"), [placement], [buyers], priority=1)
+    juicers = campaign(tessera, unique("juicer-promo"), [placement], [juicer_fans], priority=10)
+    someone = cookie()
+    profile_id = visitor(tessera, someone)
+    track(tessera, profile_id, "purchase", ago=dt.timedelta(days=14),
+          category="washing_machines", revenue=499.0)
+
+    before = eventually(lambda: decide(tessera, someone, placements=[placement]).decisions[0].campaign_key)
+    track(tessera, profile_id, "product_view", category="juicers", product_id="j-1")
+    track(tessera, profile_id, "product_view", category="juicers", product_id="j-2")
+    after = decide(tessera, someone, placements=[placement])
+
+    assert before == accessories.key
+    assert after.decisions[0].campaign_key == juicers.key
+    assert juicer_fans in after.segment_keys and buyers in after.segment_keys
+
+
+def test_decide__cookie_then_login_on_other_channel__same_profile_same_variant(tessera: object) -> None:
+    everyone, placement = unique("all"), unique("slot")
+    segment(tessera, everyone, "true")
+    campaign(tessera, unique("omni"), [placement], [everyone])
+    account, browser = email(), cookie()
+    app_answer = eventually(
+        lambda: decide(tessera, account, placements=[placement], channel=common_pb2.CHANNEL_APP)
+    )
+    decide(tessera, browser, placements=[placement])
+
+    logged_in = decide(tessera, browser, account, placements=[placement])
+    later_on_web = decide(tessera, browser, placements=[placement])
+
+    assert logged_in.profile_id == app_answer.profile_id == later_on_web.profile_id
+    variants = {r.decisions[0].variant_key for r in (app_answer, logged_in, later_on_web)}
+    assert len(variants) == 1 and variants != {""}
+
+
+def test_decide__conflict_group__fills_one_placement_with_the_higher_priority(tessera: object) -> None:
+    everyone, group = unique("all"), unique("promo")
+    top, side = unique("top"), unique("side")
+    segment(tessera, everyone, "true")
+    winner = campaign(tessera, unique("big-sale"), [top], [everyone], priority=5, conflict_group=group)
+    campaign(tessera, unique("small-sale"), [side], [everyone], priority=1, conflict_group=group)
+    someone = cookie()
+
+    reply = eventually(
+        lambda: (r := decide(tessera, someone, placements=[side, top])).decisions[1].campaign_key and r
+    )
+
+    assert [d.placement for d in reply.decisions] == [side, top]
+    assert reply.decisions[1].campaign_key == winner.key
+    assert reply.decisions[0].campaign_key == ""
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"placements": ["x"]}, "identities"),
+        ({"identities": [common_pb2.Identity(type="cookie", value="c")]}, "placements"),
+        (
+            {"identities": [common_pb2.Identity(type="Cookie!", value="c")], "placements": ["x"]},
+            "identities[0].type",
+        ),
+    ],
+)
+def test_decide__bad_request__invalid_argument_names_field(
+    tessera: object, request_fields: dict[str, object], field: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        tessera.decision.Decide(decision_pb2.DecideRequest(**request_fields), timeout=5)  # type: ignore[attr-defined, arg-type]
+
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details().startswith(f"{field}: ")
+
+
+def test_create_campaign__no_goal__invalid_argument_and_not_stored(tessera: object) -> None:
+    key = unique("aimless")
+    message = decision_pb2.Campaign(key=key, placements=["x"])
+    message.variants.add(key="a", weight=1)
+
+    with pytest.raises(grpc.RpcError) as raised:
+        tessera.decision.CreateCampaign(decision_pb2.CreateCampaignRequest(campaign=message))  # type: ignore[attr-defined]
+
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details().startswith("campaign.goal.event_type: ")
+    with pytest.raises(grpc.RpcError) as missing:
+        tessera.decision.GetCampaign(decision_pb2.GetCampaignRequest(key=key))  # type: ignore[attr-defined]
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_create_campaign__adds_control_and_creates_experiment(tessera: object) -> None:
+    from tessera.experiments.v1 import experiments_pb2
+
+    everyone = unique("all")
+    segment(tessera, everyone, "true")
+
+    created = campaign(tessera, unique("with-control"), [unique("p")], [everyone])
+    experiment = tessera.experiments.GetExperiment(  # type: ignore[attr-defined]
+        experiments_pb2.GetExperimentRequest(key=created.experiment_key)
+    ).experiment
+
+    assert [(v.key, v.weight) for v in created.variants] == [("treatment", 1.0), ("control", 1.0)]
+    assert created.control_variant_key == "control"
+    assert experiment.status == experiments_pb2.EXPERIMENT_STATUS_RUNNING
+    assert [v.key for v in experiment.variants] == ["treatment", "control"]
+    assert experiment.goal.event_type == "purchase"
+
+
+def test_decide__rpc_evaluation__same_answers_as_in_process(
+    tessera: object, suite: Suite, store_env: dict[str, str]
+) -> None:
+    everyone, placement = unique("all"), unique("rpc")
+    segment(tessera, everyone, "true")
+    campaign(tessera, unique("rpc-mode"), [placement], [everyone])
+    port = free_port()
+    env = {
+        **os.environ, **store_env,
+        "TESSERA_EVALUATION": "rpc",
+        "TESSERA_DECISION_PORT": str(port),
+        "TESSERA_DATA_DIR": tempfile.mkdtemp(),
+        **{f"TESSERA_{n.upper()}_ADDRESS": a for n, a in suite.addresses.items() if n != "decision"},
+    }
+    process = subprocess.Popen([sys.executable, "-m", "tessera.cli", "serve", "decision"], env=env)
+    try:
+        assert wait_serving(f"127.0.0.1:{port}", 30)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            rpc = decision_pb2_grpc.DecisionServiceStub(channel)
+            people = [cookie() for _ in range(10)]
+            eventually(lambda: decide(tessera, people[0], placements=[placement]).decisions[0].campaign_key)
+            for person in people:
+                request = decision_pb2.DecideRequest(
+                    identities=[person], channel=common_pb2.CHANNEL_WEB, placements=[placement]
+                )
+                in_process = tessera.decision.Decide(request, timeout=5)  # type: ignore[attr-defined]
+                over_rpc = rpc.Decide(request, timeout=5)
+                assert over_rpc == in_process
+    finally:
+        process.terminate()
+        assert process.wait(15) == 0
+
+
+def test_suite__embedded_defaults__decides_and_stops_cleanly_on_sigterm() -> None:
+    env = {"TESSERA_DATA_DIR": tempfile.mkdtemp(), "TESSERA_DATABASE_URL": "", "TESSERA_REDIS_URL": ""}
+    embedded = start_suite(env, free_ports=True)
+    try:
+        with grpc.insecure_channel(embedded.addresses["decision"]) as channel:
+            reply = decision_pb2_grpc.DecisionServiceStub(channel).Decide(
+                decision_pb2.DecideRequest(identities=[cookie()], placements=["home"]), timeout=5
+            )
+        assert reply.profile_id
+        assert [d.placement for d in reply.decisions] == ["home"]
+    finally:
+        codes = embedded.stop()
+
+    assert codes == {"profiles": 0, "segments": 0, "experiments": 0, "decision": 0}
