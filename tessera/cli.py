@@ -109,7 +109,10 @@ def decide(args: argparse.Namespace) -> int:
         except grpc.RpcError as error:
             print(f"{error.code().name}: {error.details()}", file=sys.stderr)
             return 1
-    print(json.dumps(json_format.MessageToDict(reply), indent=2))
+    shown = json_format.MessageToDict(
+        reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    print(json.dumps(shown, indent=2))
     return 0
 
 
