@@ -1,8 +1,8 @@
 """The `tessera` command: run the suite, one service, or call Decide.
 
-    tessera up                 start all four services, stop them on Ctrl-C
-    tessera serve profiles     serve one service in this process
-    tessera decide --identity cookie=abc --placement home_hero
+tessera up                 start all four services, stop them on Ctrl-C
+tessera serve profiles     serve one service in this process
+tessera decide --identity cookie=abc --placement home_hero
 """
 
 from __future__ import annotations
@@ -105,7 +105,9 @@ def decide(args: argparse.Namespace) -> int:
     address = args.address or RuntimeSettings().address_of("decision")
     with grpc.insecure_channel(address) as channel:
         try:
-            reply = decision_pb2_grpc.DecisionServiceStub(channel).Decide(request, timeout=args.timeout)
+            reply = decision_pb2_grpc.DecisionServiceStub(channel).Decide(
+                request, timeout=args.timeout
+            )
         except grpc.RpcError as error:
             print(f"{error.code().name}: {error.details()}", file=sys.stderr)
             return 1
@@ -118,8 +120,9 @@ def decide(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tessera` console script."""
-    parser = argparse.ArgumentParser(prog="tessera", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="tessera", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start all four services")
     serve_parser = commands.add_parser("serve", help="serve one service")

@@ -130,8 +130,12 @@ class DefinitionStore:
             row.revision,
             row.deleted,
             row.body,
-            row.created_at.replace(tzinfo=dt.UTC) if row.created_at.tzinfo is None else row.created_at,
-            row.updated_at.replace(tzinfo=dt.UTC) if row.updated_at.tzinfo is None else row.updated_at,
+            row.created_at.replace(tzinfo=dt.UTC)
+            if row.created_at.tzinfo is None
+            else row.created_at,
+            row.updated_at.replace(tzinfo=dt.UTC)
+            if row.updated_at.tzinfo is None
+            else row.updated_at,
         )
 
     def create(self, key: str, body: str) -> Definition:
@@ -144,8 +148,13 @@ class DefinitionStore:
             revision = self._next_revision(session)
             if row is None:
                 row = self.model(
-                    key=key, version=1, revision=revision, deleted=False, body=body,
-                    created_at=now, updated_at=now,
+                    key=key,
+                    version=1,
+                    revision=revision,
+                    deleted=False,
+                    body=body,
+                    created_at=now,
+                    updated_at=now,
                 )
             else:
                 # A key used before keeps counting versions, so a watcher
@@ -174,7 +183,9 @@ class DefinitionStore:
         try:
             after = base64.urlsafe_b64decode(page_token.encode()).decode() if page_token else ""
         except (ValueError, UnicodeDecodeError) as error:
-            raise InvalidArgument("is not a token this service issued", field="page_token") from error
+            raise InvalidArgument(
+                "is not a token this service issued", field="page_token"
+            ) from error
         with Session(self.engine) as session:
             query = (
                 select(self.model)

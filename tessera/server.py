@@ -88,7 +88,9 @@ def _status_code(error: TesseraError) -> grpc.StatusCode:
 
 def _details(error: TesseraError, code: grpc.StatusCode) -> tuple[tuple[str, bytes], ...]:
     """google.rpc.Status with a BadRequest field violation, for clients that read it."""
-    status = status_pb2.Status(code=getattr(code_pb2, code.name, code_pb2.UNKNOWN), message=str(error))
+    status = status_pb2.Status(
+        code=getattr(code_pb2, code.name, code_pb2.UNKNOWN), message=str(error)
+    )
     if error.field:
         violation = error_details_pb2.BadRequest.FieldViolation(
             field=error.field, description=error.message

@@ -93,15 +93,20 @@ def start_suite(
             full_env[f"TESSERA_{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
     from tessera.settings import RuntimeSettings
 
-    keys = {k[len("TESSERA_"):].lower(): v for k, v in full_env.items() if k.startswith("TESSERA_")}
+    keys = {
+        k[len("TESSERA_") :].lower(): v for k, v in full_env.items() if k.startswith("TESSERA_")
+    }
     settings = RuntimeSettings(**keys)  # type: ignore[arg-type]
-    suite = Suite({name: settings.address_of(name) for name in START_ORDER},
-                  grace_s=settings.grace_period_s)
+    suite = Suite(
+        {name: settings.address_of(name) for name in START_ORDER}, grace_s=settings.grace_period_s
+    )
     try:
         for name in START_ORDER:
             suite.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "tessera.cli", "serve", name],
-                env=full_env, stdout=stdout, stderr=stdout,
+                env=full_env,
+                stdout=stdout,
+                stderr=stdout,
             )
             if not wait_serving(suite.addresses[name], timeout_s):
                 raise RuntimeError(f"{name} did not become SERVING at {suite.addresses[name]}")

@@ -38,7 +38,9 @@ def postgres_url() -> Iterator[str]:
     try:
         admin = psycopg.connect(ADMIN_DATABASE_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as error:
-        pytest.fail(f"PostgreSQL at {ADMIN_DATABASE_URL} is not reachable ({error}); {START_POSTGRES}")
+        pytest.fail(
+            f"PostgreSQL at {ADMIN_DATABASE_URL} is not reachable ({error}); {START_POSTGRES}"
+        )
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     base = ADMIN_DATABASE_URL.rsplit("/", 1)[0]

@@ -32,9 +32,8 @@ def lay_out_packages() -> None:
 
 def generate() -> None:
     """Run protoc for every proto file, with .pyi stubs for type checking."""
-    from grpc_tools import protoc  # installed with the project
-
     import grpc_tools
+    from grpc_tools import protoc  # installed with the project
 
     if GEN.exists():
         shutil.rmtree(GEN)

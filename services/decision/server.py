@@ -53,9 +53,14 @@ class DecisionService:
             else RpcEvaluator(segments, experiments)
         )
         self.servicer = DecisionServicer(
-            self.store, self.feed, self.cache, self.evaluator,
+            self.store,
+            self.feed,
+            self.cache,
+            self.evaluator,
             profiles_pb2_grpc.ProfileServiceStub(self.channels["profiles"]),
-            segments, experiments, self.settings.decide_deadline_s,
+            segments,
+            experiments,
+            self.settings.decide_deadline_s,
         )
 
     def add_to(self, server: grpc.aio.Server) -> None:

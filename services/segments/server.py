@@ -35,8 +35,11 @@ class SegmentsService:
         self.cache = DefinitionCache(self.feed, load_segment)
         self.channel = peer_channel(self.settings.address_of("profiles"))
         self.servicer = SegmentServicer(
-            self.store, self.feed, self.cache,
-            profiles_pb2_grpc.ProfileServiceStub(self.channel), self.settings.peer_deadline_s,
+            self.store,
+            self.feed,
+            self.cache,
+            profiles_pb2_grpc.ProfileServiceStub(self.channel),
+            self.settings.peer_deadline_s,
         )
 
     def add_to(self, server: grpc.aio.Server) -> None:

@@ -25,7 +25,9 @@ def cookie(value: str | None = None) -> common_pb2.Identity:
 
 
 def email(address: str | None = None) -> common_pb2.Identity:
-    return common_pb2.Identity(type="email", value=address or f"{uuid.uuid4().hex[:10]}@example.com")
+    return common_pb2.Identity(
+        type="email", value=address or f"{uuid.uuid4().hex[:10]}@example.com"
+    )
 
 
 def segment(tessera: Any, key: str, rule: str) -> None:

@@ -32,7 +32,9 @@ pytestmark = pytest.mark.e2e
 def test_decide__audience_member__gets_campaign_variant_or_control(tessera: object) -> None:
     gold, placement = unique("gold"), unique("hero")
     segment(tessera, gold, f'trait.tier == "{gold}"')
-    created = campaign(tessera, unique("hero-gold"), [placement], [gold], payload={"title": "Welcome back"})
+    created = campaign(
+        tessera, unique("hero-gold"), [placement], [gold], payload={"title": "Welcome back"}
+    )
     first = cookie()
     visitor(tessera, first, tier=gold)
     eventually(lambda: decide(tessera, first, placements=[placement]).decisions[0].campaign_key)
@@ -62,9 +64,13 @@ def test_decide__same_visitor_again__same_variant(tessera: object) -> None:
     segment(tessera, everyone, "true")
     campaign(tessera, unique("stable"), [placement], [everyone])
     someone = cookie()
-    first = eventually(lambda: decide(tessera, someone, placements=[placement]).decisions[0].variant_key)
+    first = eventually(
+        lambda: decide(tessera, someone, placements=[placement]).decisions[0].variant_key
+    )
 
-    repeats = {decide(tessera, someone, placements=[placement]).decisions[0].variant_key for _ in range(5)}
+    repeats = {
+        decide(tessera, someone, placements=[placement]).decisions[0].variant_key for _ in range(5)
+    }
 
     assert repeats == {first}
 
@@ -80,10 +86,18 @@ def test_decide__juicer_views_in_session__next_decide_switches_from_washing_mach
     juicers = campaign(tessera, unique("juicer-promo"), [placement], [juicer_fans], priority=10)
     someone = cookie()
     profile_id = visitor(tessera, someone)
-    track(tessera, profile_id, "purchase", ago=dt.timedelta(days=14),
-          category="washing_machines", revenue=499.0)
+    track(
+        tessera,
+        profile_id,
+        "purchase",
+        ago=dt.timedelta(days=14),
+        category="washing_machines",
+        revenue=499.0,
+    )
 
-    before = eventually(lambda: decide(tessera, someone, placements=[placement]).decisions[0].campaign_key)
+    before = eventually(
+        lambda: decide(tessera, someone, placements=[placement]).decisions[0].campaign_key
+    )
     track(tessera, profile_id, "product_view", category="juicers", product_id="j-1")
     track(tessera, profile_id, "product_view", category="juicers", product_id="j-2")
     after = decide(tessera, someone, placements=[placement])
@@ -93,7 +107,9 @@ def test_decide__juicer_views_in_session__next_decide_switches_from_washing_mach
     assert juicer_fans in after.segment_keys and buyers in after.segment_keys
 
 
-def test_decide__cookie_then_login_on_other_channel__same_profile_same_variant(tessera: object) -> None:
+def test_decide__cookie_then_login_on_other_channel__same_profile_same_variant(
+    tessera: object,
+) -> None:
     everyone, placement = unique("all"), unique("slot")
     segment(tessera, everyone, "true")
     campaign(tessera, unique("omni"), [placement], [everyone])
@@ -111,16 +127,22 @@ def test_decide__cookie_then_login_on_other_channel__same_profile_same_variant(t
     assert len(variants) == 1 and variants != {""}
 
 
-def test_decide__conflict_group__fills_one_placement_with_the_higher_priority(tessera: object) -> None:
+def test_decide__conflict_group__fills_one_placement_with_the_higher_priority(
+    tessera: object,
+) -> None:
     everyone, group = unique("all"), unique("promo")
     top, side = unique("top"), unique("side")
     segment(tessera, everyone, "true")
-    winner = campaign(tessera, unique("big-sale"), [top], [everyone], priority=5, conflict_group=group)
+    winner = campaign(
+        tessera, unique("big-sale"), [top], [everyone], priority=5, conflict_group=group
+    )
     campaign(tessera, unique("small-sale"), [side], [everyone], priority=1, conflict_group=group)
     someone = cookie()
 
     reply = eventually(
-        lambda: (r := decide(tessera, someone, placements=[side, top])).decisions[1].campaign_key and r
+        lambda: (
+            (r := decide(tessera, someone, placements=[side, top])).decisions[1].campaign_key and r
+        )
     )
 
     assert [d.placement for d in reply.decisions] == [side, top]
@@ -190,11 +212,14 @@ def test_decide__rpc_evaluation__same_answers_as_in_process(
     campaign(tessera, unique("rpc-mode"), [placement], [everyone])
     port = free_port()
     env = {
-        **os.environ, **store_env,
+        **os.environ,
+        **store_env,
         "TESSERA_EVALUATION": "rpc",
         "TESSERA_DECISION_PORT": str(port),
         "TESSERA_DATA_DIR": tempfile.mkdtemp(),
-        **{f"TESSERA_{n.upper()}_ADDRESS": a for n, a in suite.addresses.items() if n != "decision"},
+        **{
+            f"TESSERA_{n.upper()}_ADDRESS": a for n, a in suite.addresses.items() if n != "decision"
+        },
     }
     process = subprocess.Popen([sys.executable, "-m", "tessera.cli", "serve", "decision"], env=env)
     try:
@@ -202,7 +227,9 @@ def test_decide__rpc_evaluation__same_answers_as_in_process(
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             rpc = decision_pb2_grpc.DecisionServiceStub(channel)
             people = [cookie() for _ in range(10)]
-            eventually(lambda: decide(tessera, people[0], placements=[placement]).decisions[0].campaign_key)
+            eventually(
+                lambda: decide(tessera, people[0], placements=[placement]).decisions[0].campaign_key
+            )
             for person in people:
                 request = decision_pb2.DecideRequest(
                     identities=[person], channel=common_pb2.CHANNEL_WEB, placements=[placement]
@@ -216,7 +243,11 @@ def test_decide__rpc_evaluation__same_answers_as_in_process(
 
 
 def test_suite__embedded_defaults__decides_and_stops_cleanly_on_sigterm() -> None:
-    env = {"TESSERA_DATA_DIR": tempfile.mkdtemp(), "TESSERA_DATABASE_URL": "", "TESSERA_REDIS_URL": ""}
+    env = {
+        "TESSERA_DATA_DIR": tempfile.mkdtemp(),
+        "TESSERA_DATABASE_URL": "",
+        "TESSERA_REDIS_URL": "",
+    }
     embedded = start_suite(env, free_ports=True)
     try:
         with grpc.insecure_channel(embedded.addresses["decision"]) as channel:

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.integration
 Stub = experiments_pb2_grpc.ExperimentServiceStub
 
 
-def experiment(weights: tuple[float, float] = (1, 1), **fields: object) -> experiments_pb2.Experiment:
+def experiment(
+    weights: tuple[float, float] = (1, 1), **fields: object
+) -> experiments_pb2.Experiment:
     return experiments_pb2.Experiment(
         key=f"exp-{uuid.uuid4().hex[:8]}",
         name="Hero banner",

@@ -25,9 +25,13 @@ def cookie() -> common_pb2.Identity:
     return identity("cookie", uuid.uuid4().hex)
 
 
-def event(profile_id: str, kind: str, event_id: str | None = None, **properties: object) -> common_pb2.Event:
+def event(
+    profile_id: str, kind: str, event_id: str | None = None, **properties: object
+) -> common_pb2.Event:
     message = common_pb2.Event(
-        event_id=event_id or uuid.uuid4().hex, profile_id=profile_id, type=kind,
+        event_id=event_id or uuid.uuid4().hex,
+        profile_id=profile_id,
+        type=kind,
         channel=common_pb2.CHANNEL_WEB,
     )
     message.properties.update(properties)
@@ -58,7 +62,8 @@ def test_identify__identities_on_two_profiles__merges_into_older_and_alias_resol
     assert merged.profile.profile_id == older.profile_id
     assert list(merged.merged_profile_ids) == [newer.profile_id]
     assert {(i.type, i.value) for i in merged.profile.identities} == {
-        (web.type, web.value), (app.type, app.value)
+        (web.type, web.value),
+        (app.type, app.value),
     }
     via_alias = profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=newer.profile_id))
     assert via_alias.profile.profile_id == older.profile_id
@@ -68,7 +73,9 @@ def test_identify__identities_on_two_profiles__merges_into_older_and_alias_resol
 def test_identify__email__stored_as_sha256_of_normalised_address(profiles: Stub) -> None:
     address = f"Someone.{uuid.uuid4().hex[:8]}@Example.com"
 
-    reply = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[identity("email", f"  {address} ")]))
+    reply = profiles.Identify(
+        profiles_pb2.IdentifyRequest(identities=[identity("email", f"  {address} ")])
+    )
 
     expected = "sha256:" + hashlib.sha256(address.lower().encode()).hexdigest()
     assert [i.value for i in reply.profile.identities] == [expected]
@@ -77,20 +84,26 @@ def test_identify__email__stored_as_sha256_of_normalised_address(profiles: Stub)
 
 
 def test_track__repeated_event_id__counted_once(profiles: Stub) -> None:
-    profile_id = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[cookie()])).profile.profile_id
+    profile_id = profiles.Identify(
+        profiles_pb2.IdentifyRequest(identities=[cookie()])
+    ).profile.profile_id
     view = event(profile_id, "product_view", category="juicers", product_id="j-1")
 
     first = profiles.Track(profiles_pb2.TrackRequest(event=view))
     retry = profiles.Track(profiles_pb2.TrackRequest(event=view))
 
     assert (first.duplicate, retry.duplicate) == (False, True)
-    session = profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=profile_id)).profile.session
+    session = profiles.GetProfile(
+        profiles_pb2.GetProfileRequest(profile_id=profile_id)
+    ).profile.session
     assert dict(session.category_views) == {"juicers": 1}
     assert session.events == 1
 
 
 def test_track__events__next_read_sees_hot_session(profiles: Stub) -> None:
-    profile_id = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[cookie()])).profile.profile_id
+    profile_id = profiles.Identify(
+        profiles_pb2.IdentifyRequest(identities=[cookie()])
+    ).profile.profile_id
     for kind, props in [
         ("page_view", {"category": "juicers", "duration_ms": 1500}),
         ("product_view", {"category": "juicers", "product_id": "j-1"}),
@@ -110,11 +123,17 @@ def test_track__events__next_read_sees_hot_session(profiles: Stub) -> None:
 
 
 def test_track__purchase__updates_rfm_and_lifetime_value(profiles: Stub) -> None:
-    profile_id = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[cookie()])).profile.profile_id
+    profile_id = profiles.Identify(
+        profiles_pb2.IdentifyRequest(identities=[cookie()])
+    ).profile.profile_id
     for revenue in (120.0, 30.5):
-        profiles.Track(profiles_pb2.TrackRequest(event=event(profile_id, "purchase", revenue=revenue)))
+        profiles.Track(
+            profiles_pb2.TrackRequest(event=event(profile_id, "purchase", revenue=revenue))
+        )
 
-    features = profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=profile_id)).profile.features
+    features = profiles.GetProfile(
+        profiles_pb2.GetProfileRequest(profile_id=profile_id)
+    ).profile.features
 
     assert features.rfm.frequency == 2
     assert features.lifetime_value == pytest.approx(150.5)
@@ -134,7 +153,9 @@ def test_track__purchase__updates_rfm_and_lifetime_value(profiles: Stub) -> None
 def test_track__bad_event__invalid_argument_names_field_and_stores_nothing(
     profiles: Stub, mutate: object, field: str
 ) -> None:
-    profile_id = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[cookie()])).profile.profile_id
+    profile_id = profiles.Identify(
+        profiles_pb2.IdentifyRequest(identities=[cookie()])
+    ).profile.profile_id
     bad = event(profile_id, "page_view")
     mutate(bad)  # type: ignore[operator]
 
@@ -143,7 +164,9 @@ def test_track__bad_event__invalid_argument_names_field_and_stores_nothing(
 
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_of(raised.value) == field
-    session = profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=profile_id)).profile.session
+    session = profiles.GetProfile(
+        profiles_pb2.GetProfileRequest(profile_id=profile_id)
+    ).profile.session
     assert session.events == 0
 
 
@@ -155,7 +178,9 @@ def test_track__unknown_profile__not_found(profiles: Stub) -> None:
 
 
 def test_track_stream__mixed_events__counts_accepted_duplicates_rejected(profiles: Stub) -> None:
-    profile_id = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[cookie()])).profile.profile_id
+    profile_id = profiles.Identify(
+        profiles_pb2.IdentifyRequest(identities=[cookie()])
+    ).profile.profile_id
     repeated = event(profile_id, "page_view")
     stream = [repeated, repeated, event(profile_id, "page_view"), event(profile_id, "BAD TYPE")]
 
@@ -165,7 +190,9 @@ def test_track_stream__mixed_events__counts_accepted_duplicates_rejected(profile
 
 
 def test_update_traits__set_and_remove__merges_into_existing(profiles: Stub) -> None:
-    profile_id = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[cookie()])).profile.profile_id
+    profile_id = profiles.Identify(
+        profiles_pb2.IdentifyRequest(identities=[cookie()])
+    ).profile.profile_id
     first = profiles_pb2.UpdateTraitsRequest(profile_id=profile_id)
     first.traits.update({"country": "FR", "plan": "free"})
     profiles.UpdateTraits(first)
@@ -187,7 +214,9 @@ def test_identify__no_identities__invalid_argument(profiles: Stub) -> None:
 
 def test_delete_profile__erases_profile_identities_and_session(profiles: Stub) -> None:
     visitor = cookie()
-    profile_id = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[visitor])).profile.profile_id
+    profile_id = profiles.Identify(
+        profiles_pb2.IdentifyRequest(identities=[visitor])
+    ).profile.profile_id
     profiles.Track(profiles_pb2.TrackRequest(event=event(profile_id, "page_view")))
 
     reply = profiles.DeleteProfile(profiles_pb2.DeleteProfileRequest(profile_id=profile_id))

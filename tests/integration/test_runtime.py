@@ -15,11 +15,15 @@ from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 pytestmark = pytest.mark.integration
 
 
-def test_health__running_service__serving_overall_and_by_name(profiles_server: ServerThread) -> None:
+def test_health__running_service__serving_overall_and_by_name(
+    profiles_server: ServerThread,
+) -> None:
     with profiles_server.channel() as channel:
         health = health_pb2_grpc.HealthStub(channel)
         overall = health.Check(health_pb2.HealthCheckRequest())
-        named = health.Check(health_pb2.HealthCheckRequest(service="tessera.profiles.v1.ProfileService"))
+        named = health.Check(
+            health_pb2.HealthCheckRequest(service="tessera.profiles.v1.ProfileService")
+        )
 
     assert overall.status == health_pb2.HealthCheckResponse.SERVING
     assert named.status == health_pb2.HealthCheckResponse.SERVING
@@ -60,7 +64,10 @@ def test_shutdown__stop__health_not_serving_then_refuses_calls(store_env: dict[s
     server = ServerThread(lambda: ProfilesService(ProfilesSettings(**settings))).start()
     channel = server.channel()
     health = health_pb2_grpc.HealthStub(channel)
-    assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+    assert (
+        health.Check(health_pb2.HealthCheckRequest()).status
+        == health_pb2.HealthCheckResponse.SERVING
+    )
     assert server.running is not None
 
     server.call(server.running.health.enter_graceful_shutdown())

@@ -20,7 +20,9 @@ def key(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def create(segments: Stub, segment_key: str, text: str = "", json_logic: str = "") -> segments_pb2.Segment:
+def create(
+    segments: Stub, segment_key: str, text: str = "", json_logic: str = ""
+) -> segments_pb2.Segment:
     rule = segments_pb2.Rule(json_logic=json_logic) if json_logic else segments_pb2.Rule(text=text)
     request = segments_pb2.CreateSegmentRequest(
         segment=segments_pb2.Segment(key=segment_key, name=segment_key, rule=rule)
@@ -68,7 +70,9 @@ def test_evaluate__stored_profile_id__fetches_profile_from_profile_service(
     segment_key = key("gold")
     create(segments, segment_key, 'trait.tier == "gold"')
     identified = profiles.Identify(  # type: ignore[attr-defined]
-        profiles_pb2.IdentifyRequest(identities=[common_pb2.Identity(type="cookie", value=uuid.uuid4().hex)])
+        profiles_pb2.IdentifyRequest(
+            identities=[common_pb2.Identity(type="cookie", value=uuid.uuid4().hex)]
+        )
     )
     update = profiles_pb2.UpdateTraitsRequest(profile_id=identified.profile.profile_id)
     update.traits.update({"tier": "gold"})
@@ -106,7 +110,9 @@ def test_create__bad_rule__invalid_argument_and_nothing_stored(segments: Stub) -
 
 def test_validate_rule__error__reports_line_and_column(segments: Stub) -> None:
     reply = segments.ValidateRule(
-        segments_pb2.ValidateRuleRequest(rule=segments_pb2.Rule(text='trait.a == 1 and\n  sesion.page_views > 2'))
+        segments_pb2.ValidateRuleRequest(
+            rule=segments_pb2.Rule(text="trait.a == 1 and\n  sesion.page_views > 2")
+        )
     )
 
     assert [(e.line, e.column) for e in reply.errors][:1] == [(2, 3)]
@@ -116,11 +122,15 @@ def test_validate_rule__error__reports_line_and_column(segments: Stub) -> None:
 def test_update__stale_expected_version__failed_precondition_and_unchanged(segments: Stub) -> None:
     segment_key = key("upd")
     create(segments, segment_key, "trait.a == 1")
-    changed = segments_pb2.Segment(key=segment_key, name="x", rule=segments_pb2.Rule(text="trait.a == 2"))
+    changed = segments_pb2.Segment(
+        key=segment_key, name="x", rule=segments_pb2.Rule(text="trait.a == 2")
+    )
     segments.UpdateSegment(segments_pb2.UpdateSegmentRequest(segment=changed, expected_version=1))
 
     with pytest.raises(grpc.RpcError) as raised:
-        stale = segments_pb2.Segment(key=segment_key, name="y", rule=segments_pb2.Rule(text="trait.a == 3"))
+        stale = segments_pb2.Segment(
+            key=segment_key, name="y", rule=segments_pb2.Rule(text="trait.a == 3")
+        )
         segments.UpdateSegment(segments_pb2.UpdateSegmentRequest(segment=stale, expected_version=1))
 
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -169,7 +179,9 @@ def test_list__pages__every_segment_once_in_key_order(segments: Stub) -> None:
     seen: list[str] = []
     token = ""
     while True:
-        reply = segments.ListSegments(segments_pb2.ListSegmentsRequest(page_size=2, page_token=token))
+        reply = segments.ListSegments(
+            segments_pb2.ListSegmentsRequest(page_size=2, page_token=token)
+        )
         seen += [s.key for s in reply.segments]
         token = reply.next_page_token
         if not token:

@@ -144,41 +144,66 @@ def with_control(
 
 def validate_campaign(campaign: CampaignDef) -> None:
     """Raise InvalidArgument naming the first field that is wrong."""
-    require(bool(KEY_PATTERN.match(campaign.key)), "campaign.key",
-            "must be 1 to 55 lowercase letters, digits, '_' or '-', starting with a letter or digit")
-    require(bool(campaign.goal_event_type), "campaign.goal.event_type",
-            "is required: every campaign serves a goal")
-    require(campaign.goal_kind in ("conversion", "revenue"), "campaign.goal.kind",
-            "must be GOAL_KIND_CONVERSION or GOAL_KIND_REVENUE")
+    require(
+        bool(KEY_PATTERN.match(campaign.key)),
+        "campaign.key",
+        "must be 1 to 55 lowercase letters, digits, '_' or '-', starting with a letter or digit",
+    )
+    require(
+        bool(campaign.goal_event_type),
+        "campaign.goal.event_type",
+        "is required: every campaign serves a goal",
+    )
+    require(
+        campaign.goal_kind in ("conversion", "revenue"),
+        "campaign.goal.kind",
+        "must be GOAL_KIND_CONVERSION or GOAL_KIND_REVENUE",
+    )
     require(bool(campaign.placements), "campaign.placements", "name at least one placement")
     for index, placement in enumerate(campaign.placements):
-        require(bool(PLACEMENT_PATTERN.match(placement)), f"campaign.placements[{index}]",
-                "must be lowercase letters, digits, '_', '-' or '.' (at most 64)")
-    require(len(set(campaign.placements)) == len(campaign.placements), "campaign.placements",
-            "must not repeat a placement")
+        require(
+            bool(PLACEMENT_PATTERN.match(placement)),
+            f"campaign.placements[{index}]",
+            "must be lowercase letters, digits, '_', '-' or '.' (at most 64)",
+        )
+    require(
+        len(set(campaign.placements)) == len(campaign.placements),
+        "campaign.placements",
+        "must not repeat a placement",
+    )
     treatments = [v for v in campaign.variants if v.key != campaign.control_variant_key]
     require(bool(treatments), "campaign.variants", "add at least one variant besides the control")
     seen: set[str] = set()
     for index, variant in enumerate(campaign.variants):
         path = f"campaign.variants[{index}]"
-        require(bool(KEY_PATTERN.match(variant.key)), f"{path}.key",
-                "must be lowercase letters, digits, '_' or '-'")
+        require(
+            bool(KEY_PATTERN.match(variant.key)),
+            f"{path}.key",
+            "must be lowercase letters, digits, '_' or '-'",
+        )
         require(variant.key not in seen, f"{path}.key", f"repeats variant {variant.key!r}")
         seen.add(variant.key)
         require(variant.weight >= 0, f"{path}.weight", "must not be negative")
-    require(sum(v.weight for v in campaign.variants) > 0, "campaign.variants",
-            "at least one weight must be positive")
+    require(
+        sum(v.weight for v in campaign.variants) > 0,
+        "campaign.variants",
+        "at least one weight must be positive",
+    )
     require(campaign.pressure_cost >= 0, "campaign.pressure_cost", "must not be negative")
     schedule = campaign.schedule
     if schedule.start_time and schedule.end_time:
-        require(schedule.end_time > schedule.start_time, "campaign.schedule.end_time",
-                "must be after start_time")
+        require(
+            schedule.end_time > schedule.start_time,
+            "campaign.schedule.end_time",
+            "must be after start_time",
+        )
     if schedule.time_zone:
         try:
             ZoneInfo(schedule.time_zone)
         except (ZoneInfoNotFoundError, ValueError) as error:
-            raise InvalidArgument(f"unknown time zone {schedule.time_zone!r}",
-                                  field="campaign.schedule.time_zone") from error
+            raise InvalidArgument(
+                f"unknown time zone {schedule.time_zone!r}", field="campaign.schedule.time_zone"
+            ) from error
     for index, window in enumerate(schedule.windows):
         path = f"campaign.schedule.windows[{index}]"
         for name in ("start", "end"):
@@ -211,7 +236,8 @@ def candidates(
 ) -> list[CampaignDef]:
     """Live campaigns that fit at least one requested placement, best first."""
     fitting = [
-        c for c in campaigns
+        c
+        for c in campaigns
         if c.is_live(now) and any(c.fits(p, channel, segment_keys) for p in placements)
     ]
     return sorted(fitting, key=lambda c: (-c.priority, c.key))
@@ -256,7 +282,9 @@ def choose(
     ]
 
 
-def _reasons(campaign: CampaignDef, variant_key: str, segment_keys: frozenset[str]) -> tuple[str, ...]:
+def _reasons(
+    campaign: CampaignDef, variant_key: str, segment_keys: frozenset[str]
+) -> tuple[str, ...]:
     reasons = [f"priority {campaign.priority}"]
     matched = sorted(set(campaign.audience_segment_keys) & segment_keys)
     reasons += [f"segment:{key}" for key in matched] or ["audience: everyone"]

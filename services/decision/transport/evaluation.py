@@ -46,7 +46,11 @@ class Evaluator(Protocol):
         """Disconnect."""
 
     async def segments(
-        self, profile: profiles_pb2.Profile, channel: int, context: struct_pb2.Struct, timeout: float
+        self,
+        profile: profiles_pb2.Profile,
+        channel: int,
+        context: struct_pb2.Struct,
+        timeout: float,
     ) -> list[str]:
         """Sorted keys of the segments the profile is in."""
 
@@ -79,9 +83,15 @@ class RpcEvaluator:
         """Nothing to release."""
 
     async def segments(
-        self, profile: profiles_pb2.Profile, channel: int, context: struct_pb2.Struct, timeout: float
+        self,
+        profile: profiles_pb2.Profile,
+        channel: int,
+        context: struct_pb2.Struct,
+        timeout: float,
     ) -> list[str]:
-        request = segments_pb2.EvaluateSegmentsRequest(profile=profile, channel=channel, context=context)
+        request = segments_pb2.EvaluateSegmentsRequest(
+            profile=profile, channel=channel, context=context
+        )
         try:
             reply = await self._segments.EvaluateSegments(request, timeout=timeout)
         except grpc.aio.AioRpcError as error:
@@ -97,7 +107,9 @@ class RpcEvaluator:
         timeout: float,
     ) -> dict[str, str]:
         request = experiments_pb2.AssignRequest(
-            profile_id=profile_id, segment_keys=segment_keys, channel=channel,
+            profile_id=profile_id,
+            segment_keys=segment_keys,
+            channel=channel,
             experiment_keys=experiment_keys,
         )
         try:
@@ -129,7 +141,9 @@ class InProcessEvaluator:
     async def start(self) -> None:
         """Open both watches; wait (bounded) for their snapshots."""
         self._tasks = [
-            asyncio.create_task(self._follow("segments", self._watch_segments), name="watch-segments"),
+            asyncio.create_task(
+                self._follow("segments", self._watch_segments), name="watch-segments"
+            ),
             asyncio.create_task(
                 self._follow("experiments", self._watch_experiments), name="watch-experiments"
             ),
@@ -155,7 +169,9 @@ class InProcessEvaluator:
                 await watch()
                 delay = RETRY_INITIAL_S
             except grpc.aio.AioRpcError as error:
-                log.warning("watch broke; reconnecting", extra={"peer": peer, "code": error.code().name})
+                log.warning(
+                    "watch broke; reconnecting", extra={"peer": peer, "code": error.code().name}
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
 
@@ -187,7 +203,11 @@ class InProcessEvaluator:
             self._experiments_loaded.set()
 
     async def segments(
-        self, profile: profiles_pb2.Profile, channel: int, context: struct_pb2.Struct, timeout: float
+        self,
+        profile: profiles_pb2.Profile,
+        channel: int,
+        context: struct_pb2.Struct,
+        timeout: float,
     ) -> list[str]:
         if not self._segments_loaded.is_set():
             raise Unavailable("segment definitions are not loaded yet")
@@ -207,7 +227,10 @@ class InProcessEvaluator:
         if not known:
             return {}
         results = assign_all(
-            self._experiments.values(), profile_id, segment_keys, dt.datetime.now(dt.UTC),
+            self._experiments.values(),
+            profile_id,
+            segment_keys,
+            dt.datetime.now(dt.UTC),
             only_keys=known,
         )
         return {r.experiment_key: r.variant_key for r in results if not r.in_holdout}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from typing import Any
@@ -90,7 +89,9 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
 
     # Decide
 
-    async def Decide(self, request: decision_pb2.DecideRequest, context: Context) -> decision_pb2.DecideResponse:
+    async def Decide(
+        self, request: decision_pb2.DecideRequest, context: Context
+    ) -> decision_pb2.DecideResponse:
         require(bool(request.identities), "identities", "at least one identity is required")
         require(bool(request.placements), "placements", "name at least one placement")
         for index, placement in enumerate(request.placements):
@@ -108,11 +109,17 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         segment_keys = await self.evaluator.segments(profile, channel, request.context, timeout)
         in_segments = frozenset(segment_keys)
         now = _now()
-        ranked = candidates(list(self.cache.items.values()), request.placements, channel, in_segments, now)
+        ranked = candidates(
+            list(self.cache.items.values()), request.placements, channel, in_segments, now
+        )
         variants: dict[str, str] = {}
         if ranked:
             variants = await self.evaluator.assign(
-                profile.profile_id, segment_keys, channel, [c.experiment_key for c in ranked], timeout
+                profile.profile_id,
+                segment_keys,
+                channel,
+                [c.experiment_key for c in ranked],
+                timeout,
             )
         choices = choose(request.placements, ranked, variants, channel, in_segments)
         decisions = []
@@ -146,7 +153,9 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         if message.status == decision_pb2.CAMPAIGN_STATUS_UNSPECIFIED:
             message.status = decision_pb2.CAMPAIGN_STATUS_DRAFT
         if not message.variants:
-            raise InvalidArgument("add at least one variant besides the control", field="campaign.variants")
+            raise InvalidArgument(
+                "add at least one variant besides the control", field="campaign.variants"
+            )
         domain = campaign_from_proto(message)
         variants, control_key = with_control(domain.variants, message.control_variant_key)
         if len(variants) > len(domain.variants):
@@ -198,7 +207,8 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             raise AlreadyExists(f"campaign {message.key!r} exists already", field="campaign.key")
         try:
             await self.experiments.CreateExperiment(
-                experiments_pb2.CreateExperimentRequest(experiment=self._experiment(message)), timeout=5
+                experiments_pb2.CreateExperimentRequest(experiment=self._experiment(message)),
+                timeout=5,
             )
         except grpc.aio.AioRpcError as error:
             raise peer_error(error, "experiments") from error
@@ -224,7 +234,8 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     async def _sync_experiment(self, message: decision_pb2.Campaign) -> None:
         try:
             await self.experiments.UpdateExperiment(
-                experiments_pb2.UpdateExperimentRequest(experiment=self._experiment(message)), timeout=5
+                experiments_pb2.UpdateExperimentRequest(experiment=self._experiment(message)),
+                timeout=5,
             )
         except grpc.aio.AioRpcError as error:
             raise peer_error(error, "experiments") from error
@@ -235,7 +246,8 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         current = await db.run(self.store.get, request.campaign.key)
         if request.expected_version and request.expected_version != current.version:
             raise FailedPrecondition(
-                f"campaign {current.key!r} is at version {current.version}, not {request.expected_version}",
+                f"campaign {current.key!r} is at version {current.version}, "
+                f"not {request.expected_version}",
                 field="expected_version",
             )
         message = await self._normalise(request.campaign)
@@ -254,4 +266,3 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         await db.run(self.store.delete, request.key)
         await self.feed.refresh()
         return decision_pb2.DeleteCampaignResponse()
-

@@ -46,7 +46,9 @@ def experiment_from_proto(message: experiments_pb2.Experiment) -> ExperimentDef:
             "must be GOAL_KIND_CONVERSION or GOAL_KIND_REVENUE", field="experiment.goal.kind"
         )
     if message.allocation not in ALLOCATION_FROM_PROTO:
-        raise InvalidArgument(f"unknown allocation {message.allocation}", field="experiment.allocation")
+        raise InvalidArgument(
+            f"unknown allocation {message.allocation}", field="experiment.allocation"
+        )
     return ExperimentDef(
         key=message.key,
         variants=tuple(

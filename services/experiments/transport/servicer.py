@@ -43,7 +43,9 @@ def _normalise(experiment: experiments_pb2.Experiment) -> experiments_pb2.Experi
     if message.status == experiments_pb2.EXPERIMENT_STATUS_UNSPECIFIED:
         message.status = experiments_pb2.EXPERIMENT_STATUS_DRAFT
     if not message.HasField("goal"):
-        raise InvalidArgument("is required: every experiment serves a goal", field="experiment.goal")
+        raise InvalidArgument(
+            "is required: every experiment serves a goal", field="experiment.goal"
+        )
     validate_experiment(experiment_from_proto(message))
     return message
 
@@ -85,7 +87,9 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
         self, request: experiments_pb2.UpdateExperimentRequest, context: Context
     ) -> experiments_pb2.UpdateExperimentResponse:
         message = _normalise(request.experiment)
-        stored = await db.run(self.store.update, message.key, to_json(message), request.expected_version)
+        stored = await db.run(
+            self.store.update, message.key, to_json(message), request.expected_version
+        )
         await self.feed.refresh()
         return experiments_pb2.UpdateExperimentResponse(experiment=stored_experiment(stored))
 
@@ -131,4 +135,6 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
     async def GetResults(
         self, request: experiments_pb2.GetResultsRequest, context: Context
     ) -> experiments_pb2.GetResultsResponse:
-        raise Unimplemented("GetResults is not built yet (results and statistics have their own issue)")
+        raise Unimplemented(
+            "GetResults is not built yet (results and statistics have their own issue)"
+        )

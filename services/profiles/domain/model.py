@@ -33,12 +33,18 @@ def normalize_identity(id_type: str, value: str, path: str) -> IdentityKey:
     SHA-256 of that form, so the same address always resolves to the same
     profile and the plain address is never written down.
     """
-    require(bool(IDENTITY_TYPE.match(id_type)), f"{path}.type",
-            "must be lowercase letters, digits and '_', starting with a letter (at most 32)")
+    require(
+        bool(IDENTITY_TYPE.match(id_type)),
+        f"{path}.type",
+        "must be lowercase letters, digits and '_', starting with a letter (at most 32)",
+    )
     value = value.strip()
     require(bool(value), f"{path}.value", "must not be empty")
-    require(len(value) <= MAX_VALUE_LENGTH, f"{path}.value",
-            f"must be at most {MAX_VALUE_LENGTH} characters")
+    require(
+        len(value) <= MAX_VALUE_LENGTH,
+        f"{path}.value",
+        f"must be at most {MAX_VALUE_LENGTH} characters",
+    )
     if id_type == "email":
         require("@" in value, f"{path}.value", "is not an e-mail address")
         value = "sha256:" + hashlib.sha256(value.lower().encode()).hexdigest()
@@ -82,19 +88,30 @@ def validate_event(
 ) -> EventData:
     """Check an incoming event and return it ready to store."""
     require(bool(event_id), "event.event_id", "is required: it is the idempotency key")
-    require(len(event_id) <= MAX_EVENT_ID_LENGTH, "event.event_id",
-            f"must be at most {MAX_EVENT_ID_LENGTH} characters")
-    require(bool(EVENT_TYPE.match(event_type)), "event.type",
-            "must be lowercase letters, digits and '_', starting with a letter (at most 64)")
+    require(
+        len(event_id) <= MAX_EVENT_ID_LENGTH,
+        "event.event_id",
+        f"must be at most {MAX_EVENT_ID_LENGTH} characters",
+    )
+    require(
+        bool(EVENT_TYPE.match(event_type)),
+        "event.type",
+        "must be lowercase letters, digits and '_', starting with a letter (at most 64)",
+    )
     if not profile_id and not identities:
-        raise InvalidArgument("either profile_id or identities must be set", field="event.profile_id")
+        raise InvalidArgument(
+            "either profile_id or identities must be set", field="event.profile_id"
+        )
     keys = normalize_identities(identities, "event.identities") if identities else []
     when = timestamp or now
     require(when <= now + MAX_CLOCK_SKEW, "event.timestamp", "is in the future")
     for name in ("price", "revenue", "duration_ms", "quantity"):
         if name in properties and properties[name] is not None:
             value = properties[name]
-            require(isinstance(value, int | float) and not isinstance(value, bool),
-                    f"event.properties.{name}", "must be a number")
+            require(
+                isinstance(value, int | float) and not isinstance(value, bool),
+                f"event.properties.{name}",
+                "must be a number",
+            )
             require(value >= 0, f"event.properties.{name}", "must not be negative")
     return EventData(event_id, event_type, when, channel, profile_id, keys, properties)

@@ -93,7 +93,9 @@ def _add_to_cart(
             item["quantity"] += quantity
             item["price"] = price or item["price"]
             return items
-    items.append({"product_id": product, "category": category, "quantity": quantity, "price": price})
+    items.append(
+        {"product_id": product, "category": category, "quantity": quantity, "price": price}
+    )
     return items
 
 

@@ -38,7 +38,9 @@ class ProfileRow(SQLModel, table=True):
 
     profile_id: str = Field(primary_key=True, max_length=40)
     traits: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    history: dict[str, Any] = Field(default_factory=empty_history, sa_column=Column(JSON, nullable=False))
+    history: dict[str, Any] = Field(
+        default_factory=empty_history, sa_column=Column(JSON, nullable=False)
+    )
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -76,7 +78,9 @@ class LogRow(SQLModel, table=True):
     channel: int = 0
     ts: dt.datetime
     properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    identities: list[list[str]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    identities: list[list[str]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
 
 
 TABLES: list[type[SQLModel]] = [ProfileRow, IdentityRow, AliasRow, LogRow]
@@ -128,7 +132,10 @@ class ProfileStore:
         ).all()
         return ProfileRecord(
             row.profile_id,
-            [IdentityKey(i.id_type, i.id_value) for i in sorted(identities, key=lambda i: i.created_at)],
+            [
+                IdentityKey(i.id_type, i.id_value)
+                for i in sorted(identities, key=lambda i: i.created_at)
+            ],
             dict(row.traits),
             dict(row.history),
             _utc(row.created_at),
@@ -179,7 +186,12 @@ class ProfileStore:
 
     def _identify_once(self, keys: list[IdentityKey]) -> IdentifyResult:
         with Session(self.engine) as session:
-            condition = or_(*(and_(IdentityRow.id_type == k.type, IdentityRow.id_value == k.value) for k in keys))
+            condition = or_(
+                *(
+                    and_(IdentityRow.id_type == k.type, IdentityRow.id_value == k.value)
+                    for k in keys
+                )
+            )
             found = session.exec(select(IdentityRow).where(condition)).all()
             owners = sorted({i.profile_id for i in found})
             rows = [r for r in (session.get(ProfileRow, o) for o in owners) if r is not None]
@@ -201,8 +213,14 @@ class ProfileStore:
             known = {(i.id_type, i.id_value) for i in found}
             for key in keys:
                 if (key.type, key.value) not in known:
-                    session.add(IdentityRow(id_type=key.type, id_value=key.value,
-                                            profile_id=survivor.profile_id, created_at=now))
+                    session.add(
+                        IdentityRow(
+                            id_type=key.type,
+                            id_value=key.value,
+                            profile_id=survivor.profile_id,
+                            created_at=now,
+                        )
+                    )
             if created or merged or len(known) < len(keys):
                 survivor.updated_at = now
                 session.add(survivor)
@@ -210,20 +228,37 @@ class ProfileStore:
                 session.refresh(survivor)
             return IdentifyResult(self._record(session, survivor), created, merged)
 
-    def _merge_into(self, session: Session, survivor: ProfileRow, other: ProfileRow, now: dt.datetime) -> None:
+    def _merge_into(
+        self, session: Session, survivor: ProfileRow, other: ProfileRow, now: dt.datetime
+    ) -> None:
         """Fold `other` into `survivor`: identities, events, aliases, traits, history."""
-        session.execute(update(IdentityRow).where(IdentityRow.profile_id == other.profile_id)
-                        .values(profile_id=survivor.profile_id))
-        session.execute(update(LogRow).where(LogRow.profile_id == other.profile_id)
-                        .values(profile_id=survivor.profile_id))
-        session.execute(update(AliasRow).where(AliasRow.profile_id == other.profile_id)
-                        .values(profile_id=survivor.profile_id))
+        session.execute(
+            update(IdentityRow)
+            .where(IdentityRow.profile_id == other.profile_id)
+            .values(profile_id=survivor.profile_id)
+        )
+        session.execute(
+            update(LogRow)
+            .where(LogRow.profile_id == other.profile_id)
+            .values(profile_id=survivor.profile_id)
+        )
+        session.execute(
+            update(AliasRow)
+            .where(AliasRow.profile_id == other.profile_id)
+            .values(profile_id=survivor.profile_id)
+        )
         session.add(AliasRow(alias_id=other.profile_id, profile_id=survivor.profile_id))
         # The survivor's traits win; the merged profile only fills gaps.
         survivor.traits = {**other.traits, **survivor.traits}
         survivor.history = merge_histories(survivor.history, other.history)
-        session.add(LogRow(kind="merge", profile_id=survivor.profile_id, ts=now,
-                           properties={"merged_profile_id": other.profile_id}))
+        session.add(
+            LogRow(
+                kind="merge",
+                profile_id=survivor.profile_id,
+                ts=now,
+                properties={"merged_profile_id": other.profile_id},
+            )
+        )
         session.delete(other)
 
     def update_traits(self, profile_id: str, patch: dict[str, Any]) -> ProfileRecord:
@@ -257,17 +292,25 @@ class ProfileStore:
             row = session.get(ProfileRow, canonical, with_for_update=True) if canonical else None
             if row is None:
                 raise NotFound(f"no profile {profile_id!r}", field="event.profile_id")
-            session.add(LogRow(
-                kind="event", event_id=event.event_id, profile_id=row.profile_id,
-                type=event.type, channel=event.channel, ts=event.timestamp,
-                properties=event.properties,
-                identities=[[k.type, k.value] for k in event.identities],
-            ))
+            session.add(
+                LogRow(
+                    kind="event",
+                    event_id=event.event_id,
+                    profile_id=row.profile_id,
+                    type=event.type,
+                    channel=event.channel,
+                    ts=event.timestamp,
+                    properties=event.properties,
+                    identities=[[k.type, k.value] for k in event.identities],
+                )
+            )
             try:
                 session.flush()
             except IntegrityError:
                 session.rollback()
-                existing = session.exec(select(LogRow).where(LogRow.event_id == event.event_id)).one()
+                existing = session.exec(
+                    select(LogRow).where(LogRow.event_id == event.event_id)
+                ).one()
                 owner = self._canonical(session, existing.profile_id) or existing.profile_id
                 current = session.get(ProfileRow, owner)
                 return owner, True, dict(current.history) if current else empty_history()

@@ -22,7 +22,12 @@ from tessera.errors import InvalidArgument, TesseraError, Unimplemented
 from tessera.hot import HotStore
 from tessera.profiles.domain import session as sessions
 from tessera.profiles.domain.features import compute_features
-from tessera.profiles.domain.model import EventData, normalize_identities, normalize_identity, validate_event
+from tessera.profiles.domain.model import (
+    EventData,
+    normalize_identities,
+    normalize_identity,
+    validate_event,
+)
 from tessera.profiles.storage.sql import ProfileRecord, ProfileStore
 from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 
@@ -175,7 +180,9 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
 
         await self.hot.update(_session_key(profile_id), apply, SESSION_TTL_S)
 
-    async def Track(self, request: profiles_pb2.TrackRequest, context: Context) -> profiles_pb2.TrackResponse:
+    async def Track(
+        self, request: profiles_pb2.TrackRequest, context: Context
+    ) -> profiles_pb2.TrackResponse:
         return await self._track(request.event)
 
     async def TrackStream(

@@ -49,8 +49,12 @@ def subject_from_profile(
             "product_views": dict(session.product_views),
             "category_views": dict(session.category_views),
             "cart": [
-                {"product_id": i.product_id, "category": i.category, "quantity": i.quantity,
-                 "price": i.price}
+                {
+                    "product_id": i.product_id,
+                    "category": i.category,
+                    "quantity": i.quantity,
+                    "price": i.price,
+                }
                 for i in session.cart
             ],
             "favorites": list(session.favorites),

@@ -63,7 +63,9 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
     def _recompile(self, items: dict[str, SegmentDefinition]) -> None:
         self.compiled = compile_segments(items.values())
 
-    def _normalise(self, segment: segments_pb2.Segment) -> tuple[segments_pb2.Segment, SegmentDefinition]:
+    def _normalise(
+        self, segment: segments_pb2.Segment
+    ) -> tuple[segments_pb2.Segment, SegmentDefinition]:
         validate_segment_key(segment.key)
         require(bool(segment.name), "segment.name", "is required")
         message = segments_pb2.Segment(
@@ -111,7 +113,9 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         self, request: segments_pb2.DeleteSegmentRequest, context: Context
     ) -> segments_pb2.DeleteSegmentResponse:
         require(bool(request.key), "key", "is required")
-        users = sorted(self.compiled.dependents(request.key)) if request.key in self.compiled else []
+        users = (
+            sorted(self.compiled.dependents(request.key)) if request.key in self.compiled else []
+        )
         if users:
             raise FailedPrecondition(
                 f"segments {', '.join(users)} use segment({request.key!r}); change them first",

@@ -28,7 +28,10 @@ def make(name: str, **fields: object) -> CampaignDef:
     base = CampaignDef(
         key=name,
         placements=("home",),
-        variants=(CampaignVariant("treatment", 1.0, {"title": name}), CampaignVariant("control", 1.0)),
+        variants=(
+            CampaignVariant("treatment", 1.0, {"title": name}),
+            CampaignVariant("control", 1.0),
+        ),
         control_variant_key="control",
         experiment_key=f"campaign-{name}",
         status=CampaignStatus.RUNNING,
@@ -64,7 +67,9 @@ def test_calendar_window__spans_new_year__contains_both_sides() -> None:
 
 
 def test_schedule__window_in_time_zone__uses_local_date() -> None:
-    christmas = Schedule(windows=(CalendarWindow("christmas", 12, 25, 12, 26),), time_zone="Pacific/Auckland")
+    christmas = Schedule(
+        windows=(CalendarWindow("christmas", 12, 25, 12, 26),), time_zone="Pacific/Auckland"
+    )
 
     # 24 Dec 12:00 UTC is already 25 Dec 01:00 in Auckland.
     assert christmas.is_live(NOW)
@@ -72,7 +77,9 @@ def test_schedule__window_in_time_zone__uses_local_date() -> None:
 
 
 def test_schedule__start_and_end__live_only_between() -> None:
-    schedule = Schedule(start_time=NOW - dt.timedelta(hours=1), end_time=NOW + dt.timedelta(hours=1))
+    schedule = Schedule(
+        start_time=NOW - dt.timedelta(hours=1), end_time=NOW + dt.timedelta(hours=1)
+    )
 
     assert schedule.is_live(NOW)
     assert not schedule.is_live(NOW + dt.timedelta(hours=1))
@@ -136,11 +143,15 @@ def test_choose__no_candidate__empty_choice_with_reason() -> None:
         ({"placements": ()}, "campaign.placements"),
         ({"placements": ("home", "home")}, "campaign.placements"),
         ({"variants": (CampaignVariant("control", 1.0),)}, "campaign.variants"),
-        ({"variants": (CampaignVariant("a", -1.0), CampaignVariant("control", 1.0))},
-         "campaign.variants[0].weight"),
+        (
+            {"variants": (CampaignVariant("a", -1.0), CampaignVariant("control", 1.0))},
+            "campaign.variants[0].weight",
+        ),
         ({"schedule": Schedule(time_zone="Mars/Olympus")}, "campaign.schedule.time_zone"),
-        ({"schedule": Schedule(windows=(CalendarWindow("x", 13, 1, 1, 1),))},
-         "campaign.schedule.windows[0].start_month"),
+        (
+            {"schedule": Schedule(windows=(CalendarWindow("x", 13, 1, 1, 1),))},
+            "campaign.schedule.windows[0].start_month",
+        ),
         ({"schedule": Schedule(start_time=NOW, end_time=NOW)}, "campaign.schedule.end_time"),
     ],
 )

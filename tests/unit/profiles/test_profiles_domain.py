@@ -24,8 +24,13 @@ T0 = dt.datetime(2026, 11, 1, 10, 0, tzinfo=dt.UTC)
 
 
 def ev(kind: str, at: dt.datetime = T0, **properties: object) -> EventData:
-    return EventData(event_id=f"{kind}-{at.isoformat()}", type=kind, timestamp=at, channel=1,
-                     properties=dict(properties))
+    return EventData(
+        event_id=f"{kind}-{at.isoformat()}",
+        type=kind,
+        timestamp=at,
+        channel=1,
+        properties=dict(properties),
+    )
 
 
 def replay(*events: EventData) -> dict[str, object]:
@@ -50,8 +55,11 @@ def test_normalize_identities__duplicates__collapse_to_one() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "value", "field"),
-    [("Cookie", "a", "identities[0].type"), ("cookie", "  ", "identities[0].value"),
-     ("email", "not-an-address", "identities[0].value")],
+    [
+        ("Cookie", "a", "identities[0].type"),
+        ("cookie", "  ", "identities[0].value"),
+        ("email", "not-an-address", "identities[0].value"),
+    ],
 )
 def test_normalize_identity__bad__names_field(kind: str, value: str, field: str) -> None:
     with pytest.raises(InvalidArgument) as raised:
@@ -67,7 +75,9 @@ def test_session__cart_add_remove_and_purchase__cart_follows() -> None:
         ev("add_to_cart", product_id="p2", price=5.0),
         ev("remove_from_cart", product_id="p2"),
     )
-    assert state["cart"] == [{"product_id": "p1", "category": "juicers", "quantity": 3, "price": 80.0}]
+    assert state["cart"] == [
+        {"product_id": "p1", "category": "juicers", "quantity": 3, "price": 80.0}
+    ]
 
     after_purchase = apply_event(state, ev("purchase", revenue=240.0))
     assert after_purchase["cart"] == []
@@ -86,7 +96,9 @@ def test_session__gap_longer_than_timeout__starts_new_session() -> None:
 
 def test_merge_sessions__counts_add_and_lists_union() -> None:
     a = replay(ev("page_view", category="x"), ev("favorite", product_id="p1"))
-    b = replay(ev("page_view", category="x"), ev("favorite", product_id="p2"), ev("search", query="q"))
+    b = replay(
+        ev("page_view", category="x"), ev("favorite", product_id="p2"), ev("search", query="q")
+    )
 
     merged = merge_sessions(a, b)
 
@@ -99,8 +111,10 @@ def test_merge_sessions__counts_add_and_lists_union() -> None:
 def test_session__any_events__event_count_equals_events_applied(kinds: list[str]) -> None:
     state = None
     for index, kind in enumerate(kinds):
-        state = apply_event(state, ev(kind, T0 + dt.timedelta(seconds=index), product_id="p",
-                                      category="c", query="q"))
+        state = apply_event(
+            state,
+            ev(kind, T0 + dt.timedelta(seconds=index), product_id="p", category="c", query="q"),
+        )
 
     assert (state or {"events": 0})["events"] == len(kinds)
 
@@ -108,8 +122,15 @@ def test_session__any_events__event_count_equals_events_applied(kinds: list[str]
 def test_features__history_and_session__rfm_ltv_and_hot_interest_first() -> None:
     history = empty_history()
     for days, revenue in ((20, 100.0), (14, 50.0)):
-        history = add_to_history(history, ev("purchase", T0 - dt.timedelta(days=days),
-                                              revenue=revenue, category="washing_machines"))
+        history = add_to_history(
+            history,
+            ev(
+                "purchase",
+                T0 - dt.timedelta(days=days),
+                revenue=revenue,
+                category="washing_machines",
+            ),
+        )
     session = replay(ev("product_view", category="juicers", product_id="j1"))
 
     features = compute_features(session, history, T0)
