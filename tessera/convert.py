@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from tessera.common.v1 import common_pb2
+from tessera.definitions import Definition
 from tessera.errors import InvalidArgument
 
 CHANNEL_NAMES = {
@@ -17,6 +18,8 @@ CHANNEL_NAMES = {
     if value != common_pb2.CHANNEL_UNSPECIFIED
 }
 """Channel enum value -> short name used in rules ("web", "call_center", ...)."""
+
+M = TypeVar("M", bound=Message)
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
@@ -77,3 +80,16 @@ def to_json(message: Message) -> str:
 def from_json(text: str, message: Message) -> Message:
     """Parse proto JSON stored by `to_json` into `message`, tolerating unknown fields."""
     return json_format.Parse(text, message, ignore_unknown_fields=True)
+
+
+def stored_message(definition: Definition, message: M) -> M:
+    """A stored definition as its message, with the service-set version and times.
+
+    The message type must have `version`, `created_at` and `updated_at`, as
+    Segment, Experiment and Campaign do.
+    """
+    from_json(definition.body, message)
+    message.version = definition.version  # type: ignore[attr-defined]
+    message.created_at.CopyFrom(datetime_to_timestamp(definition.created_at))  # type: ignore[attr-defined]
+    message.updated_at.CopyFrom(datetime_to_timestamp(definition.updated_at))  # type: ignore[attr-defined]
+    return message

@@ -101,11 +101,6 @@ def _details(error: TesseraError, code: grpc.StatusCode) -> tuple[tuple[str, byt
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: TesseraError) -> None:
-    code = _status_code(error)
-    await context.abort(code, str(error), trailing_metadata=_details(error, code))
-
-
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps `TesseraError` raised by any servicer to its gRPC status.
 
@@ -133,9 +128,21 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
 
-async def _unexpected(context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
-    log.exception("unhandled error", extra={"method": method})
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
+@contextlib.asynccontextmanager
+async def _status_of_errors(
+    context: grpc.aio.ServicerContext[Any, Any], method: str
+) -> AsyncIterator[None]:
+    """Answer a TesseraError with its status; anything unexpected with INTERNAL."""
+    try:
+        yield
+    except TesseraError as error:
+        code = _status_code(error)
+        await context.abort(code, str(error), trailing_metadata=_details(error, code))
+    except (asyncio.CancelledError, grpc.aio.AbortError):
+        raise
+    except Exception:
+        log.exception("unhandled error", extra={"method": method})
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
 
 
 def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
@@ -143,51 +150,30 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
+    Context = grpc.aio.ServicerContext[Any, Any]
     if handler.unary_unary:
         unary = handler.unary_unary
 
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            try:
+        async def unary_unary(request: Any, context: Context) -> Any:
+            async with _status_of_errors(context, method):
                 return await unary(request, context)
-            except TesseraError as error:
-                await _abort(context, error)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception:
-                await _unexpected(context, method)
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
     if handler.unary_stream:
         server_stream = handler.unary_stream
 
-        async def unary_stream(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            try:
+        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            async with _status_of_errors(context, method):
                 async for response in server_stream(request, context):
                     yield response
-            except TesseraError as error:
-                await _abort(context, error)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception:
-                await _unexpected(context, method)
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, **codec)
     if handler.stream_unary:
         client_stream = handler.stream_unary
 
-        async def stream_unary(
-            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
-        ) -> Any:
-            try:
+        async def stream_unary(requests: AsyncIterator[Any], context: Context) -> Any:
+            async with _status_of_errors(context, method):
                 return await client_stream(requests, context)
-            except TesseraError as error:
-                await _abort(context, error)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception:
-                await _unexpected(context, method)
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
     return handler

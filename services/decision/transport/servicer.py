@@ -10,7 +10,7 @@ import grpc
 
 from tessera import db
 from tessera.clients import peer_error
-from tessera.convert import check_channel, datetime_to_timestamp, from_json, to_json
+from tessera.convert import check_channel, from_json, stored_message, to_json
 from tessera.decision.domain.campaigns import (
     CampaignDef,
     candidates,
@@ -52,12 +52,8 @@ def load_campaign(definition: Definition) -> CampaignDef:
 
 
 def _stored_campaign(definition: Definition) -> decision_pb2.Campaign:
-    message = decision_pb2.Campaign()
-    from_json(definition.body, message)
-    message.version = definition.version
-    message.created_at.CopyFrom(datetime_to_timestamp(definition.created_at))
-    message.updated_at.CopyFrom(datetime_to_timestamp(definition.updated_at))
-    return message
+    """The campaign message of a stored definition, with version and times."""
+    return stored_message(definition, decision_pb2.Campaign())
 
 
 class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):

@@ -9,7 +9,12 @@ from typing import Any
 import grpc
 
 from tessera import db
-from tessera.convert import check_channel, datetime_to_timestamp, dict_to_struct, from_json, to_json
+from tessera.convert import (
+    check_channel,
+    dict_to_struct,
+    stored_message,
+    to_json,
+)
 from tessera.definitions import Definition, DefinitionCache, DefinitionFeed, DefinitionStore
 from tessera.errors import InvalidArgument, Unimplemented, require
 from tessera.experiments.domain import ExperimentDef, assign_all, validate_experiment
@@ -21,12 +26,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 def stored_experiment(definition: Definition) -> experiments_pb2.Experiment:
     """The experiment message of a stored definition, with version and times."""
-    message = experiments_pb2.Experiment()
-    from_json(definition.body, message)
-    message.version = definition.version
-    message.created_at.CopyFrom(datetime_to_timestamp(definition.created_at))
-    message.updated_at.CopyFrom(datetime_to_timestamp(definition.updated_at))
-    return message
+    return stored_message(definition, experiments_pb2.Experiment())
 
 
 def load_experiment(definition: Definition) -> ExperimentDef:

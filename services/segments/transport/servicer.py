@@ -9,7 +9,7 @@ import grpc
 
 from tessera import db
 from tessera.clients import peer_error
-from tessera.convert import check_channel, datetime_to_timestamp, from_json, to_json
+from tessera.convert import check_channel, stored_message, to_json
 from tessera.definitions import Definition, DefinitionCache, DefinitionFeed, DefinitionStore
 from tessera.errors import FailedPrecondition, InvalidArgument, Unimplemented, require
 from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
@@ -28,12 +28,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 def stored_segment(definition: Definition) -> segments_pb2.Segment:
     """The segment message of a stored definition, with version and times."""
-    message = segments_pb2.Segment()
-    from_json(definition.body, message)
-    message.version = definition.version
-    message.created_at.CopyFrom(datetime_to_timestamp(definition.created_at))
-    message.updated_at.CopyFrom(datetime_to_timestamp(definition.updated_at))
-    return message
+    return stored_message(definition, segments_pb2.Segment())
 
 
 def load_segment(definition: Definition) -> SegmentDefinition:
