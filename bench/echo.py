@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -30,8 +31,8 @@ class EchoServicer(bench_pb2_grpc.EchoServiceServicer):
 class EchoService:
     """The echo service in the shape `tessera.server.start` expects."""
 
-    name = "echo"
-    full_names = [bench_pb2.DESCRIPTOR.services_by_name["EchoService"].full_name]
+    name: str = "echo"
+    full_names: Sequence[str] = (bench_pb2.DESCRIPTOR.services_by_name["EchoService"].full_name,)
 
     def add_to(self, grpc_server: grpc.aio.Server) -> None:
         """Register the echo servicer."""
@@ -39,6 +40,9 @@ class EchoService:
 
     async def start(self) -> None:
         """Nothing to open."""
+
+    async def drain(self) -> None:
+        """No long-lived streams to end."""
 
     async def stop(self) -> None:
         """Nothing to close."""

@@ -116,6 +116,8 @@ def echo_server(timeout_s: float = 30.0) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if process.returncode != 0:
+            _say(f"echo server exited with {process.returncode}")
 
 
 @dataclass
@@ -212,7 +214,7 @@ def measure(args: argparse.Namespace, echo_address: str, suite: SuiteRun) -> lis
     }
     try:
         for concurrency in args.levels:
-            targets = [("echo", echo_address, ())]
+            targets: list[tuple[str, str, tuple[str, ...]]] = [("echo", echo_address, ())]
             if suite.problem is None and suite.cookies:
                 targets.append(("decide", suite.addresses["decision"], tuple(suite.cookies)))
             for target, address, cookies in targets:
@@ -246,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         summaries = measure(args, echo_address, suite)
     if suite.problem and not args.echo_only:
         problems.append(f"Decide not measured: {suite.problem}")
+    # A service that does not exit 0 on SIGTERM did not drain cleanly.
+    unclean = {n: c for n, c in suite.info.get("exit_codes", {}).items() if c != 0}
+    if unclean:
+        problems.append(f"suite services exited uncleanly: {unclean}")
     problems += [
         f"{s.target} at concurrency {s.concurrency}: {s.errors} errors {s.error_codes}"
         for s in summaries
