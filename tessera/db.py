@@ -27,6 +27,9 @@ from tessera.settings import RuntimeSettings
 
 T = TypeVar("T")
 
+DB_THREADS = 8
+"""Threads running SQL per process, and pooled connections per engine."""
+
 
 def database_url(settings: RuntimeSettings, service: str) -> str:
     """The service's database: the configured URL, else its SQLite file."""
@@ -55,10 +58,17 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 def make_engine(url: str) -> Engine:
     """An engine for `url`, tuned for SQLite or PostgreSQL."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        # One pooled connection per database thread: opening SQLite connections
+        # per call (the default pool's overflow) costs more than the query.
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 10},
+            pool_size=DB_THREADS,
+            max_overflow=0,
+        )
         event.listen(engine, "connect", _tune_sqlite)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+    return create_engine(url, pool_pre_ping=True, pool_size=DB_THREADS, max_overflow=0)
 
 
 class SchemaVersion(SQLModel, table=True):
@@ -112,13 +122,46 @@ def _table(model: type[SQLModel]) -> Table:
     return table
 
 
-_executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="tessera-db")
+_executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="tessera-db")
 
 
-async def run(fn: Callable[..., T], *args: Any) -> T:
-    """Run blocking database work `fn(*args)` in the database thread pool."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_executor, functools.partial(fn, *args))
+class Database:
+    """A service's database: its engine, and how blocking SQL is run from async code.
+
+    PostgreSQL calls wait on the network, so they run in worker threads and
+    never stall the event loop. Embedded SQLite answers in tens of
+    microseconds, less than a hop to a thread costs, so its calls run
+    inline; only this process writes the file, so they do not wait on locks.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.inline = url.startswith("sqlite")
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)`, inline for SQLite, in the database thread pool otherwise."""
+        if self.inline:
+            return fn(*args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_executor, functools.partial(fn, *args))
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()
 
 
-__all__ = ["Session", "database_url", "make_engine", "migrate", "run", "select"]
+def open_database(settings: RuntimeSettings, service: str) -> Database:
+    """The database the settings give `service`."""
+    return Database(database_url(settings, service))
+
+
+__all__ = [
+    "Database",
+    "Session",
+    "database_url",
+    "make_engine",
+    "migrate",
+    "open_database",
+    "select",
+]

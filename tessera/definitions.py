@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Engine, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
 from sqlmodel.main import SQLModelMetaclass
@@ -90,10 +90,11 @@ def _tables(prefix: str) -> tuple[type[SQLModel], type[SQLModel]]:
 
 
 class DefinitionStore:
-    """Durable, versioned definitions of one kind (blocking; call via `db.run`)."""
+    """Durable, versioned definitions of one kind (blocking; call via `database.run`)."""
 
-    def __init__(self, engine: Engine, prefix: str, noun: str) -> None:
-        self.engine = engine
+    def __init__(self, database: db.Database, prefix: str, noun: str) -> None:
+        self.database = database
+        self.engine = database.engine
         self.noun = noun
         self.model, self.counter = _tables(prefix)
 
@@ -314,7 +315,7 @@ class DefinitionFeed:
             await self._poll_locked()
 
     async def _poll_locked(self) -> None:
-        changes = await db.run(self.store.changes_since, self._revision)
+        changes = await self.store.database.run(self.store.changes_since, self._revision)
         if not changes:
             return
         upserted = [c for c in changes if not c.deleted]

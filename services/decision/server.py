@@ -37,8 +37,8 @@ class DecisionService:
 
     def __init__(self, settings: DecisionSettings | None = None) -> None:
         self.settings = settings or DecisionSettings()
-        self.engine = db.make_engine(db.database_url(self.settings, NAME))
-        self.store = DefinitionStore(self.engine, NAME, "campaign")
+        self.database = db.open_database(self.settings, NAME)
+        self.store = DefinitionStore(self.database, NAME, "campaign")
         self.feed = DefinitionFeed(self.store)
         self.cache = DefinitionCache(self.feed, load_campaign)
         self.channels = {
@@ -67,8 +67,8 @@ class DecisionService:
         decision_pb2_grpc.add_DecisionServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        await db.run(db.migrate, self.engine, NAME, self.store.tables)
-        await db.run(self.store.prepare)
+        await self.database.run(db.migrate, self.database.engine, NAME, self.store.tables)
+        await self.database.run(self.store.prepare)
         await self.feed.start()
         self.cache.start()
         await self.evaluator.start()
@@ -81,4 +81,4 @@ class DecisionService:
         await self.feed.stop()
         for channel in self.channels.values():
             await channel.close()
-        self.engine.dispose()
+        self.database.dispose()

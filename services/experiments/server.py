@@ -25,8 +25,8 @@ class ExperimentsService:
 
     def __init__(self, settings: ExperimentsSettings | None = None) -> None:
         self.settings = settings or ExperimentsSettings()
-        self.engine = db.make_engine(db.database_url(self.settings, NAME))
-        self.store = DefinitionStore(self.engine, NAME, "experiment")
+        self.database = db.open_database(self.settings, NAME)
+        self.store = DefinitionStore(self.database, NAME, "experiment")
         self.feed = DefinitionFeed(self.store)
         self.cache = DefinitionCache(self.feed, load_experiment)
         self.servicer = ExperimentServicer(self.store, self.feed, self.cache)
@@ -35,8 +35,8 @@ class ExperimentsService:
         experiments_pb2_grpc.add_ExperimentServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        await db.run(db.migrate, self.engine, NAME, self.store.tables)
-        await db.run(self.store.prepare)
+        await self.database.run(db.migrate, self.database.engine, NAME, self.store.tables)
+        await self.database.run(self.store.prepare)
         await self.feed.start()
         self.cache.start()
 
@@ -45,4 +45,4 @@ class ExperimentsService:
 
     async def stop(self) -> None:
         await self.feed.stop()
-        self.engine.dispose()
+        self.database.dispose()

@@ -26,20 +26,20 @@ class ProfilesService:
 
     def __init__(self, settings: ProfilesSettings | None = None) -> None:
         self.settings = settings or ProfilesSettings()
-        self.engine = db.make_engine(db.database_url(self.settings, NAME))
+        self.database = db.open_database(self.settings, NAME)
         self.hot = open_hot_store(self.settings, NAME)
-        self.store = ProfileStore(self.engine)
+        self.store = ProfileStore(self.database)
         self.servicer = ProfileServicer(self.store, self.hot)
 
     def add_to(self, server: grpc.aio.Server) -> None:
         profiles_pb2_grpc.add_ProfileServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        await db.run(db.migrate, self.engine, NAME, TABLES)
+        await self.database.run(db.migrate, self.database.engine, NAME, TABLES)
 
     async def drain(self) -> None:
         """No long-lived streams yet."""
 
     async def stop(self) -> None:
         await self.hot.close()
-        self.engine.dispose()
+        self.database.dispose()

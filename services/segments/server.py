@@ -29,8 +29,8 @@ class SegmentsService:
 
     def __init__(self, settings: SegmentsSettings | None = None) -> None:
         self.settings = settings or SegmentsSettings()
-        self.engine = db.make_engine(db.database_url(self.settings, NAME))
-        self.store = DefinitionStore(self.engine, NAME, "segment")
+        self.database = db.open_database(self.settings, NAME)
+        self.store = DefinitionStore(self.database, NAME, "segment")
         self.feed = DefinitionFeed(self.store)
         self.cache = DefinitionCache(self.feed, load_segment)
         self.channel = peer_channel(self.settings.address_of("profiles"))
@@ -46,8 +46,8 @@ class SegmentsService:
         segments_pb2_grpc.add_SegmentServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        await db.run(db.migrate, self.engine, NAME, self.store.tables)
-        await db.run(self.store.prepare)
+        await self.database.run(db.migrate, self.database.engine, NAME, self.store.tables)
+        await self.database.run(self.store.prepare)
         await self.feed.start()
         self.cache.start()
 
@@ -57,4 +57,4 @@ class SegmentsService:
     async def stop(self) -> None:
         await self.feed.stop()
         await self.channel.close()
-        self.engine.dispose()
+        self.database.dispose()

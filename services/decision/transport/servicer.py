@@ -8,7 +8,6 @@ from typing import Any
 
 import grpc
 
-from tessera import db
 from tessera.clients import peer_error
 from tessera.convert import check_channel, from_json, stored_message, to_json
 from tessera.decision.domain.campaigns import (
@@ -71,6 +70,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         deadline_s: float,
     ) -> None:
         self.store = store
+        self.database = store.database
         self.feed = feed
         self.cache = cache
         self.evaluator = evaluator
@@ -196,7 +196,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     ) -> decision_pb2.CreateCampaignResponse:
         message = await self._normalise(request.campaign)
         try:
-            await db.run(self.store.get, message.key)
+            await self.database.run(self.store.get, message.key)
         except NotFound:
             pass
         else:
@@ -208,7 +208,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             )
         except grpc.aio.AioRpcError as error:
             raise peer_error(error, "experiments") from error
-        stored = await db.run(self.store.create, message.key, to_json(message))
+        stored = await self.database.run(self.store.create, message.key, to_json(message))
         await self.feed.refresh()
         return decision_pb2.CreateCampaignResponse(campaign=_stored_campaign(stored))
 
@@ -216,13 +216,15 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         self, request: decision_pb2.GetCampaignRequest, context: Context
     ) -> decision_pb2.GetCampaignResponse:
         require(bool(request.key), "key", "is required")
-        stored = await db.run(self.store.get, request.key)
+        stored = await self.database.run(self.store.get, request.key)
         return decision_pb2.GetCampaignResponse(campaign=_stored_campaign(stored))
 
     async def ListCampaigns(
         self, request: decision_pb2.ListCampaignsRequest, context: Context
     ) -> decision_pb2.ListCampaignsResponse:
-        rows, token = await db.run(self.store.list, request.page_size, request.page_token)
+        rows, token = await self.database.run(
+            self.store.list, request.page_size, request.page_token
+        )
         return decision_pb2.ListCampaignsResponse(
             campaigns=[_stored_campaign(r) for r in rows], next_page_token=token
         )
@@ -239,7 +241,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     async def UpdateCampaign(
         self, request: decision_pb2.UpdateCampaignRequest, context: Context
     ) -> decision_pb2.UpdateCampaignResponse:
-        current = await db.run(self.store.get, request.campaign.key)
+        current = await self.database.run(self.store.get, request.campaign.key)
         if request.expected_version and request.expected_version != current.version:
             raise FailedPrecondition(
                 f"campaign {current.key!r} is at version {current.version}, "
@@ -248,7 +250,9 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             )
         message = await self._normalise(request.campaign)
         await self._sync_experiment(message)
-        stored = await db.run(self.store.update, message.key, to_json(message), current.version)
+        stored = await self.database.run(
+            self.store.update, message.key, to_json(message), current.version
+        )
         await self.feed.refresh()
         return decision_pb2.UpdateCampaignResponse(campaign=_stored_campaign(stored))
 
@@ -256,9 +260,9 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         self, request: decision_pb2.DeleteCampaignRequest, context: Context
     ) -> decision_pb2.DeleteCampaignResponse:
         require(bool(request.key), "key", "is required")
-        current = _stored_campaign(await db.run(self.store.get, request.key))
+        current = _stored_campaign(await self.database.run(self.store.get, request.key))
         current.status = decision_pb2.CAMPAIGN_STATUS_STOPPED
         await self._sync_experiment(current)
-        await db.run(self.store.delete, request.key)
+        await self.database.run(self.store.delete, request.key)
         await self.feed.refresh()
         return decision_pb2.DeleteCampaignResponse()

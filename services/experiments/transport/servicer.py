@@ -8,7 +8,6 @@ from typing import Any
 
 import grpc
 
-from tessera import db
 from tessera.convert import (
     check_channel,
     dict_to_struct,
@@ -57,6 +56,7 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
         self, store: DefinitionStore, feed: DefinitionFeed, cache: DefinitionCache[ExperimentDef]
     ) -> None:
         self.store = store
+        self.database = store.database
         self.feed = feed
         self.cache = cache
 
@@ -64,7 +64,7 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
         self, request: experiments_pb2.CreateExperimentRequest, context: Context
     ) -> experiments_pb2.CreateExperimentResponse:
         message = _normalise(request.experiment)
-        stored = await db.run(self.store.create, message.key, to_json(message))
+        stored = await self.database.run(self.store.create, message.key, to_json(message))
         await self.feed.refresh()
         return experiments_pb2.CreateExperimentResponse(experiment=stored_experiment(stored))
 
@@ -72,13 +72,15 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
         self, request: experiments_pb2.GetExperimentRequest, context: Context
     ) -> experiments_pb2.GetExperimentResponse:
         require(bool(request.key), "key", "is required")
-        stored = await db.run(self.store.get, request.key)
+        stored = await self.database.run(self.store.get, request.key)
         return experiments_pb2.GetExperimentResponse(experiment=stored_experiment(stored))
 
     async def ListExperiments(
         self, request: experiments_pb2.ListExperimentsRequest, context: Context
     ) -> experiments_pb2.ListExperimentsResponse:
-        rows, token = await db.run(self.store.list, request.page_size, request.page_token)
+        rows, token = await self.database.run(
+            self.store.list, request.page_size, request.page_token
+        )
         return experiments_pb2.ListExperimentsResponse(
             experiments=[stored_experiment(r) for r in rows], next_page_token=token
         )
@@ -87,7 +89,7 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
         self, request: experiments_pb2.UpdateExperimentRequest, context: Context
     ) -> experiments_pb2.UpdateExperimentResponse:
         message = _normalise(request.experiment)
-        stored = await db.run(
+        stored = await self.database.run(
             self.store.update, message.key, to_json(message), request.expected_version
         )
         await self.feed.refresh()

@@ -2,20 +2,23 @@
 
 The event log doubles as the change feed: every stored event, merge and
 deletion gets the next `sequence`, which consumers use as their cursor.
-Methods are blocking; the servicer calls them through `tessera.db.run`.
+Methods are blocking; the servicer calls them through `Database.run`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Column, Engine, and_, delete, or_, update
+from sqlalchemy import JSON, Column, Select, and_, bindparam, delete, or_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
 
+from tessera.db import Database
 from tessera.errors import NotFound
 from tessera.profiles.domain.features import add_to_history, empty_history, merge_histories
 from tessera.profiles.domain.model import EventData, IdentityKey
@@ -112,11 +115,46 @@ def new_profile_id() -> str:
     return uuid.uuid4().hex
 
 
+@functools.cache
+def _known_profile_query(count: int) -> Select[Any]:
+    """Profile and all its identities, found by any of `count` identities.
+
+    Built once per count from Core tables with bound parameters: building
+    an ORM statement per call cost more than running it.
+    """
+    profile = ProfileRow.__table__  # type: ignore[attr-defined]
+    match = IdentityRow.__table__.alias("match")  # type: ignore[attr-defined]
+    owned = IdentityRow.__table__.alias("owned")  # type: ignore[attr-defined]
+    condition = or_(
+        *(
+            and_(match.c.id_type == bindparam(f"t{i}"), match.c.id_value == bindparam(f"v{i}"))
+            for i in range(count)
+        )
+    )
+    return (
+        sa_select(
+            profile.c.profile_id,
+            profile.c.traits,
+            profile.c.history,
+            profile.c.created_at,
+            profile.c.updated_at,
+            owned.c.id_type,
+            owned.c.id_value,
+            owned.c.created_at.label("identity_created_at"),
+        )
+        .select_from(profile)
+        .join(match, match.c.profile_id == profile.c.profile_id)
+        .join(owned, owned.c.profile_id == profile.c.profile_id)
+        .where(condition)
+    )
+
+
 class ProfileStore:
     """Profiles, identities and events in one SQL database."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.engine = database.engine
 
     # Reads
 
@@ -161,21 +199,25 @@ class ProfileStore:
 
     def get_by_identity(self, key: IdentityKey) -> ProfileRecord:
         """The profile an identity is attached to."""
-        with Session(self.engine) as session:
-            identity = session.get(IdentityRow, (key.type, key.value))
-            row = session.get(ProfileRow, identity.profile_id) if identity else None
-            if row is None:
-                raise NotFound(f"no profile with identity {key.type}", field="identity")
-            return self._record(session, row)
+        record = self._resolve_known([key])
+        if record is None:
+            raise NotFound(f"no profile with identity {key.type}", field="identity")
+        return record
 
     # Writes
 
     def identify(self, keys: list[IdentityKey]) -> IdentifyResult:
         """Resolve identities to one profile, creating or merging as needed.
 
-        Concurrent calls may race to attach the same new identity; the loser
-        sees an integrity error and resolves again, now finding the winner.
+        Most calls (every Decide of a known visitor) change nothing, so a
+        single read-only query answers them; only a new identity, a new
+        person or a merge takes the writing path. Concurrent writers may race
+        to attach the same new identity; the loser sees an integrity error
+        and resolves again, now finding the winner.
         """
+        known = self._resolve_known(keys)
+        if known is not None:
+            return IdentifyResult(known, False, [])
         for attempt in range(MAX_IDENTIFY_ATTEMPTS):
             try:
                 return self._identify_once(keys)
@@ -183,6 +225,28 @@ class ProfileStore:
                 if attempt == MAX_IDENTIFY_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
+
+    def _resolve_known(self, keys: list[IdentityKey]) -> ProfileRecord | None:
+        """The profile when every identity is already on one and the same profile."""
+        wanted = {(k.type, k.value) for k in keys}
+        params = {f"t{i}": t for i, (t, _) in enumerate(wanted)}
+        params.update({f"v{i}": v for i, (_, v) in enumerate(wanted)})
+        with self.engine.connect() as connection:
+            rows = connection.execute(_known_profile_query(len(wanted)), params).all()
+        if not rows or len({row.profile_id for row in rows}) != 1:
+            return None
+        identities = sorted({(row.identity_created_at, row.id_type, row.id_value) for row in rows})
+        if not wanted <= {(t, v) for _, t, v in identities}:
+            return None
+        first = rows[0]
+        return ProfileRecord(
+            first.profile_id,
+            [IdentityKey(t, v) for _, t, v in identities],
+            dict(first.traits),
+            dict(first.history),
+            _utc(first.created_at),
+            _utc(first.updated_at),
+        )
 
     def _identify_once(self, keys: list[IdentityKey]) -> IdentifyResult:
         with Session(self.engine) as session:

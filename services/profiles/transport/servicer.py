@@ -9,7 +9,6 @@ from typing import Any
 
 import grpc
 
-from tessera import db
 from tessera.common.v1 import common_pb2
 from tessera.convert import (
     check_channel,
@@ -79,6 +78,7 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
 
     def __init__(self, store: ProfileStore, hot: HotStore) -> None:
         self.store = store
+        self.database = store.database
         self.hot = hot
 
     async def _session(self, profile_id: str) -> dict[str, Any] | None:
@@ -118,7 +118,7 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
     ) -> profiles_pb2.IdentifyResponse:
         keys = normalize_identities(_identity_pairs(request.identities), "identities")
         check_channel(request.channel, "channel")
-        result = await db.run(self.store.identify, keys)
+        result = await self.database.run(self.store.identify, keys)
         if result.merged_ids:
             await self._merge_sessions(result.profile.profile_id, result.merged_ids)
         return profiles_pb2.IdentifyResponse(
@@ -132,10 +132,10 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
     ) -> profiles_pb2.GetProfileResponse:
         lookup = request.WhichOneof("lookup")
         if lookup == "profile_id":
-            record = await db.run(self.store.get, request.profile_id)
+            record = await self.database.run(self.store.get, request.profile_id)
         elif lookup == "identity":
             key = normalize_identity(request.identity.type, request.identity.value, "identity")
-            record = await db.run(self.store.get_by_identity, key)
+            record = await self.database.run(self.store.get_by_identity, key)
         else:
             raise InvalidArgument("set profile_id or identity", field="lookup")
         return profiles_pb2.GetProfileResponse(profile=await self._profile(record))
@@ -148,7 +148,7 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
         patch = struct_to_dict(request.traits)
         if not patch:
             raise InvalidArgument("name at least one trait", field="traits")
-        record = await db.run(self.store.update_traits, request.profile_id, patch)
+        record = await self.database.run(self.store.update_traits, request.profile_id, patch)
         return profiles_pb2.UpdateTraitsResponse(profile=await self._profile(record))
 
     async def _track(self, event: common_pb2.Event) -> profiles_pb2.TrackResponse:
@@ -164,11 +164,11 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
         )
         profile_id = data.profile_id
         if not profile_id:
-            result = await db.run(self.store.identify, data.identities)
+            result = await self.database.run(self.store.identify, data.identities)
             profile_id = result.profile.profile_id
             if result.merged_ids:
                 await self._merge_sessions(profile_id, result.merged_ids)
-        canonical, duplicate, _ = await db.run(self.store.record_event, data, profile_id)
+        canonical, duplicate, _ = await self.database.run(self.store.record_event, data, profile_id)
         if not duplicate:
             await self._apply_to_session(canonical, data)
         return profiles_pb2.TrackResponse(profile_id=canonical, duplicate=duplicate)
@@ -217,8 +217,8 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
     ) -> profiles_pb2.DeleteProfileResponse:
         if not request.profile_id:
             raise InvalidArgument("is required", field="profile_id")
-        canonical = await db.run(self.store.canonical_id, request.profile_id)
-        deleted = await db.run(self.store.delete_profile, canonical)
+        canonical = await self.database.run(self.store.canonical_id, request.profile_id)
+        deleted = await self.database.run(self.store.delete_profile, canonical)
         await self.hot.delete(_session_key(canonical))
         return profiles_pb2.DeleteProfileResponse(deleted_events=deleted)
 

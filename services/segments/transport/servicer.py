@@ -7,7 +7,6 @@ from typing import Any
 
 import grpc
 
-from tessera import db
 from tessera.clients import peer_error
 from tessera.convert import check_channel, stored_message, to_json
 from tessera.definitions import Definition, DefinitionCache, DefinitionFeed, DefinitionStore
@@ -48,6 +47,7 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         deadline_s: float,
     ) -> None:
         self.store = store
+        self.database = store.database
         self.feed = feed
         self.cache = cache
         self.profiles = profiles
@@ -75,7 +75,7 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         self, request: segments_pb2.CreateSegmentRequest, context: Context
     ) -> segments_pb2.CreateSegmentResponse:
         message, _ = self._normalise(request.segment)
-        stored = await db.run(self.store.create, message.key, to_json(message))
+        stored = await self.database.run(self.store.create, message.key, to_json(message))
         await self.feed.refresh()
         return segments_pb2.CreateSegmentResponse(segment=stored_segment(stored))
 
@@ -83,13 +83,15 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         self, request: segments_pb2.GetSegmentRequest, context: Context
     ) -> segments_pb2.GetSegmentResponse:
         require(bool(request.key), "key", "is required")
-        stored = await db.run(self.store.get, request.key)
+        stored = await self.database.run(self.store.get, request.key)
         return segments_pb2.GetSegmentResponse(segment=stored_segment(stored))
 
     async def ListSegments(
         self, request: segments_pb2.ListSegmentsRequest, context: Context
     ) -> segments_pb2.ListSegmentsResponse:
-        rows, token = await db.run(self.store.list, request.page_size, request.page_token)
+        rows, token = await self.database.run(
+            self.store.list, request.page_size, request.page_token
+        )
         return segments_pb2.ListSegmentsResponse(
             segments=[stored_segment(r) for r in rows], next_page_token=token
         )
@@ -98,7 +100,7 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         self, request: segments_pb2.UpdateSegmentRequest, context: Context
     ) -> segments_pb2.UpdateSegmentResponse:
         message, _ = self._normalise(request.segment)
-        stored = await db.run(
+        stored = await self.database.run(
             self.store.update, message.key, to_json(message), request.expected_version
         )
         await self.feed.refresh()
@@ -116,7 +118,7 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
                 f"segments {', '.join(users)} use segment({request.key!r}); change them first",
                 field="key",
             )
-        await db.run(self.store.delete, request.key)
+        await self.database.run(self.store.delete, request.key)
         await self.feed.refresh()
         return segments_pb2.DeleteSegmentResponse()
 
