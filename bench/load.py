@@ -23,9 +23,10 @@ from typing import Any
 import grpc
 import numpy as np
 
-from bench.stats import LevelSummary, summarise
+from bench.stats import BASELINE, DECIDE_MODES, LevelSummary, summarise
 
-TARGETS = ("echo", "decide")
+TARGETS = (BASELINE, *DECIDE_MODES)
+"""echo, then each Decide target (one per decision service evaluation mode)."""
 
 # Headroom on top of a level's own time bound before the parent gives up on a
 # load process: connecting, the barrier and draining the last calls.
@@ -71,7 +72,9 @@ def _call_for(spec: LevelSpec, channel: grpc.aio.Channel) -> tuple[Callable[...,
 
         echo = bench_pb2_grpc.EchoServiceStub(channel)
         return echo.Echo, [bench_pb2.EchoRequest(payload=b"x" * spec.payload_bytes)]
-    if spec.target == "decide":
+    if spec.target in DECIDE_MODES:
+        # The same Decide for every mode; only the decision service behind
+        # `spec.address` differs.
         from bench.seed import decide_request
         from tessera.decision.v1 import decision_pb2_grpc
 
@@ -80,7 +83,7 @@ def _call_for(spec: LevelSpec, channel: grpc.aio.Channel) -> tuple[Callable[...,
         # on message construction.
         messages = [decide_request(cookie) for cookie in spec.cookies]
         if not messages:
-            raise ValueError("decide needs at least one cookie to rotate over")
+            raise ValueError(f"{spec.target} needs at least one cookie to rotate over")
         return decision.Decide, messages
     raise ValueError(f"unknown target {spec.target!r}; expected one of {TARGETS}")
 

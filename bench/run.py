@@ -1,8 +1,13 @@
-"""One benchmark run: echo floor and Decide through the whole suite.
+"""One benchmark run: echo floor and Decide through the whole suite, in both modes.
+
+At each concurrency: echo, Decide with in-process evaluation (the suite's own
+decision service) and Decide with evaluation over RPC (a second decision
+service, TESSERA_EVALUATION=rpc, on the same suite and data).
 
     python -m bench                 5 s per level at concurrency 1, 16, 64
     python -m bench --quick         ~1 s per level, a smoke run
     python -m bench --requests 20000
+    python -m bench --modes rpc     Decide over RPC only
 
 See bench/README.md for the method and how to read the output.
 """
@@ -27,11 +32,16 @@ from typing import Any
 
 from bench import report, seed
 from bench.load import LoadPool
-from bench.stats import LevelSummary, ratios
-from tessera.suite import START_ORDER, start_suite
+from bench.stats import DECIDE_MODES, LevelSummary, ratios
+from tessera.suite import START_ORDER, free_port, start_suite, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+MODES = tuple(DECIDE_MODES.values())
+"""TESSERA_EVALUATION modes, in the order they are measured: in_process, rpc."""
+TARGET_OF_MODE = {mode: target for target, mode in DECIDE_MODES.items()}
+RPC_DECISION = "decision-rpc"
+"""Name of the second decision service (TESSERA_EVALUATION=rpc) in logs and exit codes."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,6 +75,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each call, s")
     parser.add_argument("--echo-only", action="store_true", help="skip the suite and Decide")
     parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="comma-separated evaluation modes of Decide to measure: in_process, rpc",
+    )
+    parser.add_argument(
         "--suite-env",
         action="append",
         default=[],
@@ -85,6 +100,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for item in args.suite_env:
         if "=" not in item or not item.startswith("TESSERA_"):
             parser.error(f"--suite-env {item!r}: expected TESSERA_NAME=VALUE")
+        if item.startswith("TESSERA_EVALUATION="):
+            parser.error("--suite-env TESSERA_EVALUATION: use --modes; each mode has a service")
+    chosen = {m.strip() for m in args.modes.split(",") if m.strip()}
+    if not chosen or chosen - set(MODES):
+        parser.error(f"--modes {args.modes!r}: expected a comma-separated subset of {MODES}")
+    args.modes = [m for m in MODES if m in chosen]
     return args
 
 
@@ -125,9 +146,19 @@ class SuiteRun:
     """The suite as the benchmark sees it: addresses, seeded profiles, what went wrong."""
 
     addresses: dict[str, str] = field(default_factory=dict)
-    cookies: list[str] = field(default_factory=list)
+    profiles: list[seed.SeededProfile] = field(default_factory=list)
+    targets: dict[str, str] = field(default_factory=dict)
+    """Decide targets ready to measure and the decision service address of each."""
     info: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None
+    """Why the suite (and so every Decide target) is not measured."""
+    rpc_problem: str | None = None
+    """Why decide-rpc alone is not measured."""
+
+    @property
+    def cookies(self) -> list[str]:
+        """The seeded profiles' cookies, which Decide requests rotate over."""
+        return [p.cookie for p in self.profiles]
 
 
 def _suite_env(data_dir: str, extra: list[str]) -> dict[str, str]:
@@ -138,6 +169,9 @@ def _suite_env(data_dir: str, extra: list[str]) -> dict[str, str]:
         "TESSERA_DATABASE_URL": "",
         "TESSERA_REDIS_URL": "",
         "TESSERA_LOG_LEVEL": "WARNING",
+        # The suite's own decision service is the in-process one, whatever
+        # the shell says; rpc runs in a process of its own (rpc_decision).
+        "TESSERA_EVALUATION": "in_process",
         # Empty addresses make start_suite point peers at the free ports it picks.
         **{f"TESSERA_{name.upper()}_ADDRESS": "" for name in START_ORDER},
     }
@@ -149,8 +183,10 @@ def _suite_env(data_dir: str, extra: list[str]) -> dict[str, str]:
 def suite_for_bench(args: argparse.Namespace, run_id: str) -> Iterator[SuiteRun]:
     """Start and seed the suite on embedded stores in a temporary data dir.
 
-    A suite that fails to start or to answer is recorded in `problem` rather
-    than raised, so the echo floor is still measured and reported.
+    With mode rpc, a second decision service (`rpc_decision`) joins it. A
+    suite or rpc service that fails to start or to answer is recorded in
+    `problem` or `rpc_problem` rather than raised, so whatever still works
+    is measured and reported.
     """
     run = SuiteRun()
     with tempfile.TemporaryDirectory(prefix="tessera-bench-") as data_dir:
@@ -158,6 +194,7 @@ def suite_for_bench(args: argparse.Namespace, run_id: str) -> Iterator[SuiteRun]
         run.info["env"] = {k: v for k, v in env.items() if k != "TESSERA_DATA_DIR"}
         log_path = Path(data_dir) / "suite.log"
         suite = None
+        rpc: subprocess.Popen[bytes] | None = None
         with log_path.open("wb") as log:
             try:
                 _say("starting the suite ...")
@@ -165,20 +202,98 @@ def suite_for_bench(args: argparse.Namespace, run_id: str) -> Iterator[SuiteRun]
                 run.addresses = dict(suite.addresses)
                 run.info["addresses"] = run.addresses
                 _seed(run, args, run_id)
+                if "in_process" in args.modes:
+                    run.targets[TARGET_OF_MODE["in_process"]] = run.addresses["decision"]
             except Exception as error:
                 run.problem = f"{type(error).__name__}: {error}"
                 _say(f"suite unavailable: {run.problem}")
                 _say(_tail(log_path))
+            if run.problem is None and "rpc" in args.modes:
+                rpc_log = Path(data_dir) / f"{RPC_DECISION}.log"
+                try:
+                    rpc = rpc_decision(run, env, rpc_log, suite.grace_s if suite else 5.0)
+                except Exception as error:
+                    run.rpc_problem = f"{type(error).__name__}: {error}"
+                    _say(f"{RPC_DECISION} unavailable: {run.rpc_problem}")
+                    _say(_tail(rpc_log))
             try:
                 yield run
             finally:
+                codes: dict[str, int] = {}
+                # The rpc service first: it calls the suite's services.
+                if rpc is not None:
+                    codes[RPC_DECISION] = _stop(rpc, suite.grace_s if suite else 5.0)
                 if suite is not None:
-                    run.info["exit_codes"] = suite.stop()
+                    codes = {**suite.stop(), **codes}
+                if codes:
+                    run.info["exit_codes"] = codes
+
+
+def rpc_decision(
+    run: SuiteRun, suite_env: dict[str, str], log_path: Path, grace_s: float
+) -> subprocess.Popen[bytes]:
+    """Start a decision service with TESSERA_EVALUATION=rpc beside the seeded suite.
+
+    It shares the suite's data dir, so it reads the campaign the suite's
+    decision service stored (SQLite in WAL mode; this process only reads
+    campaigns) instead of seeding it again: CreateCampaign would also create
+    the campaign's experiment, which exists already. Its peers are the
+    suite's profile, segment and experiment services. Returns the process
+    once Decide there gives the campaign; `run.targets` then has decide-rpc.
+    """
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    overrides = {
+        "TESSERA_EVALUATION": "rpc",
+        "TESSERA_DECISION_PORT": str(port),
+        "TESSERA_DECISION_ADDRESS": "",
+        **{
+            f"TESSERA_{name.upper()}_ADDRESS": run.addresses[name]
+            for name in ("profiles", "segments", "experiments")
+        },
+    }
+    _say(f"starting {RPC_DECISION} (TESSERA_EVALUATION=rpc) ...")
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tessera.cli", "serve", "decision"],
+            env={**os.environ, **suite_env, **overrides},
+            stdout=log.fileno(),
+            stderr=log.fileno(),
+        )
+    try:
+        if not wait_serving(address, 30.0, process):
+            code = process.poll()
+            why = f"exited with {code}" if code is not None else "did not become SERVING"
+            raise RuntimeError(f"{RPC_DECISION} {why} at {address}")
+        ready_s = asyncio.run(seed.wait_until_decides(address, run.profiles))
+    except BaseException:
+        _stop(process, grace_s)
+        raise
+    _say(f"{RPC_DECISION} sees the campaign after {ready_s:.2f} s")
+    run.targets[TARGET_OF_MODE["rpc"]] = address
+    run.info[RPC_DECISION] = {
+        "address": address,
+        "env": {k: v for k, v in overrides.items() if k != "TESSERA_DECISION_PORT"},
+        "data_dir": "shared with the suite's decision service",
+        "decide_ready_s": round(ready_s, 3),
+    }
+    return process
+
+
+def _stop(process: subprocess.Popen[bytes], grace_s: float) -> int:
+    """SIGTERM `process`, wait for its drain, kill it past that; its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(grace_s + 10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 def _tail(path: Path, lines: int = 15) -> str:
     text = path.read_text(errors="replace").splitlines() if path.exists() else []
-    return "\n".join(["--- suite log (last lines) ---", *text[-lines:]])
+    return "\n".join([f"--- {path.name} (last lines) ---", *text[-lines:]])
 
 
 def _seed(run: SuiteRun, args: argparse.Namespace, run_id: str) -> None:
@@ -189,7 +304,7 @@ def _seed(run: SuiteRun, args: argparse.Namespace, run_id: str) -> None:
     _say(f"seeded 1 segment, 1 campaign, {len(profiles)} profiles in {seeded_s:.1f} s")
     ready_s = asyncio.run(seed.wait_until_decides(run.addresses["decision"], profiles))
     _say(f"Decide sees the campaign after {ready_s:.2f} s")
-    run.cookies = [p.cookie for p in profiles]
+    run.profiles = list(profiles)
     run.info["seed"] = {
         "segment": seed.SEGMENT_KEY,
         "campaign": seed.CAMPAIGN_KEY,
@@ -202,7 +317,8 @@ def _seed(run: SuiteRun, args: argparse.Namespace, run_id: str) -> None:
 
 
 def measure(args: argparse.Namespace, echo_address: str, suite: SuiteRun) -> list[LevelSummary]:
-    """Every level, echo then Decide at each concurrency so each pair shares conditions."""
+    """Every level: at each concurrency echo, then each Decide mode, so compared levels
+    share conditions."""
     pool = LoadPool(args.processes)
     summaries: list[LevelSummary] = []
     timing = {
@@ -215,8 +331,13 @@ def measure(args: argparse.Namespace, echo_address: str, suite: SuiteRun) -> lis
     try:
         for concurrency in args.levels:
             targets: list[tuple[str, str, tuple[str, ...]]] = [("echo", echo_address, ())]
-            if suite.problem is None and suite.cookies:
-                targets.append(("decide", suite.addresses["decision"], tuple(suite.cookies)))
+            if suite.problem is None and suite.profiles:
+                cookies = tuple(suite.cookies)
+                targets += [
+                    (target, suite.targets[target], cookies)
+                    for target in DECIDE_MODES
+                    if target in suite.targets
+                ]
             for target, address, cookies in targets:
                 _say(f"{target} at concurrency {concurrency} ...")
                 summary = pool.run(
@@ -248,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         summaries = measure(args, echo_address, suite)
     if suite.problem and not args.echo_only:
         problems.append(f"Decide not measured: {suite.problem}")
+    if suite.rpc_problem:
+        problems.append(f"{TARGET_OF_MODE['rpc']} not measured: {suite.rpc_problem}")
     # A service that does not exit 0 on SIGTERM did not drain cleanly.
     unclean = {n: c for n, c in suite.info.get("exit_codes", {}).items() if c != 0}
     if unclean:
@@ -260,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     level_ratios = ratios(summaries)
     print(report.format_table(summaries, level_ratios))
     document = {
-        "schema": 1,
+        "schema": 2,
         "started_at": started.isoformat(),
         "finished_at": dt.datetime.now(dt.UTC).isoformat(),
         "status": "ok" if not problems else "problems",
@@ -268,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "settings": {
             "concurrency": args.levels,
+            "modes": [] if args.echo_only else args.modes,
             "processes": args.processes,
             "warmup_s": args.warmup,
             "duration_s": None if args.requests is not None else args.duration,
@@ -277,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             "payload_bytes": args.payload_bytes,
             "profiles": args.profiles,
             "quick": args.quick,
-            "mode": "requests" if args.requests is not None else "duration",
+            "measured_by": "requests" if args.requests is not None else "duration",
         },
         "suite": suite.info,
         "levels": [s.to_dict() for s in summaries],

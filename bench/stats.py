@@ -16,6 +16,12 @@ import numpy.typing as npt
 PERCENTILES = (50.0, 90.0, 99.0)
 """The latency percentiles every level reports."""
 
+DECIDE_MODES = {"decide": "in_process", "decide-rpc": "rpc"}
+"""Each Decide target and the TESSERA_EVALUATION mode its decision service runs."""
+
+BASELINE = "echo"
+"""The target every Decide target is compared with."""
+
 _NS_PER_MS = 1_000_000.0
 
 
@@ -25,6 +31,8 @@ class LevelSummary:
 
     target: str
     concurrency: int
+    mode: str | None
+    """The decision service's TESSERA_EVALUATION for a Decide target; None for echo."""
     requests: int
     """Successful calls whose latency was recorded."""
     errors: int
@@ -46,8 +54,10 @@ class LevelSummary:
 
 @dataclass(frozen=True)
 class Ratio:
-    """Decide over echo at one concurrency; None where echo gives no basis."""
+    """One Decide target over echo at one concurrency; None where echo gives no basis."""
 
+    target: str
+    mode: str | None
     concurrency: int
     p50: float | None
     p99: float | None
@@ -93,6 +103,7 @@ def summarise(
     return LevelSummary(
         target=target,
         concurrency=concurrency,
+        mode=DECIDE_MODES.get(target),
         requests=int(values.size),
         errors=sum(codes.values()),
         window_s=window_s,
@@ -113,16 +124,19 @@ def _divide(numerator: float | None, denominator: float | None) -> float | None:
 
 
 def ratio(decide: LevelSummary, echo: LevelSummary) -> Ratio:
-    """Decide / echo for p50, p99 and throughput at the same concurrency.
+    """`decide` / echo for p50, p99 and throughput at the same concurrency.
 
     A latency ratio of 3 means Decide takes three one-hop times; a throughput
-    ratio of 0.25 means the suite serves a quarter of the echo rate.
+    ratio of 0.25 means the suite serves a quarter of the echo rate. The
+    ratio carries the Decide level's target and mode.
     """
     if decide.concurrency != echo.concurrency:
         raise ValueError(
-            f"concurrency differs: decide {decide.concurrency}, echo {echo.concurrency}"
+            f"concurrency differs: {decide.target} {decide.concurrency}, echo {echo.concurrency}"
         )
     return Ratio(
+        target=decide.target,
+        mode=decide.mode,
         concurrency=echo.concurrency,
         p50=_divide(decide.p50_ms, echo.p50_ms),
         p99=_divide(decide.p99_ms, echo.p99_ms),
@@ -131,11 +145,16 @@ def ratio(decide: LevelSummary, echo: LevelSummary) -> Ratio:
 
 
 def ratios(summaries: Sequence[LevelSummary]) -> list[Ratio]:
-    """One `ratio` per concurrency that has both a `decide` and an `echo` level."""
+    """One `ratio` per Decide target and concurrency that has an echo level too.
+
+    Ordered by concurrency, then by target as in `DECIDE_MODES` (in-process
+    before RPC), so the modes at one concurrency sit together.
+    """
     by_key = {(s.target, s.concurrency): s for s in summaries}
     levels = sorted({s.concurrency for s in summaries})
     return [
-        ratio(by_key[("decide", c)], by_key[("echo", c)])
+        ratio(by_key[(target, c)], by_key[(BASELINE, c)])
         for c in levels
-        if ("decide", c) in by_key and ("echo", c) in by_key
+        for target in DECIDE_MODES
+        if (target, c) in by_key and (BASELINE, c) in by_key
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import importlib
 import json
 import signal
@@ -50,7 +51,11 @@ def serve(name: str) -> int:
         service = build_service(name)
         await server.run(service, settings.host, settings.port_of(name), settings.grace_period_s)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except Exception:  # one structured line saying why, not a bare traceback
+        logging.getLogger("tessera.cli").exception("could not serve", extra={"service": name})
+        return 1
     return 0
 
 

@@ -32,6 +32,10 @@ log = logging.getLogger("tessera.server")
 
 SERVER_OPTIONS = [
     ("grpc.so_reuseport", 1),
+    # Clients reconnect (and so resolve DNS again) at least every 5 minutes,
+    # so replicas added by an autoscaler receive calls without a restart.
+    ("grpc.max_connection_age_ms", 300_000),
+    ("grpc.max_connection_age_grace_ms", 30_000),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),

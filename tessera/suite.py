@@ -25,12 +25,19 @@ def free_port() -> int:
         return port
 
 
-def wait_serving(address: str, timeout_s: float) -> bool:
-    """True once the health service at `address` answers SERVING."""
+def wait_serving(
+    address: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None
+) -> bool:
+    """True once the health service at `address` answers SERVING.
+
+    False at the deadline, or at once when `process` (the server) has exited.
+    """
     deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                return False
             try:
                 reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -108,8 +115,10 @@ def start_suite(
                 stdout=stdout,
                 stderr=stdout,
             )
-            if not wait_serving(suite.addresses[name], timeout_s):
-                raise RuntimeError(f"{name} did not become SERVING at {suite.addresses[name]}")
+            if not wait_serving(suite.addresses[name], timeout_s, suite.processes[name]):
+                code = suite.processes[name].poll()
+                why = f"exited with {code}" if code is not None else "did not become SERVING"
+                raise RuntimeError(f"{name} {why} at {suite.addresses[name]}")
     except BaseException:
         suite.stop()
         raise

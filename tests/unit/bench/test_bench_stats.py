@@ -1,4 +1,4 @@
-"""The benchmark's summaries: percentiles, throughput and Decide/echo ratios.
+"""The benchmark's summaries: percentiles, throughput and Decide/echo ratios per mode.
 
 Expected percentiles follow numpy's default (linear) method, the same as
 Excel's PERCENTILE.INC: rank = p/100 * (n - 1), interpolated between neighbours.
@@ -53,15 +53,36 @@ def test_summarise__empty_window__zero_throughput_no_latency() -> None:
     assert (summary.requests, summary.throughput_rps, summary.p99_ms) == (0, 0.0, None)
 
 
+def test_summarise__mode_follows_target() -> None:
+    modes = [summarise(t, 1, [MS], 1.0).mode for t in ("echo", "decide", "decide-rpc")]
+
+    assert modes == [None, "in_process", "rpc"]
+
+
 def test_ratio__decide_over_echo() -> None:
     echo = summarise("echo", 16, [1 * MS] * 10, window_s=1.0)
     decide = summarise("decide", 16, [4 * MS] * 5, window_s=1.0)
 
     result = ratio(decide, echo)
 
+    assert (result.target, result.mode, result.concurrency) == ("decide", "in_process", 16)
     assert result.p50 == pytest.approx(4.0)
     assert result.p99 == pytest.approx(4.0)
     assert result.throughput == pytest.approx(0.5)
+
+
+def test_ratio__decide_rpc_over_echo__carries_rpc_mode() -> None:
+    # echo: 1..100 ms in 2 s -> p50 50.5, p99 99.01, 50 req/s
+    echo = summarise("echo", 1, [i * MS for i in range(1, 101)], window_s=2.0)
+    # decide-rpc: 3..300 ms in 10 s -> p50 151.5, p99 297.03, 10 req/s
+    rpc = summarise("decide-rpc", 1, [3 * i * MS for i in range(1, 101)], window_s=10.0)
+
+    result = ratio(rpc, echo)
+
+    assert (result.target, result.mode) == ("decide-rpc", "rpc")
+    assert result.p50 == pytest.approx(3.0)
+    assert result.p99 == pytest.approx(3.0)
+    assert result.throughput == pytest.approx(0.2)
 
 
 def test_ratio__echo_without_data__none() -> None:
@@ -75,19 +96,43 @@ def test_ratio__echo_without_data__none() -> None:
 
 def test_ratio__different_concurrency__refused() -> None:
     with pytest.raises(ValueError, match="concurrency"):
-        ratio(summarise("decide", 1, [MS], 1.0), summarise("echo", 16, [MS], 1.0))
+        ratio(summarise("decide-rpc", 1, [MS], 1.0), summarise("echo", 16, [MS], 1.0))
 
 
-def test_ratios__only_levels_with_both_targets() -> None:
+def test_ratios__each_mode_against_echo_at_its_concurrency() -> None:
     levels = [
         summarise("echo", 1, [MS], 1.0),
         summarise("decide", 1, [2 * MS], 1.0),
-        summarise("echo", 16, [MS], 1.0),  # Decide missing at 16
+        summarise("decide-rpc", 1, [5 * MS], 1.0),
+        summarise("echo", 16, [2 * MS] * 8, 1.0),
+        summarise("decide-rpc", 16, [6 * MS] * 2, 1.0),  # listed before decide: order by mode
+        summarise("decide", 16, [4 * MS] * 4, 1.0),
     ]
 
     result = ratios(levels)
 
-    assert [(r.concurrency, r.p50) for r in result] == [(1, pytest.approx(2.0))]
+    assert [(r.concurrency, r.mode) for r in result] == [
+        (1, "in_process"),
+        (1, "rpc"),
+        (16, "in_process"),
+        (16, "rpc"),
+    ]
+    assert [r.p50 for r in result] == pytest.approx([2.0, 5.0, 2.0, 3.0])
+    assert [r.throughput for r in result] == pytest.approx([1.0, 1.0, 0.5, 0.25])
+
+
+def test_ratios__only_levels_with_echo_and_a_decide_target() -> None:
+    levels = [
+        summarise("echo", 1, [MS], 1.0),
+        summarise("decide-rpc", 1, [2 * MS], 1.0),  # in_process skipped (--modes rpc)
+        summarise("echo", 16, [MS], 1.0),  # no Decide at 16
+        summarise("decide", 64, [MS], 1.0),  # no echo at 64
+    ]
+
+    result = ratios(levels)
+
+    assert [(r.concurrency, r.target) for r in result] == [(1, "decide-rpc")]
+    assert result[0].p50 == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize(
