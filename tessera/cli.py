@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import importlib
 import json
+import logging
 import signal
 import sys
 import time
