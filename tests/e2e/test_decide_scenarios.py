@@ -260,3 +260,34 @@ def test_suite__embedded_defaults__decides_and_stops_cleanly_on_sigterm() -> Non
         codes = embedded.stop()
 
     assert codes == {"profiles": 0, "segments": 0, "experiments": 0, "decision": 0}
+
+
+def test_create_campaign__after_delete_of_same_key__succeeds_and_decides(tessera: object) -> None:
+    everyone, placement = unique("all"), unique("again")
+    segment(tessera, everyone, "true")
+    key = unique("phoenix")
+    campaign(tessera, key, [placement], [everyone])
+    tessera.decision.DeleteCampaign(decision_pb2.DeleteCampaignRequest(key=key))  # type: ignore[attr-defined]
+
+    reborn = campaign(tessera, key, [placement], [everyone])
+    someone = cookie()
+    reply = eventually(lambda: decide(tessera, someone, placements=[placement]).decisions[0].campaign_key)
+
+    assert reborn.version == 3  # created, deleted, created again
+    assert reply == key
+
+
+def test_create_campaign__frequency_cap__unimplemented_names_field(tessera: object) -> None:
+    message = decision_pb2.Campaign(
+        key=unique("capped"),
+        goal=common_pb2.Goal(event_type="purchase", kind=common_pb2.GOAL_KIND_CONVERSION),
+        placements=["x"],
+        frequency_cap=decision_pb2.FrequencyCap(max_decisions=3),
+    )
+    message.variants.add(key="a", weight=1)
+
+    with pytest.raises(grpc.RpcError) as raised:
+        tessera.decision.CreateCampaign(decision_pb2.CreateCampaignRequest(campaign=message))  # type: ignore[attr-defined]
+
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert raised.value.details().startswith("campaign.frequency_cap: ")

@@ -22,7 +22,14 @@ from tessera.decision.transport.convert import campaign_from_proto
 from tessera.decision.transport.evaluation import Evaluator
 from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
 from tessera.definitions import Definition, DefinitionCache, DefinitionFeed, DefinitionStore
-from tessera.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, require
+from tessera.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unimplemented,
+    require,
+)
 from tessera.experiments.v1 import experiments_pb2, experiments_pb2_grpc
 from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
@@ -158,6 +165,15 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             message.variants.add(key=control_key, weight=variants[-1].weight)
         message.control_variant_key = control_key
         message.experiment_key = experiment_key_for(message.key)
+        # Stored but not yet enforced would mislead: refuse until they are built.
+        if message.frequency_cap.max_decisions:
+            raise Unimplemented(
+                "frequency caps are not enforced yet", field="campaign.frequency_cap"
+            )
+        if message.pressure_cost:
+            raise Unimplemented(
+                "pressure budgets are not enforced yet", field="campaign.pressure_cost"
+            )
         validate_campaign(campaign_from_proto(message))
         await self._check_segments(message)
         return message
@@ -207,7 +223,12 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
                 timeout=5,
             )
         except grpc.aio.AioRpcError as error:
-            raise peer_error(error, "experiments") from error
+            if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise peer_error(error, "experiments") from error
+            # The campaign's experiment key is reserved for it: the experiment is
+            # left from an earlier try of this call, or from a deleted campaign
+            # of the same key. Bring it in line rather than fail every retry.
+            await self._sync_experiment(message)
         stored = await self.database.run(self.store.create, message.key, to_json(message))
         await self.feed.refresh()
         return decision_pb2.CreateCampaignResponse(campaign=_stored_campaign(stored))

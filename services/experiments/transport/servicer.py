@@ -45,6 +45,8 @@ def _normalise(experiment: experiments_pb2.Experiment) -> experiments_pb2.Experi
         raise InvalidArgument(
             "is required: every experiment serves a goal", field="experiment.goal"
         )
+    if message.allocation == experiments_pb2.ALLOCATION_BANDIT:
+        raise Unimplemented("bandit allocation is not built yet", field="experiment.allocation")
     validate_experiment(experiment_from_proto(message))
     return message
 
