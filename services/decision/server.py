@@ -7,11 +7,11 @@ from typing import Literal
 import grpc
 
 from tessera import db
+from tessera.catalog import Catalog
 from tessera.clients import peer_channel
 from tessera.decision.transport.evaluation import Evaluator, InProcessEvaluator, RpcEvaluator
-from tessera.decision.transport.servicer import DecisionServicer, load_campaign
+from tessera.decision.transport.servicer import DecisionServicer
 from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
-from tessera.definitions import DefinitionCache, DefinitionFeed, DefinitionStore
 from tessera.experiments.v1 import experiments_pb2_grpc
 from tessera.profiles.v1 import profiles_pb2_grpc
 from tessera.segments.v1 import segments_pb2_grpc
@@ -38,9 +38,7 @@ class DecisionService:
     def __init__(self, settings: DecisionSettings | None = None) -> None:
         self.settings = settings or DecisionSettings()
         self.database = db.open_database(self.settings, NAME)
-        self.store = DefinitionStore(self.database, NAME, "campaign")
-        self.feed = DefinitionFeed(self.store)
-        self.cache = DefinitionCache(self.feed, load_campaign)
+        self.catalog = Catalog(self.database, NAME, "campaign", decision_pb2.Campaign)
         self.channels = {
             peer: peer_channel(self.settings.address_of(peer))
             for peer in ("profiles", "segments", "experiments")
@@ -53,9 +51,7 @@ class DecisionService:
             else RpcEvaluator(segments, experiments)
         )
         self.servicer = DecisionServicer(
-            self.store,
-            self.feed,
-            self.cache,
+            self.catalog,
             self.evaluator,
             profiles_pb2_grpc.ProfileServiceStub(self.channels["profiles"]),
             segments,
@@ -67,10 +63,8 @@ class DecisionService:
         decision_pb2_grpc.add_DecisionServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        await self.database.run(db.migrate, self.database.engine, NAME, self.store.tables)
-        await self.database.run(self.store.prepare)
-        await self.feed.start()
-        self.cache.start()
+        await self.database.run(db.migrate, self.database.engine, NAME, self.catalog.tables)
+        await self.catalog.open()
         await self.evaluator.start()
 
     async def drain(self) -> None:
@@ -78,7 +72,7 @@ class DecisionService:
 
     async def stop(self) -> None:
         await self.evaluator.stop()
-        await self.feed.stop()
+        await self.catalog.close()
         for channel in self.channels.values():
             await channel.close()
         self.database.dispose()

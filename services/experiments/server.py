@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 
 from tessera import db
-from tessera.definitions import DefinitionCache, DefinitionFeed, DefinitionStore
-from tessera.experiments.transport.servicer import ExperimentServicer, load_experiment
+from tessera.catalog import Catalog
+from tessera.experiments.transport.servicer import ExperimentServicer
 from tessera.experiments.v1 import experiments_pb2, experiments_pb2_grpc
 from tessera.settings import RuntimeSettings
 
@@ -26,23 +26,19 @@ class ExperimentsService:
     def __init__(self, settings: ExperimentsSettings | None = None) -> None:
         self.settings = settings or ExperimentsSettings()
         self.database = db.open_database(self.settings, NAME)
-        self.store = DefinitionStore(self.database, NAME, "experiment")
-        self.feed = DefinitionFeed(self.store)
-        self.cache = DefinitionCache(self.feed, load_experiment)
-        self.servicer = ExperimentServicer(self.store, self.feed, self.cache)
+        self.catalog = Catalog(self.database, NAME, "experiment", experiments_pb2.Experiment)
+        self.servicer = ExperimentServicer(self.catalog)
 
     def add_to(self, server: grpc.aio.Server) -> None:
         experiments_pb2_grpc.add_ExperimentServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        await self.database.run(db.migrate, self.database.engine, NAME, self.store.tables)
-        await self.database.run(self.store.prepare)
-        await self.feed.start()
-        self.cache.start()
+        await self.database.run(db.migrate, self.database.engine, NAME, self.catalog.tables)
+        await self.catalog.open()
 
     async def drain(self) -> None:
-        await self.feed.stop()
+        await self.catalog.close()
 
     async def stop(self) -> None:
-        await self.feed.stop()
+        await self.catalog.close()
         self.database.dispose()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 
 from tessera import db
+from tessera.catalog import Catalog
 from tessera.clients import peer_channel
-from tessera.definitions import DefinitionCache, DefinitionFeed, DefinitionStore
 from tessera.profiles.v1 import profiles_pb2_grpc
-from tessera.segments.transport.servicer import SegmentServicer, load_segment
+from tessera.segments.transport.servicer import SegmentServicer
 from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
 from tessera.settings import RuntimeSettings
 
@@ -30,14 +30,10 @@ class SegmentsService:
     def __init__(self, settings: SegmentsSettings | None = None) -> None:
         self.settings = settings or SegmentsSettings()
         self.database = db.open_database(self.settings, NAME)
-        self.store = DefinitionStore(self.database, NAME, "segment")
-        self.feed = DefinitionFeed(self.store)
-        self.cache = DefinitionCache(self.feed, load_segment)
+        self.catalog = Catalog(self.database, NAME, "segment", segments_pb2.Segment)
         self.channel = peer_channel(self.settings.address_of("profiles"))
         self.servicer = SegmentServicer(
-            self.store,
-            self.feed,
-            self.cache,
+            self.catalog,
             profiles_pb2_grpc.ProfileServiceStub(self.channel),
             self.settings.peer_deadline_s,
         )
@@ -46,15 +42,13 @@ class SegmentsService:
         segments_pb2_grpc.add_SegmentServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        await self.database.run(db.migrate, self.database.engine, NAME, self.store.tables)
-        await self.database.run(self.store.prepare)
-        await self.feed.start()
-        self.cache.start()
+        await self.database.run(db.migrate, self.database.engine, NAME, self.catalog.tables)
+        await self.catalog.open()
 
     async def drain(self) -> None:
-        await self.feed.stop()
+        await self.catalog.close()
 
     async def stop(self) -> None:
-        await self.feed.stop()
+        await self.catalog.close()
         await self.channel.close()
         self.database.dispose()

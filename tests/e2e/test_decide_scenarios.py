@@ -271,7 +271,9 @@ def test_create_campaign__after_delete_of_same_key__succeeds_and_decides(tessera
 
     reborn = campaign(tessera, key, [placement], [everyone])
     someone = cookie()
-    reply = eventually(lambda: decide(tessera, someone, placements=[placement]).decisions[0].campaign_key)
+    reply = eventually(
+        lambda: decide(tessera, someone, placements=[placement]).decisions[0].campaign_key
+    )
 
     assert reborn.version == 3  # created, deleted, created again
     assert reply == key

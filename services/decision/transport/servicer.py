@@ -8,10 +8,10 @@ from typing import Any
 
 import grpc
 
+from tessera.catalog import Catalog
 from tessera.clients import peer_error
-from tessera.convert import check_channel, from_json, stored_message, to_json
+from tessera.convert import check_channel
 from tessera.decision.domain.campaigns import (
-    CampaignDef,
     candidates,
     choose,
     experiment_key_for,
@@ -21,7 +21,6 @@ from tessera.decision.domain.campaigns import (
 from tessera.decision.transport.convert import campaign_from_proto
 from tessera.decision.transport.evaluation import Evaluator
 from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
-from tessera.definitions import Definition, DefinitionCache, DefinitionFeed, DefinitionStore
 from tessera.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -50,36 +49,20 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def load_campaign(definition: Definition) -> CampaignDef:
-    """The decision path's view of a stored campaign."""
-    message = decision_pb2.Campaign()
-    from_json(definition.body, message)
-    return campaign_from_proto(message)
-
-
-def _stored_campaign(definition: Definition) -> decision_pb2.Campaign:
-    """The campaign message of a stored definition, with version and times."""
-    return stored_message(definition, decision_pb2.Campaign())
-
-
 class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     """Implements tessera.decision.v1.DecisionService."""
 
     def __init__(
         self,
-        store: DefinitionStore,
-        feed: DefinitionFeed,
-        cache: DefinitionCache[CampaignDef],
+        catalog: Catalog[decision_pb2.Campaign],
         evaluator: Evaluator,
         profiles: profiles_pb2_grpc.ProfileServiceStub,
         segments: segments_pb2_grpc.SegmentServiceStub,
         experiments: experiments_pb2_grpc.ExperimentServiceStub,
         deadline_s: float,
     ) -> None:
-        self.store = store
-        self.database = store.database
-        self.feed = feed
-        self.cache = cache
+        self.catalog = catalog
+        self.cache = catalog.cache(campaign_from_proto)
         self.evaluator = evaluator
         self.profiles = profiles
         self.segments = segments
@@ -212,7 +195,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     ) -> decision_pb2.CreateCampaignResponse:
         message = await self._normalise(request.campaign)
         try:
-            await self.database.run(self.store.get, message.key)
+            await self.catalog.get(message.key)
         except NotFound:
             pass
         else:
@@ -229,26 +212,18 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             # left from an earlier try of this call, or from a deleted campaign
             # of the same key. Bring it in line rather than fail every retry.
             await self._sync_experiment(message)
-        stored = await self.database.run(self.store.create, message.key, to_json(message))
-        await self.feed.refresh()
-        return decision_pb2.CreateCampaignResponse(campaign=_stored_campaign(stored))
+        return decision_pb2.CreateCampaignResponse(campaign=await self.catalog.create(message))
 
     async def GetCampaign(
         self, request: decision_pb2.GetCampaignRequest, context: Context
     ) -> decision_pb2.GetCampaignResponse:
-        require(bool(request.key), "key", "is required")
-        stored = await self.database.run(self.store.get, request.key)
-        return decision_pb2.GetCampaignResponse(campaign=_stored_campaign(stored))
+        return decision_pb2.GetCampaignResponse(campaign=await self.catalog.get(request.key))
 
     async def ListCampaigns(
         self, request: decision_pb2.ListCampaignsRequest, context: Context
     ) -> decision_pb2.ListCampaignsResponse:
-        rows, token = await self.database.run(
-            self.store.list, request.page_size, request.page_token
-        )
-        return decision_pb2.ListCampaignsResponse(
-            campaigns=[_stored_campaign(r) for r in rows], next_page_token=token
-        )
+        campaigns, token = await self.catalog.list(request.page_size, request.page_token)
+        return decision_pb2.ListCampaignsResponse(campaigns=campaigns, next_page_token=token)
 
     async def _sync_experiment(self, message: decision_pb2.Campaign) -> None:
         try:
@@ -262,7 +237,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     async def UpdateCampaign(
         self, request: decision_pb2.UpdateCampaignRequest, context: Context
     ) -> decision_pb2.UpdateCampaignResponse:
-        current = await self.database.run(self.store.get, request.campaign.key)
+        current = await self.catalog.get(request.campaign.key)
         if request.expected_version and request.expected_version != current.version:
             raise FailedPrecondition(
                 f"campaign {current.key!r} is at version {current.version}, "
@@ -271,19 +246,14 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             )
         message = await self._normalise(request.campaign)
         await self._sync_experiment(message)
-        stored = await self.database.run(
-            self.store.update, message.key, to_json(message), current.version
-        )
-        await self.feed.refresh()
-        return decision_pb2.UpdateCampaignResponse(campaign=_stored_campaign(stored))
+        stored = await self.catalog.update(message, current.version)
+        return decision_pb2.UpdateCampaignResponse(campaign=stored)
 
     async def DeleteCampaign(
         self, request: decision_pb2.DeleteCampaignRequest, context: Context
     ) -> decision_pb2.DeleteCampaignResponse:
-        require(bool(request.key), "key", "is required")
-        current = _stored_campaign(await self.database.run(self.store.get, request.key))
+        current = await self.catalog.get(request.key)
         current.status = decision_pb2.CAMPAIGN_STATUS_STOPPED
         await self._sync_experiment(current)
-        await self.database.run(self.store.delete, request.key)
-        await self.feed.refresh()
+        await self.catalog.delete(request.key)
         return decision_pb2.DeleteCampaignResponse()

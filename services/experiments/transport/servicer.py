@@ -8,29 +8,14 @@ from typing import Any
 
 import grpc
 
-from tessera.convert import (
-    check_channel,
-    dict_to_struct,
-    stored_message,
-    to_json,
-)
-from tessera.definitions import Definition, DefinitionCache, DefinitionFeed, DefinitionStore
-from tessera.errors import InvalidArgument, Unimplemented, require
-from tessera.experiments.domain import ExperimentDef, assign_all, validate_experiment
+from tessera.catalog import Catalog
+from tessera.convert import check_channel, dict_to_struct
+from tessera.errors import InvalidArgument, Unimplemented
+from tessera.experiments.domain import assign_all, validate_experiment
 from tessera.experiments.transport.convert import REASON_TO_PROTO, experiment_from_proto
 from tessera.experiments.v1 import experiments_pb2, experiments_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def stored_experiment(definition: Definition) -> experiments_pb2.Experiment:
-    """The experiment message of a stored definition, with version and times."""
-    return stored_message(definition, experiments_pb2.Experiment())
-
-
-def load_experiment(definition: Definition) -> ExperimentDef:
-    """The domain view of a stored experiment."""
-    return experiment_from_proto(stored_experiment(definition))
 
 
 def _normalise(experiment: experiments_pb2.Experiment) -> experiments_pb2.Experiment:
@@ -54,56 +39,43 @@ def _normalise(experiment: experiments_pb2.Experiment) -> experiments_pb2.Experi
 class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
     """Implements tessera.experiments.v1.ExperimentService."""
 
-    def __init__(
-        self, store: DefinitionStore, feed: DefinitionFeed, cache: DefinitionCache[ExperimentDef]
-    ) -> None:
-        self.store = store
-        self.database = store.database
-        self.feed = feed
-        self.cache = cache
+    def __init__(self, catalog: Catalog[experiments_pb2.Experiment]) -> None:
+        self.catalog = catalog
+        self.cache = catalog.cache(experiment_from_proto)
 
     async def CreateExperiment(
         self, request: experiments_pb2.CreateExperimentRequest, context: Context
     ) -> experiments_pb2.CreateExperimentResponse:
-        message = _normalise(request.experiment)
-        stored = await self.database.run(self.store.create, message.key, to_json(message))
-        await self.feed.refresh()
-        return experiments_pb2.CreateExperimentResponse(experiment=stored_experiment(stored))
+        stored = await self.catalog.create(_normalise(request.experiment))
+        return experiments_pb2.CreateExperimentResponse(experiment=stored)
 
     async def GetExperiment(
         self, request: experiments_pb2.GetExperimentRequest, context: Context
     ) -> experiments_pb2.GetExperimentResponse:
-        require(bool(request.key), "key", "is required")
-        stored = await self.database.run(self.store.get, request.key)
-        return experiments_pb2.GetExperimentResponse(experiment=stored_experiment(stored))
+        return experiments_pb2.GetExperimentResponse(experiment=await self.catalog.get(request.key))
 
     async def ListExperiments(
         self, request: experiments_pb2.ListExperimentsRequest, context: Context
     ) -> experiments_pb2.ListExperimentsResponse:
-        rows, token = await self.database.run(
-            self.store.list, request.page_size, request.page_token
-        )
+        experiments, token = await self.catalog.list(request.page_size, request.page_token)
         return experiments_pb2.ListExperimentsResponse(
-            experiments=[stored_experiment(r) for r in rows], next_page_token=token
+            experiments=experiments, next_page_token=token
         )
 
     async def UpdateExperiment(
         self, request: experiments_pb2.UpdateExperimentRequest, context: Context
     ) -> experiments_pb2.UpdateExperimentResponse:
         message = _normalise(request.experiment)
-        stored = await self.database.run(
-            self.store.update, message.key, to_json(message), request.expected_version
-        )
-        await self.feed.refresh()
-        return experiments_pb2.UpdateExperimentResponse(experiment=stored_experiment(stored))
+        stored = await self.catalog.update(message, request.expected_version)
+        return experiments_pb2.UpdateExperimentResponse(experiment=stored)
 
     async def WatchExperiments(
         self, request: experiments_pb2.WatchExperimentsRequest, context: Context
     ) -> AsyncIterator[experiments_pb2.WatchExperimentsResponse]:
-        async for change in self.feed.watch():
+        async for change in self.catalog.watch():
             yield experiments_pb2.WatchExperimentsResponse(
                 snapshot=change.snapshot,
-                experiments=[stored_experiment(d) for d in change.upserted],
+                experiments=change.upserted,
                 deleted_keys=change.deleted_keys,
             )
 

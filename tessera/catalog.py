@@ -1,0 +1,114 @@
+"""Definitions as protobuf messages: what segments, experiments and campaigns share.
+
+A `Catalog` is one kind of definition (its store, its watch feed, its
+message type) with the operations their Create/Get/List/Update/Delete/Watch
+RPCs need, so each servicer keeps only what is its own: validation and
+side effects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from google.protobuf.message import Message
+from sqlmodel import SQLModel
+
+from tessera.convert import stored_message, to_json
+from tessera.db import Database
+from tessera.definitions import Definition, DefinitionCache, DefinitionFeed, DefinitionStore
+from tessera.errors import require
+
+T = TypeVar("T")
+
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True)
+class Changes(Generic[M]):
+    """One watch message: the snapshot, or changes after it."""
+
+    snapshot: bool
+    upserted: list[M]
+    deleted_keys: list[str]
+
+
+class Catalog(Generic[M]):
+    """Stored, versioned, watched definitions of one kind, as messages of type M."""
+
+    def __init__(
+        self, database: Database, service: str, noun: str, factory: Callable[[], M]
+    ) -> None:
+        self.database = database
+        self.noun = noun
+        self.factory = factory
+        self.store = DefinitionStore(database, service, noun)
+        self.feed = DefinitionFeed(self.store)
+        self._caches: list[DefinitionCache[object]] = []
+
+    @property
+    def tables(self) -> list[type[SQLModel]]:
+        """The tables to create at start."""
+        return self.store.tables
+
+    def message(self, definition: Definition) -> M:
+        """A stored definition as its message, with version and times."""
+        return stored_message(definition, self.factory())
+
+    def cache(self, convert: Callable[[M], T]) -> DefinitionCache[T]:
+        """A cache of `convert(message)` for every live definition, filled by `open`."""
+        cache = DefinitionCache(self.feed, lambda definition: convert(self.message(definition)))
+        self._caches.append(cache)  # type: ignore[arg-type]
+        return cache
+
+    async def open(self) -> None:
+        """Seed the revision counter, load the feed and fill the caches (tables must exist)."""
+        await self.database.run(self.store.prepare)
+        await self.feed.start()
+        for cache in self._caches:
+            cache.start()
+
+    async def close(self) -> None:
+        """Stop the feed; ends every watch."""
+        await self.feed.stop()
+
+    async def create(self, message: M) -> M:
+        """Store a new definition; visible to this replica's caches on return."""
+        key: str = getattr(message, "key")  # noqa: B009 - every definition message has a key
+        stored = await self.database.run(self.store.create, key, to_json(message))
+        await self.feed.refresh()
+        return self.message(stored)
+
+    async def get(self, key: str) -> M:
+        """The definition under `key`."""
+        require(bool(key), "key", "is required")
+        return self.message(await self.database.run(self.store.get, key))
+
+    async def list(self, page_size: int, page_token: str) -> tuple[list[M], str]:
+        """A page of definitions in key order and the next page's token."""
+        rows, token = await self.database.run(self.store.list, page_size, page_token)
+        return [self.message(row) for row in rows], token
+
+    async def update(self, message: M, expected_version: int = 0) -> M:
+        """Replace a definition, optimistically when `expected_version` is set."""
+        key: str = getattr(message, "key")  # noqa: B009
+        stored = await self.database.run(self.store.update, key, to_json(message), expected_version)
+        await self.feed.refresh()
+        return self.message(stored)
+
+    async def delete(self, key: str) -> None:
+        """Remove a definition."""
+        require(bool(key), "key", "is required")
+        await self.database.run(self.store.delete, key)
+        await self.feed.refresh()
+
+    async def watch(self) -> AsyncIterator[Changes[M]]:
+        """Every definition, then every change, as messages."""
+        async for change in self.feed.watch():
+            yield Changes(
+                change.snapshot,
+                [self.message(d) for d in change.upserted],
+                list(change.deleted_keys),
+            )
