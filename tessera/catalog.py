@@ -86,9 +86,9 @@ class Catalog(Generic[M]):
         require(bool(key), "key", "is required")
         return self.message(await self.database.run(self.store.get, key))
 
-    async def list(self, page_size: int, page_token: str) -> tuple[list[M], str]:
+    async def page(self, page_size: int, page_token: str) -> tuple[list[M], str]:
         """A page of definitions in key order and the next page's token."""
-        rows, token = await self.database.run(self.store.list, page_size, page_token)
+        rows, token = await self.database.run(self.store.page, page_size, page_token)
         return [self.message(row) for row in rows], token
 
     async def update(self, message: M, expected_version: int = 0) -> M:

@@ -176,7 +176,7 @@ class DefinitionStore:
                 raise NotFound(f"no {self.noun} {key!r}", field="key")
             return self._out(row)
 
-    def list(self, page_size: int, page_token: str) -> tuple[list[Definition], str]:
+    def page(self, page_size: int, page_token: str) -> tuple[list[Definition], str]:
         """A page of live definitions in key order and the next page's token."""
         if page_size < 0:
             raise InvalidArgument("must not be negative", field="page_size")
@@ -268,7 +268,6 @@ class DefinitionFeed:
         self._live: dict[str, Definition] = {}
         self._subscribers: set[asyncio.Queue[Change]] = set()
         self._listeners: list[Callable[[Change], None]] = []
-        self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -302,9 +301,7 @@ class DefinitionFeed:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
-            self._wake.clear()
+            await asyncio.sleep(self.poll_s)
             try:
                 await self._poll()
             except Exception:  # a database hiccup must not end the feed

@@ -222,7 +222,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     async def ListCampaigns(
         self, request: decision_pb2.ListCampaignsRequest, context: Context
     ) -> decision_pb2.ListCampaignsResponse:
-        campaigns, token = await self.catalog.list(request.page_size, request.page_token)
+        campaigns, token = await self.catalog.page(request.page_size, request.page_token)
         return decision_pb2.ListCampaignsResponse(campaigns=campaigns, next_page_token=token)
 
     async def _sync_experiment(self, message: decision_pb2.Campaign) -> None:

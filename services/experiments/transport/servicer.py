@@ -57,7 +57,7 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
     async def ListExperiments(
         self, request: experiments_pb2.ListExperimentsRequest, context: Context
     ) -> experiments_pb2.ListExperimentsResponse:
-        experiments, token = await self.catalog.list(request.page_size, request.page_token)
+        experiments, token = await self.catalog.page(request.page_size, request.page_token)
         return experiments_pb2.ListExperimentsResponse(
             experiments=experiments, next_page_token=token
         )

@@ -69,7 +69,7 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
     async def ListSegments(
         self, request: segments_pb2.ListSegmentsRequest, context: Context
     ) -> segments_pb2.ListSegmentsResponse:
-        segments, token = await self.catalog.list(request.page_size, request.page_token)
+        segments, token = await self.catalog.page(request.page_size, request.page_token)
         return segments_pb2.ListSegmentsResponse(segments=segments, next_page_token=token)
 
     async def UpdateSegment(
