@@ -14,13 +14,24 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, Table, event
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    Table,
+    event,
+    text,
+)
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, SQLModel, create_engine, select
 
 from tessera.errors import FailedPrecondition
 from tessera.settings import RuntimeSettings
@@ -71,16 +82,19 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=DB_THREADS, max_overflow=0)
 
 
-class SchemaVersion(SQLModel, table=True):
-    """The schema version each service's tables are at."""
-
-    __tablename__ = "tessera_schema"
-
-    service: str = Field(primary_key=True)
-    version: int
+Migration = Callable[[Connection], None]
 
 
-Migration = Callable[[Session], None]
+@functools.cache
+def _schema_table(service: str) -> Table:
+    """`<service>_schema`: one row, the version the service's tables are at."""
+    return Table(f"{service}_schema", MetaData(), Column("version", Integer, nullable=False))
+
+
+def _lock_key(service: str) -> int:
+    """A stable 64-bit key for PostgreSQL's advisory lock of `service`'s schema."""
+    digest = hashlib.sha256(f"tessera-schema:{service}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def migrate(
@@ -92,15 +106,21 @@ def migrate(
 ) -> None:
     """Create the service's tables, then run the migration steps it lacks.
 
-    `steps[n]` brings the schema from version n-1 to n. A database written by
-    a newer release is refused rather than misread.
+    `steps[n]` brings the schema from version n-1 to n. All in one
+    transaction; on PostgreSQL under an advisory lock, so replicas starting
+    together migrate one after the other instead of racing to create the
+    same tables. A database written by a newer release is refused rather
+    than misread.
     """
-    SQLModel.metadata.create_all(
-        engine, tables=[SchemaVersion.__table__, *(_table(t) for t in tables)]
-    )
-    with Session(engine) as session:
-        row = session.get(SchemaVersion, service)
-        current = row.version if row else 0
+    schema = _schema_table(service)
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(service)}
+            )
+        SQLModel.metadata.create_all(connection, tables=[_table(t) for t in tables])
+        schema.create(connection, checkfirst=True)
+        current = connection.execute(sa_select(schema.c.version)).scalar() or 0
         if current > version:
             raise FailedPrecondition(
                 f"database schema of {service} is at version {current}, newer than this "
@@ -109,12 +129,11 @@ def migrate(
             )
         for step in range(current + 1, version + 1):
             if steps and step in steps and current > 0:
-                steps[step](session)
-        if row is None:
-            session.add(SchemaVersion(service=service, version=version))
-        else:
-            row.version = version
-        session.commit()
+                steps[step](connection)
+        if current == 0:
+            connection.execute(schema.insert().values(version=version))
+        elif current != version:
+            connection.execute(schema.update().values(version=version))
 
 
 def _table(model: type[SQLModel]) -> Table:
