@@ -236,3 +236,26 @@ def test_stream_events__not_built__unimplemented_with_message(profiles: Stub) ->
 
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "StreamEvents" in raised.value.details()
+
+
+def test_track__concurrent_events_for_one_profile__hot_session_loses_none(profiles: Stub) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    profile_id = profiles.Identify(
+        profiles_pb2.IdentifyRequest(identities=[cookie()])
+    ).profile.profile_id
+    views = [
+        event(profile_id, "product_view", category="juicers", product_id=f"j{i}") for i in range(40)
+    ]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        replies = list(
+            pool.map(lambda e: profiles.Track(profiles_pb2.TrackRequest(event=e)), views)
+        )
+
+    session = profiles.GetProfile(
+        profiles_pb2.GetProfileRequest(profile_id=profile_id)
+    ).profile.session
+    assert not any(r.duplicate for r in replies)
+    assert session.events == 40
+    assert dict(session.category_views) == {"juicers": 40}
