@@ -89,3 +89,34 @@ def test_definitions__concurrent_writers__every_change_once_in_revision_order(
     assert revisions == sorted(set(revisions))
     assert all(c.version == 2 for c in changes)
     assert store.changes_since(revisions[-1]) == []
+
+
+def test_identify__overlapping_merges_at_once__every_identity_on_one_live_profile(
+    database: db.Database,
+) -> None:
+    from sqlmodel import Session
+
+    from tessera.profiles.domain.model import IdentityKey
+    from tessera.profiles.storage.sql import IdentityRow, ProfileRow, ProfileStore
+
+    db.migrate(database.engine, "profiles", TABLES)
+    store = ProfileStore(database)
+    for trial in range(10):
+        a, b, c, d = (IdentityKey("cookie", f"{uuid.uuid4().hex}-{n}") for n in "abcd")
+        for key in (a, b, c, d):
+            store.identify([key])
+        pairs = iter([[a, b], [b, c], [c, d], [d, a]])
+        lock = threading.Lock()
+
+        def merge_one() -> None:
+            with lock:
+                keys = next(pairs)
+            store.identify(keys)
+
+        errors = run_together(merge_one, threads=4)
+
+        assert errors == [], trial
+        with Session(database.engine) as session:
+            owners = {session.get(IdentityRow, (k.type, k.value)).profile_id for k in (a, b, c, d)}  # type: ignore[union-attr]
+            assert len(owners) == 1, trial
+            assert session.get(ProfileRow, owners.pop()) is not None, trial

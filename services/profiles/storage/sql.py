@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import random
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import JSON, Column, Select, and_, bindparam, delete, or_, update
 from sqlalchemy import select as sa_select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Field, Session, SQLModel, select
 
 from tessera.db import Database
@@ -149,6 +151,10 @@ def _known_profile_query(count: int) -> Select[Any]:
     )
 
 
+class _Moved(Exception):
+    """Identities moved under us (a concurrent merge); resolve again."""
+
+
 class ProfileStore:
     """Profiles, identities and events in one SQL database."""
 
@@ -179,6 +185,22 @@ class ProfileStore:
             _utc(row.created_at),
             _utc(row.updated_at),
         )
+
+    def _lock_canonical(self, session: Session, profile_id: str) -> ProfileRow | None:
+        """The canonical profile row of an id or alias, locked for update.
+
+        A merge may delete the profile between resolving the id and taking
+        the lock; then the id is an alias by the time we look again.
+        """
+        for _ in range(3):
+            canonical = self._canonical(session, profile_id)
+            if canonical is None:
+                return None
+            row = session.get(ProfileRow, canonical, with_for_update=True, populate_existing=True)
+            if row is not None:
+                return row
+            session.expire_all()
+        return None
 
     def canonical_id(self, profile_id: str) -> str:
         """The canonical id of a profile id or alias; NOT_FOUND otherwise."""
@@ -221,9 +243,12 @@ class ProfileStore:
         for attempt in range(MAX_IDENTIFY_ATTEMPTS):
             try:
                 return self._identify_once(keys)
-            except IntegrityError:
+            except (IntegrityError, OperationalError, _Moved):
+                # Another writer got there first (same new identity, a merge
+                # of the same profiles, a deadlock victim): resolve again.
                 if attempt == MAX_IDENTIFY_ATTEMPTS - 1:
                     raise
+                time.sleep(random.uniform(0.001, 0.01) * (attempt + 1))
         raise AssertionError("unreachable")
 
     def _resolve_known(self, keys: list[IdentityKey]) -> ProfileRecord | None:
@@ -248,17 +273,32 @@ class ProfileStore:
             _utc(first.updated_at),
         )
 
+    def _identities(self, session: Session, keys: list[IdentityKey]) -> list[IdentityRow]:
+        condition = or_(
+            *(and_(IdentityRow.id_type == k.type, IdentityRow.id_value == k.value) for k in keys)
+        )
+        query = select(IdentityRow).where(condition).execution_options(populate_existing=True)
+        return list(session.exec(query).all())
+
     def _identify_once(self, keys: list[IdentityKey]) -> IdentifyResult:
         with Session(self.engine) as session:
-            condition = or_(
-                *(
-                    and_(IdentityRow.id_type == k.type, IdentityRow.id_value == k.value)
-                    for k in keys
-                )
-            )
-            found = session.exec(select(IdentityRow).where(condition)).all()
+            found = self._identities(session, keys)
             owners = sorted({i.profile_id for i in found})
-            rows = [r for r in (session.get(ProfileRow, o) for o in owners) if r is not None]
+            # Lock every profile involved, in id order so two merges never
+            # deadlock; then read the identities again: a merge that
+            # committed while we waited may have moved them.
+            rows = list(
+                session.exec(
+                    select(ProfileRow)
+                    .where(ProfileRow.profile_id.in_(owners))  # type: ignore[attr-defined]
+                    .order_by(ProfileRow.profile_id)
+                    .with_for_update()
+                    .execution_options(populate_existing=True)
+                ).all()
+            )
+            found = self._identities(session, keys)
+            if len(rows) != len(owners) or sorted({i.profile_id for i in found}) != owners:
+                raise _Moved()
             now = _now()
             created = False
             merged: list[str] = []
@@ -328,8 +368,7 @@ class ProfileStore:
     def update_traits(self, profile_id: str, patch: dict[str, Any]) -> ProfileRecord:
         """Set traits; a None value removes the trait."""
         with Session(self.engine) as session:
-            canonical = self._canonical(session, profile_id)
-            row = session.get(ProfileRow, canonical, with_for_update=True) if canonical else None
+            row = self._lock_canonical(session, profile_id)
             if row is None:
                 raise NotFound(f"no profile {profile_id!r}", field="profile_id")
             traits = dict(row.traits)
@@ -352,8 +391,7 @@ class ProfileStore:
         event_id changes nothing and reports the profile it was stored on.
         """
         with Session(self.engine) as session:
-            canonical = self._canonical(session, profile_id)
-            row = session.get(ProfileRow, canonical, with_for_update=True) if canonical else None
+            row = self._lock_canonical(session, profile_id)
             if row is None:
                 raise NotFound(f"no profile {profile_id!r}", field="event.profile_id")
             session.add(
@@ -389,9 +427,10 @@ class ProfileStore:
     def delete_profile(self, profile_id: str) -> int:
         """Erase a profile and everything of it; returns the number of events erased."""
         with Session(self.engine) as session:
-            canonical = self._canonical(session, profile_id)
-            if canonical is None:
+            row = self._lock_canonical(session, profile_id)
+            if row is None:
                 raise NotFound(f"no profile {profile_id!r}", field="profile_id")
+            canonical = row.profile_id
             events = session.execute(delete(LogRow).where(LogRow.profile_id == canonical))
             session.execute(delete(IdentityRow).where(IdentityRow.profile_id == canonical))
             session.execute(delete(AliasRow).where(AliasRow.profile_id == canonical))
