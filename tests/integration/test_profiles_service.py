@@ -259,3 +259,27 @@ def test_track__concurrent_events_for_one_profile__hot_session_loses_none(profil
     assert not any(r.duplicate for r in replies)
     assert session.events == 40
     assert dict(session.category_views) == {"juicers": 40}
+
+
+def test_track__retry_after_hot_session_lost_the_event__duplicate_but_session_has_it(
+    profiles: Stub, redis_url: str, key_prefix: str
+) -> None:
+    import redis
+
+    profile_id = profiles.Identify(
+        profiles_pb2.IdentifyRequest(identities=[cookie()])
+    ).profile.profile_id
+    view = event(profile_id, "product_view", category="juicers", product_id="j-1")
+    profiles.Track(profiles_pb2.TrackRequest(event=view))
+    # The first try stored the event, but its session write was lost.
+    client = redis.Redis.from_url(redis_url)
+    assert client.delete(f"{key_prefix}profiles:session:{profile_id}") == 1
+    client.close()
+
+    retry = profiles.Track(profiles_pb2.TrackRequest(event=view))
+
+    session = profiles.GetProfile(
+        profiles_pb2.GetProfileRequest(profile_id=profile_id)
+    ).profile.session
+    assert retry.duplicate is True
+    assert dict(session.category_views) == {"juicers": 1}

@@ -91,6 +91,19 @@ def test_definitions__concurrent_writers__every_change_once_in_revision_order(
     assert store.changes_since(revisions[-1]) == []
 
 
+def _one_each(store: object, batches: list[list[object]]) -> Callable[[], None]:
+    """Work for `run_together`: each thread identifies the next batch of identities."""
+    pending = iter(batches)
+    lock = threading.Lock()
+
+    def identify_next() -> None:
+        with lock:
+            keys = next(pending)
+        store.identify(keys)  # type: ignore[attr-defined]
+
+    return identify_next
+
+
 def test_identify__overlapping_merges_at_once__every_identity_on_one_live_profile(
     database: db.Database,
 ) -> None:
@@ -105,15 +118,7 @@ def test_identify__overlapping_merges_at_once__every_identity_on_one_live_profil
         a, b, c, d = (IdentityKey("cookie", f"{uuid.uuid4().hex}-{n}") for n in "abcd")
         for key in (a, b, c, d):
             store.identify([key])
-        pairs = iter([[a, b], [b, c], [c, d], [d, a]])
-        lock = threading.Lock()
-
-        def merge_one() -> None:
-            with lock:
-                keys = next(pairs)
-            store.identify(keys)
-
-        errors = run_together(merge_one, threads=4)
+        errors = run_together(_one_each(store, [[a, b], [b, c], [c, d], [d, a]]), threads=4)
 
         assert errors == [], trial
         with Session(database.engine) as session:

@@ -15,6 +15,8 @@ from tessera.profiles.domain.model import EventData
 SESSION_TIMEOUT = dt.timedelta(minutes=30)
 MAX_SEARCHES = 20
 MAX_FAVORITES = 100
+MAX_RECENT_EVENT_IDS = 200
+"""Event ids a session remembers, so an event applied twice counts once."""
 
 
 def new_session(now: dt.datetime) -> dict[str, Any]:
@@ -32,6 +34,7 @@ def new_session(now: dt.datetime) -> dict[str, Any]:
         "searches": [],
         "time_spent_ms": 0,
         "events": 0,
+        "event_ids": [],
     }
 
 
@@ -43,10 +46,24 @@ def current(session: dict[str, Any] | None, now: dt.datetime) -> dict[str, Any] 
     return session if now - last <= SESSION_TIMEOUT else None
 
 
-def apply_event(session: dict[str, Any] | None, event: EventData) -> dict[str, Any]:
-    """The session after `event`; starts a new one after a timeout."""
+def apply_event(
+    session: dict[str, Any] | None, event: EventData, now: dt.datetime
+) -> dict[str, Any] | None:
+    """The session after `event`; starts a new one after a timeout.
+
+    Idempotent by event id, so a retried or replayed event counts once. An
+    event from before the live session (a late upload, a replay) belongs
+    to history, not to what the visitor is doing now, and leaves it as is.
+    """
+    if now - event.timestamp > SESSION_TIMEOUT:
+        return session
     state = current(session, event.timestamp) if session else None
+    if state and event.event_id in state.get("event_ids", ()):
+        return state
+    if state and event.timestamp < dt.datetime.fromisoformat(state["started_at"]):
+        return state
     state = dict(state) if state else new_session(event.timestamp)
+    state["event_ids"] = [*state.get("event_ids", ()), event.event_id][-MAX_RECENT_EVENT_IDS:]
     props = event.properties
     category = str(props.get("category") or "")
     product = str(props.get("product_id") or "")
@@ -119,6 +136,9 @@ def merge_sessions(
     out["cart"] = cart
     out["favorites"] = list(dict.fromkeys([*survivor["favorites"], *merged["favorites"]]))
     out["searches"] = [*merged["searches"], *survivor["searches"]][-MAX_SEARCHES:]
+    out["event_ids"] = [*merged.get("event_ids", ()), *survivor.get("event_ids", ())][
+        -MAX_RECENT_EVENT_IDS:
+    ]
     out["started_at"] = min(survivor["started_at"], merged["started_at"])
     out["last_seen_at"] = max(survivor["last_seen_at"], merged["last_seen_at"])
     return out

@@ -169,14 +169,19 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
             if result.merged_ids:
                 await self._merge_sessions(profile_id, result.merged_ids)
         canonical, duplicate, _ = await self.database.run(self.store.record_event, data, profile_id)
-        if not duplicate:
-            await self._apply_to_session(canonical, data)
+        # Also for a duplicate: if the first try stored the event but failed
+        # before the hot session took it, the retry must still reach the
+        # session. Applying is idempotent by event id.
+        await self._apply_to_session(canonical, data)
         return profiles_pb2.TrackResponse(profile_id=canonical, duplicate=duplicate)
 
     async def _apply_to_session(self, profile_id: str, data: EventData) -> None:
-        def apply(current: bytes | None) -> bytes:
+        now = _now()
+
+        def apply(current: bytes | None) -> bytes | None:
             state = json.loads(current) if current else None
-            return json.dumps(sessions.apply_event(state, data)).encode()
+            after = sessions.apply_event(state, data, now)
+            return current if after is state else json.dumps(after).encode() if after else None
 
         await self.hot.update(_session_key(profile_id), apply, SESSION_TTL_S)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import math
 
 import pytest
@@ -23,9 +24,12 @@ from tessera.profiles.domain.session import SESSION_TIMEOUT, apply_event, merge_
 T0 = dt.datetime(2026, 11, 1, 10, 0, tzinfo=dt.UTC)
 
 
+_ids = itertools.count()
+
+
 def ev(kind: str, at: dt.datetime = T0, **properties: object) -> EventData:
     return EventData(
-        event_id=f"{kind}-{at.isoformat()}",
+        event_id=f"{kind}-{next(_ids)}",
         type=kind,
         timestamp=at,
         channel=1,
@@ -33,10 +37,17 @@ def ev(kind: str, at: dt.datetime = T0, **properties: object) -> EventData:
     )
 
 
+def step(state: dict[str, object] | None, event: EventData) -> dict[str, object]:
+    """Apply an event as it arrives live (received when it happened)."""
+    after = apply_event(state, event, event.timestamp)
+    assert after is not None
+    return after
+
+
 def replay(*events: EventData) -> dict[str, object]:
     state = None
     for event in events:
-        state = apply_event(state, event)
+        state = step(state, event)
     assert state is not None
     return state
 
@@ -79,7 +90,7 @@ def test_session__cart_add_remove_and_purchase__cart_follows() -> None:
         {"product_id": "p1", "category": "juicers", "quantity": 3, "price": 80.0}
     ]
 
-    after_purchase = apply_event(state, ev("purchase", revenue=240.0))
+    after_purchase = step(state, ev("purchase", revenue=240.0))
     assert after_purchase["cart"] == []
 
 
@@ -87,7 +98,7 @@ def test_session__gap_longer_than_timeout__starts_new_session() -> None:
     first = replay(ev("page_view", category="juicers"), ev("page_view", category="juicers"))
     later = T0 + SESSION_TIMEOUT + dt.timedelta(seconds=1)
 
-    state = apply_event(first, ev("page_view", later, category="blenders"))
+    state = step(first, ev("page_view", later, category="blenders"))
 
     assert state["page_views"] == 1
     assert state["category_views"] == {"blenders": 1}
@@ -111,7 +122,7 @@ def test_merge_sessions__counts_add_and_lists_union() -> None:
 def test_session__any_events__event_count_equals_events_applied(kinds: list[str]) -> None:
     state = None
     for index, kind in enumerate(kinds):
-        state = apply_event(
+        state = step(
             state,
             ev(kind, T0 + dt.timedelta(seconds=index), product_id="p", category="c", query="q"),
         )
@@ -151,3 +162,28 @@ def test_conversion_probability__cart_add__higher_than_page_view() -> None:
     carting = compute_features(replay(ev("add_to_cart", product_id="p")), empty_history(), T0)
 
     assert carting["conversion_probability"] > browsing["conversion_probability"]
+
+
+def test_session__same_event_applied_twice__counted_once() -> None:
+    view = ev("product_view", category="juicers", product_id="j1")
+
+    state = step(step(None, view), view)
+
+    assert state["events"] == 1
+    assert state["category_views"] == {"juicers": 1}
+
+
+def test_session__event_older_than_timeout__leaves_session_unchanged() -> None:
+    state = replay(ev("page_view", category="juicers"))
+    stale = ev("page_view", T0 - dt.timedelta(hours=2), category="blenders")
+
+    after = apply_event(state, stale, T0)
+
+    assert after is state
+
+
+def test_session__late_event_from_before_session_start__ignored() -> None:
+    state = replay(ev("page_view", T0, category="juicers"))
+    earlier = ev("page_view", T0 - dt.timedelta(minutes=5), category="blenders")
+
+    assert apply_event(state, earlier, T0) is state
