@@ -15,9 +15,15 @@ from typing import Generic, TypeVar
 from google.protobuf.message import Message
 from sqlmodel import SQLModel
 
-from tessera.convert import stored_message, to_json
+from tessera.convert import from_json, stored_message, to_json
 from tessera.db import Database
-from tessera.definitions import Definition, DefinitionCache, DefinitionFeed, DefinitionStore
+from tessera.definitions import (
+    Check,
+    Definition,
+    DefinitionCache,
+    DefinitionFeed,
+    DefinitionStore,
+)
 from tessera.errors import require
 
 T = TypeVar("T")
@@ -74,10 +80,22 @@ class Catalog(Generic[M]):
         """Stop the feed; ends every watch."""
         await self.feed.stop()
 
-    async def create(self, message: M) -> M:
-        """Store a new definition; visible to this replica's caches on return."""
+    def _check(self, check: Callable[[dict[str, M]], None] | None) -> Check | None:
+        """A store check over bodies, from a check over messages."""
+        if check is None:
+            return None
+        return lambda bodies: check({k: from_json(b, self.factory()) for k, b in bodies.items()})
+
+    async def create(self, message: M, check: Callable[[dict[str, M]], None] | None = None) -> M:
+        """Store a new definition; visible to this replica's caches on return.
+
+        `check` sees every live definition as the write would leave them,
+        inside the write's transaction, and raises to refuse it.
+        """
         key: str = getattr(message, "key")  # noqa: B009 - every definition message has a key
-        stored = await self.database.run(self.store.create, key, to_json(message))
+        stored = await self.database.run(
+            self.store.create, key, to_json(message), self._check(check)
+        )
         await self.feed.refresh()
         return self.message(stored)
 
@@ -91,17 +109,24 @@ class Catalog(Generic[M]):
         rows, token = await self.database.run(self.store.page, page_size, page_token)
         return [self.message(row) for row in rows], token
 
-    async def update(self, message: M, expected_version: int = 0) -> M:
+    async def update(
+        self,
+        message: M,
+        expected_version: int = 0,
+        check: Callable[[dict[str, M]], None] | None = None,
+    ) -> M:
         """Replace a definition, optimistically when `expected_version` is set."""
         key: str = getattr(message, "key")  # noqa: B009
-        stored = await self.database.run(self.store.update, key, to_json(message), expected_version)
+        stored = await self.database.run(
+            self.store.update, key, to_json(message), expected_version, self._check(check)
+        )
         await self.feed.refresh()
         return self.message(stored)
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, check: Callable[[dict[str, M]], None] | None = None) -> None:
         """Remove a definition."""
         require(bool(key), "key", "is required")
-        await self.database.run(self.store.delete, key)
+        await self.database.run(self.store.delete, key, self._check(check))
         await self.feed.refresh()
 
     async def watch(self) -> AsyncIterator[Changes[M]]:

@@ -18,6 +18,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ from tessera.errors import AlreadyExists, FailedPrecondition, InvalidArgument, N
 log = logging.getLogger("tessera.definitions")
 
 T = TypeVar("T")
+
+Check = Callable[[dict[str, str]], None]
+"""Validates the live definitions a write would leave (key -> body); raises to refuse."""
 
 
 def _now() -> dt.datetime:
@@ -53,8 +57,13 @@ class Definition:
     updated_at: dt.datetime
 
 
+@functools.cache
 def _tables(prefix: str) -> tuple[type[SQLModel], type[SQLModel]]:
-    """The definition and revision-counter tables of one service."""
+    """The definition and revision-counter tables of one service.
+
+    Made once per prefix: the table metadata is process-wide, and replicas
+    of one service in one process (as tests run them) share it.
+    """
     definition = SQLModelMetaclass(
         f"{prefix.title()}Definition",
         (SQLModel,),
@@ -139,16 +148,49 @@ class DefinitionStore:
             else row.updated_at,
         )
 
-    def create(self, key: str, body: str) -> Definition:
-        """Store a new definition at version 1; ALREADY_EXISTS if the key is taken."""
+    def _write(
+        self,
+        key: str,
+        change: Callable[[Any, int, dt.datetime], Any],
+        check: Check | None,
+    ) -> Definition:
+        """One write: take the next revision, change the row, check the result, commit.
+
+        Taking the revision first locks the counter row, so every write of
+        this kind, on any replica, runs one at a time: a check sees exactly
+        the set the write produces, and two creates of one key cannot race.
+        """
         with Session(self.engine) as session:
-            row = session.get(self.model, key, with_for_update=True)
+            revision = self._next_revision(session)
+            row = session.get(self.model, key, populate_existing=True)
+            row = change(row, revision, _now())
+            if check is not None:
+                live = session.exec(
+                    select(self.model.key, self.model.body)  # type: ignore[call-overload]
+                    .where(self.model.deleted == False)  # type: ignore[attr-defined]  # noqa: E712
+                    .where(self.model.key != key)  # type: ignore[attr-defined]
+                ).all()
+                after = dict(live)
+                if not row.deleted:
+                    after[key] = row.body
+                check(after)
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+            return self._out(row)
+
+    def create(self, key: str, body: str, check: Check | None = None) -> Definition:
+        """Store a new definition at version 1; ALREADY_EXISTS if the key is taken.
+
+        `check` sees every live definition as it will be after the write
+        (key -> body) and raises to refuse it.
+        """
+
+        def change(row: Any, revision: int, now: dt.datetime) -> Any:
             if row is not None and not row.deleted:
                 raise AlreadyExists(f"{self.noun} {key!r} exists already", field=f"{self.noun}.key")
-            now = _now()
-            revision = self._next_revision(session)
             if row is None:
-                row = self.model(
+                return self.model(
                     key=key,
                     version=1,
                     revision=revision,
@@ -157,16 +199,14 @@ class DefinitionStore:
                     created_at=now,
                     updated_at=now,
                 )
-            else:
-                # A key used before keeps counting versions, so a watcher
-                # holding the old definition can tell the new one is newer.
-                row.version += 1
-                row.revision, row.deleted, row.body = revision, False, body
-                row.created_at = row.updated_at = now
-            session.add(row)
-            session.commit()
-            session.refresh(row)
-            return self._out(row)
+            # A key used before keeps counting versions, so a watcher holding
+            # the old definition can tell the new one is newer.
+            row.version += 1
+            row.revision, row.deleted, row.body = revision, False, body
+            row.created_at = row.updated_at = now
+            return row
+
+        return self._write(key, change, check)
 
     def get(self, key: str) -> Definition:
         """The live definition under `key`; NOT_FOUND otherwise."""
@@ -203,10 +243,12 @@ class DefinitionStore:
             token = ""
         return rows, token
 
-    def update(self, key: str, body: str, expected_version: int = 0) -> Definition:
+    def update(
+        self, key: str, body: str, expected_version: int = 0, check: Check | None = None
+    ) -> Definition:
         """Replace the body and raise the version; optimistic when `expected_version` is set."""
-        with Session(self.engine) as session:
-            row = session.get(self.model, key, with_for_update=True)
+
+        def change(row: Any, revision: int, now: dt.datetime) -> Any:
             if row is None or row.deleted:
                 raise NotFound(f"no {self.noun} {key!r}", field=f"{self.noun}.key")
             if expected_version and row.version != expected_version:
@@ -215,28 +257,22 @@ class DefinitionStore:
                     field="expected_version",
                 )
             row.version += 1
-            row.revision = self._next_revision(session)
-            row.body = body
-            row.updated_at = _now()
-            session.add(row)
-            session.commit()
-            session.refresh(row)
-            return self._out(row)
+            row.revision, row.body, row.updated_at = revision, body, now
+            return row
 
-    def delete(self, key: str) -> Definition:
+        return self._write(key, change, check)
+
+    def delete(self, key: str, check: Check | None = None) -> Definition:
         """Tombstone the definition; NOT_FOUND if there is none."""
-        with Session(self.engine) as session:
-            row = session.get(self.model, key, with_for_update=True)
+
+        def change(row: Any, revision: int, now: dt.datetime) -> Any:
             if row is None or row.deleted:
                 raise NotFound(f"no {self.noun} {key!r}", field="key")
             row.version += 1
-            row.revision = self._next_revision(session)
-            row.deleted = True
-            row.updated_at = _now()
-            session.add(row)
-            session.commit()
-            session.refresh(row)
-            return self._out(row)
+            row.revision, row.deleted, row.updated_at = revision, True, now
+            return row
+
+        return self._write(key, change, check)
 
     def changes_since(self, revision: int) -> list[Definition]:
         """Every definition, tombstones included, changed after `revision`, in order."""

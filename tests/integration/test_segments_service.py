@@ -196,3 +196,28 @@ def test_estimate_size__not_built__unimplemented(segments: Stub) -> None:
         segments.EstimateSize(segments_pb2.EstimateSizeRequest(segment_key="x"))
 
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_two_replicas__reference_and_delete_on_different_replicas__checked_against_the_database(
+    segments: Stub, store_env: dict[str, str], profiles_server: object
+) -> None:
+    from support import ServerThread
+
+    from tessera.segments.server import SegmentsService, SegmentsSettings
+
+    settings = {k.removeprefix("TESSERA_").lower(): v for k, v in store_env.items()}
+    other = ServerThread(lambda: SegmentsService(SegmentsSettings(**settings))).start()
+    try:
+        with other.channel() as channel:
+            replica_b = segments_pb2_grpc.SegmentServiceStub(channel)
+            base, user = key("base"), key("user")
+            create(segments, base, "trait.a == 1")
+            create(replica_b, user, f'segment("{base}")')  # B's cache may not know base yet
+
+            with pytest.raises(grpc.RpcError) as raised:
+                segments.DeleteSegment(segments_pb2.DeleteSegmentRequest(key=base))
+
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert user in raised.value.details()
+    finally:
+        other.stop()

@@ -16,6 +16,7 @@ from tessera.segments.domain import (
     CompiledSegments,
     SegmentDefinition,
     compile_segments,
+    dependencies,
     validate,
     validate_segment_key,
 )
@@ -23,6 +24,15 @@ from tessera.segments.transport.convert import segment_from_proto, subject_from_
 from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _fits_together(after: dict[str, segments_pb2.Segment]) -> None:
+    """The segments a write leaves compile as one set: known references, no cycle.
+
+    Run inside the write's transaction, so replicas writing at once cannot
+    together leave a reference to a deleted segment.
+    """
+    compile_segments(segment_from_proto(segment) for segment in after.values())
 
 
 class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
@@ -50,15 +60,13 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         message = segments_pb2.Segment(
             key=segment.key, name=segment.name, description=segment.description, rule=segment.rule
         )
-        # The new definition must fit with every other: known references, no cycle.
-        definitions = {**self.cache.items, segment.key: segment_from_proto(message)}
-        compile_segments(definitions.values())
+        segment_from_proto(message)  # the rule compiles on its own
         return message
 
     async def CreateSegment(
         self, request: segments_pb2.CreateSegmentRequest, context: Context
     ) -> segments_pb2.CreateSegmentResponse:
-        stored = await self.catalog.create(self._normalise(request.segment))
+        stored = await self.catalog.create(self._normalise(request.segment), _fits_together)
         return segments_pb2.CreateSegmentResponse(segment=stored)
 
     async def GetSegment(
@@ -76,21 +84,25 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         self, request: segments_pb2.UpdateSegmentRequest, context: Context
     ) -> segments_pb2.UpdateSegmentResponse:
         message = self._normalise(request.segment)
-        stored = await self.catalog.update(message, request.expected_version)
+        stored = await self.catalog.update(message, request.expected_version, _fits_together)
         return segments_pb2.UpdateSegmentResponse(segment=stored)
 
     async def DeleteSegment(
         self, request: segments_pb2.DeleteSegmentRequest, context: Context
     ) -> segments_pb2.DeleteSegmentResponse:
-        users = (
-            sorted(self.compiled.dependents(request.key)) if request.key in self.compiled else []
-        )
-        if users:
-            raise FailedPrecondition(
-                f"segments {', '.join(users)} use segment({request.key!r}); change them first",
-                field="key",
+        def unused(after: dict[str, segments_pb2.Segment]) -> None:
+            users = sorted(
+                key
+                for key, segment in after.items()
+                if request.key in dependencies(segment_from_proto(segment).rule)
             )
-        await self.catalog.delete(request.key)
+            if users:
+                raise FailedPrecondition(
+                    f"segments {', '.join(users)} use segment({request.key!r}); change them first",
+                    field="key",
+                )
+
+        await self.catalog.delete(request.key, unused)
         return segments_pb2.DeleteSegmentResponse()
 
     async def WatchSegments(
