@@ -31,7 +31,9 @@ from tessera.errors import TesseraError
 log = logging.getLogger("tessera.server")
 
 SERVER_OPTIONS = [
-    ("grpc.so_reuseport", 1),
+    # Off: with it on, a second copy of a service would share the port
+    # silently (two suites, two in-process hot stores, sessions split).
+    ("grpc.so_reuseport", 0),
     # Clients reconnect (and so resolve DNS again) at least every 5 minutes,
     # so replicas added by an autoscaler receive calls without a restart.
     ("grpc.max_connection_age_ms", 300_000),

@@ -125,3 +125,18 @@ def test_get__unknown_key__not_found(experiments: Stub) -> None:
         experiments.GetExperiment(experiments_pb2.GetExperimentRequest(key="missing"))
 
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_assign__unknown_key__answered_unknown_not_an_error(experiments: Stub) -> None:
+    created = experiments.CreateExperiment(
+        experiments_pb2.CreateExperimentRequest(experiment=experiment(weights=(0, 1)))
+    ).experiment
+
+    reply = experiments.Assign(
+        experiments_pb2.AssignRequest(profile_id="p1", experiment_keys=["zz-missing", created.key])
+    )
+
+    assert [(a.experiment_key, a.variant_key, a.reason) for a in reply.assignments] == [
+        (created.key, "treatment", experiments_pb2.ASSIGNMENT_REASON_HASH),
+        ("zz-missing", "", experiments_pb2.ASSIGNMENT_REASON_UNKNOWN_EXPERIMENT),
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
@@ -79,3 +81,73 @@ def test_shutdown__stop__health_not_serving_then_refuses_calls(store_env: dict[s
         health.Check(health_pb2.HealthCheckRequest(), timeout=2)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     channel.close()
+
+
+def test_start__port_taken_by_another_server__refuses_to_start() -> None:
+    import asyncio
+
+    from bench.echo import EchoService
+    from tessera import server as runtime
+
+    async def both() -> None:
+        first = await runtime.start(EchoService(), "127.0.0.1", 0)
+        try:
+            with pytest.raises((OSError, RuntimeError)):
+                await runtime.start(EchoService(), "127.0.0.1", first.port)
+        finally:
+            await first.stop(0)
+
+    asyncio.run(both())
+
+
+def test_sigterm__call_in_flight__finishes_within_grace_and_process_exits_zero(
+    tmp_path: object,
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import uuid
+
+    from tessera.common.v1 import common_pb2
+    from tessera.suite import free_port, wait_serving
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "TESSERA_PROFILES_PORT": str(port),
+        "TESSERA_DATA_DIR": str(tmp_path),
+        "TESSERA_DATABASE_URL": "",
+        "TESSERA_REDIS_URL": "",
+        "TESSERA_GRACE_PERIOD_S": "10",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "tessera.cli", "serve", "profiles"], env=env)
+    try:
+        assert wait_serving(f"127.0.0.1:{port}", 30, process)  # type: ignore[arg-type]
+        release = threading.Event()
+        visitor = [common_pb2.Identity(type="cookie", value=uuid.uuid4().hex)]
+
+        def events():  # type: ignore[no-untyped-def]
+            for index in range(2):
+                yield profiles_pb2.TrackStreamRequest(
+                    event=common_pb2.Event(
+                        event_id=uuid.uuid4().hex, identities=visitor, type="page_view"
+                    )
+                )
+                if index == 0:
+                    release.wait(10)
+
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            in_flight = profiles_pb2_grpc.ProfileServiceStub(channel).TrackStream.future(events())
+            time.sleep(0.5)
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            release.set()
+            reply = in_flight.result(timeout=10)
+
+        assert (reply.accepted, reply.rejected) == (2, 0)
+        assert process.wait(15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -126,11 +126,9 @@ class InProcessEvaluator:
         self,
         segments: segments_pb2_grpc.SegmentServiceStub,
         experiments: experiments_pb2_grpc.ExperimentServiceStub,
-        load_timeout_s: float = 10.0,
     ) -> None:
         self._segment_stub = segments
         self._experiment_stub = experiments
-        self._load_timeout_s = load_timeout_s
         self._segment_defs: dict[str, SegmentDefinition] = {}
         self._compiled: CompiledSegments = compile_segments([])
         self._experiments: dict[str, ExperimentDef] = {}
@@ -139,7 +137,12 @@ class InProcessEvaluator:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Open both watches; wait (bounded) for their snapshots."""
+        """Open both watches; return once both snapshots are in.
+
+        Until then the service is not serving (the runtime starts serving
+        after `start`), so probes keep traffic away from a replica that
+        would decide without its definitions.
+        """
         self._tasks = [
             asyncio.create_task(
                 self._follow("segments", self._watch_segments), name="watch-segments"
@@ -148,10 +151,13 @@ class InProcessEvaluator:
                 self._follow("experiments", self._watch_experiments), name="watch-experiments"
             ),
         ]
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._load_timeout_s):
-                await self._segments_loaded.wait()
-                await self._experiments_loaded.wait()
+        while not (self._segments_loaded.is_set() and self._experiments_loaded.is_set()):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await self._segments_loaded.wait()
+                    await self._experiments_loaded.wait()
+            if not (self._segments_loaded.is_set() and self._experiments_loaded.is_set()):
+                log.warning("waiting for segment and experiment definitions")
 
     async def stop(self) -> None:
         """Close the watches."""
@@ -172,6 +178,8 @@ class InProcessEvaluator:
                 log.warning(
                     "watch broke; reconnecting", extra={"peer": peer, "code": error.code().name}
                 )
+            except Exception:  # a bad message must not end the watch for good
+                log.exception("watch failed; reconnecting", extra={"peer": peer})
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
 

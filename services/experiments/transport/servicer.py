@@ -83,25 +83,39 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
         self, request: experiments_pb2.AssignRequest, context: Context
     ) -> experiments_pb2.AssignResponse:
         check_channel(request.channel, "channel")
-        results = assign_all(
-            self.cache.items.values(),
-            request.profile_id,
-            request.segment_keys,
-            dt.datetime.now(dt.UTC),
-            only_keys=request.experiment_keys,
-        )
-        return experiments_pb2.AssignResponse(
-            assignments=[
-                experiments_pb2.Assignment(
-                    experiment_key=r.experiment_key,
-                    variant_key=r.variant_key,
-                    in_holdout=r.in_holdout,
-                    reason=REASON_TO_PROTO[r.reason],
-                    payload=dict_to_struct(r.payload),
-                )
-                for r in results
-            ]
-        )
+        experiments = self.cache.items
+        # A key this replica does not know yet (created a moment ago elsewhere)
+        # is answered as such, not as an error: Decide must not fail while
+        # replicas catch up.
+        unknown = sorted({k for k in request.experiment_keys if k not in experiments})
+        known = [k for k in request.experiment_keys if k in experiments]
+        results = []
+        if known or not request.experiment_keys:
+            results = assign_all(
+                experiments.values(),
+                request.profile_id,
+                request.segment_keys,
+                dt.datetime.now(dt.UTC),
+                only_keys=known,
+            )
+        assignments = [
+            experiments_pb2.Assignment(
+                experiment_key=r.experiment_key,
+                variant_key=r.variant_key,
+                in_holdout=r.in_holdout,
+                reason=REASON_TO_PROTO[r.reason],
+                payload=dict_to_struct(r.payload),
+            )
+            for r in results
+        ]
+        assignments += [
+            experiments_pb2.Assignment(
+                experiment_key=key, reason=experiments_pb2.ASSIGNMENT_REASON_UNKNOWN_EXPERIMENT
+            )
+            for key in unknown
+        ]
+        assignments.sort(key=lambda a: a.experiment_key)
+        return experiments_pb2.AssignResponse(assignments=assignments)
 
     async def RecordExposures(
         self, request: experiments_pb2.RecordExposuresRequest, context: Context
