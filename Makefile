@@ -13,6 +13,8 @@ BUF := .tools/node_modules/.bin/buf
 .PHONY: install proto run test test-unit test-integration test-e2e lint format bench clean
 
 $(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys, ensurepip; sys.exit(0 if sys.version_info >= (3, 11) else "Tessera needs Python 3.11 or newer: make PYTHON=python3.11 ...")' \
+	  || { echo "Python 3.11+ with venv and ensurepip is needed (Debian: apt-get install python3-venv)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) tools/protogen.py --packages

@@ -123,6 +123,79 @@ def decide(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_VISITOR = "visitor-42"
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Define the juicer example of the README on a running suite; safe to run twice."""
+    from tessera.common.v1 import common_pb2
+    from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
+    from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
+    from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
+
+    settings = RuntimeSettings()
+    segment = segments_pb2.Segment(
+        key="juicer-fans",
+        name="Juicer fans",
+        description="Looked at juicers at least twice in this visit.",
+        rule=segments_pb2.Rule(text='session.category_views("juicers") >= 2'),
+    )
+    campaign = decision_pb2.Campaign(
+        key="juicer-promo",
+        name="Juicer promotion",
+        goal=common_pb2.Goal(event_type="purchase", kind=common_pb2.GOAL_KIND_CONVERSION),
+        placements=["home_hero"],
+        audience_segment_keys=["juicer-fans"],
+        priority=10,
+        control_variant_key="control",
+        status=decision_pb2.CAMPAIGN_STATUS_RUNNING,
+    )
+    banner = campaign.variants.add(key="juicer-banner", weight=9)
+    banner.payload.update({"title": "Fresh juice, 20% off", "image": "/img/juicers.jpg"})
+    campaign.variants.add(key="control", weight=1)
+    visitor = common_pb2.Identity(type="cookie", value=DEMO_VISITOR)
+    try:
+        with grpc.insecure_channel(settings.address_of("segments")) as channel:
+            stub = segments_pb2_grpc.SegmentServiceStub(channel)
+            _create_once(
+                lambda: stub.CreateSegment(segments_pb2.CreateSegmentRequest(segment=segment))
+            )
+        with grpc.insecure_channel(settings.address_of("decision")) as channel:
+            stub = decision_pb2_grpc.DecisionServiceStub(channel)
+            _create_once(
+                lambda: stub.CreateCampaign(decision_pb2.CreateCampaignRequest(campaign=campaign))
+            )
+        with grpc.insecure_channel(settings.address_of("profiles")) as channel:
+            profiles = profiles_pb2_grpc.ProfileServiceStub(channel)
+            for index, product in enumerate(("j-100", "j-200")):
+                event = common_pb2.Event(
+                    event_id=f"demo-view-{index}",
+                    identities=[visitor],
+                    channel=common_pb2.CHANNEL_WEB,
+                    type="product_view",
+                )
+                event.properties.update({"category": "juicers", "product_id": product})
+                profiles.Track(profiles_pb2.TrackRequest(event=event), timeout=5)
+    except grpc.RpcError as error:
+        print(f"{error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    print(
+        "Defined segment juicer-fans and campaign juicer-promo (90% banner, 10% control);\n"
+        f"{DEMO_VISITOR} looked at two juicers. Now try:\n"
+        f"  tessera decide --identity cookie={DEMO_VISITOR} "
+        "--placement home_hero --placement footer"
+    )
+    return 0
+
+
+def _create_once(create: Any) -> None:
+    try:
+        create()
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+            raise
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tessera` console script."""
     parser = argparse.ArgumentParser(
@@ -132,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("up", help="start all four services")
     serve_parser = commands.add_parser("serve", help="serve one service")
     serve_parser.add_argument("service", choices=SERVICES)
+    commands.add_parser("demo", help="define the README's juicer example on a running suite")
     decide_parser = commands.add_parser("decide", help="call Decide and print the answer")
     decide_parser.add_argument("--identity", action="append", required=True, metavar="TYPE=VALUE")
     decide_parser.add_argument("--placement", action="append", required=True)
@@ -144,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         return up()
     if args.command == "serve":
         return serve(args.service)
+    if args.command == "demo":
+        return demo(args)
     return decide(args)
 
 

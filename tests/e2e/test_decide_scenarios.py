@@ -293,3 +293,32 @@ def test_create_campaign__frequency_cap__unimplemented_names_field(tessera: obje
 
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert raised.value.details().startswith("campaign.frequency_cap: ")
+
+
+def test_cli__demo_then_decide__prints_the_juicer_campaign(suite: Suite) -> None:
+    import json
+
+    env = {
+        **os.environ,
+        **{f"TESSERA_{n.upper()}_ADDRESS": a for n, a in suite.addresses.items()},
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "tessera.cli", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+
+    assert cli("demo").returncode == 0
+    assert cli("demo").returncode == 0  # a second run changes nothing and still succeeds
+
+    def decided() -> dict[str, object] | None:
+        out = cli("decide", "--identity", "cookie=visitor-42", "--placement", "home_hero")
+        answer: dict[str, object] = json.loads(out.stdout)
+        return answer if answer["decisions"][0].get("campaign_key") else None  # type: ignore[index]
+
+    answer = eventually(decided)
+
+    assert answer is not None
+    assert "juicer-fans" in answer["segment_keys"]  # type: ignore[operator]
+    (decision,) = answer["decisions"]  # type: ignore[misc]
+    assert decision["campaign_key"] == "juicer-promo"
+    assert decision["variant_key"] in {"juicer-banner", "control"}
