@@ -6,6 +6,7 @@ import grpc
 
 from tessera import db
 from tessera.hot import open_hot_store
+from tessera.profiles.storage.sessions import SessionStore
 from tessera.profiles.storage.sql import TABLES, ProfileStore
 from tessera.profiles.transport.servicer import ProfileServicer
 from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
@@ -29,7 +30,7 @@ class ProfilesService:
         self.database = db.open_database(self.settings, NAME)
         self.hot = open_hot_store(self.settings, NAME)
         self.store = ProfileStore(self.database)
-        self.servicer = ProfileServicer(self.store, self.hot)
+        self.servicer = ProfileServicer(self.store, SessionStore(self.hot))
 
     def add_to(self, server: grpc.aio.Server) -> None:
         profiles_pb2_grpc.add_ProfileServiceServicer_to_server(self.servicer, server)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,28 +17,21 @@ from tessera.convert import (
     timestamp_to_datetime,
 )
 from tessera.errors import InvalidArgument, TesseraError, Unimplemented
-from tessera.hot import HotStore
-from tessera.profiles.domain import session as sessions
 from tessera.profiles.domain.features import compute_features
 from tessera.profiles.domain.model import (
-    EventData,
     normalize_identities,
     normalize_identity,
     validate_event,
 )
+from tessera.profiles.storage.sessions import SessionStore
 from tessera.profiles.storage.sql import ProfileRecord, ProfileStore
 from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
-SESSION_TTL_S = 2 * sessions.SESSION_TIMEOUT.total_seconds()
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _session_key(profile_id: str) -> str:
-    return f"session:{profile_id}"
 
 
 def _session_message(state: dict[str, Any] | None) -> profiles_pb2.Session:
@@ -76,17 +68,13 @@ def _identity_pairs(identities: Any) -> list[tuple[str, str]]:
 class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
     """Implements tessera.profiles.v1.ProfileService."""
 
-    def __init__(self, store: ProfileStore, hot: HotStore) -> None:
+    def __init__(self, store: ProfileStore, sessions: SessionStore) -> None:
         self.store = store
         self.database = store.database
-        self.hot = hot
-
-    async def _session(self, profile_id: str) -> dict[str, Any] | None:
-        raw = await self.hot.get(_session_key(profile_id))
-        return sessions.current(json.loads(raw), _now()) if raw else None
+        self.sessions = sessions
 
     async def _profile(self, record: ProfileRecord) -> profiles_pb2.Profile:
-        state = await self._session(record.profile_id)
+        state = await self.sessions.get(record.profile_id, _now())
         return profiles_pb2.Profile(
             profile_id=record.profile_id,
             identities=[common_pb2.Identity(type=k.type, value=k.value) for k in record.identities],
@@ -97,22 +85,6 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
             updated_at=datetime_to_timestamp(record.updated_at),
         )
 
-    async def _merge_sessions(self, survivor: str, merged: list[str]) -> None:
-        """Fold the hot sessions of merged profiles into the survivor's."""
-        for merged_id in merged:
-            raw = await self.hot.get(_session_key(merged_id))
-            if raw is None:
-                continue
-            other = json.loads(raw)
-
-            def fold(current: bytes | None, other: dict[str, Any] = other) -> bytes | None:
-                mine = json.loads(current) if current else None
-                combined = sessions.merge_sessions(mine, other)
-                return json.dumps(combined).encode() if combined else None
-
-            await self.hot.update(_session_key(survivor), fold, SESSION_TTL_S)
-            await self.hot.delete(_session_key(merged_id))
-
     async def Identify(
         self, request: profiles_pb2.IdentifyRequest, context: Context
     ) -> profiles_pb2.IdentifyResponse:
@@ -120,7 +92,7 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
         check_channel(request.channel, "channel")
         result = await self.database.run(self.store.identify, keys)
         if result.merged_ids:
-            await self._merge_sessions(result.profile.profile_id, result.merged_ids)
+            await self.sessions.merge(result.profile.profile_id, result.merged_ids)
         return profiles_pb2.IdentifyResponse(
             profile=await self._profile(result.profile),
             created=result.created,
@@ -167,23 +139,13 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
             result = await self.database.run(self.store.identify, data.identities)
             profile_id = result.profile.profile_id
             if result.merged_ids:
-                await self._merge_sessions(profile_id, result.merged_ids)
+                await self.sessions.merge(profile_id, result.merged_ids)
         canonical, duplicate, _ = await self.database.run(self.store.record_event, data, profile_id)
         # Also for a duplicate: if the first try stored the event but failed
         # before the hot session took it, the retry must still reach the
         # session. Applying is idempotent by event id.
-        await self._apply_to_session(canonical, data)
+        await self.sessions.apply(canonical, data, _now())
         return profiles_pb2.TrackResponse(profile_id=canonical, duplicate=duplicate)
-
-    async def _apply_to_session(self, profile_id: str, data: EventData) -> None:
-        now = _now()
-
-        def apply(current: bytes | None) -> bytes | None:
-            state = json.loads(current) if current else None
-            after = sessions.apply_event(state, data, now)
-            return current if after is state else json.dumps(after).encode() if after else None
-
-        await self.hot.update(_session_key(profile_id), apply, SESSION_TTL_S)
 
     async def Track(
         self, request: profiles_pb2.TrackRequest, context: Context
@@ -224,7 +186,7 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
             raise InvalidArgument("is required", field="profile_id")
         canonical = await self.database.run(self.store.canonical_id, request.profile_id)
         deleted = await self.database.run(self.store.delete_profile, canonical)
-        await self.hot.delete(_session_key(canonical))
+        await self.sessions.delete(canonical)
         return profiles_pb2.DeleteProfileResponse(deleted_events=deleted)
 
     async def ExportProfile(
