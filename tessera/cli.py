@@ -21,7 +21,8 @@ import grpc
 from google.protobuf import json_format
 
 from tessera import logs
-from tessera.settings import SERVICES, RuntimeSettings
+from tessera.errors import TesseraError
+from tessera.settings import SERVICES, RuntimeSettings, check_exposure
 from tessera.suite import START_ORDER, start_suite
 
 # Module and class of each service's wiring; imported only when served.
@@ -45,6 +46,11 @@ def serve(name: str) -> int:
 
     settings = RuntimeSettings()
     logs.configure(name, settings.log_level)
+    try:
+        check_exposure(settings)
+    except TesseraError as error:
+        logging.getLogger("tessera.cli").error(str(error), extra={"service": name})
+        return 1
 
     async def main() -> None:
         # Built inside the event loop: peer channels bind to the loop that runs them.

@@ -37,6 +37,9 @@ class RuntimeSettings(BaseSettings):
     key_prefix: str = Field("tessera:", description="Prefix of every Redis key.")
     log_level: str = "INFO"
     grace_period_s: float = Field(5.0, description="Time in-flight calls get at shutdown.")
+    allow_unauthenticated: bool = Field(
+        False, description="Serve a non-loopback address without API keys, on purpose."
+    )
 
     def port_of(self, service: str) -> int:
         """The port `service` listens on."""
@@ -50,3 +53,33 @@ class RuntimeSettings(BaseSettings):
             return address
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"{host}:{self.port_of(service)}"
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` only accepts connections from this machine."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: RuntimeSettings) -> None:
+    """Refuse to serve other machines without authentication unless told so.
+
+    API keys are not built yet, so every call is unauthenticated: bound to a
+    non-loopback address, the admin RPCs would be open to the network. The
+    operator must say that this is intended (a private network, a mesh that
+    authenticates), with TESSERA_ALLOW_UNAUTHENTICATED=true.
+    """
+    if not is_loopback(settings.host) and not settings.allow_unauthenticated:
+        from tessera.errors import FailedPrecondition
+
+        raise FailedPrecondition(
+            f"refusing to serve {settings.host} without API keys; set "
+            "TESSERA_ALLOW_UNAUTHENTICATED=true if the network is trusted",
+            field="host",
+        )
