@@ -322,3 +322,38 @@ def test_cli__demo_then_decide__prints_the_juicer_campaign(suite: Suite) -> None
     (decision,) = answer["decisions"]  # type: ignore[misc]
     assert decision["campaign_key"] == "juicer-promo"
     assert decision["variant_key"] in {"juicer-banner", "control"}
+
+
+def test_update_campaign__new_payload_and_weights__next_decide_shows_them(tessera: object) -> None:
+    from tessera.experiments.v1 import experiments_pb2
+
+    everyone, placement = unique("all"), unique("upd")
+    segment(tessera, everyone, "true")
+    created = campaign(tessera, unique("evolving"), [placement], [everyone])
+    changed = decision_pb2.Campaign()
+    changed.CopyFrom(created)
+    changed.variants[0].payload.update({"title": "Second edition"})
+    changed.variants[1].weight = 0.0  # everyone gets the treatment now
+
+    updated = tessera.decision.UpdateCampaign(  # type: ignore[attr-defined]
+        decision_pb2.UpdateCampaignRequest(campaign=changed, expected_version=created.version)
+    ).campaign
+    someone = cookie()
+
+    def shows_second_edition() -> decision_pb2.Decision | None:
+        (decision,) = decide(tessera, someone, placements=[placement]).decisions
+        return decision if dict(decision.payload).get("title") == "Second edition" else None
+
+    answer = eventually(shows_second_edition)
+
+    assert updated.version == created.version + 1
+    assert answer and answer.variant_key == "treatment"
+    with pytest.raises(grpc.RpcError) as raised:
+        tessera.decision.UpdateCampaign(  # type: ignore[attr-defined]
+            decision_pb2.UpdateCampaignRequest(campaign=changed, expected_version=created.version)
+        )
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    experiment = tessera.experiments.GetExperiment(  # type: ignore[attr-defined]
+        experiments_pb2.GetExperimentRequest(key=created.experiment_key)
+    ).experiment
+    assert [v.weight for v in experiment.variants] == [1.0, 0.0]

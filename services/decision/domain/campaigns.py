@@ -263,7 +263,9 @@ def choose(
     group_owner: dict[str, str] = {}
     for campaign in ranked:
         variant_key = variants.get(campaign.experiment_key, "")
-        if not variant_key:
+        if not variant_key or campaign.variant(variant_key) is None:
+            # Outside the experiment's traffic, or an experiment not yet in
+            # line with its campaign: show nothing rather than a wrong thing.
             continue
         owner = group_owner.get(campaign.conflict_group)
         if campaign.conflict_group and owner not in (None, campaign.key):

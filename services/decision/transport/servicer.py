@@ -23,7 +23,6 @@ from tessera.decision.transport.evaluation import Evaluator
 from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
 from tessera.errors import (
     AlreadyExists,
-    FailedPrecondition,
     InvalidArgument,
     NotFound,
     Unimplemented,
@@ -237,16 +236,13 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     async def UpdateCampaign(
         self, request: decision_pb2.UpdateCampaignRequest, context: Context
     ) -> decision_pb2.UpdateCampaignResponse:
-        current = await self.catalog.get(request.campaign.key)
-        if request.expected_version and request.expected_version != current.version:
-            raise FailedPrecondition(
-                f"campaign {current.key!r} is at version {current.version}, "
-                f"not {request.expected_version}",
-                field="expected_version",
-            )
         message = await self._normalise(request.campaign)
+        # The campaign first: its version check is atomic. Should the
+        # experiment update then fail, the caller sees the error and a retry
+        # (it is idempotent) brings the experiment in line; until then Decide
+        # skips a variant the campaign does not have.
+        stored = await self.catalog.update(message, request.expected_version)
         await self._sync_experiment(message)
-        stored = await self.catalog.update(message, current.version)
         return decision_pb2.UpdateCampaignResponse(campaign=stored)
 
     async def DeleteCampaign(

@@ -162,3 +162,9 @@ def test_validate_campaign__bad_field__invalid_argument_names_it(
         validate_campaign(make("ok", **change))
 
     assert raised.value.field == field
+
+
+def test_choose__variant_unknown_to_campaign__campaign_skipped() -> None:
+    (choice,) = choose(["home"], [make("a")], {"campaign-a": "renamed"}, WEB, frozenset())
+
+    assert choice.campaign is None
