@@ -31,7 +31,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy import select as sa_select
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import SQLModel, create_engine
 
 from tessera.errors import FailedPrecondition
 from tessera.settings import RuntimeSettings
@@ -173,14 +173,3 @@ class Database:
 def open_database(settings: RuntimeSettings, service: str) -> Database:
     """The database the settings give `service`."""
     return Database(database_url(settings, service))
-
-
-__all__ = [
-    "Database",
-    "Session",
-    "database_url",
-    "make_engine",
-    "migrate",
-    "open_database",
-    "select",
-]
