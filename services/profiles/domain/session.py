@@ -52,17 +52,19 @@ def apply_event(
     """The session after `event`; starts a new one after a timeout.
 
     Idempotent by event id, so a retried or replayed event counts once. An
-    event from before the live session (a late upload, a replay) belongs
-    to history, not to what the visitor is doing now, and leaves it as is.
+    event older than the session timeout when it arrives (a late upload, an
+    import) belongs to history, not to what the visitor is doing now, and
+    leaves the session as is. Events of one visit may arrive a little out
+    of order; the session then starts at the earliest of them.
     """
     if now - event.timestamp > SESSION_TIMEOUT:
         return session
     state = current(session, event.timestamp) if session else None
     if state and event.event_id in state.get("event_ids", ()):
         return state
-    if state and event.timestamp < dt.datetime.fromisoformat(state["started_at"]):
-        return state
     state = dict(state) if state else new_session(event.timestamp)
+    started = dt.datetime.fromisoformat(state["started_at"])
+    state["started_at"] = min(started, event.timestamp).isoformat()
     state["event_ids"] = [*state.get("event_ids", ()), event.event_id][-MAX_RECENT_EVENT_IDS:]
     props = event.properties
     category = str(props.get("category") or "")
@@ -139,6 +141,7 @@ def merge_sessions(
     out["event_ids"] = [*merged.get("event_ids", ()), *survivor.get("event_ids", ())][
         -MAX_RECENT_EVENT_IDS:
     ]
-    out["started_at"] = min(survivor["started_at"], merged["started_at"])
-    out["last_seen_at"] = max(survivor["last_seen_at"], merged["last_seen_at"])
+    stamps = dt.datetime.fromisoformat
+    out["started_at"] = min(survivor["started_at"], merged["started_at"], key=stamps)
+    out["last_seen_at"] = max(survivor["last_seen_at"], merged["last_seen_at"], key=stamps)
     return out

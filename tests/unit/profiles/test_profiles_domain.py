@@ -182,8 +182,13 @@ def test_session__event_older_than_timeout__leaves_session_unchanged() -> None:
     assert after is state
 
 
-def test_session__late_event_from_before_session_start__ignored() -> None:
+def test_session__events_of_one_visit_out_of_order__counted_and_start_moves_back() -> None:
     state = replay(ev("page_view", T0, category="juicers"))
-    earlier = ev("page_view", T0 - dt.timedelta(minutes=5), category="blenders")
+    earlier = ev("page_view", T0 - dt.timedelta(seconds=2), category="blenders")
 
-    assert apply_event(state, earlier, T0) is state
+    after = apply_event(state, earlier, T0)
+
+    assert after is not None
+    assert after["page_views"] == 2
+    assert after["started_at"] == earlier.timestamp.isoformat()
+    assert after["last_seen_at"] == T0.isoformat()
