@@ -43,9 +43,9 @@ def add_to_history(history: dict[str, Any], event: EventData) -> dict[str, Any]:
     out = dict(history)
     out["orders"] = history["orders"] + 1
     out["revenue"] = history["revenue"] + float(event.properties.get("revenue") or 0.0)
-    stamp = event.timestamp.isoformat()
     last = history["last_purchase_at"]
-    out["last_purchase_at"] = stamp if last is None or stamp > last else last
+    if last is None or event.timestamp > dt.datetime.fromisoformat(last):
+        out["last_purchase_at"] = event.timestamp.isoformat()
     category = event.properties.get("category")
     if category:
         categories = dict(history["categories"])
@@ -63,7 +63,7 @@ def merge_histories(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {
         "orders": a["orders"] + b["orders"],
         "revenue": a["revenue"] + b["revenue"],
-        "last_purchase_at": max(stamps) if stamps else None,
+        "last_purchase_at": max(stamps, key=dt.datetime.fromisoformat) if stamps else None,
         "categories": categories,
     }
 
