@@ -15,7 +15,7 @@ from tessera.profiles.domain.model import EventData
 SESSION_TIMEOUT = dt.timedelta(minutes=30)
 MAX_SEARCHES = 20
 MAX_FAVORITES = 100
-MAX_RECENT_EVENT_IDS = 200
+MAX_RECENT_EVENT_IDS = 100
 """Event ids a session remembers, so an event applied twice counts once."""
 
 
@@ -46,31 +46,30 @@ def current(session: dict[str, Any] | None, now: dt.datetime) -> dict[str, Any] 
     return session if now - last <= SESSION_TIMEOUT else None
 
 
-def apply_event(
-    session: dict[str, Any] | None, event: EventData, now: dt.datetime
-) -> dict[str, Any] | None:
+def apply_event(session: dict[str, Any] | None, event: EventData) -> dict[str, Any] | None:
     """The session after `event`; starts a new one after a timeout.
 
-    Idempotent by event id, so a retried or replayed event counts once. An
-    event older than the session timeout when it arrives (a late upload, an
-    import) belongs to history, not to what the visitor is doing now, and
-    leaves the session as is. Events of one visit may arrive a little out
-    of order; the session then starts at the earliest of them.
+    Idempotent by event id, so a retried event counts once. Events of one
+    visit may arrive out of order (several tabs, an app uploading what it
+    did offline): they all count, the session starts at the earliest, and
+    the cart follows the events' own times, so a purchase clears what was
+    added before it whatever order the two arrive in. An event from before
+    the live session (an import, a replay of an earlier visit) belongs to
+    history and leaves the session as it is.
     """
-    if now - event.timestamp > SESSION_TIMEOUT:
-        return session
-    state = current(session, event.timestamp) if session else None
+    at = event.timestamp
+    state = current(session, at) if session else None
     if state and event.event_id in state.get("event_ids", ()):
         return state
-    state = dict(state) if state else new_session(event.timestamp)
-    started = dt.datetime.fromisoformat(state["started_at"])
-    state["started_at"] = min(started, event.timestamp).isoformat()
+    if state and at < dt.datetime.fromisoformat(state["started_at"]) - SESSION_TIMEOUT:
+        return state
+    state = dict(state) if state else new_session(at)
+    state["started_at"] = min(dt.datetime.fromisoformat(state["started_at"]), at).isoformat()
+    state["last_seen_at"] = max(dt.datetime.fromisoformat(state["last_seen_at"]), at).isoformat()
     state["event_ids"] = [*state.get("event_ids", ()), event.event_id][-MAX_RECENT_EVENT_IDS:]
     props = event.properties
     category = str(props.get("category") or "")
     product = str(props.get("product_id") or "")
-    last_seen = dt.datetime.fromisoformat(state["last_seen_at"])
-    state["last_seen_at"] = max(last_seen, event.timestamp).isoformat()
     state["channel"] = event.channel or state["channel"]
     state["events"] += 1
     duration = props.get("duration_ms")
@@ -88,34 +87,76 @@ def apply_event(
         views = dict(state["product_views"])
         views[product] = views.get(product, 0) + 1
         state["product_views"] = views
-    elif kind == "add_to_cart" and product:
-        state["cart"] = _add_to_cart(state["cart"], product, category, props)
-    elif kind == "remove_from_cart" and product:
-        state["cart"] = [item for item in state["cart"] if item["product_id"] != product]
+    elif kind in ("add_to_cart", "remove_from_cart", "purchase"):
+        _change_cart(state, kind, product, category, props, at)
     elif kind == "favorite" and product and product not in state["favorites"]:
         state["favorites"] = [*state["favorites"], product][-MAX_FAVORITES:]
     elif kind == "search" and props.get("query"):
         state["searches"] = [*state["searches"], str(props["query"])][-MAX_SEARCHES:]
-    elif kind == "purchase":
-        state["cart"] = []
     return state
 
 
+def _later(a: str | None, b: dt.datetime) -> str:
+    return b.isoformat() if a is None or b > dt.datetime.fromisoformat(a) else a
+
+
+def _change_cart(
+    state: dict[str, Any],
+    kind: str,
+    product: str,
+    category: str,
+    props: dict[str, Any],
+    at: dt.datetime,
+) -> None:
+    """Apply a cart event by its own time: later removals and purchases win."""
+    cart: list[dict[str, Any]] = [dict(item) for item in state["cart"]]
+    removed: dict[str, str] = dict(state.get("cart_removed", {}))
+    cleared = state.get("cart_cleared_at")
+    if kind == "add_to_cart" and product:
+        undone = [t for t in (cleared, removed.get(product)) if t]
+        if any(at < dt.datetime.fromisoformat(t) for t in undone):
+            return
+        quantity = int(props.get("quantity") or 1)
+        cart = _add_to_cart(cart, product, category, quantity, float(props.get("price") or 0), at)
+    elif kind == "remove_from_cart" and product:
+        removed[product] = _later(removed.get(product), at)
+        cart = [
+            item
+            for item in cart
+            if item["product_id"] != product or dt.datetime.fromisoformat(item["added_at"]) > at
+        ]
+    elif kind == "purchase":
+        state["cart_cleared_at"] = _later(cleared, at)
+        cart = [item for item in cart if dt.datetime.fromisoformat(item["added_at"]) > at]
+    state["cart"] = cart
+    state["cart_removed"] = removed
+
+
 def _add_to_cart(
-    cart: list[dict[str, Any]], product: str, category: str, props: dict[str, Any]
+    cart: list[dict[str, Any]],
+    product: str,
+    category: str,
+    quantity: int,
+    price: float,
+    at: dt.datetime,
 ) -> list[dict[str, Any]]:
-    quantity = int(props.get("quantity") or 1)
-    price = float(props.get("price") or 0.0)
-    items = [dict(item) for item in cart]
-    for item in items:
+    for item in cart:
         if item["product_id"] == product:
             item["quantity"] += quantity
             item["price"] = price or item["price"]
-            return items
-    items.append(
-        {"product_id": product, "category": category, "quantity": quantity, "price": price}
+            item["category"] = category or item["category"]
+            item["added_at"] = _later(item.get("added_at"), at)
+            return cart
+    cart.append(
+        {
+            "product_id": product,
+            "category": category,
+            "quantity": quantity,
+            "price": price,
+            "added_at": at.isoformat(),
+        }
     )
-    return items
+    return cart
 
 
 def merge_sessions(
@@ -134,7 +175,10 @@ def merge_sessions(
         out[name] = counts
     cart = [dict(item) for item in survivor["cart"]]
     for item in merged["cart"]:
-        cart = _add_to_cart(cart, item["product_id"], item["category"], item)
+        added = dt.datetime.fromisoformat(item["added_at"])
+        cart = _add_to_cart(
+            cart, item["product_id"], item["category"], item["quantity"], item["price"], added
+        )
     out["cart"] = cart
     out["favorites"] = list(dict.fromkeys([*survivor["favorites"], *merged["favorites"]]))
     out["searches"] = [*merged["searches"], *survivor["searches"]][-MAX_SEARCHES:]

@@ -36,12 +36,12 @@ class SessionStore:
         raw = await self.hot.get(_key(profile_id))
         return sessions.current(json.loads(raw), now) if raw else None
 
-    async def apply(self, profile_id: str, event: EventData, now: dt.datetime) -> None:
+    async def apply(self, profile_id: str, event: EventData) -> None:
         """Fold one event into the profile's session (idempotent by event id)."""
 
         def change(current: bytes | None) -> bytes | None:
             state = json.loads(current) if current else None
-            after = sessions.apply_event(state, event, now)
+            after = sessions.apply_event(state, event)
             if after is state:
                 return current
             return json.dumps(after).encode() if after else None

@@ -44,7 +44,15 @@ def _session_message(state: dict[str, Any] | None) -> profiles_pb2.Session:
         page_views=state["page_views"],
         product_views=state["product_views"],
         category_views=state["category_views"],
-        cart=[profiles_pb2.CartItem(**item) for item in state["cart"]],
+        cart=[
+            profiles_pb2.CartItem(
+                product_id=item["product_id"],
+                category=item["category"],
+                quantity=item["quantity"],
+                price=item["price"],
+            )
+            for item in state["cart"]
+        ],
         favorites=state["favorites"],
         searches=state["searches"],
         time_spent_ms=state["time_spent_ms"],
@@ -144,7 +152,7 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
         # Also for a duplicate: if the first try stored the event but failed
         # before the hot session took it, the retry must still reach the
         # session. Applying is idempotent by event id.
-        await self.sessions.apply(canonical, data, _now())
+        await self.sessions.apply(canonical, data)
         return profiles_pb2.TrackResponse(profile_id=canonical, duplicate=duplicate)
 
     async def Track(
