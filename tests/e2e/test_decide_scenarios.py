@@ -348,12 +348,53 @@ def test_update_campaign__new_payload_and_weights__next_decide_shows_them(tesser
 
     assert updated.version == created.version + 1
     assert answer and answer.variant_key == "treatment"
+    retried = tessera.decision.UpdateCampaign(  # type: ignore[attr-defined]
+        decision_pb2.UpdateCampaignRequest(campaign=changed, expected_version=created.version)
+    ).campaign
+    assert retried.version == updated.version  # a retry of the same update changes nothing
+    conflicting = decision_pb2.Campaign()
+    conflicting.CopyFrom(changed)
+    conflicting.priority = 99
     with pytest.raises(grpc.RpcError) as raised:
         tessera.decision.UpdateCampaign(  # type: ignore[attr-defined]
-            decision_pb2.UpdateCampaignRequest(campaign=changed, expected_version=created.version)
+            decision_pb2.UpdateCampaignRequest(
+                campaign=conflicting, expected_version=created.version
+            )
         )
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     experiment = tessera.experiments.GetExperiment(  # type: ignore[attr-defined]
         experiments_pb2.GetExperimentRequest(key=created.experiment_key)
     ).experiment
     assert [v.weight for v in experiment.variants] == [1.0, 0.0]
+
+
+def test_update_campaign__concurrent_updates__experiment_matches_the_stored_campaign(
+    tessera: object,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tessera.experiments.v1 import experiments_pb2
+
+    everyone = unique("all")
+    segment(tessera, everyone, "true")
+    created = campaign(tessera, unique("contested"), [unique("p")], [everyone])
+
+    def update_to(weight: float) -> None:
+        changed = decision_pb2.Campaign()
+        changed.CopyFrom(created)
+        changed.variants[0].weight = weight
+        tessera.decision.UpdateCampaign(  # type: ignore[attr-defined]
+            decision_pb2.UpdateCampaignRequest(campaign=changed)
+        )
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(update_to, [float(w) for w in range(2, 14)]))
+
+    stored = tessera.decision.GetCampaign(  # type: ignore[attr-defined]
+        decision_pb2.GetCampaignRequest(key=created.key)
+    ).campaign
+    experiment = tessera.experiments.GetExperiment(  # type: ignore[attr-defined]
+        experiments_pb2.GetExperimentRequest(key=created.experiment_key)
+    ).experiment
+    assert stored.version == created.version + 12
+    assert [v.weight for v in experiment.variants] == [v.weight for v in stored.variants]

@@ -23,6 +23,7 @@ from tessera.decision.transport.evaluation import Evaluator
 from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
 from tessera.errors import (
     AlreadyExists,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     Unimplemented,
@@ -46,6 +47,17 @@ EXPERIMENT_STATUS = {
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _same_definition(a: decision_pb2.Campaign, b: decision_pb2.Campaign) -> bool:
+    """Equal but for the fields the service sets on every write."""
+    left, right = decision_pb2.Campaign(), decision_pb2.Campaign()
+    left.CopyFrom(a)
+    right.CopyFrom(b)
+    for message in (left, right):
+        for name in ("version", "created_at", "updated_at"):
+            message.ClearField(name)
+    return left == right
 
 
 class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
@@ -233,16 +245,34 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         except grpc.aio.AioRpcError as error:
             raise peer_error(error, "experiments") from error
 
+    async def _settle_experiment(self, key: str) -> None:
+        """Bring the experiment in line with the stored campaign, whoever wrote last.
+
+        Syncs from what is stored, not from this call's request, and again if
+        another update landed meanwhile, so concurrent updates cannot leave
+        one campaign with another's weights.
+        """
+        for _ in range(5):
+            stored = await self.catalog.get(key)
+            await self._sync_experiment(stored)
+            if (await self.catalog.get(key)).version == stored.version:
+                return
+        log.warning("campaign kept changing while its experiment was synced", extra={"key": key})
+
     async def UpdateCampaign(
         self, request: decision_pb2.UpdateCampaignRequest, context: Context
     ) -> decision_pb2.UpdateCampaignResponse:
         message = await self._normalise(request.campaign)
-        # The campaign first: its version check is atomic. Should the
-        # experiment update then fail, the caller sees the error and a retry
-        # (it is idempotent) brings the experiment in line; until then Decide
-        # skips a variant the campaign does not have.
-        stored = await self.catalog.update(message, request.expected_version)
-        await self._sync_experiment(message)
+        try:
+            stored = await self.catalog.update(message, request.expected_version)
+        except FailedPrecondition:
+            # The retry of an update that was stored but whose experiment sync
+            # failed: same content, one version on. Finish it instead of refusing.
+            stored = await self.catalog.get(message.key)
+            retry = request.expected_version and stored.version == request.expected_version + 1
+            if not (retry and _same_definition(stored, message)):
+                raise
+        await self._settle_experiment(message.key)
         return decision_pb2.UpdateCampaignResponse(campaign=stored)
 
     async def DeleteCampaign(
