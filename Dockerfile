@@ -1,6 +1,7 @@
 # One image for all four services; each Deployment picks its service:
 #   docker build -t tessera:dev .
-#   docker run --rm -p 50052:50052 -e TESSERA_HOST=0.0.0.0 tessera:dev serve profiles
+#   docker run --rm -p 50052:50052 -e TESSERA_HOST=0.0.0.0 \
+#     -e TESSERA_ALLOW_UNAUTHENTICATED=true tessera:dev serve profiles
 # In Kubernetes the container args are ["serve", "<service>"] (see k8s/).
 
 # --- build: generate the protos, install the project into a venv ------------

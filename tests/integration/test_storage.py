@@ -125,3 +125,19 @@ def test_identify__overlapping_merges_at_once__every_identity_on_one_live_profil
             owners = {session.get(IdentityRow, (k.type, k.value)).profile_id for k in (a, b, c, d)}  # type: ignore[union-attr]
             assert len(owners) == 1, trial
             assert session.get(ProfileRow, owners.pop()) is not None, trial
+
+
+def test_definitions__same_new_key_created_at_once__one_wins_others_already_exist(
+    database: db.Database,
+) -> None:
+    from tessera.errors import AlreadyExists
+
+    store = DefinitionStore(database, f"defs{uuid.uuid4().hex[:6]}", "thing")
+    db.migrate(database.engine, store.model.__tablename__, store.tables)  # type: ignore[attr-defined]
+    store.prepare()
+
+    errors = run_together(lambda: store.create("contested", "{}") and None, threads=8)
+
+    assert len(errors) == 7
+    assert all(isinstance(error, AlreadyExists) for error in errors)
+    assert store.get("contested").version == 1

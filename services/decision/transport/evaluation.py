@@ -21,12 +21,17 @@ import grpc
 from google.protobuf import struct_pb2
 
 from tessera.clients import peer_error
-from tessera.errors import Unavailable
+from tessera.errors import TesseraError, Unavailable
 from tessera.experiments.domain import ExperimentDef, assign_all
 from tessera.experiments.transport.convert import experiment_from_proto
 from tessera.experiments.v1 import experiments_pb2, experiments_pb2_grpc
 from tessera.profiles.v1 import profiles_pb2
-from tessera.segments.domain import CompiledSegments, SegmentDefinition, compile_segments
+from tessera.segments.domain import (
+    CompiledSegments,
+    SegmentDefinition,
+    compile_available,
+    compile_segments,
+)
 from tessera.segments.transport.convert import segment_from_proto, subject_from_profile
 from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
 
@@ -187,15 +192,17 @@ class InProcessEvaluator:
         async for change in self._segment_stub.WatchSegments(segments_pb2.WatchSegmentsRequest()):
             definitions = {} if change.snapshot else dict(self._segment_defs)
             for segment in change.segments:
-                definitions[segment.key] = segment_from_proto(segment)
+                try:
+                    definitions[segment.key] = segment_from_proto(segment)
+                except TesseraError:  # e.g. a rule from a newer release: skip just that one
+                    log.exception("cannot use segment", extra={"segment": segment.key})
+                    definitions.pop(segment.key, None)
             for key in change.deleted_keys:
                 definitions.pop(key, None)
-            try:
-                compiled = compile_segments(definitions.values())
-            except Exception:  # keep the last consistent set rather than none
-                log.exception("segment set does not compile; keeping the previous one")
-                continue
-            self._segment_defs, self._compiled = definitions, compiled
+            self._compiled, left_out = compile_available(definitions.values())
+            if left_out:
+                log.error("segments left out of evaluation", extra={"segments": left_out})
+            self._segment_defs = definitions
             self._segments_loaded.set()
 
     async def _watch_experiments(self) -> None:
@@ -204,7 +211,11 @@ class InProcessEvaluator:
         ):
             experiments = {} if change.snapshot else dict(self._experiments)
             for experiment in change.experiments:
-                experiments[experiment.key] = experiment_from_proto(experiment)
+                try:
+                    experiments[experiment.key] = experiment_from_proto(experiment)
+                except TesseraError:
+                    log.exception("cannot use experiment", extra={"experiment": experiment.key})
+                    experiments.pop(experiment.key, None)
             for key in change.deleted_keys:
                 experiments.pop(key, None)
             self._experiments = experiments

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Select, and_, bindparam, delete, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Session, SQLModel, select
 
 from tessera.db import Database
@@ -243,7 +244,7 @@ class ProfileStore:
         for attempt in range(MAX_IDENTIFY_ATTEMPTS):
             try:
                 return self._identify_once(keys)
-            except (IntegrityError, OperationalError, _Moved):
+            except (IntegrityError, OperationalError, StaleDataError, _Moved):
                 # Another writer got there first (same new identity, a merge
                 # of the same profiles, a deadlock victim): resolve again.
                 if attempt == MAX_IDENTIFY_ATTEMPTS - 1:

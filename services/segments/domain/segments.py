@@ -193,3 +193,25 @@ def _transitive_dependents(
             closure |= result[user]
         result[key] = frozenset(closure)
     return result
+
+
+def compile_available(
+    definitions: Iterable[SegmentDefinition],
+) -> tuple[CompiledSegments, list[str]]:
+    """Compile every segment whose references resolve; name the ones left out.
+
+    For the evaluating side (the segment service's cache, the decision
+    service's watch): one segment it cannot use, such as one that refers to
+    a segment it has not received, must not stop it from using the others.
+    A segment left out is simply not matched. Writes are checked strictly
+    with `compile_segments`.
+    """
+    by_key = {d.key: d for d in definitions}
+    usable = set(by_key)
+    while True:
+        broken = {key for key in usable if dependencies(by_key[key].rule) - usable}
+        if not broken:
+            break
+        usable -= broken
+    left_out = sorted(set(by_key) - usable)
+    return compile_segments(by_key[key] for key in sorted(usable)), left_out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 from tessera.segments.domain import (
     CompiledSegments,
     SegmentDefinition,
+    compile_available,
     compile_segments,
     dependencies,
     validate,
@@ -24,6 +26,7 @@ from tessera.segments.transport.convert import segment_from_proto, subject_from_
 from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
+log = logging.getLogger("tessera.segments")
 
 
 def _fits_together(after: dict[str, segments_pb2.Segment]) -> None:
@@ -52,7 +55,9 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         self.compiled: CompiledSegments = compile_segments([])
 
     def _recompile(self, items: dict[str, SegmentDefinition]) -> None:
-        self.compiled = compile_segments(items.values())
+        self.compiled, left_out = compile_available(items.values())
+        if left_out:
+            log.error("segments left out of evaluation", extra={"segments": left_out})
 
     def _normalise(self, segment: segments_pb2.Segment) -> segments_pb2.Segment:
         validate_segment_key(segment.key)

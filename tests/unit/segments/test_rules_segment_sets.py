@@ -163,3 +163,18 @@ def test_validate_segment_key__invalid__raises_with_field(key: str) -> None:
         validate_segment_key(key)
 
     assert caught.value.field == "segment.key"
+
+
+def test_compile_available__reference_to_missing_segment__only_its_users_left_out() -> None:
+    from tessera.segments.domain import SegmentDefinition, Subject, compile_available, parse_rule
+
+    definitions = [
+        SegmentDefinition("gold", parse_rule('trait.tier == "gold"')),
+        SegmentDefinition("orphan", parse_rule('segment("deleted") and true')),
+        SegmentDefinition("orphan-user", parse_rule('segment("orphan")')),
+    ]
+
+    compiled, left_out = compile_available(definitions)
+
+    assert left_out == ["orphan", "orphan-user"]
+    assert compiled.evaluate(Subject(traits={"tier": "gold"})) == ["gold"]
