@@ -162,14 +162,16 @@ def demo(args: argparse.Namespace) -> int:
     visitor = common_pb2.Identity(type="cookie", value=DEMO_VISITOR)
     try:
         with grpc.insecure_channel(settings.address_of("segments")) as channel:
-            stub = segments_pb2_grpc.SegmentServiceStub(channel)
+            segments = segments_pb2_grpc.SegmentServiceStub(channel)
             _create_once(
-                lambda: stub.CreateSegment(segments_pb2.CreateSegmentRequest(segment=segment))
+                lambda: segments.CreateSegment(segments_pb2.CreateSegmentRequest(segment=segment))
             )
         with grpc.insecure_channel(settings.address_of("decision")) as channel:
-            stub = decision_pb2_grpc.DecisionServiceStub(channel)
+            decision = decision_pb2_grpc.DecisionServiceStub(channel)
             _create_once(
-                lambda: stub.CreateCampaign(decision_pb2.CreateCampaignRequest(campaign=campaign))
+                lambda: decision.CreateCampaign(
+                    decision_pb2.CreateCampaignRequest(campaign=campaign)
+                )
             )
         with grpc.insecure_channel(settings.address_of("profiles")) as channel:
             profiles = profiles_pb2_grpc.ProfileServiceStub(channel)
