@@ -93,3 +93,16 @@ def stored_message(definition: Definition, message: M) -> M:
     message.created_at.CopyFrom(datetime_to_timestamp(definition.created_at))  # type: ignore[attr-defined]
     message.updated_at.CopyFrom(datetime_to_timestamp(definition.updated_at))  # type: ignore[attr-defined]
     return message
+
+
+SERVICE_SET_FIELDS = ("version", "created_at", "updated_at")
+"""Fields of a definition message that the service sets on every write."""
+
+
+def as_written(message: M) -> M:
+    """A copy of a definition message without the fields the service sets."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    for name in SERVICE_SET_FIELDS:
+        copy.ClearField(name)
+    return copy

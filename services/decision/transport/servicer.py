@@ -10,7 +10,7 @@ import grpc
 
 from tessera.catalog import Catalog
 from tessera.clients import peer_error
-from tessera.convert import check_channel
+from tessera.convert import as_written, check_channel
 from tessera.decision.domain.campaigns import (
     candidates,
     choose,
@@ -47,17 +47,6 @@ EXPERIMENT_STATUS = {
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _same_definition(a: decision_pb2.Campaign, b: decision_pb2.Campaign) -> bool:
-    """Equal but for the fields the service sets on every write."""
-    left, right = decision_pb2.Campaign(), decision_pb2.Campaign()
-    left.CopyFrom(a)
-    right.CopyFrom(b)
-    for message in (left, right):
-        for name in ("version", "created_at", "updated_at"):
-            message.ClearField(name)
-    return left == right
 
 
 class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
@@ -142,11 +131,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
 
     async def _normalise(self, campaign: decision_pb2.Campaign) -> decision_pb2.Campaign:
         """The campaign as stored: control variant, experiment key, default status."""
-        message = decision_pb2.Campaign()
-        message.CopyFrom(campaign)
-        message.ClearField("version")
-        message.ClearField("created_at")
-        message.ClearField("updated_at")
+        message = as_written(campaign)
         if message.status == decision_pb2.CAMPAIGN_STATUS_UNSPECIFIED:
             message.status = decision_pb2.CAMPAIGN_STATUS_DRAFT
         if not message.variants:
@@ -270,7 +255,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             # failed: same content, one version on. Finish it instead of refusing.
             stored = await self.catalog.get(message.key)
             retry = request.expected_version and stored.version == request.expected_version + 1
-            if not (retry and _same_definition(stored, message)):
+            if not (retry and as_written(stored) == message):
                 raise
         await self._settle_experiment(message.key)
         return decision_pb2.UpdateCampaignResponse(campaign=stored)

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from tessera.catalog import Catalog
-from tessera.convert import check_channel, dict_to_struct
+from tessera.convert import as_written, check_channel, dict_to_struct
 from tessera.errors import InvalidArgument, Unimplemented
 from tessera.experiments.domain import assign_all, validate_experiment
 from tessera.experiments.transport.convert import REASON_TO_PROTO, experiment_from_proto
@@ -20,10 +20,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 def _normalise(experiment: experiments_pb2.Experiment) -> experiments_pb2.Experiment:
     """The experiment as stored: service-owned fields cleared, status defaulted, validated."""
-    message = experiments_pb2.Experiment()
-    message.CopyFrom(experiment)
-    for name in ("version", "created_at", "updated_at"):
-        message.ClearField(name)
+    message = as_written(experiment)
     if message.status == experiments_pb2.EXPERIMENT_STATUS_UNSPECIFIED:
         message.status = experiments_pb2.EXPERIMENT_STATUS_DRAFT
     if not message.HasField("goal"):

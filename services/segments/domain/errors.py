@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from tessera.errors import InvalidArgument
 
+from .nodes import Condition
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class RuleError:
@@ -35,6 +37,14 @@ class RuleSyntaxError(InvalidArgument):
             raise ValueError("RuleSyntaxError needs at least one error")
         self.errors: list[RuleError] = list(errors)
         super().__init__(str(self.errors[0]), field=field)
+
+
+def parsed_or_raise(result: tuple[Condition | None, list[RuleError]], field: str) -> Condition:
+    """The rule a parser produced, or RuleSyntaxError with every error it found."""
+    rule, errors = result
+    if errors or rule is None:
+        raise RuleSyntaxError(errors, field=field)
+    return rule
 
 
 def position(text: str, offset: int) -> tuple[int, int]:

@@ -37,7 +37,7 @@ from .catalog import (
     parse_duration,
     resolve_attribute,
 )
-from .errors import RuleError, RuleSyntaxError, position
+from .errors import RuleError, parsed_or_raise, position
 from .nodes import (
     And,
     Compare,
@@ -288,10 +288,7 @@ def _parse(text: str) -> tuple[Condition | None, list[RuleError]]:
 
 def parse_json_logic(text: str, *, field: str = "segment.rule") -> Condition:
     """Parse a JsonLogic rule (a JSON string); raises RuleSyntaxError."""
-    rule, errors = _parse(text)
-    if errors or rule is None:
-        raise RuleSyntaxError(errors, field=field)
-    return rule
+    return parsed_or_raise(_parse(text), field)
 
 
 def validate_json_logic(text: str) -> list[RuleError]:

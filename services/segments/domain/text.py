@@ -33,7 +33,7 @@ from .catalog import (
     parse_duration,
     resolve_attribute,
 )
-from .errors import RuleError, RuleSyntaxError, position
+from .errors import RuleError, parsed_or_raise, position
 from .nodes import And as AndNode
 from .nodes import (
     Compare,
@@ -453,10 +453,7 @@ def _parse(text: str) -> tuple[Condition | None, list[RuleError]]:
 
 def parse_text(text: str, *, field: str = "segment.rule") -> Condition:
     """Parse a rule in the text notation; raises RuleSyntaxError (all errors)."""
-    rule, errors = _parse(text)
-    if errors or rule is None:
-        raise RuleSyntaxError(errors, field=field)
-    return rule
+    return parsed_or_raise(_parse(text), field)
 
 
 def validate_text(text: str) -> list[RuleError]:
