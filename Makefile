@@ -6,19 +6,22 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-GENERATED := gen/.generated
+GENERATED := $(VENV)/.generated
 PROTOS := $(shell find protos -name '*.proto')
 BUF := .tools/node_modules/.bin/buf
 
 .PHONY: install proto run test test-unit test-integration test-e2e lint format bench clean
 
-$(INSTALLED): pyproject.toml
+# Five editable distributions sharing the `tessera` namespace (see pyproject.toml).
+DISTRIBUTIONS := runtime services/profiles services/segments services/experiments services/decision
+PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(DISTRIBUTIONS))
+
+$(INSTALLED): $(PYPROJECTS)
 	@$(PYTHON) -c 'import sys, ensurepip; sys.exit(0 if sys.version_info >= (3, 11) else "Tessera needs Python 3.11 or newer: make PYTHON=python3.11 ...")' \
 	  || { echo "Python 3.11+ with venv and ensurepip is needed (Debian: apt-get install python3-venv)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) tools/protogen.py --packages
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade 'pip>=25.1'
+	$(PY) -m pip install --quiet --disable-pip-version-check --group dev $(addprefix -e ,$(DISTRIBUTIONS))
 	touch $@
 
 $(GENERATED): $(INSTALLED) $(PROTOS) tools/protogen.py
@@ -52,7 +55,8 @@ lint: install $(BUF)  ## buf lint, ruff and mypy
 	$(BUF) format --diff --exit-code
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) tools/typecheck.py
+	$(PY) tools/protogen.py --check
+	$(VENV)/bin/mypy
 
 format: install $(BUF)
 	$(BUF) format -w
@@ -63,4 +67,5 @@ bench: install  ## Decide against an echo RPC, at concurrency 1, 16 and 64
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) gen build .tools .tessera *.egg-info
+	-$(PY) tools/protogen.py --clean
+	rm -rf $(VENV) build .tools .tessera $(addsuffix /src/*.egg-info,$(DISTRIBUTIONS))

@@ -1,0 +1,1 @@
+"""Generated tessera.bench API (see v1/)."""

@@ -1,0 +1,1 @@
+"""Generated tessera.common API (see v1/)."""

@@ -1,0 +1,4 @@
+"""tessera.segments.v1: generated from protos/tessera/segments/v1 by tools/protogen.py.
+
+Never edited by hand, never committed: the install step writes it.
+"""
