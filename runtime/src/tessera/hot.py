@@ -95,6 +95,11 @@ class MemoryHotStore:
         self._values.clear()
 
 
+def _as_bytes(value: bytes | str | None) -> bytes | None:
+    """Redis answers bytes (the client never sets decode_responses)."""
+    return value.encode() if isinstance(value, str) else value
+
+
 class RedisHotStore:
     """Hot store on Redis; updates are optimistic WATCH/MULTI transactions."""
 
@@ -106,8 +111,7 @@ class RedisHotStore:
         return self._prefix + key
 
     async def get(self, key: str) -> bytes | None:
-        value: bytes | None = await self._redis.get(self._k(key))
-        return value
+        return _as_bytes(await self._redis.get(self._k(key)))
 
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         await self._redis.set(self._k(key), value, px=int(ttl_s * 1000) if ttl_s else None)
@@ -118,8 +122,8 @@ class RedisHotStore:
             while True:
                 try:
                     await pipe.watch(full)
-                    new = fn(await pipe.get(full))
-                    pipe.multi()
+                    new = fn(_as_bytes(await pipe.get(full)))
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
                     if new is None:
                         pipe.delete(full)
                     else:

@@ -18,7 +18,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import grpc
 from google.protobuf import any_pb2
@@ -107,6 +107,10 @@ def _details(error: TesseraError, code: grpc.StatusCode) -> tuple[tuple[str, byt
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
+# Generic in the type stubs only, so named as a string.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps `TesseraError` raised by any servicer to its gRPC status.
 
@@ -115,13 +119,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """
 
     def __init__(self) -> None:
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._wrapped: dict[str, Handler] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         method: str = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is not None:
@@ -151,14 +155,17 @@ async def _status_of_errors(
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+def _wrap(handler: Handler, method: str) -> Handler:
+    # grpc.aio hands the interceptor the servicer's async behaviours, which the
+    # stubs type as the synchronous ones; read them as what they are here.
+    behaviours: Any = handler
     codec = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     Context = grpc.aio.ServicerContext[Any, Any]
     if handler.unary_unary:
-        unary = handler.unary_unary
+        unary = behaviours.unary_unary
 
         async def unary_unary(request: Any, context: Context) -> Any:
             async with _status_of_errors(context, method):
@@ -166,7 +173,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
     if handler.unary_stream:
-        server_stream = handler.unary_stream
+        server_stream = behaviours.unary_stream
 
         async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
             async with _status_of_errors(context, method):
@@ -175,7 +182,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, **codec)
     if handler.stream_unary:
-        client_stream = handler.stream_unary
+        client_stream = behaviours.stream_unary
 
         async def stream_unary(requests: AsyncIterator[Any], context: Context) -> Any:
             async with _status_of_errors(context, method):
