@@ -1,5 +1,5 @@
 # One image for all four services; each Deployment picks its service:
-#   docker build -t tessera:dev .
+#   docker build -t tessera:dev .     (--build-arg SERVICES=profiles for one service)
 #   docker run --rm -p 50052:50052 -e TESSERA_HOST=0.0.0.0 \
 #     -e TESSERA_ALLOW_UNAUTHENTICATED=true tessera:dev serve profiles
 # In Kubernetes the container args are ["serve", "<service>"] (see k8s/).
@@ -14,23 +14,28 @@ WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-# grpcio-tools first and alone: protoc is needed before the project can be
-# packaged (gen/ is part of its package-dir), and this layer rarely changes.
-RUN pip install "grpcio-tools>=1.66"
+# grpcio-tools and mypy-protobuf first and alone: protoc is needed before
+# the distributions are built (generated code lives inside them), and this
+# layer rarely changes.
+RUN pip install "grpcio-tools>=1.66" "mypy-protobuf>=3.6"
 
-# Only what the package needs; tests, bench, caches and local venvs stay out.
-COPY pyproject.toml README.md ./
+# Only what the packages need; tests, bench, caches and local venvs stay out.
 COPY protos/ protos/
 COPY tools/ tools/
-COPY tessera/ tessera/
+COPY runtime/ runtime/
 COPY services/ services/
 
-# Generated code is never committed: build it here, from the protos above.
-# The import check runs with -P so /src/tessera cannot stand in for the
-# installed package.
+# Generated code is never committed: build it here, from the protos above,
+# then install the runtime and the services named by SERVICES (all four by
+# default; an image of profiles, segments or experiments needs only that
+# one, while decision evaluates the others' rules in process and so needs
+# all four named). The import check runs
+# with -P so the source folders cannot stand in for the installed packages.
+ARG SERVICES="profiles segments experiments decision"
 RUN python tools/protogen.py \
-    && pip install . \
-    && python -P -c "import tessera.cli, tessera.decision.server"
+    && pip install ./runtime $(for s in $SERVICES; do echo ./services/$s; done) \
+    && pip uninstall -y grpcio-tools mypy-protobuf \
+    && python -P -c "import tessera.cli, importlib; [importlib.import_module(f'tessera.{s}.server') for s in '$SERVICES'.split()]"
 
 # --- runtime: the venv on a clean slim image, as a non-root user -----------
 FROM python:3.11-slim
