@@ -16,6 +16,7 @@ import grpc
 
 from tessera import server
 from tessera.bench.v1 import bench_pb2, bench_pb2_grpc
+from tessera.settings import RuntimeSettings
 
 
 class EchoServicer(bench_pb2_grpc.EchoServiceServicer):
@@ -33,6 +34,10 @@ class EchoService:
 
     name: str = "echo"
     full_names: Sequence[str] = (bench_pb2.DESCRIPTOR.services_by_name["EchoService"].full_name,)
+
+    def __init__(self) -> None:
+        # The same runtime as the services, guard and limits included.
+        self.settings = RuntimeSettings()
 
     def add_to(self, grpc_server: grpc.aio.Server) -> None:
         """Register the echo servicer."""

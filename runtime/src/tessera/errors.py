@@ -43,6 +43,12 @@ class FailedPrecondition(TesseraError):
     code_name = "FAILED_PRECONDITION"
 
 
+class ResourceExhausted(TesseraError):
+    """The request is larger than a documented limit allows."""
+
+    code_name = "RESOURCE_EXHAUSTED"
+
+
 class Unavailable(TesseraError):
     """A dependency cannot be reached right now; retrying may succeed."""
 

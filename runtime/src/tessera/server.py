@@ -6,7 +6,8 @@ health service and server reflection, and returns it with its bound port
 then drains: health goes NOT_SERVING at once so load balancers and probes
 stop sending, in-flight calls get the grace period, and the process exits 0.
 
-Domain errors become gRPC status codes here and nowhere else
+Domain errors become gRPC status codes here and nowhere else, and every
+request passes the guard (`tessera.guard`) before its handler runs
 (`ErrorInterceptor`).
 """
 
@@ -26,7 +27,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tessera import guard
 from tessera.errors import TesseraError
+from tessera.settings import RuntimeSettings
 
 log = logging.getLogger("tessera.server")
 
@@ -52,6 +55,9 @@ class Service(Protocol):
 
     full_names: Sequence[str]
     """Fully qualified gRPC service names, for health and reflection."""
+
+    settings: RuntimeSettings
+    """The service's settings; the runtime reads the request limits from them."""
 
     def add_to(self, server: grpc.aio.Server) -> None:
         """Register the servicers on `server`."""
@@ -114,12 +120,15 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps `TesseraError` raised by any servicer to its gRPC status.
 
+    Every request is decoded and checked by the guard first, with `limits`.
+
     Anything else is logged with its traceback and answered INTERNAL without
     internals in the message.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limits: guard.Limits) -> None:
         self._wrapped: dict[str, Handler] = {}
+        self._limits = limits
 
     async def intercept_service(
         self,
@@ -133,7 +142,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        wrapped = _wrap(handler, method)
+        wrapped = _wrap(handler, method, self._limits)
         self._wrapped[method] = wrapped
         return wrapped
 
@@ -155,38 +164,61 @@ async def _status_of_errors(
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
 
 
-def _wrap(handler: Handler, method: str) -> Handler:
+def _wrap(handler: Handler, method: str, limits: guard.Limits) -> Handler:
+    """The handler with errors mapped and every request through the guard.
+
+    The request arrives as bytes and is decoded here rather than by grpc, so
+    that bytes which do not decode are answered INVALID_ARGUMENT like any
+    other bad input, instead of an UNKNOWN naming a Python exception.
+    """
     # grpc.aio hands the interceptor the servicer's async behaviours, which the
     # stubs type as the synchronous ones; read them as what they are here.
     behaviours: Any = handler
-    codec = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
+    parse = handler.request_deserializer
+    codec: dict[str, Any] = {"response_serializer": handler.response_serializer}
+
+    def admit(data: Any) -> Any:
+        if parse is None:
+            return data
+        request = guard.decode(parse, data)
+        guard.check(request, limits)
+        return request
+
     Context = grpc.aio.ServicerContext[Any, Any]
     if handler.unary_unary:
         unary = behaviours.unary_unary
 
-        async def unary_unary(request: Any, context: Context) -> Any:
+        async def unary_unary(data: Any, context: Context) -> Any:
             async with _status_of_errors(context, method):
-                return await unary(request, context)
+                return await unary(admit(data), context)
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
     if handler.unary_stream:
         server_stream = behaviours.unary_stream
 
-        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        async def unary_stream(data: Any, context: Context) -> AsyncIterator[Any]:
             async with _status_of_errors(context, method):
-                async for response in server_stream(request, context):
+                async for response in server_stream(admit(data), context):
                     yield response
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, **codec)
     if handler.stream_unary:
         client_stream = behaviours.stream_unary
 
-        async def stream_unary(requests: AsyncIterator[Any], context: Context) -> Any:
+        async def admitted(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+            index = 0
+            async for data in stream:
+                try:
+                    yield admit(data)
+                except TesseraError as error:
+                    # Name the message of the stream the problem is in.
+                    field = f"[{index}].{error.field}" if error.field else f"[{index}]"
+                    raise type(error)(error.message, field=field) from None
+                index += 1
+
+        async def stream_unary(stream: AsyncIterator[Any], context: Context) -> Any:
             async with _status_of_errors(context, method):
-                return await client_stream(requests, context)
+                return await client_stream(admitted(stream), context)
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
     return handler
@@ -194,7 +226,8 @@ def _wrap(handler: Handler, method: str) -> Handler:
 
 async def start(service: Service, host: str = "127.0.0.1", port: int = 0) -> Running:
     """Build and start a server for `service`; port 0 binds a free port."""
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
+    interceptor = ErrorInterceptor(service.settings.limits())
+    server = grpc.aio.server(interceptors=[interceptor], options=SERVER_OPTIONS)
     service.add_to(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tessera.guard import Limits
+
 SERVICES = ("decision", "profiles", "segments", "experiments")
 
 DEFAULT_PORTS = {"decision": 50051, "profiles": 50052, "segments": 50053, "experiments": 50054}
@@ -40,6 +42,32 @@ class RuntimeSettings(BaseSettings):
     allow_unauthenticated: bool = Field(
         False, description="Serve a non-loopback address without API keys, on purpose."
     )
+
+    # Request limits (tessera.guard): defaults no busy shop meets and every
+    # abuser does. The README's limits table lists them.
+    max_id_chars: int = Field(256, gt=0, description="Characters in an id, key or type.")
+    max_prose_chars: int = Field(4096, gt=0, description="Characters in a name or description.")
+    max_rule_chars: int = Field(65_536, gt=0, description="Characters in a segment rule.")
+    max_identities: int = Field(32, gt=0, description="Identities in one request or event.")
+    max_placements: int = Field(32, gt=0, description="Placements in one Decide.")
+    max_repeated: int = Field(1000, gt=0, description="Items of any other list in a request.")
+    max_struct_bytes: int = Field(65_536, gt=0, description="Encoded bytes of one Struct.")
+    max_struct_entries: int = Field(1000, gt=0, description="Keys and items in one Struct.")
+    max_struct_depth: int = Field(8, gt=0, description="Nesting levels in one Struct.")
+
+    def limits(self) -> Limits:
+        """The request limits the guard enforces at the edge."""
+        return Limits(
+            id_chars=self.max_id_chars,
+            prose_chars=self.max_prose_chars,
+            rule_chars=self.max_rule_chars,
+            identities=self.max_identities,
+            placements=self.max_placements,
+            repeated=self.max_repeated,
+            struct_bytes=self.max_struct_bytes,
+            struct_entries=self.max_struct_entries,
+            struct_depth=self.max_struct_depth,
+        )
 
     def port_of(self, service: str) -> int:
         """The port `service` listens on."""
