@@ -12,13 +12,15 @@ import asyncio
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 
 from tessera import logs
 from tessera.errors import TesseraError
@@ -65,8 +67,45 @@ def serve(name: str) -> int:
     return 0
 
 
+def _take_terminal() -> Callable[[], None]:
+    """Make this process the terminal's foreground, so Ctrl-C reaches it alone.
+
+    Under `make run`, Ctrl-C would otherwise also reach make, which reports
+    the run as interrupted (exit 2) even when the suite stopped cleanly. Like
+    a shell's job control: a process group of our own, given the terminal,
+    and the terminal given back on the way out. Returns the give-back.
+    """
+    if not sys.stdin.isatty():
+        return lambda: None
+    fd = sys.stdin.fileno()
+
+    def foreground(group: int) -> None:
+        # A background group that sets the foreground gets SIGTTOU: ignore it.
+        previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        try:
+            os.tcsetpgrp(fd, group)
+        finally:
+            signal.signal(signal.SIGTTOU, previous)
+
+    try:
+        before = os.tcgetpgrp(fd)
+        os.setpgid(0, 0)
+        foreground(os.getpgrp())
+    except OSError:  # a session leader, or no controlling terminal
+        return lambda: None
+    return lambda: foreground(before)
+
+
 def up() -> int:
     """Start all four services as processes; stop them all on Ctrl-C or SIGTERM."""
+    give_back = _take_terminal()
+    try:
+        return _up()
+    finally:
+        give_back()
+
+
+def _up() -> int:
     stopping = False
 
     def stop_all(*_: Any) -> None:
@@ -102,17 +141,12 @@ def decide(args: argparse.Namespace) -> int:
     from tessera.common.v1 import common_pb2
     from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
 
-    identities = []
-    for item in args.identity:
-        kind, _, value = item.partition("=")
-        identities.append(common_pb2.Identity(type=kind, value=value))
     request = decision_pb2.DecideRequest(
-        identities=identities,
+        identities=[common_pb2.Identity(type=kind, value=value) for kind, value in args.identity],
         channel=common_pb2.Channel.Value(f"CHANNEL_{args.channel.upper()}"),
         placements=args.placement,
+        context=args.context,
     )
-    if args.context:
-        request.context.update(json.loads(args.context))
     address = args.address or RuntimeSettings().address_of("decision")
     with grpc.insecure_channel(address) as channel:
         try:
@@ -120,7 +154,7 @@ def decide(args: argparse.Namespace) -> int:
                 request, timeout=args.timeout
             )
         except grpc.RpcError as error:
-            print(f"{error.code().name}: {error.details()}", file=sys.stderr)
+            print(_explain(error, address), file=sys.stderr)
             return 1
     shown = json_format.MessageToDict(
         reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
@@ -185,7 +219,7 @@ def demo(args: argparse.Namespace) -> int:
                 event.properties.update({"category": "juicers", "product_id": product})
                 profiles.Track(profiles_pb2.TrackRequest(event=event), timeout=5)
     except grpc.RpcError as error:
-        print(f"{error.code().name}: {error.details()}", file=sys.stderr)
+        print(_explain(error, settings.address_of("segments")), file=sys.stderr)
         return 1
     print(
         "Defined segment juicer-fans and campaign juicer-promo (90% banner, 10% control);\n"
@@ -194,6 +228,37 @@ def demo(args: argparse.Namespace) -> int:
         "--placement home_hero --placement footer"
     )
     return 0
+
+
+def _explain(error: grpc.RpcError, address: str) -> str:
+    """One line for a failed call, with what to do when nothing listens."""
+    call: Any = error  # a grpc.Call as well
+    line = f"{call.code().name}: {call.details()}"
+    if call.code() == grpc.StatusCode.UNAVAILABLE:
+        line += f"\nIs the suite running at {address}? Start it with `make run` (or `tessera up`)."
+    return line
+
+
+def _identity(text: str) -> tuple[str, str]:
+    kind, equals, value = text.partition("=")
+    if not (kind and equals and value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not TYPE=VALUE, e.g. cookie=abc")
+    return kind, value
+
+
+def _context(text: str) -> struct_pb2.Struct:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('must be a JSON object, e.g. \'{"page": "home"}\'')
+    context = struct_pb2.Struct()
+    context.update(value)
+    return context
+
+
+CHANNELS = ("web", "app", "email", "sms", "push", "call_center", "store")
 
 
 def _create_once(create: Any) -> None:
@@ -214,13 +279,37 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser = commands.add_parser("serve", help="serve one service")
     serve_parser.add_argument("service", choices=SERVICES)
     commands.add_parser("demo", help="define the README's juicer example on a running suite")
-    decide_parser = commands.add_parser("decide", help="call Decide and print the answer")
-    decide_parser.add_argument("--identity", action="append", required=True, metavar="TYPE=VALUE")
-    decide_parser.add_argument("--placement", action="append", required=True)
-    decide_parser.add_argument("--channel", default="web")
-    decide_parser.add_argument("--context", help="JSON object")
-    decide_parser.add_argument("--address", help="decision service host:port")
-    decide_parser.add_argument("--timeout", type=float, default=5.0)
+    decide_parser = commands.add_parser(
+        "decide",
+        help="call Decide and print the answer",
+        description="Call Decide once on a running suite and print the answer as JSON.",
+    )
+    decide_parser.add_argument(
+        "--identity",
+        action="append",
+        required=True,
+        type=_identity,
+        metavar="TYPE=VALUE",
+        help="an identity of the visitor, e.g. cookie=abc or email=a@b.c; repeatable",
+    )
+    decide_parser.add_argument(
+        "--placement",
+        action="append",
+        required=True,
+        help="a placement to decide, e.g. home_hero; repeatable",
+    )
+    decide_parser.add_argument(
+        "--channel", default="web", choices=CHANNELS, help="the calling channel (default: web)"
+    )
+    decide_parser.add_argument(
+        "--context", type=_context, help="request context as a JSON object, e.g. '{\"page\": 1}'"
+    )
+    decide_parser.add_argument(
+        "--address", help="decision service host:port (default: from TESSERA_* settings)"
+    )
+    decide_parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait (default: 5)"
+    )
     args = parser.parse_args(argv)
     if args.command == "up":
         return up()

@@ -113,6 +113,9 @@ def start_suite(
             suite.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "tessera.cli", "serve", name],
                 env=full_env,
+                # A session of its own: Ctrl-C in the terminal reaches only
+                # `tessera up`, which stops the services with one SIGTERM each.
+                start_new_session=True,
                 stdout=stdout,
                 stderr=stdout,
             )
