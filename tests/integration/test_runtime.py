@@ -151,3 +151,49 @@ def test_sigterm__call_in_flight__finishes_within_grace_and_process_exits_zero(
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_shutdown__call_arriving_while_another_drains__unavailable_not_cancelled(
+    store_env: dict[str, str],
+) -> None:
+    import threading
+
+    from tessera.common.v1 import common_pb2
+
+    settings = {k.removeprefix("TESSERA_").lower(): v for k, v in store_env.items()}
+    server = ServerThread(lambda: ProfilesService(ProfilesSettings(**settings))).start()
+    channel = server.channel()
+    profiles = profiles_pb2_grpc.ProfileServiceStub(channel)
+    release = threading.Event()
+
+    def events():  # a TrackStream held open until released: a call under way at shutdown
+        yield profiles_pb2.TrackStreamRequest(
+            event=common_pb2.Event(
+                event_id="drain-1",
+                identities=[common_pb2.Identity(type="cookie", value="drain")],
+                type="page_view",
+            )
+        )
+        release.wait(10)
+
+    under_way = profiles.TrackStream.future(events())
+    time.sleep(0.3)
+    stopping = threading.Thread(target=server.stop, kwargs={"grace": 5.0})
+    stopping.start()
+    time.sleep(0.3)
+
+    with pytest.raises(grpc.RpcError) as raised:
+        profiles.Identify(
+            profiles_pb2.IdentifyRequest(
+                identities=[common_pb2.Identity(type="cookie", value="x")]
+            ),
+            timeout=2,
+        )
+    release.set()
+    finished = under_way.result(timeout=10)
+    stopping.join(10)
+    channel.close()
+
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "shutting down" in (raised.value.details() or "")
+    assert finished.accepted == 1

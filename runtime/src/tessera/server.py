@@ -80,17 +80,93 @@ class Running:
     port: int
     health: health.aio.HealthServicer
     service: Service
+    gate: Gate
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drain and stop: NOT_SERVING, finish in-flight calls, close stores."""
+        """Drain and stop: NOT_SERVING, finish in-flight calls, close stores.
+
+        From the first moment of shutdown a new call is answered UNAVAILABLE
+        (which clients retry on another replica) rather than accepted and then
+        cut off as CANCELLED (which they do not retry); calls under way get
+        the grace period to finish before the server stops.
+        """
         if self.stopped.is_set():
             return
         self.stopped.set()
+        started = asyncio.get_running_loop().time()
+        self.gate.close()
         await self.health.enter_graceful_shutdown()
         await self.service.drain()
-        await self.server.stop(grace)
+        await self.gate.emptied(grace)
+        left = (
+            None
+            if grace is None
+            else max(0.0, grace - (asyncio.get_running_loop().time() - started))
+        )
+        await self.server.stop(left)
         await self.service.stop()
+
+
+class Gate:
+    """Counts the calls under way and, once closed, turns new ones away."""
+
+    # Health and reflection keep answering during shutdown: probes must see
+    # NOT_SERVING, not an error.
+    ALWAYS_OPEN = ("/grpc.health.", "/grpc.reflection.")
+
+    def __init__(self) -> None:
+        self.closing = False
+        self._under_way = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._last_arrival = 0.0
+
+    def close(self) -> None:
+        """Refuse every call that arrives from now on."""
+        self.closing = True
+
+    async def emptied(self, timeout: float | None, quiet_s: float = 0.1) -> None:
+        """Wait until no call is under way and none arrived for `quiet_s`, or `timeout`.
+
+        Calls already queued in gRPC's core when the server stops are cut off
+        as CANCELLED; waiting for a quiet moment lets the gate answer them
+        UNAVAILABLE first, while clients move to other replicas.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        with contextlib.suppress(TimeoutError):
+            while True:
+                left = None if deadline is None else deadline - loop.time()
+                await asyncio.wait_for(self._idle.wait(), left)
+                quiet_for = loop.time() - self._last_arrival
+                if quiet_for >= quiet_s:
+                    return
+                if deadline is not None and loop.time() + quiet_s - quiet_for > deadline:
+                    return
+                await asyncio.sleep(quiet_s - quiet_for)
+
+    @contextlib.asynccontextmanager
+    async def admit(
+        self, context: grpc.aio.ServicerContext[Any, Any], method: str
+    ) -> AsyncIterator[None]:
+        """Hold the call open while it runs; answer UNAVAILABLE once closing."""
+        if method.startswith(self.ALWAYS_OPEN):
+            yield
+            return
+        self._last_arrival = asyncio.get_running_loop().time()
+        if self.closing:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry another replica"
+            )
+        self._under_way += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._under_way -= 1
+            if self._under_way == 0:
+                self._idle.set()
 
 
 def _status_code(error: TesseraError) -> grpc.StatusCode:
@@ -126,9 +202,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     internals in the message.
     """
 
-    def __init__(self, limits: guard.Limits) -> None:
+    def __init__(self, limits: guard.Limits, gate: Gate) -> None:
         self._wrapped: dict[str, Handler] = {}
         self._limits = limits
+        self._gate = gate
 
     async def intercept_service(
         self,
@@ -142,7 +219,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        wrapped = _wrap(handler, method, self._limits)
+        wrapped = _wrap(handler, method, self._limits, self._gate)
         self._wrapped[method] = wrapped
         return wrapped
 
@@ -164,7 +241,7 @@ async def _status_of_errors(
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
 
 
-def _wrap(handler: Handler, method: str, limits: guard.Limits) -> Handler:
+def _wrap(handler: Handler, method: str, limits: guard.Limits, gate: Gate) -> Handler:
     """The handler with errors mapped and every request through the guard.
 
     The request arrives as bytes and is decoded here rather than by grpc, so
@@ -189,7 +266,7 @@ def _wrap(handler: Handler, method: str, limits: guard.Limits) -> Handler:
         unary = behaviours.unary_unary
 
         async def unary_unary(data: Any, context: Context) -> Any:
-            async with _status_of_errors(context, method):
+            async with gate.admit(context, method), _status_of_errors(context, method):
                 return await unary(admit(data), context)
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
@@ -197,7 +274,7 @@ def _wrap(handler: Handler, method: str, limits: guard.Limits) -> Handler:
         server_stream = behaviours.unary_stream
 
         async def unary_stream(data: Any, context: Context) -> AsyncIterator[Any]:
-            async with _status_of_errors(context, method):
+            async with gate.admit(context, method), _status_of_errors(context, method):
                 async for response in server_stream(admit(data), context):
                     yield response
 
@@ -217,7 +294,7 @@ def _wrap(handler: Handler, method: str, limits: guard.Limits) -> Handler:
                 index += 1
 
         async def stream_unary(stream: AsyncIterator[Any], context: Context) -> Any:
-            async with _status_of_errors(context, method):
+            async with gate.admit(context, method), _status_of_errors(context, method):
                 return await client_stream(admitted(stream), context)
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
@@ -226,7 +303,8 @@ def _wrap(handler: Handler, method: str, limits: guard.Limits) -> Handler:
 
 async def start(service: Service, host: str = "127.0.0.1", port: int = 0) -> Running:
     """Build and start a server for `service`; port 0 binds a free port."""
-    interceptor = ErrorInterceptor(service.settings.limits())
+    gate = Gate()
+    interceptor = ErrorInterceptor(service.settings.limits(), gate)
     server = grpc.aio.server(interceptors=[interceptor], options=SERVER_OPTIONS)
     service.add_to(server)
     health_servicer = health.aio.HealthServicer()
@@ -242,7 +320,7 @@ async def start(service: Service, host: str = "127.0.0.1", port: int = 0) -> Run
     for name in ("", *service.full_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving", extra={"address": f"{host}:{bound}", "services": list(service.full_names)})
-    return Running(server, bound, health_servicer, service)
+    return Running(server, bound, health_servicer, service, gate)
 
 
 async def run(service: Service, host: str, port: int, grace: float) -> None:
