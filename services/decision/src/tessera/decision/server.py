@@ -1,4 +1,4 @@
-"""Wiring of the decision service: settings, stores, peers, servicer."""
+"""Wiring of the decision service: settings, stores, peers, application, servicer."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import grpc
 from tessera import db
 from tessera.catalog import Catalog
 from tessera.clients import peer_channel
+from tessera.decision.application.campaigns import Campaigns
+from tessera.decision.application.decide import Decider
+from tessera.decision.transport.convert import campaign_from_proto
 from tessera.decision.transport.evaluation import Evaluator, InProcessEvaluator, RpcEvaluator
 from tessera.decision.transport.servicer import DecisionServicer
 from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
@@ -50,14 +53,16 @@ class DecisionService:
             if self.settings.evaluation == "in_process"
             else RpcEvaluator(segments, experiments)
         )
-        self.servicer = DecisionServicer(
-            self.catalog,
+        # Registered before the catalog opens, so it is filled with the snapshot.
+        campaigns = self.catalog.cache(campaign_from_proto)
+        self.decider = Decider(
+            campaigns,
             self.evaluator,
             profiles_pb2_grpc.ProfileServiceStub(self.channels["profiles"]),
-            segments,
-            experiments,
             self.settings.decide_deadline_s,
         )
+        self.campaigns = Campaigns(self.catalog, segments, experiments)
+        self.servicer = DecisionServicer(self.decider, self.campaigns)
 
     def add_to(self, server: grpc.aio.Server) -> None:
         decision_pb2_grpc.add_DecisionServiceServicer_to_server(self.servicer, server)

@@ -1,27 +1,29 @@
-"""Campaign protos to domain values and back."""
+"""Decision protos to application and domain values, and back."""
 
 from __future__ import annotations
 
 from tessera.common.v1 import common_pb2
-from tessera.convert import struct_to_dict, timestamp_to_datetime
+from tessera.convert import check_channel, struct_to_dict, timestamp_to_datetime
+from tessera.decision.application.decide import DecideQuery, Decisions
 from tessera.decision.domain.campaigns import (
     CalendarWindow,
     CampaignDef,
     CampaignStatus,
     CampaignVariant,
+    Choice,
     Schedule,
 )
 from tessera.decision.v1 import decision_pb2
-from tessera.errors import InvalidArgument
+from tessera.errors import InvalidArgument, require
 
-STATUS_FROM_PROTO = {
+STATUS_FROM_PROTO: dict[decision_pb2.CampaignStatus.ValueType, CampaignStatus] = {
     decision_pb2.CAMPAIGN_STATUS_UNSPECIFIED: CampaignStatus.DRAFT,
     decision_pb2.CAMPAIGN_STATUS_DRAFT: CampaignStatus.DRAFT,
     decision_pb2.CAMPAIGN_STATUS_RUNNING: CampaignStatus.RUNNING,
     decision_pb2.CAMPAIGN_STATUS_PAUSED: CampaignStatus.PAUSED,
     decision_pb2.CAMPAIGN_STATUS_STOPPED: CampaignStatus.STOPPED,
 }
-GOAL_KINDS = {
+GOAL_KINDS: dict[common_pb2.GoalKind.ValueType, str] = {
     common_pb2.GOAL_KIND_CONVERSION: "conversion",
     common_pb2.GOAL_KIND_REVENUE: "revenue",
 }
@@ -60,4 +62,43 @@ def campaign_from_proto(message: decision_pb2.Campaign) -> CampaignDef:
         goal_event_type=message.goal.event_type,
         goal_kind=GOAL_KINDS.get(message.goal.kind, ""),
         pressure_cost=message.pressure_cost,
+    )
+
+
+def decide_query_from_proto(request: decision_pb2.DecideRequest) -> DecideQuery:
+    """A Decide request as the application takes it; INVALID_ARGUMENT names a bad field."""
+    require(bool(request.identities), "identities", "at least one identity is required")
+    require(bool(request.placements), "placements", "name at least one placement")
+    for index, placement in enumerate(request.placements):
+        require(bool(placement), f"placements[{index}]", "must not be empty")
+    check_channel(request.channel, "channel")
+    return DecideQuery(
+        identities=request.identities,
+        channel=request.channel,
+        placements=request.placements,
+        context=request.context,
+    )
+
+
+def decision_to_proto(choice: Choice) -> decision_pb2.Decision:
+    """What one placement shows, as a Decision: empty but for its reasons when nothing fits."""
+    decision = decision_pb2.Decision(placement=choice.placement, reasons=choice.reasons)
+    if choice.campaign is not None:
+        variant = choice.campaign.variant(choice.variant_key)
+        decision.campaign_key = choice.campaign.key
+        decision.experiment_key = choice.campaign.experiment_key
+        decision.variant_key = choice.variant_key
+        decision.is_control = choice.is_control
+        if variant is not None and variant.payload:
+            decision.payload.update(dict(variant.payload))
+    return decision
+
+
+def decide_response_to_proto(decisions: Decisions) -> decision_pb2.DecideResponse:
+    """The answer of a Decide."""
+    return decision_pb2.DecideResponse(
+        profile_id=decisions.profile_id,
+        decisions=[decision_to_proto(choice) for choice in decisions.choices],
+        segment_keys=decisions.segment_keys,
+        conversion_probability=decisions.conversion_probability,
     )

@@ -21,6 +21,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from tessera.clients import peer_error
+from tessera.common.v1 import common_pb2
 from tessera.errors import TesseraError, Unavailable
 from tessera.experiments.domain import ExperimentDef, assign_all
 from tessera.experiments.transport.convert import experiment_from_proto
@@ -53,7 +54,7 @@ class Evaluator(Protocol):
     async def segments(
         self,
         profile: profiles_pb2.Profile,
-        channel: int,
+        channel: common_pb2.Channel.ValueType,
         context: struct_pb2.Struct,
         timeout: float,
     ) -> list[str]:
@@ -63,7 +64,7 @@ class Evaluator(Protocol):
         self,
         profile_id: str,
         segment_keys: Sequence[str],
-        channel: int,
+        channel: common_pb2.Channel.ValueType,
         experiment_keys: Sequence[str],
         timeout: float,
     ) -> dict[str, str]:
@@ -75,8 +76,8 @@ class RpcEvaluator:
 
     def __init__(
         self,
-        segments: segments_pb2_grpc.SegmentServiceStub,
-        experiments: experiments_pb2_grpc.ExperimentServiceStub,
+        segments: segments_pb2_grpc.SegmentServiceAsyncStub,
+        experiments: experiments_pb2_grpc.ExperimentServiceAsyncStub,
     ) -> None:
         self._segments = segments
         self._experiments = experiments
@@ -90,7 +91,7 @@ class RpcEvaluator:
     async def segments(
         self,
         profile: profiles_pb2.Profile,
-        channel: int,
+        channel: common_pb2.Channel.ValueType,
         context: struct_pb2.Struct,
         timeout: float,
     ) -> list[str]:
@@ -107,7 +108,7 @@ class RpcEvaluator:
         self,
         profile_id: str,
         segment_keys: Sequence[str],
-        channel: int,
+        channel: common_pb2.Channel.ValueType,
         experiment_keys: Sequence[str],
         timeout: float,
     ) -> dict[str, str]:
@@ -129,8 +130,8 @@ class InProcessEvaluator:
 
     def __init__(
         self,
-        segments: segments_pb2_grpc.SegmentServiceStub,
-        experiments: experiments_pb2_grpc.ExperimentServiceStub,
+        segments: segments_pb2_grpc.SegmentServiceAsyncStub,
+        experiments: experiments_pb2_grpc.ExperimentServiceAsyncStub,
     ) -> None:
         self._segment_stub = segments
         self._experiment_stub = experiments
@@ -224,7 +225,7 @@ class InProcessEvaluator:
     async def segments(
         self,
         profile: profiles_pb2.Profile,
-        channel: int,
+        channel: common_pb2.Channel.ValueType,
         context: struct_pb2.Struct,
         timeout: float,
     ) -> list[str]:
@@ -236,7 +237,7 @@ class InProcessEvaluator:
         self,
         profile_id: str,
         segment_keys: Sequence[str],
-        channel: int,
+        channel: common_pb2.Channel.ValueType,
         experiment_keys: Sequence[str],
         timeout: float,
     ) -> dict[str, str]:

@@ -1,0 +1,225 @@
+"""The campaign lifecycle: each campaign stored with its experiment in line.
+
+Creating, changing and deleting a campaign are writes in two services: the
+campaign in this service's catalog, its experiment in the experiment
+service. There is no transaction across the two, so every step is written
+to be retried: a create finds its experiment left over and brings it in
+line, an update settles the experiment from what is stored, a retried
+update finishes instead of being refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import grpc
+
+from tessera.catalog import Catalog
+from tessera.clients import peer_error
+from tessera.convert import as_written
+from tessera.decision.domain.campaigns import experiment_key_for, validate_campaign, with_control
+from tessera.decision.transport.convert import campaign_from_proto
+from tessera.decision.v1 import decision_pb2
+from tessera.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unimplemented,
+)
+from tessera.experiments.v1 import experiments_pb2
+from tessera.segments.v1 import segments_pb2
+
+if TYPE_CHECKING:
+    from tessera.experiments.v1.experiments_pb2_grpc import ExperimentServiceAsyncStub
+    from tessera.segments.v1.segments_pb2_grpc import SegmentServiceAsyncStub
+
+log = logging.getLogger("tessera.decision")
+
+PEER_TIMEOUT_S = 5.0
+"""Deadline of each peer call of an admin change: off the hot path, so generous."""
+SETTLE_ATTEMPTS = 5
+"""How often an update re-syncs the experiment while other updates keep landing."""
+
+EXPERIMENT_STATUS: dict[
+    decision_pb2.CampaignStatus.ValueType, experiments_pb2.ExperimentStatus.ValueType
+] = {
+    decision_pb2.CAMPAIGN_STATUS_UNSPECIFIED: experiments_pb2.EXPERIMENT_STATUS_DRAFT,
+    decision_pb2.CAMPAIGN_STATUS_DRAFT: experiments_pb2.EXPERIMENT_STATUS_DRAFT,
+    decision_pb2.CAMPAIGN_STATUS_RUNNING: experiments_pb2.EXPERIMENT_STATUS_RUNNING,
+    decision_pb2.CAMPAIGN_STATUS_PAUSED: experiments_pb2.EXPERIMENT_STATUS_PAUSED,
+    decision_pb2.CAMPAIGN_STATUS_STOPPED: experiments_pb2.EXPERIMENT_STATUS_STOPPED,
+}
+"""The status a campaign's experiment takes from the campaign's."""
+
+
+def normalised(campaign: decision_pb2.Campaign) -> decision_pb2.Campaign:
+    """The campaign as stored: control variant, experiment key, default status; validated.
+
+    Raises InvalidArgument naming the first wrong field, and Unimplemented for
+    settings the decision path does not enforce yet. Segment references are
+    checked by `Campaigns`, which can ask the segment service.
+    """
+    message = as_written(campaign)
+    if message.status == decision_pb2.CAMPAIGN_STATUS_UNSPECIFIED:
+        message.status = decision_pb2.CAMPAIGN_STATUS_DRAFT
+    if not message.variants:
+        raise InvalidArgument(
+            "add at least one variant besides the control", field="campaign.variants"
+        )
+    domain = campaign_from_proto(message)
+    variants, control_key = with_control(domain.variants, message.control_variant_key)
+    if len(variants) > len(domain.variants):
+        message.variants.add(key=control_key, weight=variants[-1].weight)
+    message.control_variant_key = control_key
+    message.experiment_key = experiment_key_for(message.key)
+    # Stored but not yet enforced would mislead: refuse until they are built.
+    if message.frequency_cap.max_decisions:
+        raise Unimplemented("frequency caps are not enforced yet", field="campaign.frequency_cap")
+    if message.pressure_cost:
+        raise Unimplemented("pressure budgets are not enforced yet", field="campaign.pressure_cost")
+    validate_campaign(campaign_from_proto(message))
+    return message
+
+
+def experiment_for(campaign: decision_pb2.Campaign) -> experiments_pb2.Experiment:
+    """The experiment that splits a (normalised) campaign's audience over its variants.
+
+    It takes the whole audience (the campaign's audience decides who is in),
+    the campaign's goal and schedule, and a status that follows the campaign's.
+    """
+    return experiments_pb2.Experiment(
+        key=campaign.experiment_key,
+        name=f"Campaign {campaign.name or campaign.key}",
+        description=f"Splits the audience of campaign {campaign.key!r}; created with it.",
+        variants=[
+            experiments_pb2.Variant(key=v.key, weight=v.weight, payload=v.payload)
+            for v in campaign.variants
+        ],
+        control_variant_key=campaign.control_variant_key,
+        traffic_fraction=1.0,
+        audience_segment_keys=campaign.audience_segment_keys,
+        status=EXPERIMENT_STATUS[campaign.status],
+        goal=campaign.goal,
+        start_time=campaign.schedule.start_time,
+        end_time=campaign.schedule.end_time,
+    )
+
+
+class Campaigns:
+    """Create, read, change and delete campaigns, each with its experiment in line."""
+
+    def __init__(
+        self,
+        catalog: Catalog[decision_pb2.Campaign],
+        segments: SegmentServiceAsyncStub,
+        experiments: ExperimentServiceAsyncStub,
+        peer_timeout_s: float = PEER_TIMEOUT_S,
+    ) -> None:
+        self.catalog = catalog
+        self.segments = segments
+        self.experiments = experiments
+        self.peer_timeout_s = peer_timeout_s
+
+    async def create(self, campaign: decision_pb2.Campaign) -> decision_pb2.Campaign:
+        """Store a new campaign after creating its experiment; the campaign as stored."""
+        message = await self._prepared(campaign)
+        try:
+            await self.catalog.get(message.key)
+        except NotFound:
+            pass
+        else:
+            raise AlreadyExists(f"campaign {message.key!r} exists already", field="campaign.key")
+        try:
+            await self.experiments.CreateExperiment(
+                experiments_pb2.CreateExperimentRequest(experiment=experiment_for(message)),
+                timeout=self.peer_timeout_s,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise peer_error(error, "experiments") from error
+            # The campaign's experiment key is reserved for it: the experiment is
+            # left from an earlier try of this call, or from a deleted campaign
+            # of the same key. Bring it in line rather than fail every retry.
+            await self._sync_experiment(message)
+        return await self.catalog.create(message)
+
+    async def get(self, key: str) -> decision_pb2.Campaign:
+        """The campaign under `key`."""
+        return await self.catalog.get(key)
+
+    async def page(
+        self, page_size: int, page_token: str
+    ) -> tuple[list[decision_pb2.Campaign], str]:
+        """A page of campaigns in key order and the next page's token."""
+        return await self.catalog.page(page_size, page_token)
+
+    async def update(
+        self, campaign: decision_pb2.Campaign, expected_version: int = 0
+    ) -> decision_pb2.Campaign:
+        """Replace a campaign (optimistically when `expected_version` is set), then settle."""
+        message = await self._prepared(campaign)
+        try:
+            stored = await self.catalog.update(message, expected_version)
+        except FailedPrecondition:
+            # The retry of an update that was stored but whose experiment sync
+            # failed: same content, one version on. Finish it instead of refusing.
+            stored = await self.catalog.get(message.key)
+            retry = expected_version and stored.version == expected_version + 1
+            if not (retry and as_written(stored) == message):
+                raise
+        await self.settle(message.key)
+        return stored
+
+    async def settle(self, key: str) -> None:
+        """Bring the experiment in line with the stored campaign, whoever wrote last.
+
+        Syncs from what is stored, not from this call's request, and again if
+        another update landed meanwhile, so concurrent updates cannot leave
+        one campaign with another's weights.
+        """
+        for _ in range(SETTLE_ATTEMPTS):
+            stored = await self.catalog.get(key)
+            await self._sync_experiment(stored)
+            if (await self.catalog.get(key)).version == stored.version:
+                return
+        log.warning("campaign kept changing while its experiment was synced", extra={"key": key})
+
+    async def delete(self, key: str) -> None:
+        """Stop the campaign's experiment, then remove the campaign.
+
+        The experiment stays, stopped, with its exposures and results.
+        """
+        current = await self.catalog.get(key)
+        current.status = decision_pb2.CAMPAIGN_STATUS_STOPPED
+        await self._sync_experiment(current)
+        await self.catalog.delete(key)
+
+    async def _prepared(self, campaign: decision_pb2.Campaign) -> decision_pb2.Campaign:
+        """`normalised(campaign)`, with its audience segments known to the segment service."""
+        message = normalised(campaign)
+        await self._check_segments(message)
+        return message
+
+    async def _check_segments(self, campaign: decision_pb2.Campaign) -> None:
+        for index, key in enumerate(campaign.audience_segment_keys):
+            try:
+                await self.segments.GetSegment(
+                    segments_pb2.GetSegmentRequest(key=key), timeout=self.peer_timeout_s
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    raise InvalidArgument(
+                        f"no segment {key!r}", field=f"campaign.audience_segment_keys[{index}]"
+                    ) from error
+                raise peer_error(error, "segments") from error
+
+    async def _sync_experiment(self, campaign: decision_pb2.Campaign) -> None:
+        try:
+            await self.experiments.UpdateExperiment(
+                experiments_pb2.UpdateExperimentRequest(experiment=experiment_for(campaign)),
+                timeout=self.peer_timeout_s,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise peer_error(error, "experiments") from error
