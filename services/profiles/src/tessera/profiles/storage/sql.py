@@ -19,7 +19,7 @@ from sqlalchemy import JSON, Column, Select, and_, bindparam, delete, or_, updat
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from tessera.db import Database
 from tessera.errors import NotFound
@@ -276,7 +276,10 @@ class ProfileStore:
 
     def _identities(self, session: Session, keys: list[IdentityKey]) -> list[IdentityRow]:
         condition = or_(
-            *(and_(IdentityRow.id_type == k.type, IdentityRow.id_value == k.value) for k in keys)
+            *(
+                and_(col(IdentityRow.id_type) == k.type, col(IdentityRow.id_value) == k.value)
+                for k in keys
+            )
         )
         query = select(IdentityRow).where(condition).execution_options(populate_existing=True)
         return list(session.exec(query).all())
@@ -291,7 +294,7 @@ class ProfileStore:
             rows = list(
                 session.exec(
                     select(ProfileRow)
-                    .where(ProfileRow.profile_id.in_(owners))  # type: ignore[attr-defined]
+                    .where(col(ProfileRow.profile_id).in_(owners))
                     .order_by(ProfileRow.profile_id)
                     .with_for_update()
                     .execution_options(populate_existing=True)
@@ -339,17 +342,17 @@ class ProfileStore:
         """Fold `other` into `survivor`: identities, events, aliases, traits, history."""
         session.execute(
             update(IdentityRow)
-            .where(IdentityRow.profile_id == other.profile_id)
+            .where(col(IdentityRow.profile_id) == other.profile_id)
             .values(profile_id=survivor.profile_id)
         )
         session.execute(
             update(LogRow)
-            .where(LogRow.profile_id == other.profile_id)
+            .where(col(LogRow.profile_id) == other.profile_id)
             .values(profile_id=survivor.profile_id)
         )
         session.execute(
             update(AliasRow)
-            .where(AliasRow.profile_id == other.profile_id)
+            .where(col(AliasRow.profile_id) == other.profile_id)
             .values(profile_id=survivor.profile_id)
         )
         session.add(AliasRow(alias_id=other.profile_id, profile_id=survivor.profile_id))
@@ -432,10 +435,10 @@ class ProfileStore:
             if row is None:
                 raise NotFound(f"no profile {profile_id!r}", field="profile_id")
             canonical = row.profile_id
-            events = session.execute(delete(LogRow).where(LogRow.profile_id == canonical))
-            session.execute(delete(IdentityRow).where(IdentityRow.profile_id == canonical))
-            session.execute(delete(AliasRow).where(AliasRow.profile_id == canonical))
-            session.execute(delete(ProfileRow).where(ProfileRow.profile_id == canonical))
+            events = session.execute(delete(LogRow).where(col(LogRow.profile_id) == canonical))
+            session.execute(delete(IdentityRow).where(col(IdentityRow.profile_id) == canonical))
+            session.execute(delete(AliasRow).where(col(AliasRow.profile_id) == canonical))
+            session.execute(delete(ProfileRow).where(col(ProfileRow.profile_id) == canonical))
             session.add(LogRow(kind="deletion", profile_id=canonical, ts=_now()))
             session.commit()
             return int(events.rowcount or 0)  # type: ignore[attr-defined]
