@@ -23,7 +23,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from tessera.db import Database
 from tessera.errors import NotFound
-from tessera.profiles.domain.features import add_to_history, empty_history, merge_histories
+from tessera.profiles.domain.history import History, add_to_history, merge_histories
 from tessera.profiles.domain.model import EventData, IdentityKey
 
 MAX_IDENTIFY_ATTEMPTS = 5
@@ -37,6 +37,32 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
+def history_to_json(history: History) -> dict[str, Any]:
+    """The stored JSON object of a history."""
+    last = history.last_purchase_at
+    return {
+        "orders": history.orders,
+        "revenue": history.revenue,
+        "last_purchase_at": last.isoformat() if last else None,
+        "categories": dict(history.categories),
+    }
+
+
+def history_from_json(raw: dict[str, Any]) -> History:
+    """A history from its stored JSON object."""
+    last = raw.get("last_purchase_at")
+    return History(
+        orders=int(raw.get("orders", 0)),
+        revenue=float(raw.get("revenue", 0.0)),
+        last_purchase_at=dt.datetime.fromisoformat(last) if last else None,
+        categories=dict(raw.get("categories", {})),
+    )
+
+
+def _empty_history() -> dict[str, Any]:
+    return history_to_json(History())
+
+
 class ProfileRow(SQLModel, table=True):
     """One canonical profile."""
 
@@ -45,7 +71,7 @@ class ProfileRow(SQLModel, table=True):
     profile_id: str = Field(primary_key=True, max_length=40)
     traits: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     history: dict[str, Any] = Field(
-        default_factory=empty_history, sa_column=Column(JSON, nullable=False)
+        default_factory=_empty_history, sa_column=Column(JSON, nullable=False)
     )
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -99,7 +125,7 @@ class ProfileRecord:
     profile_id: str
     identities: list[IdentityKey]
     traits: dict[str, Any]
-    history: dict[str, Any]
+    history: History
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -182,7 +208,7 @@ class ProfileStore:
                 for i in sorted(identities, key=lambda i: i.created_at)
             ],
             dict(row.traits),
-            dict(row.history),
+            history_from_json(row.history),
             _utc(row.created_at),
             _utc(row.updated_at),
         )
@@ -269,7 +295,7 @@ class ProfileStore:
             first.profile_id,
             [IdentityKey(t, v) for _, t, v in identities],
             dict(first.traits),
-            dict(first.history),
+            history_from_json(first.history),
             _utc(first.created_at),
             _utc(first.updated_at),
         )
@@ -358,7 +384,9 @@ class ProfileStore:
         session.add(AliasRow(alias_id=other.profile_id, profile_id=survivor.profile_id))
         # The survivor's traits win; the merged profile only fills gaps.
         survivor.traits = {**other.traits, **survivor.traits}
-        survivor.history = merge_histories(survivor.history, other.history)
+        survivor.history = history_to_json(
+            merge_histories(history_from_json(survivor.history), history_from_json(other.history))
+        )
         session.add(
             LogRow(
                 kind="merge",
@@ -388,7 +416,7 @@ class ProfileStore:
             session.refresh(row)
             return self._record(session, row)
 
-    def record_event(self, event: EventData, profile_id: str) -> tuple[str, bool, dict[str, Any]]:
+    def record_event(self, event: EventData, profile_id: str) -> tuple[str, bool, History]:
         """Append the event to the log and fold it into history.
 
         Returns (canonical profile id, duplicate, history). A repeated
@@ -419,10 +447,10 @@ class ProfileStore:
                 ).one()
                 owner = self._canonical(session, existing.profile_id) or existing.profile_id
                 current = session.get(ProfileRow, owner)
-                return owner, True, dict(current.history) if current else empty_history()
-            history = add_to_history(dict(row.history), event)
-            if history != row.history:
-                row.history = history
+                return owner, True, history_from_json(current.history) if current else History()
+            history = add_to_history(history_from_json(row.history), event)
+            if history_to_json(history) != row.history:
+                row.history = history_to_json(history)
             row.updated_at = _now()
             session.add(row)
             session.commit()
