@@ -12,14 +12,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tessera.errors import InvalidArgument
-from tessera.profiles.domain.features import (
-    PRIOR_INTERCEPT,
-    add_to_history,
-    compute_features,
-    empty_history,
-)
+from tessera.profiles.domain.features import PRIOR_INTERCEPT, Rfm, compute_features
+from tessera.profiles.domain.history import History, add_to_history
 from tessera.profiles.domain.model import EventData, normalize_identities, normalize_identity
-from tessera.profiles.domain.session import SESSION_TIMEOUT, apply_event, merge_sessions
+from tessera.profiles.domain.session import (
+    SESSION_TIMEOUT,
+    CartItem,
+    Session,
+    apply_event,
+    merge_sessions,
+)
 
 T0 = dt.datetime(2026, 11, 1, 10, 0, tzinfo=dt.UTC)
 
@@ -37,15 +39,15 @@ def ev(kind: str, at: dt.datetime = T0, **properties: object) -> EventData:
     )
 
 
-def step(state: dict[str, object] | None, event: EventData) -> dict[str, object]:
+def step(state: Session | None, event: EventData) -> Session:
     """Apply an event as it arrives live (received when it happened)."""
     after = apply_event(state, event)
     assert after is not None
     return after
 
 
-def replay(*events: EventData) -> dict[str, object]:
-    state = None
+def replay(*events: EventData) -> Session:
+    state: Session | None = None
     for event in events:
         state = step(state, event)
     assert state is not None
@@ -86,18 +88,12 @@ def test_session__cart_add_remove_and_purchase__cart_follows() -> None:
         ev("add_to_cart", product_id="p2", price=5.0),
         ev("remove_from_cart", product_id="p2"),
     )
-    assert state["cart"] == [
-        {
-            "product_id": "p1",
-            "category": "juicers",
-            "quantity": 3,
-            "price": 80.0,
-            "added_at": T0.isoformat(),
-        }
-    ]
+    assert state.cart == (
+        CartItem(product_id="p1", category="juicers", quantity=3, price=80.0, added_at=T0),
+    )
 
     after_purchase = step(state, ev("purchase", revenue=240.0))
-    assert after_purchase["cart"] == []
+    assert after_purchase.cart == ()
 
 
 def test_session__gap_longer_than_timeout__starts_new_session() -> None:
@@ -106,9 +102,9 @@ def test_session__gap_longer_than_timeout__starts_new_session() -> None:
 
     state = step(first, ev("page_view", later, category="blenders"))
 
-    assert state["page_views"] == 1
-    assert state["category_views"] == {"blenders": 1}
-    assert state["started_at"] == later.isoformat()
+    assert state.page_views == 1
+    assert state.category_views == {"blenders": 1}
+    assert state.started_at == later
 
 
 def test_merge_sessions__counts_add_and_lists_union() -> None:
@@ -120,24 +116,24 @@ def test_merge_sessions__counts_add_and_lists_union() -> None:
     merged = merge_sessions(a, b)
 
     assert merged is not None
-    assert (merged["page_views"], merged["category_views"]) == (2, {"x": 2})
-    assert merged["favorites"] == ["p1", "p2"] and merged["searches"] == ["q"]
+    assert (merged.page_views, merged.category_views) == (2, {"x": 2})
+    assert merged.favorites == ("p1", "p2") and merged.searches == ("q",)
 
 
 @given(st.lists(st.sampled_from(["page_view", "product_view", "favorite", "search"]), max_size=30))
 def test_session__any_events__event_count_equals_events_applied(kinds: list[str]) -> None:
-    state = None
+    state: Session | None = None
     for index, kind in enumerate(kinds):
         state = step(
             state,
             ev(kind, T0 + dt.timedelta(seconds=index), product_id="p", category="c", query="q"),
         )
 
-    assert (state or {"events": 0})["events"] == len(kinds)
+    assert (state.events if state else 0) == len(kinds)
 
 
 def test_features__history_and_session__rfm_ltv_and_hot_interest_first() -> None:
-    history = empty_history()
+    history = History()
     for days, revenue in ((20, 100.0), (14, 50.0)):
         history = add_to_history(
             history,
@@ -152,22 +148,22 @@ def test_features__history_and_session__rfm_ltv_and_hot_interest_first() -> None
 
     features = compute_features(session, history, T0)
 
-    assert features["rfm"] == {"recency_days": 14.0, "frequency": 2, "monetary": 150.0}
-    assert features["lifetime_value"] == 150.0
-    assert [c for c, _ in features["interests"]] == ["juicers", "washing_machines"]
+    assert features.rfm == Rfm(recency_days=14.0, frequency=2, monetary=150.0)
+    assert features.lifetime_value == 150.0
+    assert [i.category for i in features.interests] == ["juicers", "washing_machines"]
 
 
 def test_conversion_probability__empty_session__logistic_of_intercept() -> None:
-    features = compute_features(None, empty_history(), T0)
+    features = compute_features(None, History(), T0)
 
-    assert features["conversion_probability"] == pytest.approx(1 / (1 + math.exp(-PRIOR_INTERCEPT)))
+    assert features.conversion_probability == pytest.approx(1 / (1 + math.exp(-PRIOR_INTERCEPT)))
 
 
 def test_conversion_probability__cart_add__higher_than_page_view() -> None:
-    browsing = compute_features(replay(ev("page_view")), empty_history(), T0)
-    carting = compute_features(replay(ev("add_to_cart", product_id="p")), empty_history(), T0)
+    browsing = compute_features(replay(ev("page_view")), History(), T0)
+    carting = compute_features(replay(ev("add_to_cart", product_id="p")), History(), T0)
 
-    assert carting["conversion_probability"] > browsing["conversion_probability"]
+    assert carting.conversion_probability > browsing.conversion_probability
 
 
 def test_session__same_event_applied_twice__counted_once() -> None:
@@ -175,8 +171,8 @@ def test_session__same_event_applied_twice__counted_once() -> None:
 
     state = step(step(None, view), view)
 
-    assert state["events"] == 1
-    assert state["category_views"] == {"juicers": 1}
+    assert state.events == 1
+    assert state.category_views == {"juicers": 1}
 
 
 def test_session__event_from_before_the_live_visit__leaves_session_unchanged() -> None:
@@ -193,9 +189,9 @@ def test_session__events_of_one_visit_out_of_order__counted_and_start_moves_back
     after = apply_event(state, earlier)
 
     assert after is not None
-    assert after["page_views"] == 2
-    assert after["started_at"] == earlier.timestamp.isoformat()
-    assert after["last_seen_at"] == T0.isoformat()
+    assert after.page_views == 2
+    assert after.started_at == earlier.timestamp
+    assert after.last_seen_at == T0
 
 
 @given(st.permutations(["add", "purchase", "add_after"]))
@@ -210,7 +206,7 @@ def test_cart__any_arrival_order__purchase_clears_only_what_was_added_before(
 
     state = replay(*(events[name] for name in order))
 
-    assert [item["product_id"] for item in state["cart"]] == ["p2"]
+    assert [item.product_id for item in state.cart] == ["p2"]
 
 
 @given(st.permutations(["add", "remove"]))
@@ -222,4 +218,4 @@ def test_cart__remove_after_add_in_any_arrival_order__item_gone(order: list[str]
 
     state = replay(*(events[name] for name in order))
 
-    assert state["cart"] == []
+    assert state.cart == ()

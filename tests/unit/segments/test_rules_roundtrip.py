@@ -32,8 +32,8 @@ from tessera.segments.domain import (
     parse_text,
     print_rule,
 )
-from tessera.segments.domain.catalog import check_compare, kind_of
 from tessera.segments.domain.nodes import CHANNELS, COMPARE_OPS, FEATURE_PATHS, SESSION_FIELDS
+from tessera.segments.domain.vocabulary import check_compare, kind_of
 
 NAMES = st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True)
 TEXTS = st.text(min_size=1, max_size=8)

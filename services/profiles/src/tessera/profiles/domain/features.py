@@ -1,17 +1,17 @@
 """Features computed from a profile's cold history and hot session.
 
-History is kept as running aggregates on the profile (orders, revenue, last
-purchase, purchases per category), updated with each purchase, so computing
-features costs no query on the decision path.
+Computed on read from the history aggregates and the live session, so they
+are never stale and cost no query on the decision path.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from dataclasses import dataclass
 
-from tessera.profiles.domain.model import EventData
+from tessera.profiles.domain.history import History
+from tessera.profiles.domain.session import Session
 
 # Weights of the prior conversion model: a logistic score over session
 # signals. They encode the usual funnel order (a cart add says more than a
@@ -31,76 +31,66 @@ SESSION_INTEREST_WEIGHT = 3.0
 """A category viewed now counts this many times a past purchase: hot beats cold."""
 
 
-def empty_history() -> dict[str, Any]:
-    """History of a profile that has done nothing yet."""
-    return {"orders": 0, "revenue": 0.0, "last_purchase_at": None, "categories": {}}
+@dataclass(frozen=True)
+class Rfm:
+    """Recency (days since the last purchase, -1 when none), frequency, monetary."""
+
+    recency_days: float
+    frequency: int
+    monetary: float
 
 
-def add_to_history(history: dict[str, Any], event: EventData) -> dict[str, Any]:
-    """History after `event`; only purchases change it."""
-    if event.type != "purchase":
-        return history
-    out = dict(history)
-    out["orders"] = history["orders"] + 1
-    out["revenue"] = history["revenue"] + float(event.properties.get("revenue") or 0.0)
-    last = history["last_purchase_at"]
-    if last is None or event.timestamp > dt.datetime.fromisoformat(last):
-        out["last_purchase_at"] = event.timestamp.isoformat()
-    category = event.properties.get("category")
-    if category:
-        categories = dict(history["categories"])
-        categories[str(category)] = categories.get(str(category), 0) + 1
-        out["categories"] = categories
-    return out
+@dataclass(frozen=True)
+class Interest:
+    """How strongly the profile is drawn to a product category."""
+
+    category: str
+    score: float
 
 
-def merge_histories(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """History of two merged profiles."""
-    categories = dict(a["categories"])
-    for name, count in b["categories"].items():
-        categories[name] = categories.get(name, 0) + count
-    stamps = [s for s in (a["last_purchase_at"], b["last_purchase_at"]) if s]
-    return {
-        "orders": a["orders"] + b["orders"],
-        "revenue": a["revenue"] + b["revenue"],
-        "last_purchase_at": max(stamps, key=dt.datetime.fromisoformat) if stamps else None,
-        "categories": categories,
-    }
+@dataclass(frozen=True)
+class Features:
+    """What the profile service computes about a person for rules and decisions."""
+
+    rfm: Rfm
+    lifetime_value: float
+    interests: tuple[Interest, ...]
+    """Highest score first; ties by category name."""
+    conversion_probability: float
 
 
-def conversion_probability(session: dict[str, Any] | None, history: dict[str, Any]) -> float:
+def conversion_probability(session: Session | None, history: History) -> float:
     """Prior probability that the current session converts (logistic score)."""
-    s = session or {}
-    signals = {
-        "page_views": s.get("page_views", 0),
-        "product_views": sum(s.get("product_views", {}).values()),
-        "cart_items": sum(item["quantity"] for item in s.get("cart", [])),
-        "favorites": len(s.get("favorites", [])),
-        "searches": len(s.get("searches", [])),
-        "minutes": s.get("time_spent_ms", 0) / 60_000,
-        "past_orders": math.log1p(history["orders"]),
+    # Same order as PRIOR_WEIGHTS: the sum below is then the same to the last bit.
+    signals: dict[str, float] = {
+        "page_views": session.page_views if session else 0,
+        "product_views": sum(session.product_views.values()) if session else 0,
+        "cart_items": sum(item.quantity for item in session.cart) if session else 0,
+        "favorites": len(session.favorites) if session else 0,
+        "searches": len(session.searches) if session else 0,
+        "minutes": session.time_spent_ms / 60_000 if session else 0,
+        "past_orders": math.log1p(history.orders),
     }
     score = PRIOR_INTERCEPT + sum(PRIOR_WEIGHTS[k] * float(v) for k, v in signals.items())
     return 1.0 / (1.0 + math.exp(-score))
 
 
-def compute_features(
-    session: dict[str, Any] | None, history: dict[str, Any], now: dt.datetime
-) -> dict[str, Any]:
+def compute_features(session: Session | None, history: History, now: dt.datetime) -> Features:
     """RFM, lifetime value, ranked interests and conversion probability."""
-    last = history["last_purchase_at"]
-    recency = (now - dt.datetime.fromisoformat(last)).total_seconds() / 86_400 if last else -1.0
-    interests: dict[str, float] = {k: float(v) for k, v in history["categories"].items()}
-    for category, views in (session or {}).get("category_views", {}).items():
-        interests[category] = interests.get(category, 0.0) + SESSION_INTEREST_WEIGHT * views
+    last = history.last_purchase_at
+    recency = (now - last).total_seconds() / 86_400 if last is not None else -1.0
+    interests: dict[str, float] = {k: float(v) for k, v in history.categories.items()}
+    if session is not None:
+        for category, views in session.category_views.items():
+            interests[category] = interests.get(category, 0.0) + SESSION_INTEREST_WEIGHT * views
     ranked = sorted(interests.items(), key=lambda kv: (-kv[1], kv[0]))
-    return {
-        "rfm": {
-            "recency_days": round(recency, 3),
-            "frequency": history["orders"],
-            "monetary": history["revenue"],
-        },
-        "lifetime_value": history["revenue"],
-        "interests": ranked,
-        "conversion_probability": conversion_probability(session, history),
-    }
+    return Features(
+        rfm=Rfm(
+            recency_days=round(recency, 3),
+            frequency=history.orders,
+            monetary=history.revenue,
+        ),
+        lifetime_value=history.revenue,
+        interests=tuple(Interest(category, score) for category, score in ranked),
+        conversion_probability=conversion_probability(session, history),
+    )

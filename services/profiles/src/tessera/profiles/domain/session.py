@@ -1,13 +1,17 @@
 """Hot session state: what the visitor is doing right now.
 
-A session is a plain dict (it lives as JSON in the hot store) updated by
-`apply_event` as each event arrives. A gap of `SESSION_TIMEOUT` without
-events starts a new session, the usual web analytics convention.
+A `Session` is an immutable value: `apply_event` returns the session after
+an event, `merge_sessions` the session of two merged profiles. A gap of
+`SESSION_TIMEOUT` without events starts a new session, the usual web
+analytics convention. How a session is kept (JSON in the hot store) is the
+storage layer's business.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tessera.profiles.domain.model import EventData
@@ -18,35 +22,67 @@ MAX_FAVORITES = 100
 MAX_RECENT_EVENT_IDS = 100
 """Event ids a session remembers, so an event applied twice counts once."""
 
+CART_EVENTS = frozenset({"add_to_cart", "remove_from_cart", "purchase"})
 
-def new_session(now: dt.datetime) -> dict[str, Any]:
+
+@dataclass(frozen=True)
+class CartItem:
+    """One product line of the cart."""
+
+    product_id: str
+    category: str
+    quantity: int
+    price: float
+    added_at: dt.datetime
+    """When the line was last added to: later removals and purchases undo it."""
+
+
+@dataclass(frozen=True)
+class Session:
+    """The current visit of one profile.
+
+    Frozen; the mappings inside are never changed after construction (every
+    change builds new ones), so a session can be shared freely.
+    """
+
+    started_at: dt.datetime
+    last_seen_at: dt.datetime
+    channel: int = 0
+    page_views: int = 0
+    product_views: Mapping[str, int] = field(default_factory=dict)
+    category_views: Mapping[str, int] = field(default_factory=dict)
+    cart: tuple[CartItem, ...] = ()
+    favorites: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    time_spent_ms: int = 0
+    events: int = 0
+    event_ids: tuple[str, ...] = ()
+    """The latest event ids applied, oldest first (at most MAX_RECENT_EVENT_IDS)."""
+    cart_removed: Mapping[str, dt.datetime] = field(default_factory=dict)
+    """Latest removal time per product: an add from before it stays undone."""
+    cart_cleared_at: dt.datetime | None = None
+    """Latest purchase time: adds from before it stay undone."""
+
+
+def new_session(now: dt.datetime) -> Session:
     """An empty session starting at `now`."""
-    stamp = now.isoformat()
-    return {
-        "started_at": stamp,
-        "last_seen_at": stamp,
-        "channel": 0,
-        "page_views": 0,
-        "product_views": {},
-        "category_views": {},
-        "cart": [],
-        "favorites": [],
-        "searches": [],
-        "time_spent_ms": 0,
-        "events": 0,
-        "event_ids": [],
-    }
+    return Session(started_at=now, last_seen_at=now)
 
 
-def current(session: dict[str, Any] | None, now: dt.datetime) -> dict[str, Any] | None:
+def current(session: Session | None, now: dt.datetime) -> Session | None:
     """The session if it is still live at `now`, else None."""
-    if not session:
+    if session is None:
         return None
-    last = dt.datetime.fromisoformat(session["last_seen_at"])
-    return session if now - last <= SESSION_TIMEOUT else None
+    return session if now - session.last_seen_at <= SESSION_TIMEOUT else None
 
 
-def apply_event(session: dict[str, Any] | None, event: EventData) -> dict[str, Any] | None:
+def _counted(counts: Mapping[str, int], key: str, by: int = 1) -> dict[str, int]:
+    out = dict(counts)
+    out[key] = out.get(key, 0) + by
+    return out
+
+
+def apply_event(session: Session | None, event: EventData) -> Session | None:
     """The session after `event`; starts a new one after a timeout.
 
     Idempotent by event id, so a retried event counts once. Events of one
@@ -55,137 +91,130 @@ def apply_event(session: dict[str, Any] | None, event: EventData) -> dict[str, A
     the cart follows the events' own times, so a purchase clears what was
     added before it whatever order the two arrive in. An event from before
     the live session (an import, a replay of an earlier visit) belongs to
-    history and leaves the session as it is.
+    history and leaves the session as it is: the very object passed in is
+    returned, so callers can tell nothing changed.
     """
     at = event.timestamp
-    state = current(session, at) if session else None
-    if state and event.event_id in state.get("event_ids", ()):
+    state = current(session, at)
+    if state is not None and event.event_id in state.event_ids:
         return state
-    if state and at < dt.datetime.fromisoformat(state["started_at"]) - SESSION_TIMEOUT:
+    if state is not None and at < state.started_at - SESSION_TIMEOUT:
         return state
-    state = dict(state) if state else new_session(at)
-    state["started_at"] = min(dt.datetime.fromisoformat(state["started_at"]), at).isoformat()
-    state["last_seen_at"] = max(dt.datetime.fromisoformat(state["last_seen_at"]), at).isoformat()
-    state["event_ids"] = [*state.get("event_ids", ()), event.event_id][-MAX_RECENT_EVENT_IDS:]
+    state = state if state is not None else new_session(at)
     props = event.properties
     category = str(props.get("category") or "")
     product = str(props.get("product_id") or "")
-    state["channel"] = event.channel or state["channel"]
-    state["events"] += 1
     duration = props.get("duration_ms")
-    if isinstance(duration, int | float):
-        state["time_spent_ms"] += int(duration)
+    state = replace(
+        state,
+        started_at=min(state.started_at, at),
+        last_seen_at=max(state.last_seen_at, at),
+        event_ids=(*state.event_ids, event.event_id)[-MAX_RECENT_EVENT_IDS:],
+        channel=event.channel or state.channel,
+        events=state.events + 1,
+        time_spent_ms=state.time_spent_ms
+        + (int(duration) if isinstance(duration, int | float) else 0),
+    )
 
     kind = event.type
     if kind in ("page_view", "product_view") and category:
-        views = dict(state["category_views"])
-        views[category] = views.get(category, 0) + 1
-        state["category_views"] = views
+        state = replace(state, category_views=_counted(state.category_views, category))
     if kind == "page_view":
-        state["page_views"] += 1
-    elif kind == "product_view" and product:
-        views = dict(state["product_views"])
-        views[product] = views.get(product, 0) + 1
-        state["product_views"] = views
-    elif kind in ("add_to_cart", "remove_from_cart", "purchase"):
-        _change_cart(state, kind, product, category, props, at)
-    elif kind == "favorite" and product and product not in state["favorites"]:
-        state["favorites"] = [*state["favorites"], product][-MAX_FAVORITES:]
-    elif kind == "search" and props.get("query"):
-        state["searches"] = [*state["searches"], str(props["query"])][-MAX_SEARCHES:]
+        return replace(state, page_views=state.page_views + 1)
+    if kind == "product_view" and product:
+        return replace(state, product_views=_counted(state.product_views, product))
+    if kind in CART_EVENTS:
+        return _change_cart(state, kind, product, category, props, at)
+    if kind == "favorite" and product and product not in state.favorites:
+        return replace(state, favorites=(*state.favorites, product)[-MAX_FAVORITES:])
+    if kind == "search" and props.get("query"):
+        return replace(state, searches=(*state.searches, str(props["query"]))[-MAX_SEARCHES:])
     return state
 
 
-def _later(a: str | None, b: dt.datetime) -> str:
-    return b.isoformat() if a is None or b > dt.datetime.fromisoformat(a) else a
+def _later(a: dt.datetime | None, b: dt.datetime) -> dt.datetime:
+    return b if a is None or b > a else a
 
 
 def _change_cart(
-    state: dict[str, Any],
+    state: Session,
     kind: str,
     product: str,
     category: str,
-    props: dict[str, Any],
+    props: Mapping[str, Any],
     at: dt.datetime,
-) -> None:
+) -> Session:
     """Apply a cart event by its own time: later removals and purchases win."""
-    cart: list[dict[str, Any]] = [dict(item) for item in state["cart"]]
-    removed: dict[str, str] = dict(state.get("cart_removed", {}))
-    cleared = state.get("cart_cleared_at")
+    cart = state.cart
+    removed = dict(state.cart_removed)
+    cleared = state.cart_cleared_at
     if kind == "add_to_cart" and product:
-        undone = [t for t in (cleared, removed.get(product)) if t]
-        if any(at < dt.datetime.fromisoformat(t) for t in undone):
-            return
+        undone = [t for t in (cleared, removed.get(product)) if t is not None]
+        if any(at < t for t in undone):
+            return state
         quantity = int(props.get("quantity") or 1)
-        cart = _add_to_cart(cart, product, category, quantity, float(props.get("price") or 0), at)
+        price = float(props.get("price") or 0)
+        cart = _add_to_cart(cart, product, category, quantity, price, at)
     elif kind == "remove_from_cart" and product:
         removed[product] = _later(removed.get(product), at)
-        cart = [
-            item
-            for item in cart
-            if item["product_id"] != product or dt.datetime.fromisoformat(item["added_at"]) > at
-        ]
+        cart = tuple(item for item in cart if item.product_id != product or item.added_at > at)
     elif kind == "purchase":
-        state["cart_cleared_at"] = _later(cleared, at)
-        cart = [item for item in cart if dt.datetime.fromisoformat(item["added_at"]) > at]
-    state["cart"] = cart
-    state["cart_removed"] = removed
+        cleared = _later(cleared, at)
+        cart = tuple(item for item in cart if item.added_at > at)
+    return replace(state, cart=cart, cart_removed=removed, cart_cleared_at=cleared)
 
 
 def _add_to_cart(
-    cart: list[dict[str, Any]],
+    cart: tuple[CartItem, ...],
     product: str,
     category: str,
     quantity: int,
     price: float,
     at: dt.datetime,
-) -> list[dict[str, Any]]:
-    for item in cart:
-        if item["product_id"] == product:
-            item["quantity"] += quantity
-            item["price"] = price or item["price"]
-            item["category"] = category or item["category"]
-            item["added_at"] = _later(item.get("added_at"), at)
-            return cart
-    cart.append(
-        {
-            "product_id": product,
-            "category": category,
-            "quantity": quantity,
-            "price": price,
-            "added_at": at.isoformat(),
-        }
-    )
-    return cart
+) -> tuple[CartItem, ...]:
+    for index, item in enumerate(cart):
+        if item.product_id == product:
+            grown = replace(
+                item,
+                quantity=item.quantity + quantity,
+                price=price or item.price,
+                category=category or item.category,
+                added_at=_later(item.added_at, at),
+            )
+            return (*cart[:index], grown, *cart[index + 1 :])
+    return (*cart, CartItem(product, category, quantity, price, at))
 
 
-def merge_sessions(
-    survivor: dict[str, Any] | None, merged: dict[str, Any] | None
-) -> dict[str, Any] | None:
-    """One session from the two a merge brings together: counts add up."""
-    if not survivor or not merged:
+def merge_sessions(survivor: Session | None, merged: Session | None) -> Session | None:
+    """One session from the two a merge brings together: counts add up.
+
+    The survivor keeps its channel and its cart undo marks; the merged
+    session's cart lines join the survivor's cart.
+    """
+    if survivor is None or merged is None:
         return survivor or merged
-    out = dict(survivor)
-    for name in ("page_views", "time_spent_ms", "events"):
-        out[name] = survivor[name] + merged[name]
-    for name in ("product_views", "category_views"):
-        counts = dict(survivor[name])
-        for key, count in merged[name].items():
-            counts[key] = counts.get(key, 0) + count
-        out[name] = counts
-    cart = [dict(item) for item in survivor["cart"]]
-    for item in merged["cart"]:
-        added = dt.datetime.fromisoformat(item["added_at"])
+    product_views = dict(survivor.product_views)
+    for key, count in merged.product_views.items():
+        product_views = _counted(product_views, key, count)
+    category_views = dict(survivor.category_views)
+    for key, count in merged.category_views.items():
+        category_views = _counted(category_views, key, count)
+    cart = survivor.cart
+    for item in merged.cart:
         cart = _add_to_cart(
-            cart, item["product_id"], item["category"], item["quantity"], item["price"], added
+            cart, item.product_id, item.category, item.quantity, item.price, item.added_at
         )
-    out["cart"] = cart
-    out["favorites"] = list(dict.fromkeys([*survivor["favorites"], *merged["favorites"]]))
-    out["searches"] = [*merged["searches"], *survivor["searches"]][-MAX_SEARCHES:]
-    out["event_ids"] = [*merged.get("event_ids", ()), *survivor.get("event_ids", ())][
-        -MAX_RECENT_EVENT_IDS:
-    ]
-    stamps = dt.datetime.fromisoformat
-    out["started_at"] = min(survivor["started_at"], merged["started_at"], key=stamps)
-    out["last_seen_at"] = max(survivor["last_seen_at"], merged["last_seen_at"], key=stamps)
-    return out
+    return replace(
+        survivor,
+        started_at=min(survivor.started_at, merged.started_at),
+        last_seen_at=max(survivor.last_seen_at, merged.last_seen_at),
+        page_views=survivor.page_views + merged.page_views,
+        time_spent_ms=survivor.time_spent_ms + merged.time_spent_ms,
+        events=survivor.events + merged.events,
+        product_views=product_views,
+        category_views=category_views,
+        cart=cart,
+        favorites=tuple(dict.fromkeys([*survivor.favorites, *merged.favorites])),
+        searches=(*merged.searches, *survivor.searches)[-MAX_SEARCHES:],
+        event_ids=(*merged.event_ids, *survivor.event_ids)[-MAX_RECENT_EVENT_IDS:],
+    )

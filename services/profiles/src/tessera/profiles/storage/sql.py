@@ -19,11 +19,11 @@ from sqlalchemy import JSON, Column, Select, and_, bindparam, delete, or_, updat
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from tessera.db import Database
 from tessera.errors import NotFound
-from tessera.profiles.domain.features import add_to_history, empty_history, merge_histories
+from tessera.profiles.domain.history import History, add_to_history, merge_histories
 from tessera.profiles.domain.model import EventData, IdentityKey
 
 MAX_IDENTIFY_ATTEMPTS = 5
@@ -37,6 +37,32 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
+def history_to_json(history: History) -> dict[str, Any]:
+    """The stored JSON object of a history."""
+    last = history.last_purchase_at
+    return {
+        "orders": history.orders,
+        "revenue": history.revenue,
+        "last_purchase_at": last.isoformat() if last else None,
+        "categories": dict(history.categories),
+    }
+
+
+def history_from_json(raw: dict[str, Any]) -> History:
+    """A history from its stored JSON object."""
+    last = raw.get("last_purchase_at")
+    return History(
+        orders=int(raw.get("orders", 0)),
+        revenue=float(raw.get("revenue", 0.0)),
+        last_purchase_at=dt.datetime.fromisoformat(last) if last else None,
+        categories=dict(raw.get("categories", {})),
+    )
+
+
+def _empty_history() -> dict[str, Any]:
+    return history_to_json(History())
+
+
 class ProfileRow(SQLModel, table=True):
     """One canonical profile."""
 
@@ -45,7 +71,7 @@ class ProfileRow(SQLModel, table=True):
     profile_id: str = Field(primary_key=True, max_length=40)
     traits: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     history: dict[str, Any] = Field(
-        default_factory=empty_history, sa_column=Column(JSON, nullable=False)
+        default_factory=_empty_history, sa_column=Column(JSON, nullable=False)
     )
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -99,7 +125,7 @@ class ProfileRecord:
     profile_id: str
     identities: list[IdentityKey]
     traits: dict[str, Any]
-    history: dict[str, Any]
+    history: History
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -182,7 +208,7 @@ class ProfileStore:
                 for i in sorted(identities, key=lambda i: i.created_at)
             ],
             dict(row.traits),
-            dict(row.history),
+            history_from_json(row.history),
             _utc(row.created_at),
             _utc(row.updated_at),
         )
@@ -269,14 +295,17 @@ class ProfileStore:
             first.profile_id,
             [IdentityKey(t, v) for _, t, v in identities],
             dict(first.traits),
-            dict(first.history),
+            history_from_json(first.history),
             _utc(first.created_at),
             _utc(first.updated_at),
         )
 
     def _identities(self, session: Session, keys: list[IdentityKey]) -> list[IdentityRow]:
         condition = or_(
-            *(and_(IdentityRow.id_type == k.type, IdentityRow.id_value == k.value) for k in keys)
+            *(
+                and_(col(IdentityRow.id_type) == k.type, col(IdentityRow.id_value) == k.value)
+                for k in keys
+            )
         )
         query = select(IdentityRow).where(condition).execution_options(populate_existing=True)
         return list(session.exec(query).all())
@@ -291,7 +320,7 @@ class ProfileStore:
             rows = list(
                 session.exec(
                     select(ProfileRow)
-                    .where(ProfileRow.profile_id.in_(owners))  # type: ignore[attr-defined]
+                    .where(col(ProfileRow.profile_id).in_(owners))
                     .order_by(ProfileRow.profile_id)
                     .with_for_update()
                     .execution_options(populate_existing=True)
@@ -339,23 +368,25 @@ class ProfileStore:
         """Fold `other` into `survivor`: identities, events, aliases, traits, history."""
         session.execute(
             update(IdentityRow)
-            .where(IdentityRow.profile_id == other.profile_id)
+            .where(col(IdentityRow.profile_id) == other.profile_id)
             .values(profile_id=survivor.profile_id)
         )
         session.execute(
             update(LogRow)
-            .where(LogRow.profile_id == other.profile_id)
+            .where(col(LogRow.profile_id) == other.profile_id)
             .values(profile_id=survivor.profile_id)
         )
         session.execute(
             update(AliasRow)
-            .where(AliasRow.profile_id == other.profile_id)
+            .where(col(AliasRow.profile_id) == other.profile_id)
             .values(profile_id=survivor.profile_id)
         )
         session.add(AliasRow(alias_id=other.profile_id, profile_id=survivor.profile_id))
         # The survivor's traits win; the merged profile only fills gaps.
         survivor.traits = {**other.traits, **survivor.traits}
-        survivor.history = merge_histories(survivor.history, other.history)
+        survivor.history = history_to_json(
+            merge_histories(history_from_json(survivor.history), history_from_json(other.history))
+        )
         session.add(
             LogRow(
                 kind="merge",
@@ -385,7 +416,7 @@ class ProfileStore:
             session.refresh(row)
             return self._record(session, row)
 
-    def record_event(self, event: EventData, profile_id: str) -> tuple[str, bool, dict[str, Any]]:
+    def record_event(self, event: EventData, profile_id: str) -> tuple[str, bool, History]:
         """Append the event to the log and fold it into history.
 
         Returns (canonical profile id, duplicate, history). A repeated
@@ -416,10 +447,10 @@ class ProfileStore:
                 ).one()
                 owner = self._canonical(session, existing.profile_id) or existing.profile_id
                 current = session.get(ProfileRow, owner)
-                return owner, True, dict(current.history) if current else empty_history()
-            history = add_to_history(dict(row.history), event)
-            if history != row.history:
-                row.history = history
+                return owner, True, history_from_json(current.history) if current else History()
+            history = add_to_history(history_from_json(row.history), event)
+            if history_to_json(history) != row.history:
+                row.history = history_to_json(history)
             row.updated_at = _now()
             session.add(row)
             session.commit()
@@ -432,10 +463,10 @@ class ProfileStore:
             if row is None:
                 raise NotFound(f"no profile {profile_id!r}", field="profile_id")
             canonical = row.profile_id
-            events = session.execute(delete(LogRow).where(LogRow.profile_id == canonical))
-            session.execute(delete(IdentityRow).where(IdentityRow.profile_id == canonical))
-            session.execute(delete(AliasRow).where(AliasRow.profile_id == canonical))
-            session.execute(delete(ProfileRow).where(ProfileRow.profile_id == canonical))
+            events = session.execute(delete(LogRow).where(col(LogRow.profile_id) == canonical))
+            session.execute(delete(IdentityRow).where(col(IdentityRow.profile_id) == canonical))
+            session.execute(delete(AliasRow).where(col(AliasRow.profile_id) == canonical))
+            session.execute(delete(ProfileRow).where(col(ProfileRow.profile_id) == canonical))
             session.add(LogRow(kind="deletion", profile_id=canonical, ts=_now()))
             session.commit()
             return int(events.rowcount or 0)  # type: ignore[attr-defined]

@@ -54,7 +54,7 @@ from .segments import (
     event_windows,
     validate_segment_key,
 )
-from .subject import Subject
+from .subject import CartLine, FeaturesView, RfmView, SessionView, Subject
 from .text import parse_text, validate_text
 
 Notation: TypeAlias = Lit["text", "json_logic"]
@@ -88,6 +88,7 @@ def validate(rule: str, notation: Notation | None = None) -> list[RuleError]:
 
 __all__ = [
     "And",
+    "CartLine",
     "CategoryViews",
     "ChannelRef",
     "Compare",
@@ -99,6 +100,7 @@ __all__ = [
     "EventSum",
     "EventWindows",
     "FeatureRef",
+    "FeaturesView",
     "HasIdentity",
     "InSegment",
     "Interest",
@@ -108,12 +110,14 @@ __all__ = [
     "Notation",
     "Or",
     "ProductViews",
+    "RfmView",
     "RuleError",
     "RuleNodeError",
     "RuleSyntaxError",
     "Searched",
     "SegmentDefinition",
     "SessionField",
+    "SessionView",
     "Subject",
     "TraitRef",
     "Truth",

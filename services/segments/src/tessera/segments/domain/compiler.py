@@ -20,7 +20,9 @@ Value semantics, the same in both notations:
 - Counts (session counters, category and product views, event counts and
   sums, interests) are 0, never null, when absent.
 
-Nothing raises at evaluation time for any data in the Subject.
+Nothing raises at evaluation time for any data in the Subject: traits and
+context are free-form and read defensively; session and features are typed
+values read by attribute.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from .nodes import (
     Truth,
     Value,
 )
-from .subject import Subject
+from .subject import FeaturesView, SessionView, Subject
 
 Memberships = Mapping[str, bool]
 _Getter = Callable[[Subject, Memberships], Any]
@@ -161,65 +163,66 @@ def _path_getter(root: Callable[[Subject], Mapping[str, Any]], path: tuple[str, 
     return get_nested
 
 
-def _session_counter(name: str) -> _Getter:
-    def cart_size(s: Subject, m: Memberships) -> Any:
-        total = 0
-        for line in s.session.get("cart") or ():
-            quantity = line.get("quantity", 1) if isinstance(line, Mapping) else 0
-            total += quantity if _is_number(quantity) else 0
-        return total
-
-    def cart_value(s: Subject, m: Memberships) -> Any:
-        total = 0.0
-        for line in s.session.get("cart") or ():
-            if not isinstance(line, Mapping):
-                continue
-            price, quantity = line.get("price", 0), line.get("quantity", 1)
-            if _is_number(price) and _is_number(quantity):
-                total += price * quantity
-        return total
-
-    def list_length(s: Subject, m: Memberships) -> Any:
-        items = s.session.get(name)
-        return len(items) if isinstance(items, list | tuple) else 0
-
-    def counter(s: Subject, m: Memberships) -> Any:
-        value = s.session.get(name, 0)
-        return value if value is not None else 0
-
-    if name == "cart_size":
-        return cart_size
-    if name == "cart_value":
-        return cart_value
-    if name in ("favorites", "searches"):
-        return list_length
-    return counter
+def _cart_size(session: SessionView) -> int:
+    return sum(line.quantity for line in session.cart)
 
 
-def _keyed_count(section: str, key: str) -> _Getter:
-    def get(s: Subject, m: Memberships) -> Any:
-        counts = s.session.get(section)
-        return counts.get(key, 0) if isinstance(counts, Mapping) else 0
+def _cart_value(session: SessionView) -> float:
+    total = 0.0
+    for line in session.cart:
+        total += line.price * line.quantity
+    return total
 
-    return get
+
+# One reader per name in nodes.SESSION_FIELDS and nodes.FEATURE_PATHS.
+_SESSION_FIELDS: dict[str, Callable[[SessionView], int | float]] = {
+    "page_views": lambda session: session.page_views,
+    "time_spent_ms": lambda session: session.time_spent_ms,
+    "events": lambda session: session.events,
+    "cart_size": _cart_size,
+    "cart_value": _cart_value,
+    "favorites": lambda session: len(session.favorites),
+    "searches": lambda session: len(session.searches),
+}
+_FEATURES: dict[tuple[str, ...], Callable[[FeaturesView], int | float]] = {
+    ("lifetime_value",): lambda features: features.lifetime_value,
+    ("conversion_probability",): lambda features: features.conversion_probability,
+    ("rfm", "recency_days"): lambda features: features.rfm.recency_days,
+    ("rfm", "frequency"): lambda features: features.rfm.frequency,
+    ("rfm", "monetary"): lambda features: features.rfm.monetary,
+}
+
+
+def _session_field(name: str) -> _Getter:
+    read = _SESSION_FIELDS[name]
+    return lambda s, m: read(s.session)
+
+
+def _feature(path: tuple[str, ...]) -> _Getter:
+    read = _FEATURES[path]
+    return lambda s, m: read(s.features) if s.features is not None else None
+
+
+def _category_views(category: str) -> _Getter:
+    return lambda s, m: s.session.category_views.get(category, 0)
+
+
+def _product_views(product_id: str) -> _Getter:
+    return lambda s, m: s.session.product_views.get(product_id, 0)
 
 
 def _searched(text: str) -> _Getter:
     needle = text.casefold()
 
     def get(s: Subject, m: Memberships) -> Any:
-        for query in s.session.get("searches") or ():
-            if isinstance(query, str) and needle in query.casefold():
-                return True
-        return False
+        return any(needle in query.casefold() for query in s.session.searches)
 
     return get
 
 
 def _interest(category: str) -> _Getter:
     def get(s: Subject, m: Memberships) -> Any:
-        interests = s.features.get("interests")
-        return interests.get(category, 0.0) if isinstance(interests, Mapping) else 0.0
+        return s.features.interests.get(category, 0.0) if s.features is not None else 0.0
 
     return get
 
@@ -235,15 +238,15 @@ def _getter(value: Value) -> _Getter:
     if isinstance(value, ChannelRef):
         return lambda s, m: s.channel or None
     if isinstance(value, SessionField):
-        return _session_counter(value.name)
+        return _session_field(value.name)
     if isinstance(value, CategoryViews):
-        return _keyed_count("category_views", value.category)
+        return _category_views(value.category)
     if isinstance(value, ProductViews):
-        return _keyed_count("product_views", value.product_id)
+        return _product_views(value.product_id)
     if isinstance(value, Searched):
         return _searched(value.text)
     if isinstance(value, FeatureRef):
-        return _path_getter(lambda s: s.features, value.path)
+        return _feature(value.path)
     if isinstance(value, Interest):
         return _interest(value.category)
     if isinstance(value, HasIdentity):

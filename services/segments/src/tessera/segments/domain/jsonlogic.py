@@ -30,13 +30,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from .catalog import (
-    JSONLOGIC_STRING_OPERATORS,
-    STRING_FUNCTIONS,
-    check_compare,
-    parse_duration,
-    resolve_attribute,
-)
+from .durations import parse_duration
 from .errors import RuleError, parsed_or_raise, position
 from .nodes import (
     And,
@@ -52,6 +46,12 @@ from .nodes import (
     TraitRef,
     Value,
     as_condition,
+)
+from .vocabulary import (
+    JSONLOGIC_STRING_OPERATORS,
+    STRING_FUNCTIONS,
+    check_compare,
+    resolve_attribute,
 )
 
 MAX_RULE_CHARS = 65_536

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from .catalog import format_duration
+from .durations import format_duration
 from .nodes import (
     And,
     CategoryViews,

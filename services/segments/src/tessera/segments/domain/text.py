@@ -27,12 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import NoReturn
 
-from .catalog import (
-    STRING_FUNCTIONS,
-    check_compare,
-    parse_duration,
-    resolve_attribute,
-)
+from .durations import parse_duration
 from .errors import RuleError, parsed_or_raise, position
 from .nodes import And as AndNode
 from .nodes import (
@@ -51,6 +46,11 @@ from .nodes import (
     Value,
     as_condition,
     is_value,
+)
+from .vocabulary import (
+    STRING_FUNCTIONS,
+    check_compare,
+    resolve_attribute,
 )
 
 MAX_RULE_CHARS = 65_536

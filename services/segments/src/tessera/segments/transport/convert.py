@@ -8,10 +8,20 @@ from __future__ import annotations
 
 from google.protobuf import struct_pb2
 
+from tessera.common.v1 import common_pb2
 from tessera.convert import CHANNEL_NAMES, struct_to_dict
 from tessera.errors import InvalidArgument
 from tessera.profiles.v1 import profiles_pb2
-from tessera.segments.domain import Condition, SegmentDefinition, Subject, parse_rule
+from tessera.segments.domain import (
+    CartLine,
+    Condition,
+    FeaturesView,
+    RfmView,
+    SegmentDefinition,
+    SessionView,
+    Subject,
+    parse_rule,
+)
 from tessera.segments.v1 import segments_pb2
 
 
@@ -33,41 +43,45 @@ def segment_from_proto(segment: segments_pb2.Segment) -> SegmentDefinition:
 def subject_from_profile(
     profile: profiles_pb2.Profile, channel: int, context: struct_pb2.Struct | None
 ) -> Subject:
-    """Everything rules can read about this profile in this request."""
+    """Everything rules can read about this profile in this request.
+
+    The one place a profile message becomes a rule subject, for this service
+    and for the decision service evaluating in-process.
+    """
     session = profile.session
     features = profile.features
     return Subject(
         profile_id=profile.profile_id,
         traits=struct_to_dict(profile.traits),
         identity_types=frozenset(identity.type for identity in profile.identities),
-        channel=CHANNEL_NAMES.get(channel, ""),
+        channel=CHANNEL_NAMES.get(common_pb2.Channel.ValueType(channel), ""),
         context=struct_to_dict(context) if context is not None else {},
-        session={
-            "page_views": session.page_views,
-            "time_spent_ms": session.time_spent_ms,
-            "events": session.events,
-            "product_views": dict(session.product_views),
-            "category_views": dict(session.category_views),
-            "cart": [
-                {
-                    "product_id": i.product_id,
-                    "category": i.category,
-                    "quantity": i.quantity,
-                    "price": i.price,
-                }
-                for i in session.cart
-            ],
-            "favorites": list(session.favorites),
-            "searches": list(session.searches),
-        },
-        features={
-            "lifetime_value": features.lifetime_value,
-            "conversion_probability": features.conversion_probability,
-            "rfm": {
-                "recency_days": features.rfm.recency_days,
-                "frequency": features.rfm.frequency,
-                "monetary": features.rfm.monetary,
-            },
-            "interests": {i.category: i.score for i in features.interests},
-        },
+        session=SessionView(
+            page_views=session.page_views,
+            time_spent_ms=session.time_spent_ms,
+            events=session.events,
+            product_views=dict(session.product_views),
+            category_views=dict(session.category_views),
+            cart=tuple(
+                CartLine(
+                    product_id=line.product_id,
+                    category=line.category,
+                    quantity=line.quantity,
+                    price=line.price,
+                )
+                for line in session.cart
+            ),
+            favorites=tuple(session.favorites),
+            searches=tuple(session.searches),
+        ),
+        features=FeaturesView(
+            lifetime_value=features.lifetime_value,
+            conversion_probability=features.conversion_probability,
+            rfm=RfmView(
+                recency_days=features.rfm.recency_days,
+                frequency=features.rfm.frequency,
+                monetary=features.rfm.monetary,
+            ),
+            interests={i.category: i.score for i in features.interests},
+        ),
     )

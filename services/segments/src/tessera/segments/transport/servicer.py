@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -12,7 +12,7 @@ from tessera.catalog import Catalog
 from tessera.clients import peer_error
 from tessera.convert import check_channel
 from tessera.errors import FailedPrecondition, InvalidArgument, Unimplemented, require
-from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
+from tessera.profiles.v1 import profiles_pb2
 from tessera.segments.domain import (
     CompiledSegments,
     SegmentDefinition,
@@ -24,6 +24,9 @@ from tessera.segments.domain import (
 )
 from tessera.segments.transport.convert import segment_from_proto, subject_from_profile
 from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
+
+if TYPE_CHECKING:
+    from tessera.profiles.v1.profiles_pb2_grpc import ProfileServiceAsyncStub
 
 Context = grpc.aio.ServicerContext[Any, Any]
 log = logging.getLogger("tessera.segments")
@@ -44,7 +47,7 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
     def __init__(
         self,
         catalog: Catalog[segments_pb2.Segment],
-        profiles: profiles_pb2_grpc.ProfileServiceStub,
+        profiles: ProfileServiceAsyncStub,
         deadline_s: float,
     ) -> None:
         self.catalog = catalog

@@ -1,4 +1,4 @@
-"""What a rule can refer to, shared by both notations.
+"""The rule vocabulary: what a rule can refer to, shared by both notations.
 
 The text parser and the JsonLogic reader resolve names here, so an attribute
 means the same thing whichever notation wrote it, and a static type check
@@ -7,7 +7,6 @@ catches comparisons that could never be true (a count compared with a string).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Literal as Lit
 from typing import TypeAlias
@@ -33,11 +32,9 @@ from .nodes import (
     TraitRef,
     Value,
 )
+from .printer import print_value
 
 Kind: TypeAlias = Lit["any", "number", "string", "bool", "null", "list"]
-
-_DURATION = re.compile(r"([0-9]+)([dhm])\Z")
-_UNIT_SECONDS = {"d": 86_400, "h": 3_600, "m": 60}
 
 # Functions taking one string, by their text name. JsonLogic names are the
 # last part (see JSONLOGIC_STRING_OPERATORS).
@@ -63,22 +60,6 @@ ROOTS_HELP = (
     "attributes are trait.<name>, context.<name>, channel, identity.<type>, "
     "session.<field> and feature.<name>"
 )
-
-
-def parse_duration(text: str) -> int:
-    """Seconds in a window written `Nd`, `Nh` or `Nm`; raises RuleNodeError."""
-    match = _DURATION.match(text)
-    if not match or int(match.group(1)) == 0:
-        raise RuleNodeError(f"invalid window {text!r}: write a positive number and d, h or m (30d)")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-def format_duration(seconds: int) -> str:
-    """The shortest `Nd` / `Nh` / `Nm` spelling of a whole number of minutes."""
-    for unit in ("d", "h", "m"):
-        if seconds % _UNIT_SECONDS[unit] == 0:
-            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
-    raise RuleNodeError(f"window {seconds}s is not a whole number of minutes")
 
 
 def resolve_attribute(parts: Sequence[str]) -> Value:
@@ -142,13 +123,6 @@ def kind_of(value: Value) -> Kind:
     return "number"
 
 
-def _describe(value: Value) -> str:
-    # Local import: the printer imports this module.
-    from .printer import print_value
-
-    return print_value(value)
-
-
 def _check_channel(other: Value, values: Sequence[object]) -> str | None:
     if not isinstance(other, ChannelRef):
         return None
@@ -164,15 +138,17 @@ def check_compare(op: str, left: Value, right: Value) -> str | None:
     if op in ORDERING_OPS:
         for side, kind in ((left, lk), (right, rk)):
             if kind in ("bool", "null", "list"):
-                return f"'{op}' orders numbers or strings, but {_describe(side)} is a {kind}"
+                return f"'{op}' orders numbers or strings, but {print_value(side)} is a {kind}"
         if "any" not in (lk, rk) and lk != rk:
-            return f"'{op}' compares a {lk} ({_describe(left)}) with a {rk} ({_describe(right)})"
+            return (
+                f"'{op}' compares a {lk} ({print_value(left)}) with a {rk} ({print_value(right)})"
+            )
         return None
     if op in ("==", "!="):
         if "any" not in (lk, rk) and "null" not in (lk, rk) and lk != rk:
             return (
-                f"'{op}' compares a {lk} ({_describe(left)}) with a {rk} "
-                f"({_describe(right)}); the result never changes"
+                f"'{op}' compares a {lk} ({print_value(left)}) with a {rk} "
+                f"({print_value(right)}); the result never changes"
             )
         if isinstance(right, Literal):
             return _check_channel(left, [right.value])
@@ -187,7 +163,7 @@ def check_compare(op: str, left: Value, right: Value) -> str | None:
                 item_kind = kind_of(Literal(item))
                 if item_kind not in ("null", lk):
                     return (
-                        f"'{op}' looks for a {lk} ({_describe(left)}) "
+                        f"'{op}' looks for a {lk} ({print_value(left)}) "
                         f"in a list holding a {item_kind}"
                     )
         return _check_channel(left, right.value)
@@ -198,7 +174,7 @@ def check_compare(op: str, left: Value, right: Value) -> str | None:
         if lk not in ("string", "any"):
             return (
                 f"'{op}' with a string on the right tests a substring, "
-                f"but {_describe(left)} is a {lk}"
+                f"but {print_value(left)} is a {lk}"
             )
         return None
-    return f"'{op}' needs a list or a string on the right, but {_describe(right)} is a {rk}"
+    return f"'{op}' needs a list or a string on the right, but {print_value(right)} is a {rk}"

@@ -1,0 +1,164 @@
+"""What the profile service does, over its stores: identify, track, read, erase.
+
+Plain async functions, free of gRPC and protobuf: the servicer converts a
+request, calls one of these, and converts the answer back. Validation of what
+a client sent happens before (at the edge); these take domain values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tessera.errors import InvalidArgument, TesseraError, require
+from tessera.profiles.domain.features import compute_features
+from tessera.profiles.domain.model import EventData, IdentityKey
+from tessera.profiles.domain.profile import Profile
+from tessera.profiles.storage.sessions import SessionStore
+from tessera.profiles.storage.sql import IdentifyResult, ProfileRecord, ProfileStore
+
+T = TypeVar("T")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Where the profile service keeps people: durable profiles and hot sessions."""
+
+    profiles: ProfileStore
+    sessions: SessionStore
+
+
+@dataclass(frozen=True)
+class Identified:
+    """The profile identities resolved to, and what resolving did."""
+
+    profile: Profile
+    created: bool
+    merged_profile_ids: list[str]
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """Where an event landed: the canonical profile, and whether it was a repeat."""
+
+    profile_id: str
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class StreamCounts:
+    """Outcome of a stream of events."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+
+async def _profile(stores: Stores, record: ProfileRecord) -> Profile:
+    now = _now()
+    session = await stores.sessions.get(record.profile_id, now)
+    return Profile(
+        profile_id=record.profile_id,
+        identities=tuple(record.identities),
+        traits=record.traits,
+        session=session,
+        features=compute_features(session, record.history, now),
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
+
+
+async def _resolve(stores: Stores, keys: list[IdentityKey]) -> IdentifyResult:
+    result = await stores.profiles.database.run(stores.profiles.identify, keys)
+    if result.merged_ids:
+        # The durable merge is committed; the merged profiles' live
+        # sessions follow it into the survivor's.
+        await stores.sessions.merge(result.profile.profile_id, result.merged_ids)
+    return result
+
+
+async def identify(stores: Stores, keys: list[IdentityKey]) -> Identified:
+    """Resolve identities to one profile, creating or merging profiles as needed."""
+    result = await _resolve(stores, keys)
+    return Identified(await _profile(stores, result.profile), result.created, result.merged_ids)
+
+
+async def get_profile(stores: Stores, profile_id: str) -> Profile:
+    """The profile behind a profile id or a merged id; NOT_FOUND otherwise."""
+    record = await stores.profiles.database.run(stores.profiles.get, profile_id)
+    return await _profile(stores, record)
+
+
+async def get_profile_by_identity(stores: Stores, key: IdentityKey) -> Profile:
+    """The profile an identity is attached to; NOT_FOUND otherwise."""
+    record = await stores.profiles.database.run(stores.profiles.get_by_identity, key)
+    return await _profile(stores, record)
+
+
+async def update_traits(stores: Stores, profile_id: str, patch: Mapping[str, Any]) -> Profile:
+    """Set traits (a None value removes one) and return the profile after."""
+    require(bool(profile_id), "profile_id", "is required")
+    require(bool(patch), "traits", "name at least one trait")
+    record = await stores.profiles.database.run(
+        stores.profiles.update_traits, profile_id, dict(patch)
+    )
+    return await _profile(stores, record)
+
+
+async def track(stores: Stores, event: EventData) -> Tracked:
+    """Record a validated event: event log and history first, then the hot session."""
+    profile_id = event.profile_id
+    if not profile_id:
+        profile_id = (await _resolve(stores, event.identities)).profile.profile_id
+    canonical, duplicate, _ = await stores.profiles.database.run(
+        stores.profiles.record_event, event, profile_id
+    )
+    # Also for a duplicate: if the first try stored the event but failed
+    # before the hot session took it, the retry must still reach the
+    # session. Applying is idempotent by event id.
+    await stores.sessions.apply(canonical, event)
+    return Tracked(canonical, duplicate)
+
+
+async def track_stream(
+    stores: Stores, items: AsyncIterable[T], event_of: Callable[[T], EventData]
+) -> StreamCounts:
+    """Track every event of a stream; one bad event is counted, not fatal.
+
+    `event_of` turns an item into a validated event (raising InvalidArgument
+    when it cannot), so a malformed item is counted as rejected like an event
+    for a profile that does not exist; any other error ends the stream.
+    """
+    accepted = duplicates = rejected = 0
+    async for item in items:
+        try:
+            tracked = await track(stores, event_of(item))
+        except InvalidArgument:
+            rejected += 1
+            continue
+        except TesseraError as error:
+            if error.code_name == "NOT_FOUND":
+                rejected += 1
+                continue
+            raise
+        if tracked.duplicate:
+            duplicates += 1
+        else:
+            accepted += 1
+    return StreamCounts(accepted, duplicates, rejected)
+
+
+async def delete_profile(stores: Stores, profile_id: str) -> int:
+    """Erase a person: profile, identities, events and hot session; events erased."""
+    require(bool(profile_id), "profile_id", "is required")
+    database = stores.profiles.database
+    canonical = await database.run(stores.profiles.canonical_id, profile_id)
+    deleted = await database.run(stores.profiles.delete_profile, canonical)
+    await stores.sessions.delete(canonical)
+    return deleted

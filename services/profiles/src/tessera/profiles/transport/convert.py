@@ -1,0 +1,132 @@
+"""The one mapping between the profile service's domain values and its protos.
+
+Every field of a Session, Features or Profile message is filled here and
+nowhere else, so a field added to the contract has exactly one place to go.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from tessera.common.v1 import common_pb2
+from tessera.convert import (
+    check_channel,
+    datetime_to_timestamp,
+    dict_to_struct,
+    struct_to_dict,
+    timestamp_to_datetime,
+)
+from tessera.profiles.application import Identified, StreamCounts
+from tessera.profiles.domain.features import Features
+from tessera.profiles.domain.model import (
+    EventData,
+    IdentityKey,
+    normalize_identities,
+    normalize_identity,
+    validate_event,
+)
+from tessera.profiles.domain.profile import Profile
+from tessera.profiles.domain.session import Session
+from tessera.profiles.v1 import profiles_pb2
+
+
+def _pairs(identities: Iterable[common_pb2.Identity]) -> list[tuple[str, str]]:
+    return [(i.type, i.value) for i in identities]
+
+
+def identity_keys(identities: Iterable[common_pb2.Identity], field: str) -> list[IdentityKey]:
+    """Identities of a request in stored form; INVALID_ARGUMENT naming `field`."""
+    return normalize_identities(_pairs(identities), field)
+
+
+def identity_key(identity: common_pb2.Identity, field: str) -> IdentityKey:
+    """One identity of a request in stored form; INVALID_ARGUMENT naming `field`."""
+    return normalize_identity(identity.type, identity.value, field)
+
+
+def event_from_proto(event: common_pb2.Event, now: dt.datetime) -> EventData:
+    """A validated domain event; INVALID_ARGUMENT naming the first bad field."""
+    channel = check_channel(event.channel, "event.channel")
+    return validate_event(
+        event_id=event.event_id,
+        event_type=event.type,
+        profile_id=event.profile_id,
+        identities=_pairs(event.identities),
+        timestamp=timestamp_to_datetime(event.timestamp),
+        channel=channel,
+        properties=struct_to_dict(event.properties),
+        now=now,
+    )
+
+
+def session_message(session: Session | None) -> profiles_pb2.Session:
+    """The hot session as the contract shows it; empty when there is no live visit."""
+    if session is None:
+        return profiles_pb2.Session()
+    return profiles_pb2.Session(
+        started_at=datetime_to_timestamp(session.started_at),
+        last_seen_at=datetime_to_timestamp(session.last_seen_at),
+        channel=common_pb2.Channel.ValueType(session.channel),
+        page_views=session.page_views,
+        product_views=session.product_views,
+        category_views=session.category_views,
+        cart=[
+            profiles_pb2.CartItem(
+                product_id=item.product_id,
+                category=item.category,
+                quantity=item.quantity,
+                price=item.price,
+            )
+            for item in session.cart
+        ],
+        favorites=session.favorites,
+        searches=session.searches,
+        time_spent_ms=session.time_spent_ms,
+        events=session.events,
+    )
+
+
+def features_message(features: Features) -> profiles_pb2.Features:
+    """Computed features as the contract shows them."""
+    return profiles_pb2.Features(
+        rfm=profiles_pb2.Rfm(
+            recency_days=features.rfm.recency_days,
+            frequency=features.rfm.frequency,
+            monetary=features.rfm.monetary,
+        ),
+        lifetime_value=features.lifetime_value,
+        interests=[
+            profiles_pb2.Interest(category=i.category, score=i.score) for i in features.interests
+        ],
+        conversion_probability=features.conversion_probability,
+    )
+
+
+def profile_message(profile: Profile) -> profiles_pb2.Profile:
+    """A profile with its session and features."""
+    return profiles_pb2.Profile(
+        profile_id=profile.profile_id,
+        identities=[common_pb2.Identity(type=k.type, value=k.value) for k in profile.identities],
+        traits=dict_to_struct(dict(profile.traits)),
+        session=session_message(profile.session),
+        features=features_message(profile.features),
+        created_at=datetime_to_timestamp(profile.created_at),
+        updated_at=datetime_to_timestamp(profile.updated_at),
+    )
+
+
+def identify_response(identified: Identified) -> profiles_pb2.IdentifyResponse:
+    """The answer to Identify."""
+    return profiles_pb2.IdentifyResponse(
+        profile=profile_message(identified.profile),
+        created=identified.created,
+        merged_profile_ids=identified.merged_profile_ids,
+    )
+
+
+def track_stream_response(counts: StreamCounts) -> profiles_pb2.TrackStreamResponse:
+    """The answer to TrackStream."""
+    return profiles_pb2.TrackStreamResponse(
+        accepted=counts.accepted, duplicates=counts.duplicates, rejected=counts.rejected
+    )

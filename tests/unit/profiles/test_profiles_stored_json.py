@@ -1,0 +1,74 @@
+"""The stored JSON of sessions and histories: the format written before typed values."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from tessera.profiles.domain.history import History
+from tessera.profiles.domain.session import CartItem
+from tessera.profiles.storage.sessions import session_from_json, session_to_json
+from tessera.profiles.storage.sql import history_from_json, history_to_json
+
+T0 = dt.datetime(2026, 11, 1, 10, 0, tzinfo=dt.UTC)
+
+# Written by the dict-based session code: no cart undo marks yet (they were
+# only added by the first cart removal or purchase).
+OLD_SESSION = {
+    "started_at": "2026-11-01T10:00:00+00:00",
+    "last_seen_at": "2026-11-01T10:05:00+00:00",
+    "channel": 1,
+    "page_views": 2,
+    "product_views": {"j1": 1},
+    "category_views": {"juicers": 3},
+    "cart": [
+        {
+            "product_id": "j1",
+            "category": "juicers",
+            "quantity": 2,
+            "price": 80.0,
+            "added_at": "2026-11-01T10:04:00+00:00",
+        }
+    ],
+    "favorites": ["j1"],
+    "searches": ["juicer"],
+    "time_spent_ms": 4000,
+    "events": 6,
+    "event_ids": ["e1", "e2"],
+}
+
+
+def test_session_json__old_format__reads_typed_and_writes_the_same_fields_back() -> None:
+    session = session_from_json(OLD_SESSION)
+
+    assert session.cart == (CartItem("j1", "juicers", 2, 80.0, T0 + dt.timedelta(minutes=4)),)
+    assert session.cart_removed == {} and session.cart_cleared_at is None
+    written = session_to_json(session)
+    assert {k: v for k, v in written.items() if k in OLD_SESSION} == OLD_SESSION
+    assert (written["cart_removed"], written["cart_cleared_at"]) == ({}, None)
+
+
+def test_session_json__cart_undo_marks__round_trip() -> None:
+    raw = {
+        **OLD_SESSION,
+        "cart_removed": {"p2": "2026-11-01T10:03:00+00:00"},
+        "cart_cleared_at": "2026-11-01T10:02:00+00:00",
+    }
+
+    assert session_to_json(session_from_json(raw)) == raw
+
+
+def test_history_json__round_trip__same_object() -> None:
+    raw = {
+        "orders": 2,
+        "revenue": 150.0,
+        "last_purchase_at": "2026-10-18T10:00:00+00:00",
+        "categories": {"washing_machines": 2},
+    }
+
+    assert history_to_json(history_from_json(raw)) == raw
+    assert history_to_json(History()) == {
+        "orders": 0,
+        "revenue": 0.0,
+        "last_purchase_at": None,
+        "categories": {},
+    }
