@@ -52,6 +52,9 @@ class EchoService:
     async def stop(self) -> None:
         """Nothing to close."""
 
+    async def check(self) -> None:
+        """No store to reach."""
+
 
 def main(argv: list[str] | None = None) -> None:
     """Serve echo on loopback until SIGTERM or SIGINT."""

@@ -165,6 +165,15 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(_executor, functools.partial(fn, *args))
 
+    async def ping(self) -> None:
+        """Raise when the database cannot answer a trivial query (for health)."""
+
+        def select_one() -> None:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+
+        await self.run(select_one)
+
     def dispose(self) -> None:
         """Close pooled connections."""
         self.engine.dispose()

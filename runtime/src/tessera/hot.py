@@ -39,6 +39,9 @@ class HotStore(Protocol):
     async def delete(self, *keys: str) -> int:
         """Remove `keys`; returns how many existed."""
 
+    async def ping(self) -> None:
+        """Raise when the store cannot be reached (for health)."""
+
     async def close(self) -> None:
         """Release connections."""
 
@@ -91,6 +94,9 @@ class MemoryHotStore:
     async def delete(self, *keys: str) -> int:
         return sum(self._values.pop(k, None) is not None for k in keys)
 
+    async def ping(self) -> None:
+        """Always reachable: it lives in this process."""
+
     async def close(self) -> None:
         self._values.clear()
 
@@ -104,7 +110,9 @@ class RedisHotStore:
     """Hot store on Redis; updates are optimistic WATCH/MULTI transactions."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        self._redis = aioredis.from_url(url)
+        # Bounded waits: an unreachable Redis answers in a second, as an
+        # error the runtime turns into UNAVAILABLE, instead of hanging calls.
+        self._redis = aioredis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
         self._prefix = prefix
 
     def _k(self, key: str) -> str:
@@ -147,6 +155,9 @@ class RedisHotStore:
             return 0
         count: int = await self._redis.delete(*(self._k(k) for k in keys))
         return count
+
+    async def ping(self) -> None:
+        await self._redis.ping()
 
     async def close(self) -> None:
         await self._redis.aclose()

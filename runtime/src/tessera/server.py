@@ -26,12 +26,29 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from redis import exceptions as redis_errors
+from sqlalchemy import exc as sqlalchemy_errors
 
 from tessera import guard
 from tessera.errors import TesseraError
 from tessera.settings import RuntimeSettings
 
 log = logging.getLogger("tessera.server")
+
+# What a store raises when it cannot be reached (down, restarting, network
+# cut, pool exhausted): the call may succeed later, so UNAVAILABLE, which
+# clients retry, not INTERNAL. SQLite's "database is locked" is an
+# OperationalError too, and retrying is right for it as well.
+STORE_ERRORS: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    sqlalchemy_errors.OperationalError,
+    sqlalchemy_errors.InterfaceError,
+    sqlalchemy_errors.TimeoutError,
+)
+
+HEALTH_INTERVAL_S = 1.0
+HEALTH_TIMEOUT_S = 2.0
 
 SERVER_OPTIONS = [
     # Off: with it on, a second copy of a service would share the port
@@ -71,6 +88,9 @@ class Service(Protocol):
     async def stop(self) -> None:
         """Flush and close; called after the server stopped."""
 
+    async def check(self) -> None:
+        """Raise when a store the service needs cannot be reached (for health)."""
+
 
 @dataclass
 class Running:
@@ -81,6 +101,7 @@ class Running:
     health: health.aio.HealthServicer
     service: Service
     gate: Gate
+    monitor: asyncio.Task[None] | None = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -96,6 +117,10 @@ class Running:
         self.stopped.set()
         started = asyncio.get_running_loop().time()
         self.gate.close()
+        if self.monitor is not None:
+            self.monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.monitor
         await self.health.enter_graceful_shutdown()
         await self.service.drain()
         await self.gate.emptied(grace)
@@ -117,6 +142,9 @@ class Gate:
 
     def __init__(self) -> None:
         self.closing = False
+        self.unreachable = ""
+        """Why a store is unreachable, while it is: calls are refused meanwhile."""
+        self.checked = False
         self._under_way = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -159,6 +187,8 @@ class Gate:
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry another replica"
             )
+        if self.unreachable:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, self.unreachable)
         self._under_way += 1
         self._idle.clear()
         try:
@@ -236,6 +266,11 @@ async def _status_of_errors(
         await context.abort(code, str(error), trailing_metadata=_details(error, code))
     except (asyncio.CancelledError, grpc.aio.AbortError):
         raise
+    except STORE_ERRORS as error:
+        log.warning("store unreachable", extra={"method": method, "error": str(error)})
+        await context.abort(
+            grpc.StatusCode.UNAVAILABLE, "a store of this service cannot be reached; retry"
+        )
     except Exception:
         log.exception("unhandled error", extra={"method": method})
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
@@ -317,10 +352,42 @@ async def start(service: Service, host: str = "127.0.0.1", port: int = 0) -> Run
         raise OSError(f"cannot bind {host}:{port}")
     await service.start()
     await server.start()
-    for name in ("", *service.full_names):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    running = Running(server, bound, health_servicer, service, gate)
+    await _check_stores(running)
+    running.monitor = asyncio.create_task(_monitor(running))
     log.info("serving", extra={"address": f"{host}:{bound}", "services": list(service.full_names)})
-    return Running(server, bound, health_servicer, service, gate)
+    return running
+
+
+async def _check_stores(running: Running) -> None:
+    """SERVING while the service's stores answer, NOT_SERVING (and calls refused) while not."""
+    try:
+        await asyncio.wait_for(running.service.check(), HEALTH_TIMEOUT_S)
+        reason = ""
+    except Exception as error:  # whatever the probe raised, the store did not answer
+        reason = f"a store of this service cannot be reached ({type(error).__name__}); retry"
+    if reason != running.gate.unreachable or not running.gate.checked:
+        if reason:
+            log.warning("not serving: store unreachable", extra={"why": reason})
+        elif running.gate.checked:
+            log.info("serving again: stores reachable")
+        running.gate.unreachable = reason
+        running.gate.checked = True
+        status = (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+            if reason
+            else health_pb2.HealthCheckResponse.SERVING
+        )
+        for name in ("", *running.service.full_names):
+            await running.health.set(name, status)
+
+
+async def _monitor(running: Running) -> None:
+    """Check the stores every HEALTH_INTERVAL_S until the server stops."""
+    while not running.stopped.is_set():
+        await asyncio.sleep(HEALTH_INTERVAL_S)
+        if not running.stopped.is_set():
+            await _check_stores(running)
 
 
 async def run(service: Service, host: str, port: int, grace: float) -> None:

@@ -75,6 +75,10 @@ class DecisionService:
     async def drain(self) -> None:
         """Decide calls are short; nothing to end early."""
 
+    async def check(self) -> None:
+        """Health: its database answers."""
+        await self.database.ping()
+
     async def stop(self) -> None:
         await self.evaluator.stop()
         await self.catalog.close()

@@ -39,6 +39,10 @@ class ExperimentsService:
     async def drain(self) -> None:
         await self.catalog.close()
 
+    async def check(self) -> None:
+        """Health: its database answers."""
+        await self.database.ping()
+
     async def stop(self) -> None:
         await self.catalog.close()
         self.database.dispose()

@@ -41,6 +41,11 @@ class ProfilesService:
     async def drain(self) -> None:
         """No long-lived streams yet."""
 
+    async def check(self) -> None:
+        """Health: its database, and its hot store, answer."""
+        await self.database.ping()
+        await self.hot.ping()
+
     async def stop(self) -> None:
         await self.hot.close()
         self.database.dispose()

@@ -48,6 +48,10 @@ class SegmentsService:
     async def drain(self) -> None:
         await self.catalog.close()
 
+    async def check(self) -> None:
+        """Health: its database answers."""
+        await self.database.ping()
+
     async def stop(self) -> None:
         await self.catalog.close()
         await self.channel.close()
