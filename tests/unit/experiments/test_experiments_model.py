@@ -9,8 +9,11 @@ import pytest
 from experiment_builders import NOW, build_experiment
 
 from tessera.errors import InvalidArgument
+from tessera.experiments.domain.assignment import AssignmentReason, assign, assign_all
 from tessera.experiments.domain.model import (
+    Allocation,
     ExperimentStatus,
+    GoalKind,
     VariantDef,
     validate_experiment,
 )
@@ -98,12 +101,42 @@ def test_validate__naive_end_before_aware_start__compared_as_utc() -> None:
     assert raised.value.field == "experiment.end_time"
 
 
-def test_validate__plain_string_enums__accepted() -> None:
-    # The servicer may pass the str values; StrEnum members compare equal.
+def test_validate__plain_string_enums__accepted_and_assigns() -> None:
+    # A caller may pass the str values. Validation accepts them, so assignment
+    # must treat "running" as RUNNING too: an experiment that validates but
+    # never assigns anybody is a silent outage.
     experiment = build_experiment(status="running", goal_kind="revenue", allocation="bandit")
 
     validate_experiment(experiment)
-    assert experiment.status == ExperimentStatus.RUNNING
+
+    # Normalised at the boundary, so identity checks elsewhere hold too.
+    assert experiment.status is ExperimentStatus.RUNNING
+    assert experiment.goal_kind is GoalKind.REVENUE
+    assert experiment.allocation is Allocation.BANDIT
+    assert experiment.is_live(NOW)
+    result = assign(experiment, "profile-000001", frozenset(), NOW)
+    assert result.reason in (AssignmentReason.HASH, AssignmentReason.HOLDOUT)
+    assert result.variant_key in {"control", "treatment"}
+
+
+def test_assign_all__plain_string_status_in_layer__assigns_like_the_enum() -> None:
+    # assign_all picks RUNNING experiments and layer slots by status too.
+    as_enum = [
+        build_experiment(key=key, layer_key="checkout", status=ExperimentStatus.RUNNING)
+        for key in ("banner", "copy")
+    ]
+    as_str = [
+        build_experiment(key=key, layer_key="checkout", status="running")
+        for key in ("banner", "copy")
+    ]
+
+    for pid in ("profile-000001", "profile-000002", "profile-000003"):
+        expected = assign_all(as_enum, pid, frozenset(), NOW)
+        got = assign_all(as_str, pid, frozenset(), NOW)
+
+        assert [r.experiment_key for r in got] == ["banner", "copy"]
+        assert got == expected
+        assert sum(r.in_experiment for r in got) == 1
 
 
 def test_experiment__empty_salt_and_zero_traffic__read_as_key_and_everyone() -> None:
