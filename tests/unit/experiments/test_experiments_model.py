@@ -22,18 +22,65 @@ CONTROL = VariantDef("control", 1.0)
 TREATMENT = VariantDef("treatment", 1.0)
 
 
-def test_validate__well_formed_experiment__accepted() -> None:
-    experiment = build_experiment(
-        traffic_fraction=0.5,
-        holdout_fraction=0.1,
-        audience_segment_keys=("vip", "fr-buyers"),
-        layer_key="checkout",
-        salt="Salt_2025.v1",
-        start_time=NOW,
-        end_time=NOW + timedelta(days=14),
-    )
+WELL_FORMED: dict[str, Any] = {
+    "traffic_fraction": 0.5,
+    "holdout_fraction": 0.1,
+    "audience_segment_keys": ("vip", "fr-buyers"),
+    "layer_key": "checkout",
+    "salt": "Salt_2025.v1",
+    "start_time": NOW,
+    "end_time": NOW + timedelta(days=14),
+}
 
-    validate_experiment(experiment)  # raises on failure
+
+def _variants(n: int) -> tuple[VariantDef, ...]:
+    return (CONTROL, *(VariantDef(f"v{i}", 1.0) for i in range(1, n)))
+
+
+# Each row: a well-formed experiment with one field at its limit, the same
+# field one step past it, and the field path the rejection must name. The
+# accepted side pins that validation is not stricter than documented; the
+# rejected side pins that the accepted value really is the limit.
+@pytest.mark.parametrize(
+    ("at_limit", "past_limit", "field"),
+    [
+        ({}, {"holdout_fraction": 1.0}, "experiment.holdout.fraction"),
+        ({"key": "x" * 64}, {"key": "x" * 65}, "experiment.key"),
+        ({"layer_key": "l" * 64}, {"layer_key": "l" * 65}, "experiment.layer_key"),
+        ({"salt": "S" * 128}, {"salt": "S" * 129}, "experiment.salt"),
+        ({"salt": "Az09_.-"}, {"salt": "Az09_.-:"}, "experiment.salt"),
+        ({"traffic_fraction": 1.0}, {"traffic_fraction": 1.0001}, "experiment.traffic_fraction"),
+        ({"traffic_fraction": 0.0}, {"traffic_fraction": -0.0001}, "experiment.traffic_fraction"),
+        ({"holdout_fraction": 0.999}, {"holdout_fraction": 1.0}, "experiment.holdout.fraction"),
+        ({"variants": _variants(100)}, {"variants": _variants(101)}, "experiment.variants"),
+        ({"variants": _variants(2)}, {"variants": _variants(1)}, "experiment.variants"),
+        (
+            {"variants": (CONTROL, VariantDef("treatment", 0.0))},
+            {"variants": (VariantDef("control", 0.0), VariantDef("treatment", 0.0))},
+            "experiment.variants",
+        ),
+        (
+            {"goal_event_type": "e" * 128},
+            {"goal_event_type": "e" * 129},
+            "experiment.goal.event_type",
+        ),
+        (
+            {"end_time": NOW + timedelta(microseconds=1)},
+            {"end_time": NOW},
+            "experiment.end_time",
+        ),
+    ],
+)
+def test_validate__well_formed_at_limit__accepted_and_one_past_rejected(
+    at_limit: dict[str, Any], past_limit: dict[str, Any], field: str
+) -> None:
+    accepted = build_experiment(**{**WELL_FORMED, **at_limit})
+    rejected = build_experiment(**{**WELL_FORMED, **past_limit})
+
+    assert validate_experiment(accepted) is None
+    with pytest.raises(InvalidArgument) as raised:
+        validate_experiment(rejected)
+    assert raised.value.field == field
 
 
 @pytest.mark.parametrize(
