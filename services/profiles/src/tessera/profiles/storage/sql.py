@@ -432,7 +432,11 @@ class ProfileStore:
             if row is None:
                 raise NotFound(f"no profile {profile_id!r}", field="profile_id")
             canonical = row.profile_id
-            events = session.execute(delete(LogRow).where(LogRow.profile_id == canonical))
+            # The profile's merge records are erased too, but are not events.
+            events = session.execute(
+                delete(LogRow).where(LogRow.profile_id == canonical, LogRow.kind == "event")
+            )
+            session.execute(delete(LogRow).where(LogRow.profile_id == canonical))
             session.execute(delete(IdentityRow).where(IdentityRow.profile_id == canonical))
             session.execute(delete(AliasRow).where(AliasRow.profile_id == canonical))
             session.execute(delete(ProfileRow).where(ProfileRow.profile_id == canonical))
