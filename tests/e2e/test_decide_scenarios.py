@@ -24,6 +24,7 @@ from scenario import (
 
 from tessera.common.v1 import common_pb2
 from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
+from tessera.profiles.v1 import profiles_pb2
 from tessera.suite import Suite, free_port, start_suite, wait_serving
 
 pytestmark = pytest.mark.e2e
@@ -110,21 +111,68 @@ def test_decide__juicer_views_in_session__next_decide_switches_from_washing_mach
 def test_decide__cookie_then_login_on_other_channel__same_profile_same_variant(
     tessera: object,
 ) -> None:
+    # Anonymous on the web, then logged in on the web, then on the app with
+    # the account only: one person, whose first decision is the pre-login
+    # one. Several people, so that a variant switch (a coin flip per person
+    # with a 50/50 split) cannot pass by luck.
     everyone, placement = unique("all"), unique("slot")
     segment(tessera, everyone, "true")
     campaign(tessera, unique("omni"), [placement], [everyone])
-    account, browser = email(), cookie()
-    app_answer = eventually(
-        lambda: decide(tessera, account, placements=[placement], channel=common_pb2.CHANNEL_APP)
-    )
-    decide(tessera, browser, placements=[placement])
+    bystander = cookie()
+    eventually(lambda: decide(tessera, bystander, placements=[placement]).decisions[0].campaign_key)
 
-    logged_in = decide(tessera, browser, account, placements=[placement])
-    later_on_web = decide(tessera, browser, placements=[placement])
+    for _ in range(8):
+        browser, account = cookie(), email()
+        before_login = decide(tessera, browser, placements=[placement])
 
-    assert logged_in.profile_id == app_answer.profile_id == later_on_web.profile_id
-    variants = {r.decisions[0].variant_key for r in (app_answer, logged_in, later_on_web)}
-    assert len(variants) == 1 and variants != {""}
+        logged_in = decide(tessera, browser, account, placements=[placement])
+        on_app = decide(tessera, account, placements=[placement], channel=common_pb2.CHANNEL_APP)
+        later_on_web = decide(tessera, browser, placements=[placement])
+
+        answers = (before_login, logged_in, on_app, later_on_web)
+        assert before_login.profile_id
+        assert [a.profile_id for a in answers] == [before_login.profile_id] * 4
+        assert before_login.decisions[0].variant_key in {"control", "treatment"}
+        assert [a.decisions[0].variant_key for a in answers] == [
+            before_login.decisions[0].variant_key
+        ] * 4
+
+
+def test_decide__known_on_app_then_cookie_login__merged_profile_keeps_app_variant(
+    tessera: object,
+) -> None:
+    # Known on the app as the account, then anonymous on the web as a second
+    # profile, then logging in on the web merges the two. Each profile was
+    # shown a variant before anyone knew they were one person; the survivor
+    # (the older profile) keeps its variant on every channel from then on.
+    # The anonymous web variant is not kept when it differs: exposures are
+    # not recorded yet, so nothing remembers it (and two conflicting
+    # exposures would need a rule of their own).
+    everyone, placement = unique("all"), unique("slot")
+    segment(tessera, everyone, "true")
+    campaign(tessera, unique("omni"), [placement], [everyone])
+    bystander = cookie()
+    eventually(lambda: decide(tessera, bystander, placements=[placement]).decisions[0].campaign_key)
+    app = common_pb2.CHANNEL_APP
+
+    for _ in range(6):
+        account, browser = email(), cookie()
+        on_app = decide(tessera, account, placements=[placement], channel=app)
+        before_login = decide(tessera, browser, placements=[placement])
+
+        logged_in = decide(tessera, browser, account, placements=[placement])
+        later_on_web = decide(tessera, browser, placements=[placement])
+        later_on_app = decide(tessera, account, placements=[placement], channel=app)
+
+        assert before_login.profile_id != on_app.profile_id
+        after = (logged_in, later_on_web, later_on_app)
+        assert [a.profile_id for a in after] == [on_app.profile_id] * 3
+        alias = tessera.profiles.GetProfile(  # type: ignore[attr-defined]
+            profiles_pb2.GetProfileRequest(profile_id=before_login.profile_id)
+        ).profile
+        assert alias.profile_id == on_app.profile_id
+        assert on_app.decisions[0].variant_key in {"control", "treatment"}
+        assert [a.decisions[0].variant_key for a in after] == [on_app.decisions[0].variant_key] * 3
 
 
 def test_decide__conflict_group__fills_one_placement_with_the_higher_priority(

@@ -6,7 +6,9 @@ import hashlib
 import uuid
 
 import grpc
+import psycopg
 import pytest
+import redis
 from support import field_of
 
 from tessera.common.v1 import common_pb2
@@ -212,21 +214,68 @@ def test_identify__no_identities__invalid_argument(profiles: Stub) -> None:
     assert field_of(raised.value) == "identities"
 
 
-def test_delete_profile__erases_profile_identities_and_session(profiles: Stub) -> None:
-    visitor = cookie()
-    profile_id = profiles.Identify(
-        profiles_pb2.IdentifyRequest(identities=[visitor])
-    ).profile.profile_id
-    profiles.Track(profiles_pb2.TrackRequest(event=event(profile_id, "page_view")))
+def test_delete_profile__merged_profile__erases_profile_aliases_identities_events_and_session(
+    profiles: Stub, postgres_url: str, redis_url: str, key_prefix: str
+) -> None:
+    # Two profiles merged into one, so the person has an alias id, two
+    # identities and events from both sides of the merge.
+    web, app = cookie(), identity("app_install", uuid.uuid4().hex)
+    older = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[web])).profile.profile_id
+    newer = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[app])).profile.profile_id
+    tracked = [event(older, "page_view"), event(newer, "product_view", category="juicers")]
+    for sent in tracked:
+        profiles.Track(profiles_pb2.TrackRequest(event=sent))
+    merged = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[web, app]))
+    tracked.append(event(newer, "add_to_cart", product_id="j1"))  # sent to the alias id
+    profiles.Track(profiles_pb2.TrackRequest(event=tracked[-1]))
+    assert merged.profile.profile_id == older
+    assert list(merged.merged_profile_ids) == [newer]
+    person = [older, newer]
 
-    reply = profiles.DeleteProfile(profiles_pb2.DeleteProfileRequest(profile_id=profile_id))
+    reply = profiles.DeleteProfile(profiles_pb2.DeleteProfileRequest(profile_id=older))
 
-    assert reply.deleted_events == 1
-    with pytest.raises(grpc.RpcError) as raised:
-        profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=profile_id))
-    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
-    again = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[visitor]))
+    assert reply.deleted_events == len(tracked)
+    lookups = [
+        profiles_pb2.GetProfileRequest(profile_id=older),
+        profiles_pb2.GetProfileRequest(profile_id=newer),
+        profiles_pb2.GetProfileRequest(identity=web),
+        profiles_pb2.GetProfileRequest(identity=app),
+    ]
+    for lookup in lookups:
+        with pytest.raises(grpc.RpcError) as raised:
+            profiles.GetProfile(lookup)
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND, lookup
+    with psycopg.connect(postgres_url) as db:
+        left = {
+            "events": db.execute(
+                "SELECT count(*) FROM profiles_log WHERE event_id = ANY(%s)"
+                " OR (profile_id = ANY(%s) AND kind <> 'deletion')",
+                ([e.event_id for e in tracked], person),
+            ).fetchone(),
+            "identities": db.execute(
+                "SELECT count(*) FROM profiles_identity WHERE profile_id = ANY(%s)"
+                " OR id_value = ANY(%s)",
+                (person, [web.value, app.value]),
+            ).fetchone(),
+            "aliases": db.execute(
+                "SELECT count(*) FROM profiles_alias WHERE alias_id = ANY(%s)"
+                " OR profile_id = ANY(%s)",
+                (person, person),
+            ).fetchone(),
+            "profiles": db.execute(
+                "SELECT count(*) FROM profiles_profile WHERE profile_id = ANY(%s)", (person,)
+            ).fetchone(),
+        }
+    assert left == {"events": (0,), "identities": (0,), "aliases": (0,), "profiles": (0,)}
+    hot = redis.Redis.from_url(redis_url)
+    try:
+        hot_keys = [k for i in person for k in hot.scan_iter(f"{key_prefix}*{i}*")]
+    finally:
+        hot.close()
+    assert hot_keys == []
+    again = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[web, app]))
     assert again.created is True
+    assert again.profile.profile_id not in person
     assert again.profile.session.events == 0
 
 

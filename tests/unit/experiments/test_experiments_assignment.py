@@ -1,4 +1,9 @@
-"""Assignment of one experiment: order of checks, splits, stickiness, seeds."""
+"""Assignment of one experiment: order of checks, splits, stickiness, seeds.
+
+The sticky-variant tests pin `assign`'s domain rule only: nothing in
+production passes a sticky variant yet (exposures are not recorded), so they
+say nothing about a person keeping a variant end to end.
+"""
 
 from __future__ import annotations
 
@@ -102,6 +107,14 @@ def test_choose_variant__slices__laid_out_in_variant_order(
 
 
 def test_assign__weights_change__sticky_keeps_variant() -> None:
+    """A sticky variant is kept when weights change; without it the hash moves people.
+
+    Domain only: production does not reach this path yet. No caller passes
+    a sticky variant (the Assign servicer and the decision service call
+    assign_all without `sticky`, and RecordExposures is unimplemented), so
+    this pins the rule the exposure-wiring issue will rely on, not
+    end-to-end stickiness.
+    """
     before = build_experiment()
     after = build_experiment(variants=(VariantDef("control", 0.0), VariantDef("treatment", 1.0)))
     ids = PROFILE_IDS_20K[:2_000]
@@ -117,8 +130,16 @@ def test_assign__weights_change__sticky_keeps_variant() -> None:
 
 
 def test_assign__sticky_beats_traffic_and_holdout() -> None:
-    # A profile exposed before keeps its variant when traffic shrinks or a
-    # holdout is added: moving exposed people would spoil the comparison.
+    """A sticky variant is kept when traffic shrinks or a holdout is added.
+
+    Moving people already exposed would spoil the comparison.
+
+    Domain only: production does not reach this path yet. No caller passes
+    a sticky variant (the Assign servicer and the decision service call
+    assign_all without `sticky`, and RecordExposures is unimplemented), so
+    this pins the rule the exposure-wiring issue will rely on, not
+    end-to-end stickiness.
+    """
     experiment = build_experiment(traffic_fraction=0.0001, holdout_fraction=0.9999)
 
     results = [
@@ -132,6 +153,14 @@ def test_assign__sticky_beats_traffic_and_holdout() -> None:
 
 
 def test_assign__sticky_variant_removed__falls_back_to_hash() -> None:
+    """A sticky variant that no longer exists is ignored.
+
+    Domain only: production does not reach this path yet. No caller passes
+    a sticky variant (the Assign servicer and the decision service call
+    assign_all without `sticky`, and RecordExposures is unimplemented), so
+    this pins the rule the exposure-wiring issue will rely on, not
+    end-to-end stickiness.
+    """
     experiment = build_experiment()
 
     result = assign(experiment, "profile-000001", NO_SEGMENTS, NOW, sticky_variant="gone")
@@ -141,6 +170,14 @@ def test_assign__sticky_variant_removed__falls_back_to_hash() -> None:
 
 
 def test_assign__sticky_but_left_audience__not_in_audience() -> None:
+    """Audience is checked before the sticky variant.
+
+    Domain only: production does not reach this path yet. No caller passes
+    a sticky variant (the Assign servicer and the decision service call
+    assign_all without `sticky`, and RecordExposures is unimplemented), so
+    this pins the rule the exposure-wiring issue will rely on, not
+    end-to-end stickiness.
+    """
     experiment = build_experiment(audience_segment_keys=("vip",))
 
     result = assign(experiment, "profile-000001", {"other"}, NOW, sticky_variant="control")
@@ -156,6 +193,14 @@ def test_assign__sticky_but_left_audience__not_in_audience() -> None:
 def test_assign__status_not_running__not_running_even_when_sticky(
     status: ExperimentStatus,
 ) -> None:
+    """Status is checked before the sticky variant.
+
+    Domain only: production does not reach this path yet. No caller passes
+    a sticky variant (the Assign servicer and the decision service call
+    assign_all without `sticky`, and RecordExposures is unimplemented), so
+    this pins the rule the exposure-wiring issue will rely on, not
+    end-to-end stickiness.
+    """
     experiment = build_experiment(status=status)
 
     result = assign(experiment, "profile-000001", NO_SEGMENTS, NOW, sticky_variant="control")

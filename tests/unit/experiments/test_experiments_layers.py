@@ -68,6 +68,12 @@ def test_assign_all__no_layer__profile_can_enter_every_experiment() -> None:
 
 
 def test_assign_all__sticky_in_layer__wins_the_layer() -> None:
+    """A profile exposed to one experiment of a layer keeps that one.
+
+    Domain only: production does not reach this path yet. No caller passes
+    `sticky` (exposures are not recorded), so this pins the rule the
+    exposure-wiring issue will rely on, not end-to-end stickiness.
+    """
     experiments = layer("banner", "button", "copy")
     # Profiles the hash sends elsewhere, but who were exposed to "copy".
     elsewhere = [
@@ -88,8 +94,12 @@ def test_assign_all__sticky_in_layer__wins_the_layer() -> None:
 
 
 def test_assign_all__two_stickies_in_one_layer__only_one_kept() -> None:
-    # After a profile merge a person may carry exposures to two experiments of
-    # one layer; exclusivity holds and the choice is deterministic.
+    """After a merge, two exposures in one layer: exclusivity holds, choice is fixed.
+
+    Domain only: production does not reach this path yet. No caller passes
+    `sticky` (exposures are not recorded), so this pins the rule the
+    exposure-wiring issue will rely on, not end-to-end stickiness.
+    """
     experiments = layer("banner", "button", "copy")
     sticky = {"banner": "control", "copy": "treatment"}
 
@@ -101,7 +111,12 @@ def test_assign_all__two_stickies_in_one_layer__only_one_kept() -> None:
 
 
 def test_assign_all__stale_sticky_in_layer__does_not_win() -> None:
-    # A sticky variant that no longer exists holds no claim on the layer.
+    """A sticky variant that no longer exists holds no claim on the layer.
+
+    Domain only: production does not reach this path yet. No caller passes
+    `sticky` (exposures are not recorded), so this pins the rule the
+    exposure-wiring issue will rely on, not end-to-end stickiness.
+    """
     experiments = layer("banner", "button", "copy")
 
     for pid in IDS[:300]:

@@ -9,8 +9,11 @@ import pytest
 from experiment_builders import NOW, build_experiment
 
 from tessera.errors import InvalidArgument
+from tessera.experiments.domain.assignment import AssignmentReason, assign, assign_all
 from tessera.experiments.domain.model import (
+    Allocation,
     ExperimentStatus,
+    GoalKind,
     VariantDef,
     validate_experiment,
 )
@@ -19,18 +22,65 @@ CONTROL = VariantDef("control", 1.0)
 TREATMENT = VariantDef("treatment", 1.0)
 
 
-def test_validate__well_formed_experiment__accepted() -> None:
-    experiment = build_experiment(
-        traffic_fraction=0.5,
-        holdout_fraction=0.1,
-        audience_segment_keys=("vip", "fr-buyers"),
-        layer_key="checkout",
-        salt="Salt_2025.v1",
-        start_time=NOW,
-        end_time=NOW + timedelta(days=14),
-    )
+WELL_FORMED: dict[str, Any] = {
+    "traffic_fraction": 0.5,
+    "holdout_fraction": 0.1,
+    "audience_segment_keys": ("vip", "fr-buyers"),
+    "layer_key": "checkout",
+    "salt": "Salt_2025.v1",
+    "start_time": NOW,
+    "end_time": NOW + timedelta(days=14),
+}
 
-    validate_experiment(experiment)  # raises on failure
+
+def _variants(n: int) -> tuple[VariantDef, ...]:
+    return (CONTROL, *(VariantDef(f"v{i}", 1.0) for i in range(1, n)))
+
+
+# Each row: a well-formed experiment with one field at its limit, the same
+# field one step past it, and the field path the rejection must name. The
+# accepted side pins that validation is not stricter than documented; the
+# rejected side pins that the accepted value really is the limit.
+@pytest.mark.parametrize(
+    ("at_limit", "past_limit", "field"),
+    [
+        ({}, {"holdout_fraction": 1.0}, "experiment.holdout.fraction"),
+        ({"key": "x" * 64}, {"key": "x" * 65}, "experiment.key"),
+        ({"layer_key": "l" * 64}, {"layer_key": "l" * 65}, "experiment.layer_key"),
+        ({"salt": "S" * 128}, {"salt": "S" * 129}, "experiment.salt"),
+        ({"salt": "Az09_.-"}, {"salt": "Az09_.-:"}, "experiment.salt"),
+        ({"traffic_fraction": 1.0}, {"traffic_fraction": 1.0001}, "experiment.traffic_fraction"),
+        ({"traffic_fraction": 0.0}, {"traffic_fraction": -0.0001}, "experiment.traffic_fraction"),
+        ({"holdout_fraction": 0.999}, {"holdout_fraction": 1.0}, "experiment.holdout.fraction"),
+        ({"variants": _variants(100)}, {"variants": _variants(101)}, "experiment.variants"),
+        ({"variants": _variants(2)}, {"variants": _variants(1)}, "experiment.variants"),
+        (
+            {"variants": (CONTROL, VariantDef("treatment", 0.0))},
+            {"variants": (VariantDef("control", 0.0), VariantDef("treatment", 0.0))},
+            "experiment.variants",
+        ),
+        (
+            {"goal_event_type": "e" * 128},
+            {"goal_event_type": "e" * 129},
+            "experiment.goal.event_type",
+        ),
+        (
+            {"end_time": NOW + timedelta(microseconds=1)},
+            {"end_time": NOW},
+            "experiment.end_time",
+        ),
+    ],
+)
+def test_validate__well_formed_at_limit__accepted_and_one_past_rejected(
+    at_limit: dict[str, Any], past_limit: dict[str, Any], field: str
+) -> None:
+    accepted = build_experiment(**{**WELL_FORMED, **at_limit})
+    rejected = build_experiment(**{**WELL_FORMED, **past_limit})
+
+    assert validate_experiment(accepted) is None
+    with pytest.raises(InvalidArgument) as raised:
+        validate_experiment(rejected)
+    assert raised.value.field == field
 
 
 @pytest.mark.parametrize(
@@ -98,12 +148,42 @@ def test_validate__naive_end_before_aware_start__compared_as_utc() -> None:
     assert raised.value.field == "experiment.end_time"
 
 
-def test_validate__plain_string_enums__accepted() -> None:
-    # The servicer may pass the str values; StrEnum members compare equal.
+def test_validate__plain_string_enums__accepted_and_assigns() -> None:
+    # A caller may pass the str values. Validation accepts them, so assignment
+    # must treat "running" as RUNNING too: an experiment that validates but
+    # never assigns anybody is a silent outage.
     experiment = build_experiment(status="running", goal_kind="revenue", allocation="bandit")
 
     validate_experiment(experiment)
-    assert experiment.status == ExperimentStatus.RUNNING
+
+    # Normalised at the boundary, so identity checks elsewhere hold too.
+    assert experiment.status is ExperimentStatus.RUNNING
+    assert experiment.goal_kind is GoalKind.REVENUE
+    assert experiment.allocation is Allocation.BANDIT
+    assert experiment.is_live(NOW)
+    result = assign(experiment, "profile-000001", frozenset(), NOW)
+    assert result.reason in (AssignmentReason.HASH, AssignmentReason.HOLDOUT)
+    assert result.variant_key in {"control", "treatment"}
+
+
+def test_assign_all__plain_string_status_in_layer__assigns_like_the_enum() -> None:
+    # assign_all picks RUNNING experiments and layer slots by status too.
+    as_enum = [
+        build_experiment(key=key, layer_key="checkout", status=ExperimentStatus.RUNNING)
+        for key in ("banner", "copy")
+    ]
+    as_str = [
+        build_experiment(key=key, layer_key="checkout", status="running")
+        for key in ("banner", "copy")
+    ]
+
+    for pid in ("profile-000001", "profile-000002", "profile-000003"):
+        expected = assign_all(as_enum, pid, frozenset(), NOW)
+        got = assign_all(as_str, pid, frozenset(), NOW)
+
+        assert [r.experiment_key for r in got] == ["banner", "copy"]
+        assert got == expected
+        assert sum(r.in_experiment for r in got) == 1
 
 
 def test_experiment__empty_salt_and_zero_traffic__read_as_key_and_everyone() -> None:

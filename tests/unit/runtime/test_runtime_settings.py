@@ -32,9 +32,37 @@ def test_check_exposure__public_host_without_opt_in__refused_naming_host() -> No
     assert raised.value.field == "host"
 
 
-def test_check_exposure__public_host_with_opt_in__allowed() -> None:
-    check_exposure(RuntimeSettings(host="0.0.0.0", allow_unauthenticated=True))
-    check_exposure(RuntimeSettings(host="127.0.0.1"))
+def refusal(settings: RuntimeSettings) -> FailedPrecondition | None:
+    """The refusal check_exposure raises for `settings`, or None when it allows them."""
+    try:
+        check_exposure(settings)
+    except FailedPrecondition as refused:
+        return refused
+    return None
+
+
+def test_check_exposure__public_host_with_opt_in__allowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The opt-in as an operator gives it: the documented environment variable.
+    monkeypatch.setenv("TESSERA_HOST", "0.0.0.0")
+    monkeypatch.setenv("TESSERA_ALLOW_UNAUTHENTICATED", "true")
+    opted_in = RuntimeSettings()
+    not_opted_in = opted_in.model_copy(update={"allow_unauthenticated": False})
+
+    assert opted_in.allow_unauthenticated is True
+    assert refusal(opted_in) is None
+    # The opt-in is what allows it: the same host without it is refused.
+    refused = refusal(not_opted_in)
+    assert refused is not None
+    assert refused.field == "host"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_check_exposure__loopback_host_without_opt_in__allowed(host: str) -> None:
+    settings = RuntimeSettings(host=host, allow_unauthenticated=False)
+
+    assert refusal(settings) is None
 
 
 def test_address_of__wildcard_host__peers_dial_loopback() -> None:

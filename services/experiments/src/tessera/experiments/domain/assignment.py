@@ -226,7 +226,7 @@ def assign_all(
                 raise NotFound(f"no experiment {wanted!r}", field=f"experiment_keys[{i}]")
         selected = sorted(set(only_keys))
     else:
-        selected = sorted(k for k, e in by_key.items() if e.status is ExperimentStatus.RUNNING)
+        selected = sorted(k for k, e in by_key.items() if e.status == ExperimentStatus.RUNNING)
 
     segments = frozenset(segment_keys)
     winners = _layer_winners(by_key.values(), profile_id, segments, now, sticky)
@@ -246,7 +246,7 @@ def _layer_of(experiment: ExperimentDef) -> str:
     # Only RUNNING experiments hold a slot of their layer. One that has
     # passed its end time but is still RUNNING keeps its slot, so the others
     # are not reshuffled by the clock, only by a change of status.
-    if experiment.status is ExperimentStatus.RUNNING:
+    if experiment.status == ExperimentStatus.RUNNING:
         return experiment.layer_key
     return ""
 

@@ -97,6 +97,19 @@ class ExperimentDef:
     goal_kind: GoalKind = GoalKind.CONVERSION
     allocation: Allocation = Allocation.FIXED
 
+    def __post_init__(self) -> None:
+        # A caller may pass the plain string values ("running"). Turn known
+        # ones into members so that every comparison sees the enum; leave
+        # unknown ones for validate_experiment to name the field.
+        for name, kind in (
+            ("status", ExperimentStatus),
+            ("goal_kind", GoalKind),
+            ("allocation", Allocation),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, str) and not isinstance(value, kind) and value in set(kind):
+                object.__setattr__(self, name, kind(value))
+
     @property
     def effective_salt(self) -> str:
         """The salt hashed with profile ids: `salt`, or the key when empty."""
@@ -116,7 +129,7 @@ class ExperimentDef:
 
     def is_live(self, now: datetime) -> bool:
         """True when the experiment is RUNNING and `now` is in [start, end)."""
-        if self.status is not ExperimentStatus.RUNNING:
+        if self.status != ExperimentStatus.RUNNING:
             return False
         at = as_utc(now)
         if self.start_time is not None and at < as_utc(self.start_time):

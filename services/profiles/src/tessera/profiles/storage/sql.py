@@ -463,7 +463,13 @@ class ProfileStore:
             if row is None:
                 raise NotFound(f"no profile {profile_id!r}", field="profile_id")
             canonical = row.profile_id
-            events = session.execute(delete(LogRow).where(col(LogRow.profile_id) == canonical))
+            # The profile's merge records are erased too, but are not events.
+            events = session.execute(
+                delete(LogRow).where(
+                    col(LogRow.profile_id) == canonical, col(LogRow.kind) == "event"
+                )
+            )
+            session.execute(delete(LogRow).where(col(LogRow.profile_id) == canonical))
             session.execute(delete(IdentityRow).where(col(IdentityRow.profile_id) == canonical))
             session.execute(delete(AliasRow).where(col(AliasRow.profile_id) == canonical))
             session.execute(delete(ProfileRow).where(col(ProfileRow.profile_id) == canonical))
