@@ -168,3 +168,24 @@ def test_choose__variant_unknown_to_campaign__campaign_skipped() -> None:
     (choice,) = choose(["home"], [make("a")], {"campaign-a": "renamed"}, WEB, frozenset())
 
     assert choice.campaign is None
+
+
+def test_is_live__plain_string_status__same_as_the_enum():
+    import dataclasses
+    import datetime as dt
+
+    from tessera.decision.domain.campaigns import CampaignDef, CampaignStatus, CampaignVariant
+
+    by_enum = CampaignDef(
+        key="c",
+        placements=("home",),
+        variants=(CampaignVariant(key="a", weight=1),),
+        control_variant_key="a",
+        experiment_key="c",
+        status=CampaignStatus.RUNNING,
+    )
+    by_text = dataclasses.replace(by_enum, status="running")  # type: ignore[arg-type]
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+
+    assert by_enum.is_live(now)
+    assert by_text.is_live(now)

@@ -108,7 +108,7 @@ class CampaignDef:
 
     def is_live(self, now: dt.datetime) -> bool:
         """Running and inside its schedule."""
-        return self.status is CampaignStatus.RUNNING and self.schedule.is_live(now)
+        return self.status == CampaignStatus.RUNNING and self.schedule.is_live(now)
 
     def fits(self, placement: str, channel: int, segment_keys: frozenset[str]) -> bool:
         """Whether the campaign may fill `placement` for this visitor and channel."""
