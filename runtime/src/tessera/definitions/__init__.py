@@ -1,4 +1,4 @@
-"""Versioned definitions (segments, experiments, campaigns): stored, fanned out, cached.
+"""Versioned definitions (segments, experiments, campaigns): stored, fanned out, followed.
 
 Three jobs that fail differently, one module each:
 
@@ -8,17 +8,25 @@ Three jobs that fail differently, one module each:
   (`DefinitionFeed`); a failed poll is retried, watchers keep what they have.
 - `cache`: what a replica's hot path reads (`DefinitionCache`); an unreadable
   definition is left out, the rest keeps serving.
+
+`watcher` holds the one loop that follows a snapshot-then-changes stream
+(local feed or a peer's `Watch…` RPC) into what evaluation reads.
 """
 
 from tessera.definitions.cache import DefinitionCache
 from tessera.definitions.feed import Change, DefinitionFeed
 from tessera.definitions.store import Check, Definition, DefinitionStore
+from tessera.definitions.watcher import Backoff, Batch, WatchedSet, Watcher
 
 __all__ = [
+    "Backoff",
+    "Batch",
     "Change",
     "Check",
     "Definition",
     "DefinitionCache",
     "DefinitionFeed",
     "DefinitionStore",
+    "WatchedSet",
+    "Watcher",
 ]

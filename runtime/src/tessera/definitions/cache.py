@@ -1,17 +1,33 @@
-"""The derived side of definitions: what a service's hot path reads, per replica."""
+"""The derived side of definitions: what a service's hot path reads, per replica.
+
+A `DefinitionCache` follows this replica's own `DefinitionFeed` with the
+same `Watcher` a decision replica uses over the `Watch…` RPCs, so the owning
+service and the decision service load, skip and replace definitions the same
+way. It fails like a reader: a definition it cannot convert is left out and
+logged, and the rest keeps serving.
+"""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
 from tessera.definitions.feed import Change, DefinitionFeed
 from tessera.definitions.store import Definition
-
-log = logging.getLogger("tessera.definitions")
+from tessera.definitions.watcher import Backoff, Batch, WatchedSet, Watcher
 
 T = TypeVar("T")
+
+LOCAL_BACKOFF = Backoff(initial_s=0.01, max_s=0.5)
+"""The local feed only ends when it stops: come back quickly if it ever does."""
+
+
+def _read(change: Change) -> Batch[Definition]:
+    return Batch(change.snapshot, change.upserted, change.deleted_keys, change.revision)
+
+
+def _key(definition: Definition) -> str:
+    return definition.key
 
 
 class DefinitionCache(Generic[T]):
@@ -19,9 +35,7 @@ class DefinitionCache(Generic[T]):
 
     `convert` turns a stored definition into what the hot path evaluates (a
     compiled rule, an experiment, a campaign); `on_change` runs after each
-    batch, for caches that derive something from the whole set. Updated
-    inside the feed's poll, so once a write's `refresh()` returns, the cache
-    holds the write.
+    batch, for caches that derive something from the whole set.
     """
 
     def __init__(
@@ -31,26 +45,34 @@ class DefinitionCache(Generic[T]):
         on_change: Callable[[dict[str, T]], None] | None = None,
     ) -> None:
         self.feed = feed
-        self.convert = convert
-        self.on_change = on_change
-        self.items: dict[str, T] = {}
+        self._set: WatchedSet[Definition, T] = WatchedSet(feed.store.noun, convert, _key, on_change)
+        self._watcher = Watcher(
+            f"local:{feed.store.noun}", feed.watch, _read, self._set, LOCAL_BACKOFF
+        )
 
-    def start(self) -> None:
-        """Load every definition and follow changes (the feed must be started)."""
-        self.feed.listen(self._apply)
+    @property
+    def items(self) -> Mapping[str, T]:
+        """Every live definition, converted, by key."""
+        return self._watcher.items
 
-    def _apply(self, change: Change) -> None:
-        items = {} if change.snapshot else dict(self.items)
-        for definition in change.upserted:
-            try:
-                items[definition.key] = self.convert(definition)
-            except Exception:  # one bad stored definition must not blind the cache
-                log.exception("cannot load definition", extra={"key": definition.key})
-        for key in change.deleted_keys:
-            items.pop(key, None)
-        self.items = items
-        if self.on_change:
-            try:
-                self.on_change(items)
-            except Exception:  # keep what was derived from the last consistent set
-                log.exception("definitions changed into an inconsistent set")
+    @property
+    def on_change(self) -> Callable[[dict[str, T]], None] | None:
+        """Called with every item after each batch (set it before `start`)."""
+        return self._set.on_change
+
+    @on_change.setter
+    def on_change(self, on_change: Callable[[dict[str, T]], None] | None) -> None:
+        self._set.on_change = on_change
+
+    async def start(self) -> None:
+        """Follow the feed; return once every definition is loaded (the feed must be started)."""
+        self._watcher.start()
+        await self._watcher.wait_loaded()
+
+    async def stop(self) -> None:
+        """Stop following; `items` keeps the last state."""
+        await self._watcher.stop()
+
+    async def reached(self, revision: int) -> None:
+        """Return once the cache holds every write up to `revision` (or has stopped)."""
+        await self._watcher.reached(revision)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from tessera.definitions.store import Definition, DefinitionStore
@@ -22,11 +22,20 @@ log = logging.getLogger("tessera.definitions")
 
 @dataclass(frozen=True)
 class Change:
-    """What a watcher receives: the snapshot, or one batch of changes."""
+    """What a watcher receives: the snapshot, or one batch of changes.
+
+    `revision` is how far the feed had read when it sent this: a watcher
+    that has applied it holds every write up to that revision.
+    """
 
     snapshot: bool
     upserted: Sequence[Definition]
     deleted_keys: Sequence[str]
+    revision: int = 0
+
+
+_END = Change(False, (), ())
+"""Sent to every watch when the feed stops."""
 
 
 class DefinitionFeed:
@@ -38,7 +47,6 @@ class DefinitionFeed:
         self._revision = 0
         self._live: dict[str, Definition] = {}
         self._subscribers: set[asyncio.Queue[Change]] = set()
-        self._listeners: list[Callable[[Change], None]] = []
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -54,16 +62,11 @@ class DefinitionFeed:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         for queue in self._subscribers:
-            queue.put_nowait(Change(False, (), ()))
+            queue.put_nowait(_END)
 
     async def refresh(self) -> None:
-        """Poll now: after a local write, so this replica reads its own writes."""
+        """Poll now: after a local write, so this replica's watchers get it at once."""
         await self._poll()
-
-    def listen(self, listener: Callable[[Change], None]) -> None:
-        """Call `listener` with the snapshot now and with every change, in the poll itself."""
-        listener(Change(True, self.current, ()))
-        self._listeners.append(listener)
 
     @property
     def current(self) -> list[Definition]:
@@ -94,9 +97,7 @@ class DefinitionFeed:
                 self._live.pop(change.key, None)
             else:
                 self._live[change.key] = change
-        batch = Change(False, upserted, deleted)
-        for listener in self._listeners:
-            listener(batch)
+        batch = Change(False, upserted, deleted, self._revision)
         for queue in self._subscribers:
             queue.put_nowait(batch)
 
@@ -105,10 +106,12 @@ class DefinitionFeed:
         queue: asyncio.Queue[Change] = asyncio.Queue()
         self._subscribers.add(queue)
         try:
-            yield Change(True, self.current, ())
+            # No await between subscribing and taking the snapshot: no poll
+            # can fall between them, so nothing is missed or sent twice.
+            yield Change(True, self.current, (), self._revision)
             while True:
                 change = await queue.get()
-                if not change.snapshot and not change.upserted and not change.deleted_keys:
+                if change is _END:
                     return
                 yield change
         finally:
