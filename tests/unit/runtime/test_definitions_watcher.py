@@ -54,20 +54,24 @@ class Peer:
     def __init__(self, *connections: BaseException | list[Batch[Item]]) -> None:
         self.connections = list(connections)
         self.connects = 0
+        self.closed = 0
         self.live: asyncio.Queue[Batch[Item]] = asyncio.Queue()
 
     async def watch(self) -> AsyncIterator[Batch[Item]]:
         self.connects += 1
-        if self.connections:
-            connection = self.connections.pop(0)
-            if isinstance(connection, BaseException):
-                raise connection
-            for batch in connection:
-                yield batch
+        try:
             if self.connections:
-                raise unavailable()
-        while True:
-            yield await self.live.get()
+                connection = self.connections.pop(0)
+                if isinstance(connection, BaseException):
+                    raise connection
+                for batch in connection:
+                    yield batch
+                if self.connections:
+                    raise unavailable()
+            while True:
+                yield await self.live.get()
+        finally:
+            self.closed += 1
 
 
 class Clock:
@@ -224,6 +228,53 @@ def test_watcher__unreadable_definition_on_stream__skipped_and_stream_goes_on() 
 
         assert dict(following.items) == {"a": "X", "c": "Y"}
         assert (peer.connects, clock.slept) == (1, [])
+
+    run(go)
+
+
+def test_watcher__stopped_or_broken__every_stream_it_opened_is_closed() -> None:
+    async def go() -> None:
+        peer = Peer([snapshot(Item("a", "x"))], unavailable(), [snapshot(Item("a", "y"))])
+        following = watcher(peer, Clock())
+
+        following.start()
+        await until(lambda: following.items.get("a") == "Y")
+        await following.stop()
+
+        assert (peer.connects, peer.closed) == (3, 3)
+
+    run(go)
+
+
+def test_watcher__message_unreadable__stream_closed_before_backing_off() -> None:
+    async def go() -> None:
+        poison = changes(position=666)
+        peer = Peer([snapshot(Item("a", "x")), poison, changes(Item("b", "x"))])
+        closed_when_sleeping: list[int] = []
+
+        async def sleep(seconds: float) -> None:
+            closed_when_sleeping.append(peer.closed)
+            await asyncio.sleep(0)
+
+        def read(batch: Batch[Item]) -> Batch[Item]:
+            if batch is poison:
+                raise ValueError("undecodable")
+            return batch
+
+        following = Watcher(
+            "things",
+            peer.watch,
+            read,
+            WatchedSet("things", convert, lambda item: item.key),
+            NO_JITTER,
+            sleep=sleep,
+        )
+        following.start()
+        await until(lambda: peer.connects == 2)
+        await following.stop()
+
+        assert closed_when_sleeping == [1]
+        assert "b" not in following.items
 
     run(go)
 

@@ -19,7 +19,15 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -198,8 +206,9 @@ class Watcher(Generic[M, S, T]):
     async def _run(self) -> None:
         delays = self.backoff.delays(self._rng)
         while True:
+            stream = self.connect()
             try:
-                async for message in self.connect():
+                async for message in stream:
                     if self._fold(message):
                         # The peer answered with its whole state: the next
                         # break starts the backoff over.
@@ -212,4 +221,18 @@ class Watcher(Generic[M, S, T]):
                 )
             except Exception:  # a bad message must not end the watch for good
                 log.exception("watch failed; reconnecting", extra={"watch": self.name})
+            finally:
+                await _close(stream)
             await self._sleep(next(delays))
+
+
+async def _close(stream: AsyncIterable[object]) -> None:
+    """Leave nothing open behind a watch that broke or was stopped.
+
+    A gRPC call would otherwise stay open until its channel closes, and a
+    local feed would keep queueing batches for a reader that is gone.
+    """
+    if isinstance(stream, grpc.aio.Call):
+        stream.cancel()
+    elif isinstance(stream, AsyncGenerator):
+        await stream.aclose()
