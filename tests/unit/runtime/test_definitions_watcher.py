@@ -246,6 +246,35 @@ def test_watcher__stopped_or_broken__every_stream_it_opened_is_closed() -> None:
     run(go)
 
 
+def test_watcher__connect_itself_raises__retried_with_backoff() -> None:
+    async def go() -> None:
+        peer = Peer([snapshot(Item("a", "x"))])
+        attempts: list[int] = []
+
+        def connect() -> AsyncIterator[Batch[Item]]:
+            attempts.append(1)
+            if len(attempts) < 3:
+                raise RuntimeError("channel closed")
+            return peer.watch()
+
+        clock = Clock()
+        following = Watcher(
+            "things",
+            connect,
+            lambda batch: batch,
+            WatchedSet("things", convert, lambda item: item.key),
+            NO_JITTER,
+            sleep=clock.sleep,
+        )
+        following.start()
+        await asyncio.wait_for(following.wait_loaded(), 2)
+        await following.stop()
+
+        assert clock.slept == [0.1, 0.2]
+
+    run(go)
+
+
 def test_watcher__message_unreadable__stream_closed_before_backing_off() -> None:
     async def go() -> None:
         poison = changes(position=666)

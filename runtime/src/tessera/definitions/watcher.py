@@ -206,8 +206,9 @@ class Watcher(Generic[M, S, T]):
     async def _run(self) -> None:
         delays = self.backoff.delays(self._rng)
         while True:
-            stream = self.connect()
+            stream: AsyncIterable[M] | None = None
             try:
+                stream = self.connect()
                 async for message in stream:
                     if self._fold(message):
                         # The peer answered with its whole state: the next
@@ -222,7 +223,8 @@ class Watcher(Generic[M, S, T]):
             except Exception:  # a bad message must not end the watch for good
                 log.exception("watch failed; reconnecting", extra={"watch": self.name})
             finally:
-                await _close(stream)
+                if stream is not None:
+                    await _close(stream)
             await self._sleep(next(delays))
 
 
