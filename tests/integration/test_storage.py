@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -10,9 +11,12 @@ import pytest
 from sqlalchemy import text
 
 from tessera import db
+from tessera.catalog import Catalog
+from tessera.convert import to_json
 from tessera.definitions import DefinitionStore
 from tessera.errors import FailedPrecondition
 from tessera.profiles.storage.sql import TABLES
+from tessera.segments.v1 import segments_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -67,8 +71,9 @@ def test_migrate__database_from_newer_release__refused(database: db.Database) ->
 def test_definitions__concurrent_writers__every_change_once_in_revision_order(
     database: db.Database,
 ) -> None:
-    store = DefinitionStore(database, f"defs{uuid.uuid4().hex[:6]}", "thing")
-    db.migrate(database.engine, store.model.__tablename__, store.tables)  # type: ignore[attr-defined]
+    prefix = f"defs{uuid.uuid4().hex[:6]}"
+    store = DefinitionStore(database, prefix, "thing")
+    db.migrate(database.engine, prefix, store.tables)
     store.prepare()
     counter = iter(range(10_000))
     lock = threading.Lock()
@@ -132,8 +137,9 @@ def test_definitions__same_new_key_created_at_once__one_wins_others_already_exis
 ) -> None:
     from tessera.errors import AlreadyExists
 
-    store = DefinitionStore(database, f"defs{uuid.uuid4().hex[:6]}", "thing")
-    db.migrate(database.engine, store.model.__tablename__, store.tables)  # type: ignore[attr-defined]
+    prefix = f"defs{uuid.uuid4().hex[:6]}"
+    store = DefinitionStore(database, prefix, "thing")
+    db.migrate(database.engine, prefix, store.tables)
     store.prepare()
 
     errors = run_together(lambda: store.create("contested", "{}") and None, threads=8)
@@ -141,3 +147,87 @@ def test_definitions__same_new_key_created_at_once__one_wins_others_already_exis
     assert len(errors) == 7
     assert all(isinstance(error, AlreadyExists) for error in errors)
     assert store.get("contested").version == 1
+
+
+def _catalog(database: db.Database, prefix: str) -> Catalog[segments_pb2.Segment]:
+    catalog = Catalog(database, prefix, "segment", segments_pb2.Segment)
+    db.migrate(database.engine, prefix, catalog.tables)
+    return catalog
+
+
+def _name(segment: segments_pb2.Segment) -> str:
+    if segment.name == "unreadable":
+        raise ValueError("a rule from a newer release")
+    return segment.name
+
+
+def test_catalog__write_returns__this_replicas_cache_holds_it(database: db.Database) -> None:
+    prefix = f"defs{uuid.uuid4().hex[:6]}"
+    catalog = _catalog(database, prefix)
+    cache = catalog.cache(_name)
+    seen: list[dict[str, str]] = []
+
+    async def go() -> None:
+        await catalog.open()
+        try:
+            await catalog.create(segments_pb2.Segment(key="a", name="first"))
+            seen.append(dict(cache.items))
+            await catalog.update(segments_pb2.Segment(key="a", name="second"))
+            seen.append(dict(cache.items))
+            await catalog.delete("a")
+            seen.append(dict(cache.items))
+        finally:
+            await catalog.close()
+
+    asyncio.run(go())
+
+    assert seen == [{"a": "first"}, {"a": "second"}, {}]
+
+
+def test_catalog__stored_definition_unreadable__left_out_rest_loaded(
+    database: db.Database,
+) -> None:
+    prefix = f"defs{uuid.uuid4().hex[:6]}"
+    catalog = _catalog(database, prefix)
+    cache = catalog.cache(_name)
+    catalog.store.prepare()
+    for key, name in (("a", "fine"), ("b", "unreadable"), ("c", "fine")):
+        catalog.store.create(key, to_json(segments_pb2.Segment(key=key, name=name)))
+
+    async def go() -> tuple[dict[str, str], dict[str, str]]:
+        await catalog.open()
+        try:
+            loaded = dict(cache.items)
+            await catalog.update(segments_pb2.Segment(key="a", name="unreadable"))
+            return loaded, dict(cache.items)
+        finally:
+            await catalog.close()
+
+    loaded, after = asyncio.run(go())
+
+    assert loaded == {"a": "fine", "c": "fine"}
+    assert after == {"c": "fine"}
+
+
+def test_catalog__other_replica_writes__cache_follows_within_a_poll(
+    database: db.Database,
+) -> None:
+    prefix = f"defs{uuid.uuid4().hex[:6]}"
+    catalog = _catalog(database, prefix)
+    cache = catalog.cache(_name)
+    other = DefinitionStore(database, prefix, "segment")
+
+    async def go() -> dict[str, str]:
+        await catalog.open()
+        try:
+            await database.run(
+                other.create, "b", to_json(segments_pb2.Segment(key="b", name="elsewhere"))
+            )
+            async with asyncio.timeout(5):
+                while "b" not in cache.items:
+                    await asyncio.sleep(0.05)
+            return dict(cache.items)
+        finally:
+            await catalog.close()
+
+    assert asyncio.run(go()) == {"b": "elsewhere"}

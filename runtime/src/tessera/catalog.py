@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 from sqlmodel import SQLModel
@@ -52,7 +52,7 @@ class Catalog(Generic[M]):
         self.factory = factory
         self.store = DefinitionStore(database, service, noun)
         self.feed = DefinitionFeed(self.store)
-        self._caches: list[DefinitionCache[object]] = []
+        self._caches: list[DefinitionCache[Any]] = []
 
     @property
     def tables(self) -> list[type[SQLModel]]:
@@ -66,7 +66,7 @@ class Catalog(Generic[M]):
     def cache(self, convert: Callable[[M], T]) -> DefinitionCache[T]:
         """A cache of `convert(message)` for every live definition, filled by `open`."""
         cache = DefinitionCache(self.feed, lambda definition: convert(self.message(definition)))
-        self._caches.append(cache)  # type: ignore[arg-type]
+        self._caches.append(cache)
         return cache
 
     async def open(self) -> None:
@@ -74,11 +74,23 @@ class Catalog(Generic[M]):
         await self.database.run(self.store.prepare)
         await self.feed.start()
         for cache in self._caches:
-            cache.start()
+            await cache.start()
 
     async def close(self) -> None:
-        """Stop the feed; ends every watch."""
+        """Stop the caches (they keep what they hold) and the feed; ends every watch."""
+        for cache in self._caches:
+            await cache.stop()
         await self.feed.stop()
+
+    async def _publish(self, written: Definition) -> None:
+        """Hand a write to the feed and wait until this replica's caches hold it.
+
+        So a replica reads its own writes: a Create followed by a call that
+        reads the cache (Assign, Decide) on the same replica sees it.
+        """
+        await self.feed.refresh()
+        for cache in self._caches:
+            await cache.reached(written.revision)
 
     def _check(self, check: Callable[[dict[str, M]], None] | None) -> Check | None:
         """A store check over bodies, from a check over messages."""
@@ -96,7 +108,7 @@ class Catalog(Generic[M]):
         stored = await self.database.run(
             self.store.create, key, to_json(message), self._check(check)
         )
-        await self.feed.refresh()
+        await self._publish(stored)
         return self.message(stored)
 
     async def get(self, key: str) -> M:
@@ -120,14 +132,13 @@ class Catalog(Generic[M]):
         stored = await self.database.run(
             self.store.update, key, to_json(message), expected_version, self._check(check)
         )
-        await self.feed.refresh()
+        await self._publish(stored)
         return self.message(stored)
 
     async def delete(self, key: str, check: Callable[[dict[str, M]], None] | None = None) -> None:
         """Remove a definition."""
         require(bool(key), "key", "is required")
-        await self.database.run(self.store.delete, key, self._check(check))
-        await self.feed.refresh()
+        await self._publish(await self.database.run(self.store.delete, key, self._check(check)))
 
     async def watch(self) -> AsyncIterator[Changes[M]]:
         """Every definition, then every change, as messages."""

@@ -77,7 +77,7 @@ def to_json(message: Message) -> str:
     return json_format.MessageToJson(message, indent=None, sort_keys=True)
 
 
-def from_json(text: str, message: Message) -> Message:
+def from_json(text: str, message: M) -> M:
     """Parse proto JSON stored by `to_json` into `message`, tolerating unknown fields."""
     return json_format.Parse(text, message, ignore_unknown_fields=True)
 

@@ -14,18 +14,19 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 from google.protobuf import struct_pb2
 
 from tessera.clients import peer_error
 from tessera.common.v1 import common_pb2
-from tessera.errors import TesseraError, Unavailable
-from tessera.experiments.domain import ExperimentDef, assign_all
+from tessera.definitions import Backoff, Batch, WatchedSet, Watcher
+from tessera.errors import Unavailable
+from tessera.experiments.domain import assign_all
 from tessera.experiments.transport.convert import experiment_from_proto
-from tessera.experiments.v1 import experiments_pb2, experiments_pb2_grpc
+from tessera.experiments.v1 import experiments_pb2
 from tessera.profiles.v1 import profiles_pb2
 from tessera.segments.domain import (
     CompiledSegments,
@@ -34,12 +35,20 @@ from tessera.segments.domain import (
     compile_segments,
 )
 from tessera.segments.transport.convert import segment_from_proto, subject_from_profile
-from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
+from tessera.segments.v1 import segments_pb2
+
+if TYPE_CHECKING:
+    # Type-only: the generated stubs' async flavour exists only in the .pyi.
+    from tessera.experiments.v1.experiments_pb2_grpc import ExperimentServiceAsyncStub
+    from tessera.segments.v1.segments_pb2_grpc import SegmentServiceAsyncStub
 
 log = logging.getLogger("tessera.decision.evaluation")
 
-RETRY_INITIAL_S = 0.1
-RETRY_MAX_S = 2.0
+RECONNECT = Backoff(initial_s=0.1, max_s=2.0)
+"""Backoff between attempts to reopen a watch on a peer."""
+
+LOADING_NOTICE_S = 5.0
+"""How often `start` says it is still waiting for the snapshots."""
 
 
 class Evaluator(Protocol):
@@ -54,7 +63,7 @@ class Evaluator(Protocol):
     async def segments(
         self,
         profile: profiles_pb2.Profile,
-        channel: common_pb2.Channel.ValueType,
+        channel: int,
         context: struct_pb2.Struct,
         timeout: float,
     ) -> list[str]:
@@ -64,7 +73,7 @@ class Evaluator(Protocol):
         self,
         profile_id: str,
         segment_keys: Sequence[str],
-        channel: common_pb2.Channel.ValueType,
+        channel: int,
         experiment_keys: Sequence[str],
         timeout: float,
     ) -> dict[str, str]:
@@ -75,9 +84,7 @@ class RpcEvaluator:
     """Asks SegmentService and ExperimentService on every Decide."""
 
     def __init__(
-        self,
-        segments: segments_pb2_grpc.SegmentServiceAsyncStub,
-        experiments: experiments_pb2_grpc.ExperimentServiceAsyncStub,
+        self, segments: SegmentServiceAsyncStub, experiments: ExperimentServiceAsyncStub
     ) -> None:
         self._segments = segments
         self._experiments = experiments
@@ -91,12 +98,13 @@ class RpcEvaluator:
     async def segments(
         self,
         profile: profiles_pb2.Profile,
-        channel: common_pb2.Channel.ValueType,
+        channel: int,
         context: struct_pb2.Struct,
         timeout: float,
     ) -> list[str]:
+        """Sorted keys of the profile's segments, from SegmentService.EvaluateSegments."""
         request = segments_pb2.EvaluateSegmentsRequest(
-            profile=profile, channel=channel, context=context
+            profile=profile, channel=common_pb2.Channel.ValueType(channel), context=context
         )
         try:
             reply = await self._segments.EvaluateSegments(request, timeout=timeout)
@@ -108,14 +116,15 @@ class RpcEvaluator:
         self,
         profile_id: str,
         segment_keys: Sequence[str],
-        channel: common_pb2.Channel.ValueType,
+        channel: int,
         experiment_keys: Sequence[str],
         timeout: float,
     ) -> dict[str, str]:
+        """Variants from ExperimentService.Assign; held-out profiles get none."""
         request = experiments_pb2.AssignRequest(
             profile_id=profile_id,
             segment_keys=segment_keys,
-            channel=channel,
+            channel=common_pb2.Channel.ValueType(channel),
             experiment_keys=experiment_keys,
         )
         try:
@@ -125,22 +134,52 @@ class RpcEvaluator:
         return {a.experiment_key: a.variant_key for a in reply.assignments if not a.in_holdout}
 
 
+def _segments_batch(reply: segments_pb2.WatchSegmentsResponse) -> Batch[segments_pb2.Segment]:
+    return Batch(reply.snapshot, reply.segments, reply.deleted_keys)
+
+
+def _experiments_batch(
+    reply: experiments_pb2.WatchExperimentsResponse,
+) -> Batch[experiments_pb2.Experiment]:
+    return Batch(reply.snapshot, reply.experiments, reply.deleted_keys)
+
+
+def _segment_key(segment: segments_pb2.Segment) -> str:
+    return segment.key
+
+
+def _experiment_key(experiment: experiments_pb2.Experiment) -> str:
+    return experiment.key
+
+
 class InProcessEvaluator:
     """Keeps segment and experiment definitions from the watch streams, evaluates here."""
 
     def __init__(
-        self,
-        segments: segments_pb2_grpc.SegmentServiceAsyncStub,
-        experiments: experiments_pb2_grpc.ExperimentServiceAsyncStub,
+        self, segments: SegmentServiceAsyncStub, experiments: ExperimentServiceAsyncStub
     ) -> None:
-        self._segment_stub = segments
-        self._experiment_stub = experiments
-        self._segment_defs: dict[str, SegmentDefinition] = {}
         self._compiled: CompiledSegments = compile_segments([])
-        self._experiments: dict[str, ExperimentDef] = {}
-        self._segments_loaded = asyncio.Event()
-        self._experiments_loaded = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._segments = Watcher(
+            "segments",
+            lambda: segments.WatchSegments(segments_pb2.WatchSegmentsRequest()),
+            _segments_batch,
+            WatchedSet("segment", segment_from_proto, _segment_key, self._recompile),
+            RECONNECT,
+        )
+        self._experiments = Watcher(
+            "experiments",
+            lambda: experiments.WatchExperiments(experiments_pb2.WatchExperimentsRequest()),
+            _experiments_batch,
+            WatchedSet("experiment", experiment_from_proto, _experiment_key),
+            RECONNECT,
+        )
+
+    def _recompile(self, definitions: dict[str, SegmentDefinition]) -> None:
+        # Every segment whose references resolve; one that cannot compile is
+        # left out rather than freezing the whole set at an old state.
+        self._compiled, left_out = compile_available(definitions.values())
+        if left_out:
+            log.error("segments left out of evaluation", extra={"segments": left_out})
 
     async def start(self) -> None:
         """Open both watches; return once both snapshots are in.
@@ -149,87 +188,30 @@ class InProcessEvaluator:
         after `start`), so probes keep traffic away from a replica that
         would decide without its definitions.
         """
-        self._tasks = [
-            asyncio.create_task(
-                self._follow("segments", self._watch_segments), name="watch-segments"
-            ),
-            asyncio.create_task(
-                self._follow("experiments", self._watch_experiments), name="watch-experiments"
-            ),
-        ]
-        while not (self._segments_loaded.is_set() and self._experiments_loaded.is_set()):
+        self._segments.start()
+        self._experiments.start()
+        while not (self._segments.loaded and self._experiments.loaded):
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await self._segments_loaded.wait()
-                    await self._experiments_loaded.wait()
-            if not (self._segments_loaded.is_set() and self._experiments_loaded.is_set()):
+                async with asyncio.timeout(LOADING_NOTICE_S):
+                    await self._segments.wait_loaded()
+                    await self._experiments.wait_loaded()
+            if not (self._segments.loaded and self._experiments.loaded):
                 log.warning("waiting for segment and experiment definitions")
 
     async def stop(self) -> None:
         """Close the watches."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _follow(self, peer: str, watch: Callable[[], Awaitable[None]]) -> None:
-        """Run a watch forever, reconnecting with backoff when it breaks."""
-        delay = RETRY_INITIAL_S
-        while True:
-            try:
-                await watch()
-                delay = RETRY_INITIAL_S
-            except grpc.aio.AioRpcError as error:
-                log.warning(
-                    "watch broke; reconnecting", extra={"peer": peer, "code": error.code().name}
-                )
-            except Exception:  # a bad message must not end the watch for good
-                log.exception("watch failed; reconnecting", extra={"peer": peer})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
-
-    async def _watch_segments(self) -> None:
-        async for change in self._segment_stub.WatchSegments(segments_pb2.WatchSegmentsRequest()):
-            definitions = {} if change.snapshot else dict(self._segment_defs)
-            for segment in change.segments:
-                try:
-                    definitions[segment.key] = segment_from_proto(segment)
-                except TesseraError:  # e.g. a rule from a newer release: skip just that one
-                    log.exception("cannot use segment", extra={"segment": segment.key})
-                    definitions.pop(segment.key, None)
-            for key in change.deleted_keys:
-                definitions.pop(key, None)
-            self._compiled, left_out = compile_available(definitions.values())
-            if left_out:
-                log.error("segments left out of evaluation", extra={"segments": left_out})
-            self._segment_defs = definitions
-            self._segments_loaded.set()
-
-    async def _watch_experiments(self) -> None:
-        async for change in self._experiment_stub.WatchExperiments(
-            experiments_pb2.WatchExperimentsRequest()
-        ):
-            experiments = {} if change.snapshot else dict(self._experiments)
-            for experiment in change.experiments:
-                try:
-                    experiments[experiment.key] = experiment_from_proto(experiment)
-                except TesseraError:
-                    log.exception("cannot use experiment", extra={"experiment": experiment.key})
-                    experiments.pop(experiment.key, None)
-            for key in change.deleted_keys:
-                experiments.pop(key, None)
-            self._experiments = experiments
-            self._experiments_loaded.set()
+        await self._segments.stop()
+        await self._experiments.stop()
 
     async def segments(
         self,
         profile: profiles_pb2.Profile,
-        channel: common_pb2.Channel.ValueType,
+        channel: int,
         context: struct_pb2.Struct,
         timeout: float,
     ) -> list[str]:
-        if not self._segments_loaded.is_set():
+        """Sorted keys of the profile's segments, from the watched definitions."""
+        if not self._segments.loaded:
             raise Unavailable("segment definitions are not loaded yet")
         return self._compiled.evaluate(subject_from_profile(profile, channel, context))
 
@@ -237,17 +219,19 @@ class InProcessEvaluator:
         self,
         profile_id: str,
         segment_keys: Sequence[str],
-        channel: common_pb2.Channel.ValueType,
+        channel: int,
         experiment_keys: Sequence[str],
         timeout: float,
     ) -> dict[str, str]:
-        if not self._experiments_loaded.is_set():
+        """Variants by the experiments service's own assignment, over the watched definitions."""
+        if not self._experiments.loaded:
             raise Unavailable("experiment definitions are not loaded yet")
-        known = [key for key in experiment_keys if key in self._experiments]
+        experiments = self._experiments.items
+        known = [key for key in experiment_keys if key in experiments]
         if not known:
             return {}
         results = assign_all(
-            self._experiments.values(),
+            experiments.values(),
             profile_id,
             segment_keys,
             dt.datetime.now(dt.UTC),

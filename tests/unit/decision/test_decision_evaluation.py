@@ -1,0 +1,131 @@
+"""The in-process evaluator: serves only with both snapshots, skips what it cannot read."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from google.protobuf import struct_pb2
+
+from tessera.common.v1 import common_pb2
+from tessera.decision.transport.evaluation import InProcessEvaluator
+from tessera.errors import Unavailable
+from tessera.experiments.v1 import experiments_pb2
+from tessera.profiles.v1 import profiles_pb2
+from tessera.segments.v1 import segments_pb2
+
+
+class Stream:
+    """A watch RPC that stays open and sends what the test puts on it."""
+
+    def __init__(self) -> None:
+        self.replies: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def __call__(self, request: object) -> AsyncIterator[Any]:
+        while True:
+            yield await self.replies.get()
+
+
+class Peers:
+    """Stands in for both stubs: only the watch RPCs are called."""
+
+    def __init__(self) -> None:
+        self.WatchSegments = Stream()
+        self.WatchExperiments = Stream()
+
+
+def segment(key: str, text: str) -> segments_pb2.Segment:
+    return segments_pb2.Segment(key=key, name=key, rule=segments_pb2.Rule(text=text))
+
+
+def gold_profile() -> profiles_pb2.Profile:
+    traits = struct_pb2.Struct()
+    traits.update({"tier": "gold"})
+    return profiles_pb2.Profile(profile_id="p1", traits=traits)
+
+
+async def segments_of(evaluator: InProcessEvaluator) -> list[str]:
+    return await evaluator.segments(
+        gold_profile(), common_pb2.CHANNEL_WEB, struct_pb2.Struct(), timeout=1
+    )
+
+
+def test_in_process__one_snapshot_missing__start_waits_and_assign_unavailable() -> None:
+    async def go() -> None:
+        peers = Peers()
+        evaluator = InProcessEvaluator(peers, peers)  # type: ignore[arg-type]
+        peers.WatchSegments.replies.put_nowait(
+            segments_pb2.WatchSegmentsResponse(snapshot=True, segments=[])
+        )
+        starting = asyncio.create_task(evaluator.start())
+        await asyncio.sleep(0.05)
+        started_early = starting.done()
+        with pytest.raises(Unavailable):
+            await evaluator.assign("p1", [], common_pb2.CHANNEL_WEB, ["exp"], timeout=1)
+
+        peers.WatchExperiments.replies.put_nowait(
+            experiments_pb2.WatchExperimentsResponse(snapshot=True, experiments=[])
+        )
+        await asyncio.wait_for(starting, 2)
+        assigned = await evaluator.assign("p1", [], common_pb2.CHANNEL_WEB, ["exp"], timeout=1)
+        await evaluator.stop()
+
+        assert started_early is False
+        assert assigned == {}
+
+    asyncio.run(go())
+
+
+def test_in_process__segment_rule_unreadable__skipped_others_evaluated() -> None:
+    async def go() -> list[str]:
+        peers = Peers()
+        evaluator = InProcessEvaluator(peers, peers)  # type: ignore[arg-type]
+        peers.WatchSegments.replies.put_nowait(
+            segments_pb2.WatchSegmentsResponse(
+                snapshot=True,
+                segments=[
+                    segment("gold", 'trait.tier == "gold"'),
+                    segment("newer", "trait.tier ~~~ a rule from a newer release"),
+                ],
+            )
+        )
+        peers.WatchExperiments.replies.put_nowait(
+            experiments_pb2.WatchExperimentsResponse(snapshot=True)
+        )
+        await asyncio.wait_for(evaluator.start(), 2)
+        found = await segments_of(evaluator)
+        await evaluator.stop()
+        return found
+
+    assert asyncio.run(go()) == ["gold"]
+
+
+def test_in_process__changes_on_the_stream__evaluation_follows() -> None:
+    async def go() -> tuple[list[str], list[str]]:
+        peers = Peers()
+        evaluator = InProcessEvaluator(peers, peers)  # type: ignore[arg-type]
+        peers.WatchSegments.replies.put_nowait(
+            segments_pb2.WatchSegmentsResponse(
+                snapshot=True, segments=[segment("gold", 'trait.tier == "gold"')]
+            )
+        )
+        peers.WatchExperiments.replies.put_nowait(
+            experiments_pb2.WatchExperimentsResponse(snapshot=True)
+        )
+        await asyncio.wait_for(evaluator.start(), 2)
+        before = await segments_of(evaluator)
+
+        peers.WatchSegments.replies.put_nowait(
+            segments_pb2.WatchSegmentsResponse(
+                segments=[segment("all", "true")], deleted_keys=["gold"]
+            )
+        )
+        async with asyncio.timeout(2):
+            while (after := await segments_of(evaluator)) == before:
+                await asyncio.sleep(0)
+        await evaluator.stop()
+        return before, after
+
+    assert asyncio.run(go()) == (["gold"], ["all"])
