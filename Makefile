@@ -15,13 +15,15 @@ BUF := .tools/node_modules/.bin/buf
 # Five editable distributions sharing the `tessera` namespace (see pyproject.toml).
 DISTRIBUTIONS := runtime services/profiles services/segments services/experiments services/decision
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(DISTRIBUTIONS))
+# What the venv installs: every distribution, profiles with its training extra.
+EDITABLES := $(subst services/profiles,'services/profiles[train]',$(DISTRIBUTIONS))
 
 $(INSTALLED): $(PYPROJECTS)
 	@$(PYTHON) -c 'import sys, ensurepip; sys.exit(0 if sys.version_info >= (3, 11) else "Tessera needs Python 3.11 or newer: make PYTHON=python3.11 ...")' \
 	  || { echo "Python 3.11+ with venv and ensurepip is needed (Debian: apt-get install python3-venv)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade 'pip>=25.1'
-	$(PY) -m pip install --quiet --disable-pip-version-check --group dev $(addprefix -e ,$(DISTRIBUTIONS))
+	$(PY) -m pip install --quiet --disable-pip-version-check --group dev $(addprefix -e ,$(EDITABLES))
 	touch $@
 
 $(GENERATED): $(INSTALLED) $(PROTOS) tools/protogen.py
