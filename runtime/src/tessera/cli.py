@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, struct_pb2
 
-from tessera import logs
+from tessera import logs, metrics
 from tessera.errors import TesseraError
 from tessera.settings import SERVICES, RuntimeSettings, check_exposure
 from tessera.suite import START_ORDER, start_suite
@@ -57,6 +57,7 @@ def serve(name: str) -> int:
     async def main() -> None:
         # Built inside the event loop: peer channels bind to the loop that runs them.
         service = build_service(name)
+        metrics.serve(settings.host, settings.metrics_port_of(name))
         await server.run(service, settings.host, settings.port_of(name), settings.grace_period_s)
 
     try:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
@@ -29,7 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from redis import exceptions as redis_errors
 from sqlalchemy import exc as sqlalchemy_errors
 
-from tessera import guard
+from tessera import guard, metrics
 from tessera.errors import TesseraError
 from tessera.settings import RuntimeSettings
 
@@ -199,6 +200,26 @@ class Gate:
                 self._idle.set()
 
 
+@contextlib.asynccontextmanager
+async def _observed(
+    context: grpc.aio.ServicerContext[Any, Any], method: str
+) -> AsyncIterator[None]:
+    """Count the call and time it, by the status it ends with."""
+    started = time.perf_counter()
+    code = "OK"
+    try:
+        yield
+    except asyncio.CancelledError:
+        code = "CANCELLED"
+        raise
+    except BaseException:
+        # Every answer that is not OK leaves here as AbortError with the code set.
+        code = (context.code() or grpc.StatusCode.UNKNOWN).name
+        raise
+    finally:
+        metrics.record_rpc(method, code, time.perf_counter() - started)
+
+
 def _status_code(error: TesseraError) -> grpc.StatusCode:
     code: grpc.StatusCode = getattr(grpc.StatusCode, error.code_name, grpc.StatusCode.INTERNAL)
     return code
@@ -301,7 +322,11 @@ def _wrap(handler: Handler, method: str, limits: guard.Limits, gate: Gate) -> Ha
         unary = behaviours.unary_unary
 
         async def unary_unary(data: Any, context: Context) -> Any:
-            async with gate.admit(context, method), _status_of_errors(context, method):
+            async with (
+                _observed(context, method),
+                gate.admit(context, method),
+                _status_of_errors(context, method),
+            ):
                 return await unary(admit(data), context)
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
@@ -309,7 +334,11 @@ def _wrap(handler: Handler, method: str, limits: guard.Limits, gate: Gate) -> Ha
         server_stream = behaviours.unary_stream
 
         async def unary_stream(data: Any, context: Context) -> AsyncIterator[Any]:
-            async with gate.admit(context, method), _status_of_errors(context, method):
+            async with (
+                _observed(context, method),
+                gate.admit(context, method),
+                _status_of_errors(context, method),
+            ):
                 async for response in server_stream(admit(data), context):
                     yield response
 
@@ -329,7 +358,11 @@ def _wrap(handler: Handler, method: str, limits: guard.Limits, gate: Gate) -> Ha
                 index += 1
 
         async def stream_unary(stream: AsyncIterator[Any], context: Context) -> Any:
-            async with gate.admit(context, method), _status_of_errors(context, method):
+            async with (
+                _observed(context, method),
+                gate.admit(context, method),
+                _status_of_errors(context, method),
+            ):
                 return await client_stream(admitted(stream), context)
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)

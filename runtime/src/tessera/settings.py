@@ -17,6 +17,7 @@ from tessera.guard import Limits
 SERVICES = ("decision", "profiles", "segments", "experiments")
 
 DEFAULT_PORTS = {"decision": 50051, "profiles": 50052, "segments": 50053, "experiments": 50054}
+DEFAULT_METRICS_PORTS = {"decision": 9091, "profiles": 9092, "segments": 9093, "experiments": 9094}
 
 
 class RuntimeSettings(BaseSettings):
@@ -29,6 +30,10 @@ class RuntimeSettings(BaseSettings):
     profiles_port: int = DEFAULT_PORTS["profiles"]
     segments_port: int = DEFAULT_PORTS["segments"]
     experiments_port: int = DEFAULT_PORTS["experiments"]
+    decision_metrics_port: int = DEFAULT_METRICS_PORTS["decision"]
+    profiles_metrics_port: int = DEFAULT_METRICS_PORTS["profiles"]
+    segments_metrics_port: int = DEFAULT_METRICS_PORTS["segments"]
+    experiments_metrics_port: int = DEFAULT_METRICS_PORTS["experiments"]
     decision_address: str = Field("", description="host:port of the decision service.")
     profiles_address: str = Field("", description="host:port of the profile service.")
     segments_address: str = Field("", description="host:port of the segment service.")
@@ -72,6 +77,11 @@ class RuntimeSettings(BaseSettings):
     def port_of(self, service: str) -> int:
         """The port `service` listens on."""
         port: int = getattr(self, f"{service}_port")
+        return port
+
+    def metrics_port_of(self, service: str) -> int:
+        """The port `service` serves /metrics on; 0 serves none."""
+        port: int = getattr(self, f"{service}_metrics_port")
         return port
 
     def address_of(self, service: str) -> str:

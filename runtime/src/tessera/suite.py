@@ -56,6 +56,8 @@ class Suite:
     addresses: dict[str, str]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     grace_s: float = 5.0
+    metrics: dict[str, str] = field(default_factory=dict)
+    """Where each service serves its Prometheus metrics."""
 
     def exited(self) -> str | None:
         """The name of a service whose process has exited, if any."""
@@ -95,6 +97,7 @@ def start_suite(
     if free_ports:
         for name in START_ORDER:
             full_env[f"TESSERA_{name.upper()}_PORT"] = str(free_port())
+            full_env[f"TESSERA_{name.upper()}_METRICS_PORT"] = str(free_port())
     for name in START_ORDER:
         port = full_env.get(f"TESSERA_{name.upper()}_PORT")
         if port and not full_env.get(f"TESSERA_{name.upper()}_ADDRESS"):
@@ -106,7 +109,13 @@ def start_suite(
     }
     settings = RuntimeSettings(**keys)  # type: ignore[arg-type]
     suite = Suite(
-        {name: settings.address_of(name) for name in START_ORDER}, grace_s=settings.grace_period_s
+        {name: settings.address_of(name) for name in START_ORDER},
+        grace_s=settings.grace_period_s,
+        metrics={
+            name: f"http://127.0.0.1:{settings.metrics_port_of(name)}/metrics"
+            for name in START_ORDER
+            if settings.metrics_port_of(name)
+        },
     )
     try:
         for name in START_ORDER:
