@@ -73,3 +73,9 @@ def test_metrics__calls_and_errors__counters_and_histogram_move(suite: Suite, te
     )
     assert after[count] >= before.get(count, 0) + 2
     assert handled(decision, "tessera.decision.v1.DecisionService", "Decide", "OK") >= 1
+    held = {
+        dict(labels)["kind"]: value
+        for (metric, labels), value in decision.items()
+        if metric == "tessera_definitions"
+    }
+    assert set(held) >= {"segment", "experiment"}

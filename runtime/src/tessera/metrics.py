@@ -42,17 +42,6 @@ RPC_SECONDS = Histogram(
     ["grpc_service", "grpc_method"],
     buckets=LATENCY_BUCKETS,
 )
-DEPENDENCY_SECONDS = Histogram(
-    "tessera_dependency_seconds",
-    "Time of one call to a dependency (a peer service or a store), by outcome.",
-    ["dependency", "outcome"],
-    buckets=LATENCY_BUCKETS,
-)
-DEFINITION_LOOKUPS = Counter(
-    "tessera_definition_lookups_total",
-    "Definitions asked of a replica's cache: found (hit) or not known yet (miss).",
-    ["kind", "result"],
-)
 DEFINITIONS_HELD = Gauge(
     "tessera_definitions",
     "Definitions a replica holds in memory, by kind.",

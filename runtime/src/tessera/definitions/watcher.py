@@ -33,6 +33,8 @@ from typing import Generic, TypeVar
 
 import grpc
 
+from tessera import metrics
+
 log = logging.getLogger("tessera.definitions.watcher")
 
 M = TypeVar("M")
@@ -117,6 +119,7 @@ class WatchedSet(Generic[S, T]):
         for key in batch.deleted_keys:
             items.pop(key, None)
         self.items = items
+        metrics.DEFINITIONS_HELD.labels(self.name).set(len(items))
         if self.on_change is not None:
             try:
                 self.on_change(items)
