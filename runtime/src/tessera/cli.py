@@ -42,14 +42,16 @@ def build_service(name: str) -> Any:
     return getattr(importlib.import_module(module_name), class_name)()
 
 
-def serve(name: str) -> int:
-    """Serve one service until SIGTERM or SIGINT."""
-    from tessera import server
+def serve(name: str, worker: bool = False) -> int:
+    """Serve one service until SIGTERM or SIGINT; several workers when configured."""
+    from tessera import server, workers
 
     settings = RuntimeSettings()
     logs.configure(name, settings.log_level)
     try:
         check_exposure(settings)
+        if not worker and settings.workers > 1:
+            return workers.supervise(name, settings)
     except TesseraError as error:
         logging.getLogger("tessera.cli").error(str(error), extra={"service": name})
         return 1
@@ -58,7 +60,13 @@ def serve(name: str) -> int:
         # Built inside the event loop: peer channels bind to the loop that runs them.
         service = build_service(name)
         metrics.serve(settings.host, settings.metrics_port_of(name))
-        await server.run(service, settings.host, settings.port_of(name), settings.grace_period_s)
+        await server.run(
+            service,
+            settings.host,
+            settings.port_of(name),
+            settings.grace_period_s,
+            reuse_port=worker,
+        )
 
     try:
         asyncio.run(main())
@@ -279,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("up", help="start all four services")
     serve_parser = commands.add_parser("serve", help="serve one service")
     serve_parser.add_argument("service", choices=SERVICES)
+    # A worker of a supervised service (TESSERA_WORKERS > 1): shares the port.
+    serve_parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     commands.add_parser("demo", help="define the README's juicer example on a running suite")
     decide_parser = commands.add_parser(
         "decide",
@@ -315,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         return up()
     if args.command == "serve":
-        return serve(args.service)
+        return serve(args.service, worker=args.worker)
     if args.command == "demo":
         return demo(args)
     return decide(args)

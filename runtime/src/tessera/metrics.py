@@ -46,6 +46,8 @@ DEFINITIONS_HELD = Gauge(
     "tessera_definitions",
     "Definitions a replica holds in memory, by kind.",
     ["kind"],
+    # Under several workers (multiprocess mode) every worker holds the same set.
+    multiprocess_mode="max",
 )
 
 

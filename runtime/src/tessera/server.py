@@ -54,6 +54,7 @@ HEALTH_TIMEOUT_S = 2.0
 SERVER_OPTIONS = [
     # Off: with it on, a second copy of a service would share the port
     # silently (two suites, two in-process hot stores, sessions split).
+    # The workers of one service (TESSERA_WORKERS) turn it on on purpose.
     ("grpc.so_reuseport", 0),
     # Clients reconnect (and so resolve DNS again) at least every 5 minutes,
     # so replicas added by an autoscaler receive calls without a restart.
@@ -369,11 +370,21 @@ def _wrap(handler: Handler, method: str, limits: guard.Limits, gate: Gate) -> Ha
     return handler
 
 
-async def start(service: Service, host: str = "127.0.0.1", port: int = 0) -> Running:
-    """Build and start a server for `service`; port 0 binds a free port."""
+async def start(
+    service: Service, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False
+) -> Running:
+    """Build and start a server for `service`; port 0 binds a free port.
+
+    With `reuse_port`, other processes may bind the same port (SO_REUSEPORT)
+    and the kernel spreads connections over them: a service's workers.
+    """
     gate = Gate()
     interceptor = ErrorInterceptor(service.settings.limits(), gate)
-    server = grpc.aio.server(interceptors=[interceptor], options=SERVER_OPTIONS)
+    options = [
+        ("grpc.so_reuseport", 1) if name == "grpc.so_reuseport" and reuse_port else (name, value)
+        for name, value in SERVER_OPTIONS
+    ]
+    server = grpc.aio.server(interceptors=[interceptor], options=options)
     service.add_to(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -423,9 +434,11 @@ async def _monitor(running: Running) -> None:
             await _check_stores(running)
 
 
-async def run(service: Service, host: str, port: int, grace: float) -> None:
+async def run(
+    service: Service, host: str, port: int, grace: float, *, reuse_port: bool = False
+) -> None:
     """Serve until SIGTERM or SIGINT, then drain within `grace` seconds."""
-    running = await start(service, host, port)
+    running = await start(service, host, port, reuse_port=reuse_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -44,6 +44,9 @@ class RuntimeSettings(BaseSettings):
     key_prefix: str = Field("tessera:", description="Prefix of every Redis key.")
     log_level: str = "INFO"
     grace_period_s: float = Field(5.0, description="Time in-flight calls get at shutdown.")
+    workers: int = Field(
+        1, ge=1, description="Worker processes of one service on its port (SO_REUSEPORT)."
+    )
     allow_unauthenticated: bool = Field(
         False, description="Serve a non-loopback address without API keys, on purpose."
     )
