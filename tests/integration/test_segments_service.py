@@ -221,3 +221,29 @@ def test_two_replicas__reference_and_delete_on_different_replicas__checked_again
         assert user in raised.value.details()
     finally:
         other.stop()
+
+
+def test_validate_rule__integer_of_5000_digits__error_with_line_and_column(segments: Stub) -> None:
+    for rule in (
+        segments_pb2.Rule(text="trait.a > " + "9" * 5000),
+        segments_pb2.Rule(json_logic='{">": [{"var": "trait.a"}, ' + "9" * 5000 + "]}"),
+    ):
+        reply = segments.ValidateRule(segments_pb2.ValidateRuleRequest(rule=rule))
+
+        assert [(e.line, e.column) for e in reply.errors] in ([(1, 11)], [(1, 28)])
+        assert "at most 32 digits" in reply.errors[0].message
+
+
+def test_create__integer_of_5000_digits__invalid_argument_and_nothing_stored(
+    segments: Stub,
+) -> None:
+    segment_key = key("huge")
+
+    with pytest.raises(grpc.RpcError) as raised:
+        create(segments, segment_key, "trait.a > " + "9" * 5000)
+
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "line 1, column 11" in raised.value.details()
+    with pytest.raises(grpc.RpcError) as missing:
+        segments.GetSegment(segments_pb2.GetSegmentRequest(key=segment_key))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
