@@ -343,6 +343,24 @@ def test_create_campaign__frequency_cap__unimplemented_names_field(tessera: obje
     assert raised.value.details().startswith("campaign.frequency_cap: ")
 
 
+def test_create_campaign__negative_pressure_cost__invalid_argument_names_field(
+    tessera: object,
+) -> None:
+    message = decision_pb2.Campaign(
+        key=unique("pushy"),
+        goal=common_pb2.Goal(event_type="purchase", kind=common_pb2.GOAL_KIND_CONVERSION),
+        placements=["x"],
+        pressure_cost=-1,
+    )
+    message.variants.add(key="a", weight=1)
+
+    with pytest.raises(grpc.RpcError) as raised:
+        tessera.decision.CreateCampaign(decision_pb2.CreateCampaignRequest(campaign=message))  # type: ignore[attr-defined]
+
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details().startswith("campaign.pressure_cost: ")
+
+
 def test_cli__demo_then_decide__prints_the_juicer_campaign(suite: Suite) -> None:
     import json
 

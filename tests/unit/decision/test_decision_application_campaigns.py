@@ -49,6 +49,38 @@ def test_normalised__pressure_cost__unimplemented_names_field() -> None:
     assert raised.value.field == "campaign.pressure_cost"
 
 
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"pressure_cost": -1}, "campaign.pressure_cost"),
+        (
+            {"frequency_cap": decision_pb2.FrequencyCap(max_decisions=-3)},
+            "campaign.frequency_cap.max_decisions",
+        ),
+        (
+            {"frequency_cap": {"max_decisions": 3, "period": {"seconds": -60}}},
+            "campaign.frequency_cap.period",
+        ),
+        ({"frequency_cap": {"period": {"seconds": -60}}}, "campaign.frequency_cap.period"),
+    ],
+)
+def test_normalised__negative_pressure_or_cap__invalid_argument_names_field(
+    fields: dict[str, object], field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        normalised(campaign(**fields))
+
+    assert raised.value.field == field
+    assert not isinstance(raised.value, Unimplemented)
+
+
+def test_normalised__valid_frequency_cap__unimplemented_names_field() -> None:
+    with pytest.raises(Unimplemented) as raised:
+        normalised(campaign(frequency_cap={"max_decisions": 3, "period": {"seconds": 3600}}))
+
+    assert raised.value.field == "campaign.frequency_cap"
+
+
 def test_experiment_for__running_campaign__same_split_goal_and_status_whole_traffic() -> None:
     message = normalised(
         campaign(

@@ -27,6 +27,7 @@ from tessera.errors import (
     InvalidArgument,
     NotFound,
     Unimplemented,
+    require,
 )
 from tessera.experiments.v1 import experiments_pb2
 from tessera.segments.v1 import segments_pb2
@@ -74,13 +75,26 @@ def normalised(campaign: decision_pb2.Campaign) -> decision_pb2.Campaign:
         message.variants.add(key=control_key, weight=variants[-1].weight)
     message.control_variant_key = control_key
     message.experiment_key = experiment_key_for(message.key)
+    validate_campaign(campaign_from_proto(message))
+    _validate_frequency_cap(message.frequency_cap)
     # Stored but not yet enforced would mislead: refuse until they are built.
+    # Only valid settings get here, so an invalid one is named as such.
     if message.frequency_cap.max_decisions:
         raise Unimplemented("frequency caps are not enforced yet", field="campaign.frequency_cap")
     if message.pressure_cost:
         raise Unimplemented("pressure budgets are not enforced yet", field="campaign.pressure_cost")
-    validate_campaign(campaign_from_proto(message))
     return message
+
+
+def _validate_frequency_cap(cap: decision_pb2.FrequencyCap) -> None:
+    """INVALID_ARGUMENT naming a negative count or period.
+
+    What a cap without a period means is left to the issue that builds caps.
+    """
+    path = "campaign.frequency_cap"
+    require(cap.max_decisions >= 0, f"{path}.max_decisions", "must not be negative")
+    period = cap.period
+    require(period.seconds >= 0 and period.nanos >= 0, f"{path}.period", "must not be negative")
 
 
 def experiment_for(campaign: decision_pb2.Campaign) -> experiments_pb2.Experiment:
