@@ -48,6 +48,8 @@ class FakeExperiments:
         """Answer the next call with this code instead (a peer down or slow)."""
         self.before_update: Callable[[], Awaitable[None]] | None = None
         """Run before the next UpdateExperiment is applied (another writer's turn)."""
+        self.before_create: Callable[[], Awaitable[None]] | None = None
+        """Run before the next CreateExperiment is applied (another writer's turn)."""
 
     def stub(self) -> ExperimentServiceAsyncStub:
         """This fake, typed as the stub the decision service is given."""
@@ -63,6 +65,9 @@ class FakeExperiments:
     ) -> experiments_pb2.CreateExperimentResponse:
         self.calls.append(f"create {request.experiment.key}")
         self._maybe_fail()
+        hook, self.before_create = self.before_create, None
+        if hook is not None:
+            await hook()
         key = request.experiment.key
         if key in self.experiments:
             raise rpc_error(grpc.StatusCode.ALREADY_EXISTS, f"experiment.key: {key!r} exists")

@@ -190,6 +190,26 @@ def test_create__segment_service_down__unavailable_naming_segments(tmp_path: Pat
     run_with_catalog(tmp_path, scenario)
 
 
+def test_create__same_key_created_meanwhile__already_exists_and_experiment_follows_it(
+    tmp_path: Path,
+) -> None:
+    experiments = FakeExperiments()
+
+    async def scenario(catalog: Catalogue) -> None:
+        campaigns = Campaigns(catalog, FakeSegments().stub(), experiments.stub())
+
+        async def other_replica() -> None:
+            await catalog.create(normalised(campaign(variants=[{"key": "a", "weight": 2.0}])))
+
+        experiments.before_create = other_replica
+        with pytest.raises(AlreadyExists):
+            await campaigns.create(campaign())
+
+    run_with_catalog(tmp_path, scenario)
+
+    assert weights(experiments.experiments["campaign-juicers"]) == {"a": 2.0, "control": 2.0}
+
+
 def test_create__experiment_service_down__unavailable_and_campaign_not_stored(
     tmp_path: Path,
 ) -> None:
@@ -228,7 +248,7 @@ def test_update__new_weights_and_status__experiment_settled_to_the_stored_campai
     assert experiment.status == experiments_pb2.EXPERIMENT_STATUS_RUNNING
 
 
-def test_update__retry_after_experiment_sync_failed__finishes_instead_of_refusing(
+def test_update__experiment_service_down__unavailable_and_campaign_as_it_was(
     tmp_path: Path,
 ) -> None:
     experiments = FakeExperiments()
@@ -238,16 +258,75 @@ def test_update__retry_after_experiment_sync_failed__finishes_instead_of_refusin
         campaigns = Campaigns(catalog, FakeSegments().stub(), experiments.stub())
         await campaigns.create(campaign())
         experiments.fail_next = grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(Unavailable, match="experiments"):
+            await campaigns.update(changed, expected_version=1)
+        return await catalog.get("juicers")
+
+    stored = run_with_catalog(tmp_path, scenario)
+
+    assert stored.version == 1
+    assert weights(experiments.experiments["campaign-juicers"])["treatment"] == 1.0
+    assert [v.weight for v in stored.variants] == [1.0, 1.0]
+
+
+def test_update__retry_after_experiment_service_came_back__stored_once(tmp_path: Path) -> None:
+    experiments = FakeExperiments()
+    changed = campaign(variants=[{"key": "treatment", "weight": 4.0}])
+
+    async def scenario(catalog: Catalogue) -> decision_pb2.Campaign:
+        campaigns = Campaigns(catalog, FakeSegments().stub(), experiments.stub())
+        await campaigns.create(campaign())
+        experiments.fail_next = grpc.StatusCode.UNAVAILABLE
         with pytest.raises(Unavailable):
             await campaigns.update(changed, expected_version=1)
-        # Stored at version 2, experiment still at the old split: the client retries.
-        assert weights(experiments.experiments["campaign-juicers"])["treatment"] == 1.0
         return await campaigns.update(changed, expected_version=1)
 
     stored = run_with_catalog(tmp_path, scenario)
 
     assert stored.version == 2
     assert weights(experiments.experiments["campaign-juicers"])["treatment"] == 4.0
+
+
+def test_update__retry_after_answer_lost__finishes_instead_of_refusing(tmp_path: Path) -> None:
+    experiments = FakeExperiments()
+    changed = campaign(variants=[{"key": "treatment", "weight": 4.0}])
+
+    async def scenario(catalog: Catalogue) -> decision_pb2.Campaign:
+        campaigns = Campaigns(catalog, FakeSegments().stub(), experiments.stub())
+        await campaigns.create(campaign())
+        await campaigns.update(changed, expected_version=1)
+        return await campaigns.update(changed, expected_version=1)
+
+    stored = run_with_catalog(tmp_path, scenario)
+
+    assert stored.version == 2
+    assert weights(experiments.experiments["campaign-juicers"])["treatment"] == 4.0
+
+
+def test_update__other_update_stored_while_experiment_written__refused_and_experiment_restored(
+    tmp_path: Path,
+) -> None:
+    experiments = FakeExperiments()
+
+    async def scenario(catalog: Catalogue) -> decision_pb2.Campaign:
+        campaigns = Campaigns(catalog, FakeSegments().stub(), experiments.stub())
+        await campaigns.create(campaign())
+
+        async def other_writer() -> None:
+            heavier = campaign(variants=[{"key": "treatment", "weight": 7.0}])
+            await catalog.update(normalised(heavier))
+
+        experiments.before_update = other_writer
+        with pytest.raises(FailedPrecondition):
+            await campaigns.update(
+                campaign(variants=[{"key": "treatment", "weight": 4.0}]), expected_version=1
+            )
+        return await catalog.get("juicers")
+
+    stored = run_with_catalog(tmp_path, scenario)
+
+    assert stored.version == 2
+    assert weights(experiments.experiments["campaign-juicers"])["treatment"] == 7.0
 
 
 def test_update__stale_version_with_other_content__failed_precondition(tmp_path: Path) -> None:

@@ -2,10 +2,21 @@
 
 Creating, changing and deleting a campaign are writes in two services: the
 campaign in this service's catalog, its experiment in the experiment
-service. There is no transaction across the two, so every step is written
-to be retried: a create finds its experiment left over and brings it in
-line, an update settles the experiment from what is stored, a retried
-update finishes instead of being refused.
+service. There is no transaction across the two, so the rule is: **the
+experiment is written first, the campaign second**, and a failed campaign
+write puts the experiment back in line with what is stored. From the
+caller's view a write is all or nothing:
+
+- an error leaves the stored campaign as it was (same version, same
+  content), whichever service failed;
+- Decide never serves a campaign version whose experiment was not updated:
+  the new version becomes visible only after its experiment holds it. For a
+  moment the experiment may be ahead of the campaign; Decide then shows
+  nothing for a variant the stored campaign does not have, never a wrong one.
+
+Every step can be retried: a create finds its experiment left over and
+brings it in line, a retried update whose answer was lost finishes instead
+of being refused.
 """
 
 from __future__ import annotations
@@ -137,7 +148,12 @@ class Campaigns:
         self.peer_timeout_s = peer_timeout_s
 
     async def create(self, campaign: decision_pb2.Campaign) -> decision_pb2.Campaign:
-        """Store a new campaign after creating its experiment; the campaign as stored."""
+        """Create the campaign's experiment, then store the campaign; the campaign as stored.
+
+        Nothing is stored when the experiment service fails. When storing the
+        campaign fails, its experiment is stopped again (best effort) so that
+        no running experiment is left without its campaign.
+        """
         message = await self._prepared(campaign)
         try:
             await self.catalog.get(message.key)
@@ -157,7 +173,15 @@ class Campaigns:
             # left from an earlier try of this call, or from a deleted campaign
             # of the same key. Bring it in line rather than fail every retry.
             await self._sync_experiment(message)
-        return await self.catalog.create(message)
+        try:
+            return await self.catalog.create(message)
+        except AlreadyExists:
+            # Another create of this key won the race: its experiment wins too.
+            await self._restore(message.key)
+            raise
+        except BaseException:
+            await self._restore(message.key, stopped=message)
+            raise
 
     async def get(self, key: str) -> decision_pb2.Campaign:
         """The campaign under `key`."""
@@ -172,18 +196,45 @@ class Campaigns:
     async def update(
         self, campaign: decision_pb2.Campaign, expected_version: int = 0
     ) -> decision_pb2.Campaign:
-        """Replace a campaign (optimistically when `expected_version` is set), then settle."""
+        """Replace a campaign (optimistically when `expected_version` is set): all or nothing.
+
+        The experiment takes the new version first; only then is the campaign
+        stored. If the experiment service fails, nothing is stored and the
+        error is returned. If storing fails (another update won the race, or
+        the database), the experiment is settled back to the stored campaign.
+        """
         message = await self._prepared(campaign)
+        current = await self.catalog.get(message.key)
+        if expected_version and current.version != expected_version:
+            # The retry of an update that was stored but whose answer was lost:
+            # same content, one version on. Finish it instead of refusing.
+            retry = current.version == expected_version + 1 and as_written(current) == message
+            if not retry:
+                raise FailedPrecondition(
+                    f"campaign {message.key!r} is at version {current.version}, "
+                    f"not {expected_version}",
+                    field="expected_version",
+                )
+            await self.settle(message.key)
+            return current
+        await self._sync_experiment(message)
         try:
             stored = await self.catalog.update(message, expected_version)
-        except FailedPrecondition:
-            # The retry of an update that was stored but whose experiment sync
-            # failed: same content, one version on. Finish it instead of refusing.
-            stored = await self.catalog.get(message.key)
-            retry = expected_version and stored.version == expected_version + 1
-            if not (retry and as_written(stored) == message):
-                raise
-        await self.settle(message.key)
+        except BaseException:
+            await self._restore(message.key)
+            raise
+        # Concurrent updates may have synced the experiment in another order
+        # than they were stored: settle to whatever is stored now. Our own
+        # version is stored and its experiment written, so a failure here
+        # does not undo the update; the next write or settle finishes it.
+        try:
+            await self.settle(message.key)
+        except Exception:  # logged: the update itself succeeded
+            log.warning(
+                "campaign stored, but settling its experiment after it failed",
+                extra={"key": message.key},
+                exc_info=True,
+            )
         return stored
 
     async def settle(self, key: str) -> None:
@@ -203,12 +254,43 @@ class Campaigns:
     async def delete(self, key: str) -> None:
         """Stop the campaign's experiment, then remove the campaign.
 
-        The experiment stays, stopped, with its exposures and results.
+        The experiment stays, stopped, with its exposures and results. If the
+        experiment service fails, the campaign is kept as it was; if removing
+        the campaign fails, the experiment is settled back to it.
         """
         current = await self.catalog.get(key)
         current.status = decision_pb2.CAMPAIGN_STATUS_STOPPED
         await self._sync_experiment(current)
-        await self.catalog.delete(key)
+        try:
+            await self.catalog.delete(key)
+        except BaseException:
+            await self._restore(key)
+            raise
+
+    async def _restore(self, key: str, stopped: decision_pb2.Campaign | None = None) -> None:
+        """Best effort: bring the experiment back in line after a campaign write failed.
+
+        With the campaign stored, settle to it; with none stored, stop the
+        experiment made from `stopped` (the campaign that was not created).
+        The write's own error is what the caller gets, so a failure here is
+        only logged.
+        """
+        try:
+            try:
+                await self.settle(key)
+            except NotFound:
+                if stopped is None:
+                    return
+                orphan = decision_pb2.Campaign()
+                orphan.CopyFrom(stopped)
+                orphan.status = decision_pb2.CAMPAIGN_STATUS_STOPPED
+                await self._sync_experiment(orphan)
+        except Exception:  # the caller gets the original error
+            log.warning(
+                "could not bring the experiment back in line with its campaign",
+                extra={"key": key},
+                exc_info=True,
+            )
 
     async def _prepared(self, campaign: decision_pb2.Campaign) -> decision_pb2.Campaign:
         """`normalised(campaign)`, with its audience segments known to the segment service."""
