@@ -248,6 +248,23 @@ def test_update__new_weights_and_status__experiment_settled_to_the_stored_campai
     assert experiment.status == experiments_pb2.EXPERIMENT_STATUS_RUNNING
 
 
+def test_update__holdout_set_on_the_experiment__kept_through_the_update(tmp_path: Path) -> None:
+    experiments = FakeExperiments()
+
+    async def scenario(catalog: Catalogue) -> None:
+        campaigns = Campaigns(catalog, FakeSegments().stub(), experiments.stub())
+        await campaigns.create(campaign())
+        experiments.experiments["campaign-juicers"].holdout.fraction = 0.05
+        experiments.experiments["campaign-juicers"].salt = "kept"
+        await campaigns.update(campaign(priority=3), expected_version=1)
+
+    run_with_catalog(tmp_path, scenario)
+
+    experiment = experiments.experiments["campaign-juicers"]
+    assert experiment.holdout.fraction == pytest.approx(0.05)
+    assert experiment.salt == "kept"
+
+
 def test_update__experiment_service_down__unavailable_and_campaign_as_it_was(
     tmp_path: Path,
 ) -> None:

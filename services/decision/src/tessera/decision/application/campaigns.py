@@ -171,8 +171,9 @@ class Campaigns:
                 raise peer_error(error, "experiments") from error
             # The campaign's experiment key is reserved for it: the experiment is
             # left from an earlier try of this call, or from a deleted campaign
-            # of the same key. Bring it in line rather than fail every retry.
-            await self._sync_experiment(message)
+            # of the same key. Bring it in line rather than fail every retry,
+            # with nothing kept from a campaign that went before.
+            await self._sync_experiment(message, keep_own_settings=False)
         try:
             return await self.catalog.create(message)
         except AlreadyExists:
@@ -311,10 +312,29 @@ class Campaigns:
                     ) from error
                 raise peer_error(error, "segments") from error
 
-    async def _sync_experiment(self, campaign: decision_pb2.Campaign) -> None:
+    async def _sync_experiment(
+        self, campaign: decision_pb2.Campaign, keep_own_settings: bool = True
+    ) -> None:
+        """Write the campaign's split to its experiment.
+
+        With `keep_own_settings`, what the campaign does not carry and an
+        admin may have set on the experiment itself (holdout, layer, salt)
+        is kept, so changing a campaign does not drop its holdout.
+        """
+        experiment = experiment_for(campaign)
         try:
+            if keep_own_settings:
+                current = (
+                    await self.experiments.GetExperiment(
+                        experiments_pb2.GetExperimentRequest(key=experiment.key),
+                        timeout=self.peer_timeout_s,
+                    )
+                ).experiment
+                experiment.holdout.CopyFrom(current.holdout)
+                experiment.layer_key = current.layer_key
+                experiment.salt = current.salt
             await self.experiments.UpdateExperiment(
-                experiments_pb2.UpdateExperimentRequest(experiment=experiment_for(campaign)),
+                experiments_pb2.UpdateExperimentRequest(experiment=experiment),
                 timeout=self.peer_timeout_s,
             )
         except grpc.aio.AioRpcError as error:

@@ -213,6 +213,20 @@ def validate_campaign(campaign: CampaignDef) -> None:
 
 
 @dataclass(frozen=True)
+class Assignments:
+    """A visitor's place in the experiments of the candidate campaigns.
+
+    `variants` maps experiment key to the visitor's variant (empty or
+    missing: outside the experiment's traffic or audience). `held_out` holds
+    the experiments whose holdout the visitor is in: they see the control,
+    and are not counted in the experiment.
+    """
+
+    variants: Mapping[str, str] = field(default_factory=dict)
+    held_out: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class Choice:
     """What one placement shows."""
 
@@ -220,6 +234,7 @@ class Choice:
     campaign: CampaignDef | None = None
     variant_key: str = ""
     reasons: tuple[str, ...] = ()
+    held_out: bool = False
 
     @property
     def is_control(self) -> bool:
@@ -249,12 +264,17 @@ def choose(
     variants: Mapping[str, str],
     channel: int,
     segment_keys: frozenset[str],
+    held_out: frozenset[str] = frozenset(),
 ) -> list[Choice]:
     """One choice per placement, in request order.
 
     `ranked` is best first; `variants` maps experiment key to the visitor's
     variant (missing or empty: the visitor is outside the experiment's
-    traffic and the campaign is skipped). Campaigns claim placements in rank
+    traffic and the campaign is skipped). A visitor in the holdout of a
+    campaign's experiment (`held_out`) gets the campaign's control variant,
+    as every control member does: the campaign still claims the placement
+    and its conflict group, so the channel shows its default, not another
+    campaign. Campaigns claim placements in rank
     order, so a conflict group goes to its best campaign whichever placement
     was asked for first; once a group has filled a placement, no other
     campaign of the group is shown in this decision.
@@ -262,7 +282,10 @@ def choose(
     filled: dict[str, Choice] = {}
     group_owner: dict[str, str] = {}
     for campaign in ranked:
-        variant_key = variants.get(campaign.experiment_key, "")
+        holdout = campaign.experiment_key in held_out
+        variant_key = (
+            campaign.control_variant_key if holdout else variants.get(campaign.experiment_key, "")
+        )
         if not variant_key or campaign.variant(variant_key) is None:
             # Outside the experiment's traffic, or an experiment not yet in
             # line with its campaign: show nothing rather than a wrong thing.
@@ -274,7 +297,11 @@ def choose(
             if placement in filled or not campaign.fits(placement, channel, segment_keys):
                 continue
             filled[placement] = Choice(
-                placement, campaign, variant_key, _reasons(campaign, variant_key, segment_keys)
+                placement,
+                campaign,
+                variant_key,
+                _reasons(campaign, variant_key, segment_keys, holdout),
+                holdout,
             )
             if campaign.conflict_group:
                 group_owner[campaign.conflict_group] = campaign.key
@@ -285,13 +312,15 @@ def choose(
 
 
 def _reasons(
-    campaign: CampaignDef, variant_key: str, segment_keys: frozenset[str]
+    campaign: CampaignDef, variant_key: str, segment_keys: frozenset[str], held_out: bool
 ) -> tuple[str, ...]:
     reasons = [f"priority {campaign.priority}"]
     matched = sorted(set(campaign.audience_segment_keys) & segment_keys)
     reasons += [f"segment:{key}" for key in matched] or ["audience: everyone"]
     if campaign.conflict_group:
         reasons.append(f"conflict group {campaign.conflict_group}")
-    if variant_key == campaign.control_variant_key:
+    if held_out:
+        reasons.append("holdout: show the default")
+    elif variant_key == campaign.control_variant_key:
         reasons.append("control group: show the default")
     return tuple(reasons)
