@@ -199,3 +199,27 @@ def test_update_campaign__experiment_service_up__experiment_follows_the_new_vers
         experiments_pb2.GetExperimentRequest(key=created.experiment_key)
     ).experiment
     assert [v.weight for v in experiment.variants] == [3.0, 0.0]
+
+
+def test_get_campaign__no_schedule_times__start_and_end_unset_not_epoch(outage: Outage) -> None:
+    created = running_campaign(outage, key("hero"), "first")
+    zero_times = decision_pb2.Campaign()
+    zero_times.CopyFrom(created)
+    zero_times.key = key("zeros")
+    # What a client that always sends its Timestamp fields sends for "no limit".
+    zero_times.schedule.start_time.SetInParent()
+    zero_times.schedule.end_time.SetInParent()
+    outage.decision.CreateCampaign(decision_pb2.CreateCampaignRequest(campaign=zero_times))
+
+    for campaign_key in (created.key, zero_times.key):
+        stored = outage.decision.GetCampaign(
+            decision_pb2.GetCampaignRequest(key=campaign_key)
+        ).campaign
+        experiment = outage.experiments.GetExperiment(
+            experiments_pb2.GetExperimentRequest(key=stored.experiment_key)
+        ).experiment
+
+        assert not stored.schedule.HasField("start_time")
+        assert not stored.schedule.HasField("end_time")
+        assert not experiment.HasField("start_time")
+        assert not experiment.HasField("end_time")

@@ -86,6 +86,12 @@ def normalised(campaign: decision_pb2.Campaign) -> decision_pb2.Campaign:
         message.variants.add(key=control_key, weight=variants[-1].weight)
     message.control_variant_key = control_key
     message.experiment_key = experiment_key_for(message.key)
+    for bound in ("start_time", "end_time"):
+        # A zero time means "no limit" (as the domain reads it): store it
+        # unset, so it reads back unset rather than as 1970-01-01.
+        stamp = getattr(message.schedule, bound)
+        if message.schedule.HasField(bound) and stamp.seconds == 0 and stamp.nanos == 0:
+            message.schedule.ClearField(bound)
     validate_campaign(campaign_from_proto(message))
     _validate_frequency_cap(message.frequency_cap)
     # Stored but not yet enforced would mislead: refuse until they are built.
@@ -114,7 +120,7 @@ def experiment_for(campaign: decision_pb2.Campaign) -> experiments_pb2.Experimen
     It takes the whole audience (the campaign's audience decides who is in),
     the campaign's goal and schedule, and a status that follows the campaign's.
     """
-    return experiments_pb2.Experiment(
+    experiment = experiments_pb2.Experiment(
         key=campaign.experiment_key,
         name=f"Campaign {campaign.name or campaign.key}",
         description=f"Splits the audience of campaign {campaign.key!r}; created with it.",
@@ -127,9 +133,14 @@ def experiment_for(campaign: decision_pb2.Campaign) -> experiments_pb2.Experimen
         audience_segment_keys=campaign.audience_segment_keys,
         status=EXPERIMENT_STATUS[campaign.status],
         goal=campaign.goal,
-        start_time=campaign.schedule.start_time,
-        end_time=campaign.schedule.end_time,
     )
+    # Copied only when set: reading an unset field and assigning it would
+    # mark it present, and the experiment would read back 1970-01-01.
+    if campaign.schedule.HasField("start_time"):
+        experiment.start_time.CopyFrom(campaign.schedule.start_time)
+    if campaign.schedule.HasField("end_time"):
+        experiment.end_time.CopyFrom(campaign.schedule.end_time)
+    return experiment
 
 
 class Campaigns:
