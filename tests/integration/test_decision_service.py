@@ -223,3 +223,23 @@ def test_get_campaign__no_schedule_times__start_and_end_unset_not_epoch(outage: 
         assert not stored.schedule.HasField("end_time")
         assert not experiment.HasField("start_time")
         assert not experiment.HasField("end_time")
+
+
+def test_create_campaign__key_of_55_characters__its_64_character_experiment_created(
+    outage: Outage,
+) -> None:
+    created = running_campaign(outage, key("hero"), "first")
+    longest = decision_pb2.Campaign()
+    longest.CopyFrom(created)
+    longest.key = key("k" * 46)  # 46 + "-" + 8 hex digits = 55
+
+    stored = outage.decision.CreateCampaign(
+        decision_pb2.CreateCampaignRequest(campaign=longest)
+    ).campaign
+    experiment = outage.experiments.GetExperiment(
+        experiments_pb2.GetExperimentRequest(key=stored.experiment_key)
+    ).experiment
+
+    assert len(stored.key) == 55
+    assert experiment.key == "campaign-" + stored.key
+    assert len(experiment.key) == 64

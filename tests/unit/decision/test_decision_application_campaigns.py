@@ -81,6 +81,20 @@ def test_normalised__valid_frequency_cap__unimplemented_names_field() -> None:
     assert raised.value.field == "campaign.frequency_cap"
 
 
+def test_normalised__key_of_55_characters__accepted_and_experiment_key_fills_64() -> None:
+    message = normalised(campaign("k" * 55))
+
+    assert len(message.experiment_key) == 64
+
+
+def test_normalised__key_of_56_characters__invalid_argument_says_55() -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        normalised(campaign("k" * 56))
+
+    assert raised.value.field == "campaign.key"
+    assert "1 to 55" in str(raised.value)
+
+
 def test_experiment_for__running_campaign__same_split_goal_and_status_whole_traffic() -> None:
     message = normalised(
         campaign(

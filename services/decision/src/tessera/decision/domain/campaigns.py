@@ -17,10 +17,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tessera.errors import InvalidArgument, require
 
-KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,54}$")
-"""Campaign keys leave room for the experiment key prefix within 64 characters."""
-PLACEMENT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 EXPERIMENT_PREFIX = "campaign-"
+"""A campaign's experiment is keyed `campaign-<campaign key>`."""
+EXPERIMENT_KEY_CHARS = 64
+"""The longest experiment key the experiment service takes."""
+MAX_KEY_CHARS = EXPERIMENT_KEY_CHARS - len(EXPERIMENT_PREFIX)
+"""55: a campaign key leaves room for the prefix of its experiment's key."""
+KEY_PATTERN = re.compile(rf"^[a-z0-9][a-z0-9_-]{{0,{MAX_KEY_CHARS - 1}}}$")
+PLACEMENT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 DEFAULT_CONTROL_KEY = "control"
 
 
@@ -147,7 +151,9 @@ def validate_campaign(campaign: CampaignDef) -> None:
     require(
         bool(KEY_PATTERN.match(campaign.key)),
         "campaign.key",
-        "must be 1 to 55 lowercase letters, digits, '_' or '-', starting with a letter or digit",
+        f"must be 1 to {MAX_KEY_CHARS} lowercase letters, digits, '_' or '-', starting with "
+        f"a letter or digit (its experiment's key, {EXPERIMENT_PREFIX!r} and the campaign "
+        f"key, must fit {EXPERIMENT_KEY_CHARS})",
     )
     require(
         bool(campaign.goal_event_type),
