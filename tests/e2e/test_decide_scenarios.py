@@ -343,6 +343,26 @@ def test_create_campaign__frequency_cap__unimplemented_names_field(tessera: obje
     assert raised.value.details().startswith("campaign.frequency_cap: ")
 
 
+def test_decide__category_page_and_product_views__both_count_as_category_views(
+    tessera: object,
+) -> None:
+    category = unique("cat").replace("-", "_")
+    browsing = unique("browsing")
+    segment(tessera, browsing, f'session.category_views("{category}") >= 2')
+    someone = cookie()
+    profile_id = visitor(tessera, someone)
+    track(tessera, profile_id, "page_view", category=category)
+    once = decide(tessera, someone, placements=["home"])
+    track(tessera, profile_id, "product_view", category=category, product_id="sku-1")
+
+    twice = eventually(
+        lambda: browsing in decide(tessera, someone, placements=["home"]).segment_keys
+    )
+
+    assert browsing not in once.segment_keys
+    assert twice
+
+
 def test_decide__visitor_in_the_experiment_holdout__gets_the_campaign_control(
     tessera: object,
 ) -> None:

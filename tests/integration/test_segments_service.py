@@ -247,3 +247,19 @@ def test_create__integer_of_5000_digits__invalid_argument_and_nothing_stored(
     with pytest.raises(grpc.RpcError) as missing:
         segments.GetSegment(segments_pb2.GetSegmentRequest(key=segment_key))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_get__rule_with_comment_and_layout__returned_as_written_in_its_notation(
+    segments: Stub,
+) -> None:
+    text = 'trait.tier   ==  "gold"  # the best customers\n  and not trait.vip'
+    json_logic = '{"==": [ {"var": "trait.tier"}, "gold" ]}'
+    as_text, as_json = key("written"), key("written")
+    create(segments, as_text, text)
+    create(segments, as_json, json_logic=json_logic)
+
+    text_rule = segments.GetSegment(segments_pb2.GetSegmentRequest(key=as_text)).segment.rule
+    json_rule = segments.GetSegment(segments_pb2.GetSegmentRequest(key=as_json)).segment.rule
+
+    assert (text_rule.WhichOneof("rule"), text_rule.text) == ("text", text)
+    assert (json_rule.WhichOneof("rule"), json_rule.json_logic) == ("json_logic", json_logic)
