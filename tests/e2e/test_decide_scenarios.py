@@ -343,6 +343,96 @@ def test_create_campaign__frequency_cap__unimplemented_names_field(tessera: obje
     assert raised.value.details().startswith("campaign.frequency_cap: ")
 
 
+def test_decide__category_page_and_product_views__both_count_as_category_views(
+    tessera: object,
+) -> None:
+    category = unique("cat").replace("-", "_")
+    browsing = unique("browsing")
+    segment(tessera, browsing, f'session.category_views("{category}") >= 2')
+    someone = cookie()
+    profile_id = visitor(tessera, someone)
+    track(tessera, profile_id, "page_view", category=category)
+    once = decide(tessera, someone, placements=["home"])
+    track(tessera, profile_id, "product_view", category=category, product_id="sku-1")
+
+    twice = eventually(
+        lambda: browsing in decide(tessera, someone, placements=["home"]).segment_keys
+    )
+
+    assert browsing not in once.segment_keys
+    assert twice
+
+
+def test_decide__visitor_in_the_experiment_holdout__gets_the_campaign_control(
+    tessera: object,
+) -> None:
+    from tessera.experiments.v1 import experiments_pb2
+
+    everyone, placement = unique("all"), unique("held")
+    segment(tessera, everyone, "true")
+    created = campaign(tessera, unique("held-out"), [placement], [everyone])
+    experiment = tessera.experiments.GetExperiment(  # type: ignore[attr-defined]
+        experiments_pb2.GetExperimentRequest(key=created.experiment_key)
+    ).experiment
+    experiment.holdout.fraction = 0.9
+    tessera.experiments.UpdateExperiment(  # type: ignore[attr-defined]
+        experiments_pb2.UpdateExperimentRequest(experiment=experiment)
+    )
+    changed = decision_pb2.Campaign()
+    changed.CopyFrom(created)
+    changed.priority = 5  # a campaign change keeps the experiment's holdout
+    tessera.decision.UpdateCampaign(  # type: ignore[attr-defined]
+        decision_pb2.UpdateCampaignRequest(campaign=changed, expected_version=created.version)
+    )
+
+    held_out = 0
+    for _ in range(10):
+        someone = cookie()
+        profile_id = visitor(tessera, someone)
+        (assignment,) = tessera.experiments.Assign(  # type: ignore[attr-defined]
+            experiments_pb2.AssignRequest(
+                profile_id=profile_id,
+                segment_keys=[everyone],
+                experiment_keys=[created.experiment_key],
+            )
+        ).assignments
+        if not assignment.in_holdout:
+            continue
+        held_out += 1
+
+        def shown(who: common_pb2.Identity = someone) -> decision_pb2.Decision | None:
+            # Once the holdout and the new priority have reached the decision service.
+            (decision,) = decide(tessera, who, placements=[placement]).decisions
+            return decision if "priority 5" in decision.reasons else None
+
+        decision = eventually(shown)
+        assert decision is not None
+        assert (decision.campaign_key, decision.variant_key) == (created.key, "control")
+        assert decision.is_control
+        assert dict(decision.payload) == {}
+        assert "holdout: show the default" in decision.reasons
+
+    assert held_out > 0
+
+
+def test_create_campaign__negative_pressure_cost__invalid_argument_names_field(
+    tessera: object,
+) -> None:
+    message = decision_pb2.Campaign(
+        key=unique("pushy"),
+        goal=common_pb2.Goal(event_type="purchase", kind=common_pb2.GOAL_KIND_CONVERSION),
+        placements=["x"],
+        pressure_cost=-1,
+    )
+    message.variants.add(key="a", weight=1)
+
+    with pytest.raises(grpc.RpcError) as raised:
+        tessera.decision.CreateCampaign(decision_pb2.CreateCampaignRequest(campaign=message))  # type: ignore[attr-defined]
+
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details().startswith("campaign.pressure_cost: ")
+
+
 def test_cli__demo_then_decide__prints_the_juicer_campaign(suite: Suite) -> None:
     import json
 

@@ -221,3 +221,45 @@ def test_two_replicas__reference_and_delete_on_different_replicas__checked_again
         assert user in raised.value.details()
     finally:
         other.stop()
+
+
+def test_validate_rule__integer_of_5000_digits__error_with_line_and_column(segments: Stub) -> None:
+    for rule in (
+        segments_pb2.Rule(text="trait.a > " + "9" * 5000),
+        segments_pb2.Rule(json_logic='{">": [{"var": "trait.a"}, ' + "9" * 5000 + "]}"),
+    ):
+        reply = segments.ValidateRule(segments_pb2.ValidateRuleRequest(rule=rule))
+
+        assert [(e.line, e.column) for e in reply.errors] in ([(1, 11)], [(1, 28)])
+        assert "at most 32 digits" in reply.errors[0].message
+
+
+def test_create__integer_of_5000_digits__invalid_argument_and_nothing_stored(
+    segments: Stub,
+) -> None:
+    segment_key = key("huge")
+
+    with pytest.raises(grpc.RpcError) as raised:
+        create(segments, segment_key, "trait.a > " + "9" * 5000)
+
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "line 1, column 11" in raised.value.details()
+    with pytest.raises(grpc.RpcError) as missing:
+        segments.GetSegment(segments_pb2.GetSegmentRequest(key=segment_key))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_get__rule_with_comment_and_layout__returned_as_written_in_its_notation(
+    segments: Stub,
+) -> None:
+    text = 'trait.tier   ==  "gold"  # the best customers\n  and not trait.vip'
+    json_logic = '{"==": [ {"var": "trait.tier"}, "gold" ]}'
+    as_text, as_json = key("written"), key("written")
+    create(segments, as_text, text)
+    create(segments, as_json, json_logic=json_logic)
+
+    text_rule = segments.GetSegment(segments_pb2.GetSegmentRequest(key=as_text)).segment.rule
+    json_rule = segments.GetSegment(segments_pb2.GetSegmentRequest(key=as_json)).segment.rule
+
+    assert (text_rule.WhichOneof("rule"), text_rule.text) == ("text", text)
+    assert (json_rule.WhichOneof("rule"), json_rule.json_logic) == ("json_logic", json_logic)

@@ -20,6 +20,7 @@ from google.protobuf import struct_pb2
 from tessera import db
 from tessera.catalog import Catalog
 from tessera.common.v1 import common_pb2
+from tessera.decision.domain.campaigns import Assignments
 from tessera.decision.v1 import decision_pb2
 from tessera.experiments.v1 import experiments_pb2
 from tessera.profiles.v1 import profiles_pb2
@@ -48,6 +49,8 @@ class FakeExperiments:
         """Answer the next call with this code instead (a peer down or slow)."""
         self.before_update: Callable[[], Awaitable[None]] | None = None
         """Run before the next UpdateExperiment is applied (another writer's turn)."""
+        self.before_create: Callable[[], Awaitable[None]] | None = None
+        """Run before the next CreateExperiment is applied (another writer's turn)."""
 
     def stub(self) -> ExperimentServiceAsyncStub:
         """This fake, typed as the stub the decision service is given."""
@@ -63,11 +66,23 @@ class FakeExperiments:
     ) -> experiments_pb2.CreateExperimentResponse:
         self.calls.append(f"create {request.experiment.key}")
         self._maybe_fail()
+        hook, self.before_create = self.before_create, None
+        if hook is not None:
+            await hook()
         key = request.experiment.key
         if key in self.experiments:
             raise rpc_error(grpc.StatusCode.ALREADY_EXISTS, f"experiment.key: {key!r} exists")
         self.experiments[key] = request.experiment
         return experiments_pb2.CreateExperimentResponse(experiment=request.experiment)
+
+    async def GetExperiment(
+        self, request: experiments_pb2.GetExperimentRequest, timeout: float
+    ) -> experiments_pb2.GetExperimentResponse:
+        # A read: not recorded in `calls`, which lists the writes.
+        self._maybe_fail()
+        if request.key not in self.experiments:
+            raise rpc_error(grpc.StatusCode.NOT_FOUND, f"key: no experiment {request.key!r}")
+        return experiments_pb2.GetExperimentResponse(experiment=self.experiments[request.key])
 
     async def UpdateExperiment(
         self, request: experiments_pb2.UpdateExperimentRequest, timeout: float
@@ -133,9 +148,15 @@ class FakeProfiles:
 class FakeEvaluator:
     """Fixed segments and variants, recording what Decide asked (the Evaluator protocol)."""
 
-    def __init__(self, segment_keys: Sequence[str], variants: dict[str, str]) -> None:
+    def __init__(
+        self,
+        segment_keys: Sequence[str],
+        variants: dict[str, str],
+        held_out: Sequence[str] = (),
+    ) -> None:
         self.segment_keys = sorted(segment_keys)
         self.variants = variants
+        self.held_out = frozenset(held_out)
         self.assigned: list[list[str]] = []
         self.timeouts: list[float] = []
 
@@ -162,10 +183,13 @@ class FakeEvaluator:
         channel: common_pb2.Channel.ValueType,
         experiment_keys: Sequence[str],
         timeout: float,
-    ) -> dict[str, str]:
+    ) -> Assignments:
         self.timeouts.append(timeout)
         self.assigned.append(list(experiment_keys))
-        return {k: v for k, v in self.variants.items() if k in experiment_keys}
+        return Assignments(
+            {k: v for k, v in self.variants.items() if k in experiment_keys},
+            frozenset(k for k in self.held_out if k in experiment_keys),
+        )
 
 
 def run_with_catalog(

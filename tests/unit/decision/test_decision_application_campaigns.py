@@ -49,6 +49,52 @@ def test_normalised__pressure_cost__unimplemented_names_field() -> None:
     assert raised.value.field == "campaign.pressure_cost"
 
 
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"pressure_cost": -1}, "campaign.pressure_cost"),
+        (
+            {"frequency_cap": decision_pb2.FrequencyCap(max_decisions=-3)},
+            "campaign.frequency_cap.max_decisions",
+        ),
+        (
+            {"frequency_cap": {"max_decisions": 3, "period": {"seconds": -60}}},
+            "campaign.frequency_cap.period",
+        ),
+        ({"frequency_cap": {"period": {"seconds": -60}}}, "campaign.frequency_cap.period"),
+    ],
+)
+def test_normalised__negative_pressure_or_cap__invalid_argument_names_field(
+    fields: dict[str, object], field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        normalised(campaign(**fields))
+
+    assert raised.value.field == field
+    assert not isinstance(raised.value, Unimplemented)
+
+
+def test_normalised__valid_frequency_cap__unimplemented_names_field() -> None:
+    with pytest.raises(Unimplemented) as raised:
+        normalised(campaign(frequency_cap={"max_decisions": 3, "period": {"seconds": 3600}}))
+
+    assert raised.value.field == "campaign.frequency_cap"
+
+
+def test_normalised__key_of_55_characters__accepted_and_experiment_key_fills_64() -> None:
+    message = normalised(campaign("k" * 55))
+
+    assert len(message.experiment_key) == 64
+
+
+def test_normalised__key_of_56_characters__invalid_argument_says_55() -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        normalised(campaign("k" * 56))
+
+    assert raised.value.field == "campaign.key"
+    assert "1 to 55" in str(raised.value)
+
+
 def test_experiment_for__running_campaign__same_split_goal_and_status_whole_traffic() -> None:
     message = normalised(
         campaign(
@@ -158,6 +204,26 @@ def test_create__segment_service_down__unavailable_naming_segments(tmp_path: Pat
     run_with_catalog(tmp_path, scenario)
 
 
+def test_create__same_key_created_meanwhile__already_exists_and_experiment_follows_it(
+    tmp_path: Path,
+) -> None:
+    experiments = FakeExperiments()
+
+    async def scenario(catalog: Catalogue) -> None:
+        campaigns = Campaigns(catalog, FakeSegments().stub(), experiments.stub())
+
+        async def other_replica() -> None:
+            await catalog.create(normalised(campaign(variants=[{"key": "a", "weight": 2.0}])))
+
+        experiments.before_create = other_replica
+        with pytest.raises(AlreadyExists):
+            await campaigns.create(campaign())
+
+    run_with_catalog(tmp_path, scenario)
+
+    assert weights(experiments.experiments["campaign-juicers"]) == {"a": 2.0, "control": 2.0}
+
+
 def test_create__experiment_service_down__unavailable_and_campaign_not_stored(
     tmp_path: Path,
 ) -> None:
@@ -196,7 +262,24 @@ def test_update__new_weights_and_status__experiment_settled_to_the_stored_campai
     assert experiment.status == experiments_pb2.EXPERIMENT_STATUS_RUNNING
 
 
-def test_update__retry_after_experiment_sync_failed__finishes_instead_of_refusing(
+def test_update__holdout_set_on_the_experiment__kept_through_the_update(tmp_path: Path) -> None:
+    experiments = FakeExperiments()
+
+    async def scenario(catalog: Catalogue) -> None:
+        campaigns = Campaigns(catalog, FakeSegments().stub(), experiments.stub())
+        await campaigns.create(campaign())
+        experiments.experiments["campaign-juicers"].holdout.fraction = 0.05
+        experiments.experiments["campaign-juicers"].salt = "kept"
+        await campaigns.update(campaign(priority=3), expected_version=1)
+
+    run_with_catalog(tmp_path, scenario)
+
+    experiment = experiments.experiments["campaign-juicers"]
+    assert experiment.holdout.fraction == pytest.approx(0.05)
+    assert experiment.salt == "kept"
+
+
+def test_update__experiment_service_down__unavailable_and_campaign_as_it_was(
     tmp_path: Path,
 ) -> None:
     experiments = FakeExperiments()
@@ -206,16 +289,75 @@ def test_update__retry_after_experiment_sync_failed__finishes_instead_of_refusin
         campaigns = Campaigns(catalog, FakeSegments().stub(), experiments.stub())
         await campaigns.create(campaign())
         experiments.fail_next = grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(Unavailable, match="experiments"):
+            await campaigns.update(changed, expected_version=1)
+        return await catalog.get("juicers")
+
+    stored = run_with_catalog(tmp_path, scenario)
+
+    assert stored.version == 1
+    assert weights(experiments.experiments["campaign-juicers"])["treatment"] == 1.0
+    assert [v.weight for v in stored.variants] == [1.0, 1.0]
+
+
+def test_update__retry_after_experiment_service_came_back__stored_once(tmp_path: Path) -> None:
+    experiments = FakeExperiments()
+    changed = campaign(variants=[{"key": "treatment", "weight": 4.0}])
+
+    async def scenario(catalog: Catalogue) -> decision_pb2.Campaign:
+        campaigns = Campaigns(catalog, FakeSegments().stub(), experiments.stub())
+        await campaigns.create(campaign())
+        experiments.fail_next = grpc.StatusCode.UNAVAILABLE
         with pytest.raises(Unavailable):
             await campaigns.update(changed, expected_version=1)
-        # Stored at version 2, experiment still at the old split: the client retries.
-        assert weights(experiments.experiments["campaign-juicers"])["treatment"] == 1.0
         return await campaigns.update(changed, expected_version=1)
 
     stored = run_with_catalog(tmp_path, scenario)
 
     assert stored.version == 2
     assert weights(experiments.experiments["campaign-juicers"])["treatment"] == 4.0
+
+
+def test_update__retry_after_answer_lost__finishes_instead_of_refusing(tmp_path: Path) -> None:
+    experiments = FakeExperiments()
+    changed = campaign(variants=[{"key": "treatment", "weight": 4.0}])
+
+    async def scenario(catalog: Catalogue) -> decision_pb2.Campaign:
+        campaigns = Campaigns(catalog, FakeSegments().stub(), experiments.stub())
+        await campaigns.create(campaign())
+        await campaigns.update(changed, expected_version=1)
+        return await campaigns.update(changed, expected_version=1)
+
+    stored = run_with_catalog(tmp_path, scenario)
+
+    assert stored.version == 2
+    assert weights(experiments.experiments["campaign-juicers"])["treatment"] == 4.0
+
+
+def test_update__other_update_stored_while_experiment_written__refused_and_experiment_restored(
+    tmp_path: Path,
+) -> None:
+    experiments = FakeExperiments()
+
+    async def scenario(catalog: Catalogue) -> decision_pb2.Campaign:
+        campaigns = Campaigns(catalog, FakeSegments().stub(), experiments.stub())
+        await campaigns.create(campaign())
+
+        async def other_writer() -> None:
+            heavier = campaign(variants=[{"key": "treatment", "weight": 7.0}])
+            await catalog.update(normalised(heavier))
+
+        experiments.before_update = other_writer
+        with pytest.raises(FailedPrecondition):
+            await campaigns.update(
+                campaign(variants=[{"key": "treatment", "weight": 4.0}]), expected_version=1
+            )
+        return await catalog.get("juicers")
+
+    stored = run_with_catalog(tmp_path, scenario)
+
+    assert stored.version == 2
+    assert weights(experiments.experiments["campaign-juicers"])["treatment"] == 7.0
 
 
 def test_update__stale_version_with_other_content__failed_precondition(tmp_path: Path) -> None:

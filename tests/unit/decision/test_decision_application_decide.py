@@ -91,6 +91,20 @@ def test_decide__audience_member_in_treatment__campaign_variant_and_payload(
     assert evaluator.assigned == [["campaign-juicers"]]
 
 
+def test_decide__visitor_in_holdout__campaign_control_not_nothing(tmp_path: Path) -> None:
+    evaluator = FakeEvaluator([], {}, held_out=["campaign-juicers"])
+
+    decisions = decide_with(tmp_path, [juicers()], evaluator, FakeProfiles(), query("home"))
+
+    [choice] = decisions.choices
+    assert choice.campaign is not None and choice.campaign.key == "juicers"
+    assert (choice.variant_key, choice.is_control) == ("control", True)
+    decision = decide_response_to_proto(decisions).decisions[0]
+    assert (decision.campaign_key, decision.is_control) == ("juicers", True)
+    assert dict(decision.payload) == {}
+    assert any("holdout" in reason for reason in decision.reasons)
+
+
 def test_decide__no_live_campaign_fits__assignment_not_asked_and_placement_says_why(
     tmp_path: Path,
 ) -> None:

@@ -116,6 +116,17 @@ def test_choose__control_variant__is_control_with_reason() -> None:
     assert "control group: show the default" in choice.reasons
 
 
+def test_choose__visitor_in_holdout__control_with_holdout_reason() -> None:
+    (choice,) = choose(
+        ["home"], [make("a")], {}, WEB, frozenset(), held_out=frozenset({"campaign-a"})
+    )
+
+    assert choice.campaign is not None and choice.campaign.key == "a"
+    assert (choice.variant_key, choice.is_control) == ("control", True)
+    assert "holdout: show the default" in choice.reasons
+    assert "control group: show the default" not in choice.reasons
+
+
 def test_choose__conflict_group__best_campaign_wins_even_on_later_placement() -> None:
     big = make("big", priority=5, placements=("top",), conflict_group="sale")
     small = make("small", priority=1, placements=("side",), conflict_group="sale")

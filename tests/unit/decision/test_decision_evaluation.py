@@ -10,7 +10,8 @@ import pytest
 from google.protobuf import struct_pb2
 
 from tessera.common.v1 import common_pb2
-from tessera.decision.transport.evaluation import InProcessEvaluator
+from tessera.decision.domain.campaigns import Assignments
+from tessera.decision.transport.evaluation import InProcessEvaluator, RpcEvaluator
 from tessera.errors import Unavailable
 from tessera.experiments.v1 import experiments_pb2
 from tessera.profiles.v1 import profiles_pb2
@@ -73,7 +74,7 @@ def test_in_process__one_snapshot_missing__start_waits_and_assign_unavailable() 
         await evaluator.stop()
 
         assert started_early is False
-        assert assigned == {}
+        assert assigned == Assignments()
 
     asyncio.run(go())
 
@@ -129,3 +130,60 @@ def test_in_process__changes_on_the_stream__evaluation_follows() -> None:
         return before, after
 
     assert asyncio.run(go()) == (["gold"], ["all"])
+
+
+def held_out_experiment() -> experiments_pb2.Experiment:
+    """A running experiment that holds out almost everyone."""
+    return experiments_pb2.Experiment(
+        key="campaign-a",
+        variants=[
+            experiments_pb2.Variant(key="treatment", weight=1),
+            experiments_pb2.Variant(key="control", weight=1),
+        ],
+        control_variant_key="control",
+        traffic_fraction=1.0,
+        holdout=experiments_pb2.Holdout(fraction=0.999999),
+        status=experiments_pb2.EXPERIMENT_STATUS_RUNNING,
+        goal=common_pb2.Goal(event_type="purchase", kind=common_pb2.GOAL_KIND_CONVERSION),
+    )
+
+
+def test_in_process__profile_in_holdout__reported_held_out_not_dropped() -> None:
+    async def go() -> Assignments:
+        peers = Peers()
+        evaluator = InProcessEvaluator(peers, peers)  # type: ignore[arg-type]
+        peers.WatchSegments.replies.put_nowait(segments_pb2.WatchSegmentsResponse(snapshot=True))
+        peers.WatchExperiments.replies.put_nowait(
+            experiments_pb2.WatchExperimentsResponse(
+                snapshot=True, experiments=[held_out_experiment()]
+            )
+        )
+        await asyncio.wait_for(evaluator.start(), 2)
+        assigned = await evaluator.assign("p1", [], common_pb2.CHANNEL_WEB, ["campaign-a"], 1)
+        await evaluator.stop()
+        return assigned
+
+    assert asyncio.run(go()) == Assignments({}, frozenset({"campaign-a"}))
+
+
+def test_rpc__assignment_in_holdout__reported_held_out_not_dropped() -> None:
+    class Experiments:
+        async def Assign(
+            self, request: experiments_pb2.AssignRequest, timeout: float
+        ) -> experiments_pb2.AssignResponse:
+            return experiments_pb2.AssignResponse(
+                assignments=[
+                    experiments_pb2.Assignment(
+                        experiment_key="campaign-a", variant_key="control", in_holdout=True
+                    ),
+                    experiments_pb2.Assignment(experiment_key="campaign-b", variant_key="t"),
+                ]
+            )
+
+    evaluator = RpcEvaluator(None, Experiments())  # type: ignore[arg-type]
+
+    assigned = asyncio.run(
+        evaluator.assign("p1", [], common_pb2.CHANNEL_WEB, ["campaign-a", "campaign-b"], 1)
+    )
+
+    assert assigned == Assignments({"campaign-b": "t"}, frozenset({"campaign-a"}))

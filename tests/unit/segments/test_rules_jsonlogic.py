@@ -138,3 +138,25 @@ def test_validate_json_logic__deep_nesting__is_rejected_not_crashing() -> None:
 
     assert len(errors) == 1
     assert "nests more than" in errors[0].message
+
+
+def test_validate_json_logic__integer_of_5000_digits__positioned_error_naming_the_digit_limit() -> (
+    None
+):
+    errors = validate_json_logic('{">":\n [{"var": "trait.a"}, ' + "9" * 5000 + "]}")
+
+    assert [(e.line, e.column) for e in errors] == [(2, 23)]
+    assert "at most 32 digits" in errors[0].message
+
+
+def test_validate_json_logic__number_beyond_a_double__positioned_error() -> None:
+    errors = validate_json_logic('{"<": [{"var": "trait.a"}, 1e400]}')
+
+    assert [(e.line, e.column) for e in errors] == [(1, 28)]
+    assert "finite" in errors[0].message
+
+
+def test_parse_json_logic__33_digit_string__stays_a_string() -> None:
+    rule = parse_json_logic('{"==": [{"var": "trait.a"}, "' + "9" * 33 + '"]}')
+
+    assert rule == Compare("==", TraitRef(("a",)), Literal("9" * 33))

@@ -240,3 +240,29 @@ def test_parse__deeply_nested_rule__is_rejected_not_crashing() -> None:
 
     assert len(errors) == 1
     assert "nests more than" in errors[0].message
+
+
+def test_validate_text__integer_of_5000_digits__positioned_error_naming_the_digit_limit() -> None:
+    errors = validate_text("trait.a == 1 or\n  trait.b > " + "9" * 5000)
+
+    assert [(e.line, e.column) for e in errors] == [(2, 13)]
+    assert "at most 32 digits" in errors[0].message
+
+
+def test_parse_text__number_beyond_a_double__invalid_argument() -> None:
+    with pytest.raises(RuleSyntaxError) as raised:
+        parse_text("trait.a < 1e400")
+
+    assert raised.value.errors[0].column == 11
+    assert "finite" in raised.value.errors[0].message
+
+
+@pytest.mark.parametrize("literal", ["9" * 32, "-" + "9" * 32, "0." + "1" * 31, "1.5e308"])
+def test_parse_text__number_at_the_limit__is_a_literal(literal: str) -> None:
+    rule = parse_text(f"trait.a < {literal}")
+
+    assert rule == Compare(
+        "<",
+        TraitRef(("a",)),
+        Literal(float(literal) if "." in literal or "e" in literal else int(literal)),
+    )

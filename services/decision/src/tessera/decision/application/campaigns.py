@@ -2,10 +2,21 @@
 
 Creating, changing and deleting a campaign are writes in two services: the
 campaign in this service's catalog, its experiment in the experiment
-service. There is no transaction across the two, so every step is written
-to be retried: a create finds its experiment left over and brings it in
-line, an update settles the experiment from what is stored, a retried
-update finishes instead of being refused.
+service. There is no transaction across the two, so the rule is: **the
+experiment is written first, the campaign second**, and a failed campaign
+write puts the experiment back in line with what is stored. From the
+caller's view a write is all or nothing:
+
+- an error leaves the stored campaign as it was (same version, same
+  content), whichever service failed;
+- Decide never serves a campaign version whose experiment was not updated:
+  the new version becomes visible only after its experiment holds it. For a
+  moment the experiment may be ahead of the campaign; Decide then shows
+  nothing for a variant the stored campaign does not have, never a wrong one.
+
+Every step can be retried: a create finds its experiment left over and
+brings it in line, a retried update whose answer was lost finishes instead
+of being refused.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from tessera.errors import (
     InvalidArgument,
     NotFound,
     Unimplemented,
+    require,
 )
 from tessera.experiments.v1 import experiments_pb2
 from tessera.segments.v1 import segments_pb2
@@ -74,13 +86,32 @@ def normalised(campaign: decision_pb2.Campaign) -> decision_pb2.Campaign:
         message.variants.add(key=control_key, weight=variants[-1].weight)
     message.control_variant_key = control_key
     message.experiment_key = experiment_key_for(message.key)
+    for bound in ("start_time", "end_time"):
+        # A zero time means "no limit" (as the domain reads it): store it
+        # unset, so it reads back unset rather than as 1970-01-01.
+        stamp = getattr(message.schedule, bound)
+        if message.schedule.HasField(bound) and stamp.seconds == 0 and stamp.nanos == 0:
+            message.schedule.ClearField(bound)
+    validate_campaign(campaign_from_proto(message))
+    _validate_frequency_cap(message.frequency_cap)
     # Stored but not yet enforced would mislead: refuse until they are built.
+    # Only valid settings get here, so an invalid one is named as such.
     if message.frequency_cap.max_decisions:
         raise Unimplemented("frequency caps are not enforced yet", field="campaign.frequency_cap")
     if message.pressure_cost:
         raise Unimplemented("pressure budgets are not enforced yet", field="campaign.pressure_cost")
-    validate_campaign(campaign_from_proto(message))
     return message
+
+
+def _validate_frequency_cap(cap: decision_pb2.FrequencyCap) -> None:
+    """INVALID_ARGUMENT naming a negative count or period.
+
+    What a cap without a period means is left to the issue that builds caps.
+    """
+    path = "campaign.frequency_cap"
+    require(cap.max_decisions >= 0, f"{path}.max_decisions", "must not be negative")
+    period = cap.period
+    require(period.seconds >= 0 and period.nanos >= 0, f"{path}.period", "must not be negative")
 
 
 def experiment_for(campaign: decision_pb2.Campaign) -> experiments_pb2.Experiment:
@@ -89,7 +120,7 @@ def experiment_for(campaign: decision_pb2.Campaign) -> experiments_pb2.Experimen
     It takes the whole audience (the campaign's audience decides who is in),
     the campaign's goal and schedule, and a status that follows the campaign's.
     """
-    return experiments_pb2.Experiment(
+    experiment = experiments_pb2.Experiment(
         key=campaign.experiment_key,
         name=f"Campaign {campaign.name or campaign.key}",
         description=f"Splits the audience of campaign {campaign.key!r}; created with it.",
@@ -102,9 +133,14 @@ def experiment_for(campaign: decision_pb2.Campaign) -> experiments_pb2.Experimen
         audience_segment_keys=campaign.audience_segment_keys,
         status=EXPERIMENT_STATUS[campaign.status],
         goal=campaign.goal,
-        start_time=campaign.schedule.start_time,
-        end_time=campaign.schedule.end_time,
     )
+    # Copied only when set: reading an unset field and assigning it would
+    # mark it present, and the experiment would read back 1970-01-01.
+    if campaign.schedule.HasField("start_time"):
+        experiment.start_time.CopyFrom(campaign.schedule.start_time)
+    if campaign.schedule.HasField("end_time"):
+        experiment.end_time.CopyFrom(campaign.schedule.end_time)
+    return experiment
 
 
 class Campaigns:
@@ -123,7 +159,12 @@ class Campaigns:
         self.peer_timeout_s = peer_timeout_s
 
     async def create(self, campaign: decision_pb2.Campaign) -> decision_pb2.Campaign:
-        """Store a new campaign after creating its experiment; the campaign as stored."""
+        """Create the campaign's experiment, then store the campaign; the campaign as stored.
+
+        Nothing is stored when the experiment service fails. When storing the
+        campaign fails, its experiment is stopped again (best effort) so that
+        no running experiment is left without its campaign.
+        """
         message = await self._prepared(campaign)
         try:
             await self.catalog.get(message.key)
@@ -141,9 +182,18 @@ class Campaigns:
                 raise peer_error(error, "experiments") from error
             # The campaign's experiment key is reserved for it: the experiment is
             # left from an earlier try of this call, or from a deleted campaign
-            # of the same key. Bring it in line rather than fail every retry.
-            await self._sync_experiment(message)
-        return await self.catalog.create(message)
+            # of the same key. Bring it in line rather than fail every retry,
+            # with nothing kept from a campaign that went before.
+            await self._sync_experiment(message, keep_own_settings=False)
+        try:
+            return await self.catalog.create(message)
+        except AlreadyExists:
+            # Another create of this key won the race: its experiment wins too.
+            await self._restore(message.key)
+            raise
+        except BaseException:
+            await self._restore(message.key, stopped=message)
+            raise
 
     async def get(self, key: str) -> decision_pb2.Campaign:
         """The campaign under `key`."""
@@ -158,18 +208,45 @@ class Campaigns:
     async def update(
         self, campaign: decision_pb2.Campaign, expected_version: int = 0
     ) -> decision_pb2.Campaign:
-        """Replace a campaign (optimistically when `expected_version` is set), then settle."""
+        """Replace a campaign (optimistically when `expected_version` is set): all or nothing.
+
+        The experiment takes the new version first; only then is the campaign
+        stored. If the experiment service fails, nothing is stored and the
+        error is returned. If storing fails (another update won the race, or
+        the database), the experiment is settled back to the stored campaign.
+        """
         message = await self._prepared(campaign)
+        current = await self.catalog.get(message.key)
+        if expected_version and current.version != expected_version:
+            # The retry of an update that was stored but whose answer was lost:
+            # same content, one version on. Finish it instead of refusing.
+            retry = current.version == expected_version + 1 and as_written(current) == message
+            if not retry:
+                raise FailedPrecondition(
+                    f"campaign {message.key!r} is at version {current.version}, "
+                    f"not {expected_version}",
+                    field="expected_version",
+                )
+            await self.settle(message.key)
+            return current
+        await self._sync_experiment(message)
         try:
             stored = await self.catalog.update(message, expected_version)
-        except FailedPrecondition:
-            # The retry of an update that was stored but whose experiment sync
-            # failed: same content, one version on. Finish it instead of refusing.
-            stored = await self.catalog.get(message.key)
-            retry = expected_version and stored.version == expected_version + 1
-            if not (retry and as_written(stored) == message):
-                raise
-        await self.settle(message.key)
+        except BaseException:
+            await self._restore(message.key)
+            raise
+        # Concurrent updates may have synced the experiment in another order
+        # than they were stored: settle to whatever is stored now. Our own
+        # version is stored and its experiment written, so a failure here
+        # does not undo the update; the next write or settle finishes it.
+        try:
+            await self.settle(message.key)
+        except Exception:  # logged: the update itself succeeded
+            log.warning(
+                "campaign stored, but settling its experiment after it failed",
+                extra={"key": message.key},
+                exc_info=True,
+            )
         return stored
 
     async def settle(self, key: str) -> None:
@@ -189,12 +266,43 @@ class Campaigns:
     async def delete(self, key: str) -> None:
         """Stop the campaign's experiment, then remove the campaign.
 
-        The experiment stays, stopped, with its exposures and results.
+        The experiment stays, stopped, with its exposures and results. If the
+        experiment service fails, the campaign is kept as it was; if removing
+        the campaign fails, the experiment is settled back to it.
         """
         current = await self.catalog.get(key)
         current.status = decision_pb2.CAMPAIGN_STATUS_STOPPED
         await self._sync_experiment(current)
-        await self.catalog.delete(key)
+        try:
+            await self.catalog.delete(key)
+        except BaseException:
+            await self._restore(key)
+            raise
+
+    async def _restore(self, key: str, stopped: decision_pb2.Campaign | None = None) -> None:
+        """Best effort: bring the experiment back in line after a campaign write failed.
+
+        With the campaign stored, settle to it; with none stored, stop the
+        experiment made from `stopped` (the campaign that was not created).
+        The write's own error is what the caller gets, so a failure here is
+        only logged.
+        """
+        try:
+            try:
+                await self.settle(key)
+            except NotFound:
+                if stopped is None:
+                    return
+                orphan = decision_pb2.Campaign()
+                orphan.CopyFrom(stopped)
+                orphan.status = decision_pb2.CAMPAIGN_STATUS_STOPPED
+                await self._sync_experiment(orphan)
+        except Exception:  # the caller gets the original error
+            log.warning(
+                "could not bring the experiment back in line with its campaign",
+                extra={"key": key},
+                exc_info=True,
+            )
 
     async def _prepared(self, campaign: decision_pb2.Campaign) -> decision_pb2.Campaign:
         """`normalised(campaign)`, with its audience segments known to the segment service."""
@@ -215,10 +323,29 @@ class Campaigns:
                     ) from error
                 raise peer_error(error, "segments") from error
 
-    async def _sync_experiment(self, campaign: decision_pb2.Campaign) -> None:
+    async def _sync_experiment(
+        self, campaign: decision_pb2.Campaign, keep_own_settings: bool = True
+    ) -> None:
+        """Write the campaign's split to its experiment.
+
+        With `keep_own_settings`, what the campaign does not carry and an
+        admin may have set on the experiment itself (holdout, layer, salt)
+        is kept, so changing a campaign does not drop its holdout.
+        """
+        experiment = experiment_for(campaign)
         try:
+            if keep_own_settings:
+                current = (
+                    await self.experiments.GetExperiment(
+                        experiments_pb2.GetExperimentRequest(key=experiment.key),
+                        timeout=self.peer_timeout_s,
+                    )
+                ).experiment
+                experiment.holdout.CopyFrom(current.holdout)
+                experiment.layer_key = current.layer_key
+                experiment.salt = current.salt
             await self.experiments.UpdateExperiment(
-                experiments_pb2.UpdateExperimentRequest(experiment=experiment_for(campaign)),
+                experiments_pb2.UpdateExperimentRequest(experiment=experiment),
                 timeout=self.peer_timeout_s,
             )
         except grpc.aio.AioRpcError as error:

@@ -18,7 +18,13 @@ from google.protobuf import struct_pb2
 
 from tessera.clients import peer_error
 from tessera.common.v1 import common_pb2
-from tessera.decision.domain.campaigns import CampaignDef, Choice, candidates, choose
+from tessera.decision.domain.campaigns import (
+    Assignments,
+    CampaignDef,
+    Choice,
+    candidates,
+    choose,
+)
 from tessera.definitions import DefinitionCache
 from tessera.profiles.v1 import profiles_pb2
 
@@ -94,9 +100,9 @@ class Decider:
             in_segments,
             self.now(),
         )
-        variants: dict[str, str] = {}
+        assignments = Assignments()
         if ranked:
-            variants = await self.evaluator.assign(
+            assignments = await self.evaluator.assign(
                 profile.profile_id,
                 segment_keys,
                 query.channel,
@@ -105,7 +111,14 @@ class Decider:
             )
         return Decisions(
             profile_id=profile.profile_id,
-            choices=choose(query.placements, ranked, variants, query.channel, in_segments),
+            choices=choose(
+                query.placements,
+                ranked,
+                assignments.variants,
+                query.channel,
+                in_segments,
+                assignments.held_out,
+            ),
             segment_keys=segment_keys,
             conversion_probability=profile.features.conversion_probability,
         )

@@ -17,10 +17,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tessera.errors import InvalidArgument, require
 
-KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,54}$")
-"""Campaign keys leave room for the experiment key prefix within 64 characters."""
-PLACEMENT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 EXPERIMENT_PREFIX = "campaign-"
+"""A campaign's experiment is keyed `campaign-<campaign key>`."""
+EXPERIMENT_KEY_CHARS = 64
+"""The longest experiment key the experiment service takes."""
+MAX_KEY_CHARS = EXPERIMENT_KEY_CHARS - len(EXPERIMENT_PREFIX)
+"""55: a campaign key leaves room for the prefix of its experiment's key."""
+KEY_PATTERN = re.compile(rf"^[a-z0-9][a-z0-9_-]{{0,{MAX_KEY_CHARS - 1}}}$")
+PLACEMENT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 DEFAULT_CONTROL_KEY = "control"
 
 
@@ -147,7 +151,9 @@ def validate_campaign(campaign: CampaignDef) -> None:
     require(
         bool(KEY_PATTERN.match(campaign.key)),
         "campaign.key",
-        "must be 1 to 55 lowercase letters, digits, '_' or '-', starting with a letter or digit",
+        f"must be 1 to {MAX_KEY_CHARS} lowercase letters, digits, '_' or '-', starting with "
+        f"a letter or digit (its experiment's key, {EXPERIMENT_PREFIX!r} and the campaign "
+        f"key, must fit {EXPERIMENT_KEY_CHARS})",
     )
     require(
         bool(campaign.goal_event_type),
@@ -213,6 +219,20 @@ def validate_campaign(campaign: CampaignDef) -> None:
 
 
 @dataclass(frozen=True)
+class Assignments:
+    """A visitor's place in the experiments of the candidate campaigns.
+
+    `variants` maps experiment key to the visitor's variant (empty or
+    missing: outside the experiment's traffic or audience). `held_out` holds
+    the experiments whose holdout the visitor is in: they see the control,
+    and are not counted in the experiment.
+    """
+
+    variants: Mapping[str, str] = field(default_factory=dict)
+    held_out: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class Choice:
     """What one placement shows."""
 
@@ -220,6 +240,7 @@ class Choice:
     campaign: CampaignDef | None = None
     variant_key: str = ""
     reasons: tuple[str, ...] = ()
+    held_out: bool = False
 
     @property
     def is_control(self) -> bool:
@@ -249,12 +270,17 @@ def choose(
     variants: Mapping[str, str],
     channel: int,
     segment_keys: frozenset[str],
+    held_out: frozenset[str] = frozenset(),
 ) -> list[Choice]:
     """One choice per placement, in request order.
 
     `ranked` is best first; `variants` maps experiment key to the visitor's
     variant (missing or empty: the visitor is outside the experiment's
-    traffic and the campaign is skipped). Campaigns claim placements in rank
+    traffic and the campaign is skipped). A visitor in the holdout of a
+    campaign's experiment (`held_out`) gets the campaign's control variant,
+    as every control member does: the campaign still claims the placement
+    and its conflict group, so the channel shows its default, not another
+    campaign. Campaigns claim placements in rank
     order, so a conflict group goes to its best campaign whichever placement
     was asked for first; once a group has filled a placement, no other
     campaign of the group is shown in this decision.
@@ -262,7 +288,10 @@ def choose(
     filled: dict[str, Choice] = {}
     group_owner: dict[str, str] = {}
     for campaign in ranked:
-        variant_key = variants.get(campaign.experiment_key, "")
+        holdout = campaign.experiment_key in held_out
+        variant_key = (
+            campaign.control_variant_key if holdout else variants.get(campaign.experiment_key, "")
+        )
         if not variant_key or campaign.variant(variant_key) is None:
             # Outside the experiment's traffic, or an experiment not yet in
             # line with its campaign: show nothing rather than a wrong thing.
@@ -274,7 +303,11 @@ def choose(
             if placement in filled or not campaign.fits(placement, channel, segment_keys):
                 continue
             filled[placement] = Choice(
-                placement, campaign, variant_key, _reasons(campaign, variant_key, segment_keys)
+                placement,
+                campaign,
+                variant_key,
+                _reasons(campaign, variant_key, segment_keys, holdout),
+                holdout,
             )
             if campaign.conflict_group:
                 group_owner[campaign.conflict_group] = campaign.key
@@ -285,13 +318,15 @@ def choose(
 
 
 def _reasons(
-    campaign: CampaignDef, variant_key: str, segment_keys: frozenset[str]
+    campaign: CampaignDef, variant_key: str, segment_keys: frozenset[str], held_out: bool
 ) -> tuple[str, ...]:
     reasons = [f"priority {campaign.priority}"]
     matched = sorted(set(campaign.audience_segment_keys) & segment_keys)
     reasons += [f"segment:{key}" for key in matched] or ["audience: everyone"]
     if campaign.conflict_group:
         reasons.append(f"conflict group {campaign.conflict_group}")
-    if variant_key == campaign.control_variant_key:
+    if held_out:
+        reasons.append("holdout: show the default")
+    elif variant_key == campaign.control_variant_key:
         reasons.append("control group: show the default")
     return tuple(reasons)

@@ -22,6 +22,7 @@ from google.protobuf import struct_pb2
 
 from tessera.clients import peer_error
 from tessera.common.v1 import common_pb2
+from tessera.decision.domain.campaigns import Assignments
 from tessera.definitions import Backoff, Batch, WatchedSet, Watcher
 from tessera.errors import Unavailable
 from tessera.experiments.domain import assign_all
@@ -76,8 +77,8 @@ class Evaluator(Protocol):
         channel: int,
         experiment_keys: Sequence[str],
         timeout: float,
-    ) -> dict[str, str]:
-        """Experiment key -> variant key, for the experiments that take the profile."""
+    ) -> Assignments:
+        """The profile's variants, and the experiments holding it out."""
 
 
 class RpcEvaluator:
@@ -119,8 +120,8 @@ class RpcEvaluator:
         channel: int,
         experiment_keys: Sequence[str],
         timeout: float,
-    ) -> dict[str, str]:
-        """Variants from ExperimentService.Assign; held-out profiles get none."""
+    ) -> Assignments:
+        """Variants and holdouts from ExperimentService.Assign."""
         request = experiments_pb2.AssignRequest(
             profile_id=profile_id,
             segment_keys=segment_keys,
@@ -131,7 +132,10 @@ class RpcEvaluator:
             reply = await self._experiments.Assign(request, timeout=timeout)
         except grpc.aio.AioRpcError as error:
             raise peer_error(error, "experiments") from error
-        return {a.experiment_key: a.variant_key for a in reply.assignments if not a.in_holdout}
+        return Assignments(
+            {a.experiment_key: a.variant_key for a in reply.assignments if not a.in_holdout},
+            frozenset(a.experiment_key for a in reply.assignments if a.in_holdout),
+        )
 
 
 def _segments_batch(reply: segments_pb2.WatchSegmentsResponse) -> Batch[segments_pb2.Segment]:
@@ -222,14 +226,14 @@ class InProcessEvaluator:
         channel: int,
         experiment_keys: Sequence[str],
         timeout: float,
-    ) -> dict[str, str]:
-        """Variants by the experiments service's own assignment, over the watched definitions."""
+    ) -> Assignments:
+        """Variants and holdouts by the experiments service's own assignment, here."""
         if not self._experiments.loaded:
             raise Unavailable("experiment definitions are not loaded yet")
         experiments = self._experiments.items
         known = [key for key in experiment_keys if key in experiments]
         if not known:
-            return {}
+            return Assignments()
         results = assign_all(
             experiments.values(),
             profile_id,
@@ -237,4 +241,7 @@ class InProcessEvaluator:
             dt.datetime.now(dt.UTC),
             only_keys=known,
         )
-        return {r.experiment_key: r.variant_key for r in results if not r.in_holdout}
+        return Assignments(
+            {r.experiment_key: r.variant_key for r in results if not r.in_holdout},
+            frozenset(r.experiment_key for r in results if r.in_holdout),
+        )

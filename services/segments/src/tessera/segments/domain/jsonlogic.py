@@ -46,6 +46,7 @@ from .nodes import (
     TraitRef,
     Value,
     as_condition,
+    number_literal,
 )
 from .vocabulary import (
     JSONLOGIC_STRING_OPERATORS,
@@ -73,7 +74,22 @@ _VALUE_OPERATORS = frozenset({"var", "count", "sum", *JSONLOGIC_STRING_OPERATORS
 _SUPPORTED = ", ".join(
     [*_COMPARISONS, "and", "or", "!", "!!", "var", *JSONLOGIC_STRING_OPERATORS, "count", "sum"]
 )
-_DECODER = json.JSONDecoder()
+
+
+class _NumberText(str):
+    """A JSON number as written, converted by `number_literal` where its offset is known."""
+
+
+class _BadNumber(Exception):
+    def __init__(self, offset: int, message: str) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.message = message
+
+
+# Numbers are read as their text: `int()` on thousands of digits raises
+# ValueError (Python's int-string limit), which would fail the call, not the rule.
+_DECODER = json.JSONDecoder(parse_int=_NumberText, parse_float=_NumberText)
 _PLACEHOLDER: Value = TraitRef(("__unresolved__",))
 
 
@@ -128,6 +144,11 @@ def _read_json(text: str, i: int, depth: int) -> tuple[_Json, int]:
                 i = _skip_space(text, i + 1)
         return _Json("array", array_offset, items), i + 1
     value, end = _DECODER.raw_decode(text, i)
+    if isinstance(value, _NumberText):
+        try:
+            value = number_literal(value)
+        except RuleNodeError as exc:
+            raise _BadNumber(i, str(exc)) from exc
     return _Json("scalar", i, value), end
 
 
@@ -268,7 +289,7 @@ def _parse(text: str) -> tuple[Condition | None, list[RuleError]]:
     if len(text) > MAX_RULE_CHARS:
         return None, [RuleError(1, 1, f"the rule is longer than {MAX_RULE_CHARS} characters")]
     try:
-        json.loads(text)
+        _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         return None, [RuleError(exc.lineno, exc.colno, f"invalid JSON: {exc.msg}")]
     except RecursionError:
@@ -277,6 +298,8 @@ def _parse(text: str) -> tuple[Condition | None, list[RuleError]]:
         root, _ = _read_json(text, 0, 0)
     except RecursionError:
         return None, [RuleError(1, 0, f"the rule nests more than {MAX_DEPTH} levels deep")]
+    except _BadNumber as bad:
+        return None, [RuleError(*position(text, bad.offset), bad.message)]
     reader = _Reader(text)
     try:
         rule: Condition | None = reader.condition(root)

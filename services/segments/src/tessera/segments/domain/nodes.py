@@ -50,8 +50,40 @@ FEATURE_PATHS: frozenset[tuple[str, ...]] = frozenset(
 CHANNELS: tuple[str, ...] = ("web", "app", "email", "sms", "push", "call_center", "store")
 
 
+MAX_NUMBER_DIGITS = 32
+"""Most digits a number literal may have, its exponent aside.
+
+More than any price, count or probability needs, and far below Python's
+4,300-digit limit on reading integers, which would otherwise fail the call.
+"""
+
+
 class RuleNodeError(ValueError):
     """A syntax tree node was built with arguments that break its invariants."""
+
+
+def number_literal(text: str) -> int | float:
+    """The value of a number as written in a rule (text or JSON syntax).
+
+    An integer stays an int; a number with a fraction or an exponent is a
+    float. Raises RuleNodeError for more than `MAX_NUMBER_DIGITS` digits
+    before the exponent, and for a value a double cannot hold (`1e400`).
+    """
+    mantissa = re.split("[eE]", text, maxsplit=1)[0]
+    digits = sum(c.isdigit() for c in mantissa)
+    if digits > MAX_NUMBER_DIGITS:
+        raise RuleNodeError(
+            f"a number has at most {MAX_NUMBER_DIGITS} digits before its exponent; "
+            f"this one has {digits}"
+        )
+    if mantissa != text or "." in text:
+        value = float(text)
+        if not math.isfinite(value):
+            raise RuleNodeError(
+                f"number {text[:40]} is not finite as a double (its limit is about 1.8e308)"
+            )
+        return value
+    return int(text)
 
 
 def _check_path(kind: str, path: tuple[str, ...]) -> None:

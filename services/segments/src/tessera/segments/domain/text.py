@@ -46,6 +46,7 @@ from .nodes import (
     Value,
     as_condition,
     is_value,
+    number_literal,
 )
 from .vocabulary import (
     STRING_FUNCTIONS,
@@ -128,9 +129,11 @@ def _lex(text: str) -> list[_Token]:
                 i = tail.end()
                 continue
             literal = match.group()
-            number: int | float = (
-                float(literal) if any(c in literal for c in ".eE") else int(literal)
-            )
+            try:
+                number = number_literal(literal)
+            except RuleNodeError as exc:
+                tokens.append(_Token("error", str(exc), i))
+                break
             tokens.append(_Token("number", literal, i, number))
             i = end
             continue
