@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, struct_pb2
 
-from tessera import logs, metrics
+from tessera import logs, metrics, tracing
 from tessera.errors import TesseraError
 from tessera.settings import SERVICES, RuntimeSettings, check_exposure
 from tessera.suite import START_ORDER, start_suite
@@ -50,6 +50,7 @@ def serve(name: str, worker: bool = False) -> int:
     logs.configure(name, settings.log_level)
     try:
         check_exposure(settings)
+        tracing.configure(name, settings.otlp_endpoint)
         if not worker and settings.workers > 1:
             return workers.supervise(name, settings)
     except TesseraError as error:

@@ -12,6 +12,7 @@ import json
 
 import grpc
 
+from tessera import tracing
 from tessera.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -54,7 +55,9 @@ CHANNEL_OPTIONS = [
 def peer_channel(address: str) -> grpc.aio.Channel:
     """An insecure channel to a peer service at `address`."""
     target = address if "://" in address or address.startswith("dns:") else f"dns:///{address}"
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    # Interceptors only while tracing: each one is a layer every call pays for.
+    interceptors = tracing.CLIENT_INTERCEPTORS if tracing.enabled() else None
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
 
 
 _PEER_CODES = {

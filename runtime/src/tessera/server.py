@@ -30,7 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from redis import exceptions as redis_errors
 from sqlalchemy import exc as sqlalchemy_errors
 
-from tessera import guard, metrics
+from tessera import guard, metrics, tracing
 from tessera.errors import TesseraError
 from tessera.settings import RuntimeSettings
 
@@ -205,20 +205,23 @@ class Gate:
 async def _observed(
     context: grpc.aio.ServicerContext[Any, Any], method: str
 ) -> AsyncIterator[None]:
-    """Count the call and time it, by the status it ends with."""
+    """Count the call and time it by the status it ends with; its server span when tracing."""
     started = time.perf_counter()
     code = "OK"
-    try:
-        yield
-    except asyncio.CancelledError:
-        code = "CANCELLED"
-        raise
-    except BaseException:
-        # Every answer that is not OK leaves here as AbortError with the code set.
-        code = (context.code() or grpc.StatusCode.UNKNOWN).name
-        raise
-    finally:
-        metrics.record_rpc(method, code, time.perf_counter() - started)
+    metadata = list(context.invocation_metadata() or ()) if tracing.enabled() else None
+    with tracing.server_span(method, metadata):
+        try:
+            yield
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except BaseException:
+            # Every answer that is not OK leaves here as AbortError with the code set.
+            code = (context.code() or grpc.StatusCode.UNKNOWN).name
+            raise
+        finally:
+            metrics.record_rpc(method, code, time.perf_counter() - started)
+            tracing.mark_failed(code)
 
 
 def _status_code(error: TesseraError) -> grpc.StatusCode:

@@ -43,6 +43,10 @@ class RuntimeSettings(BaseSettings):
     redis_url: str = Field("", description="Redis URL for hot data; in-process when empty.")
     key_prefix: str = Field("tessera:", description="Prefix of every Redis key.")
     log_level: str = "INFO"
+    otlp_endpoint: str = Field(
+        "",
+        description="OTLP/gRPC collector for traces (http://collector:4317); off when empty.",
+    )
     grace_period_s: float = Field(5.0, description="Time in-flight calls get at shutdown.")
     workers: int = Field(
         1, ge=1, description="Worker processes of one service on its port (SO_REUSEPORT)."

@@ -1,0 +1,103 @@
+"""Traces follow a call across the fan-out; logs carry the trace id."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import propagate
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from support import ServerThread
+
+from tessera import logs, tracing
+from tessera.common.v1 import common_pb2
+from tessera.profiles.server import ProfilesService, ProfilesSettings
+from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
+from tessera.segments.server import SegmentsService, SegmentsSettings
+from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[InMemorySpanExporter, TracerProvider]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider.get_tracer("test"))
+    yield exporter, provider
+    tracing.use(None)
+
+
+def test_evaluate_segments__by_profile_id__one_trace_from_caller_through_profiles(
+    spans: tuple[InMemorySpanExporter, TracerProvider], store_env: dict[str, str]
+) -> None:
+    exporter, provider = spans
+    settings = {k.removeprefix("TESSERA_").lower(): v for k, v in store_env.items()}
+    profiles_server = ServerThread(lambda: ProfilesService(ProfilesSettings(**settings))).start()
+    segments_server = ServerThread(
+        lambda: SegmentsService(
+            SegmentsSettings(**settings, profiles_address=profiles_server.address)
+        )
+    ).start()
+    try:
+        with profiles_server.channel() as channel:
+            profile = (
+                profiles_pb2_grpc.ProfileServiceStub(channel)
+                .Identify(
+                    profiles_pb2.IdentifyRequest(
+                        identities=[common_pb2.Identity(type="cookie", value="traced")]
+                    )
+                )
+                .profile
+            )
+        exporter.clear()
+        with (
+            provider.get_tracer("backend").start_as_current_span("backend request") as root,
+            segments_server.channel() as channel,
+        ):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            segments_pb2_grpc.SegmentServiceStub(channel).EvaluateSegments(
+                segments_pb2.EvaluateSegmentsRequest(profile_id=profile.profile_id),
+                metadata=list(carrier.items()),
+            )
+    finally:
+        segments_server.stop()
+        profiles_server.stop()
+
+    finished = {(span.name, span.kind): span for span in exporter.get_finished_spans()}
+    evaluate = finished[("/tessera.segments.v1.SegmentService/EvaluateSegments", SpanKind.SERVER)]
+    call = finished[("/tessera.profiles.v1.ProfileService/GetProfile", SpanKind.CLIENT)]
+    served = finished[("/tessera.profiles.v1.ProfileService/GetProfile", SpanKind.SERVER)]
+    trace_id = root.get_span_context().trace_id
+    assert {evaluate.context.trace_id, call.context.trace_id, served.context.trace_id} == {trace_id}
+    assert (
+        evaluate.parent is not None and evaluate.parent.span_id == root.get_span_context().span_id
+    )
+    assert call.parent is not None and call.parent.span_id == evaluate.context.span_id
+    assert served.parent is not None and served.parent.span_id == call.context.span_id
+    assert evaluate.attributes is not None
+    assert evaluate.attributes["rpc.grpc.status_code"] == "OK"
+
+
+def test_log_line__inside_a_span__carries_trace_and_span_ids(
+    spans: tuple[InMemorySpanExporter, TracerProvider],
+) -> None:
+    _, provider = spans
+    formatter = logs.JsonFormatter("profiles")
+    record = logging.makeLogRecord({"msg": "hello", "levelname": "INFO", "name": "t"})
+
+    with provider.get_tracer("t").start_as_current_span("work") as span:
+        inside = json.loads(formatter.format(record))
+    outside = json.loads(formatter.format(record))
+
+    context = span.get_span_context()
+    assert inside["trace_id"] == f"{context.trace_id:032x}"
+    assert inside["span_id"] == f"{context.span_id:016x}"
+    assert "trace_id" not in outside
