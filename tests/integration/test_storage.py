@@ -231,3 +231,38 @@ def test_catalog__other_replica_writes__cache_follows_within_a_poll(
             await catalog.close()
 
     assert asyncio.run(go()) == {"b": "elsewhere"}
+
+
+def test_identify__survivor_merged_away_right_after_commit__answers_without_error(
+    database: db.Database,
+) -> None:
+    # The race behind a flaky overlapping-merges run, made deterministic: the
+    # moment one merge commits (survivor B), another merges B into the older
+    # A, before the first has built its answer.
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session as OrmSession
+
+    from tessera.profiles.domain.model import IdentityKey
+    from tessera.profiles.storage.sql import ProfileStore
+
+    db.migrate(database.engine, "profiles", TABLES)
+    store = ProfileStore(database)
+    a, b, c = (IdentityKey("cookie", f"{uuid.uuid4().hex}-{n}") for n in "abc")
+    older, survivor, _ = (store.identify([key]).profile.profile_id for key in (a, b, c))
+    armed = [True]
+
+    def merge_survivor_away(session: OrmSession) -> None:
+        if armed[0]:
+            armed[0] = False
+            store.identify([a, b])
+
+    event.listen(OrmSession, "after_commit", merge_survivor_away)
+    try:
+        result = store.identify([b, c])
+    finally:
+        event.remove(OrmSession, "after_commit", merge_survivor_away)
+
+    assert armed == [False]
+    assert result.profile.profile_id == survivor
+    assert store.get(survivor).profile_id == older
+    assert {k.value for k in store.get(older).identities} == {a.value, b.value, c.value}

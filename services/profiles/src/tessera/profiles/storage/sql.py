@@ -358,9 +358,13 @@ class ProfileStore:
             if created or merged or len(known) < len(keys):
                 survivor.updated_at = now
                 session.add(survivor)
-                session.commit()
-                session.refresh(survivor)
-            return IdentifyResult(self._record(session, survivor), created, merged)
+                session.flush()
+            # The answer is read inside the transaction: once it commits, a
+            # concurrent merge may fold the survivor into an older profile at
+            # once (its id then resolves as an alias), so it cannot be read back.
+            record = self._record(session, survivor)
+            session.commit()
+            return IdentifyResult(record, created, merged)
 
     def _merge_into(
         self, session: Session, survivor: ProfileRow, other: ProfileRow, now: dt.datetime
@@ -412,9 +416,11 @@ class ProfileStore:
             row.traits = traits
             row.updated_at = _now()
             session.add(row)
+            session.flush()
+            # Read before the commit: see `_identify_once`.
+            record = self._record(session, row)
             session.commit()
-            session.refresh(row)
-            return self._record(session, row)
+            return record
 
     def record_event(self, event: EventData, profile_id: str) -> tuple[str, bool, History]:
         """Append the event to the log and fold it into history.
