@@ -332,3 +332,53 @@ def test_track__retry_after_hot_session_lost_the_event__duplicate_but_session_ha
     ).profile.session
     assert retry.duplicate is True
     assert dict(session.category_views) == {"juicers": 1}
+
+
+EXACT = 2**53  # the largest magnitude the edge guard lets through
+INT64_MAX = 2**63 - 1
+
+
+def test_track__extreme_numbers_summing_past_int64__profile_still_reads_and_merges(
+    profiles: Stub,
+) -> None:
+    web, app = cookie(), identity("app_install", uuid.uuid4().hex)
+    healthy = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[web])).profile.profile_id
+    poisoned = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[app])).profile.profile_id
+    profiles.Track(profiles_pb2.TrackRequest(event=event(healthy, "page_view", duration_ms=EXACT)))
+    # 1100 x 2^53 is past 2^63 - 1: a sum no int64 field can carry.
+    stream = [
+        event(poisoned, "add_to_cart", duration_ms=EXACT, product_id="p1", quantity=EXACT)
+        for _ in range(1100)
+    ]
+    stream.append(event(poisoned, "page_view"))
+    sent = profiles.TrackStream(profiles_pb2.TrackStreamRequest(event=e) for e in stream)
+    assert (sent.accepted, sent.rejected) == (1101, 0)
+
+    read = profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=poisoned)).profile
+    again = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[app])).profile
+    merged = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[web, app]))
+    after = profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=healthy)).profile
+
+    assert read.session.time_spent_ms == INT64_MAX
+    assert [(i.product_id, i.quantity) for i in read.session.cart] == [("p1", INT64_MAX)]
+    assert again.session.page_views == 1
+    assert list(merged.merged_profile_ids) == [poisoned]
+    assert after.session.time_spent_ms == INT64_MAX
+    assert after.session.page_views == 2
+    assert after.session.cart[0].quantity == INT64_MAX
+
+
+def test_track__fractional_quantity__invalid_argument_names_it(profiles: Stub) -> None:
+    profile_id = profiles.Identify(
+        profiles_pb2.IdentifyRequest(identities=[cookie()])
+    ).profile.profile_id
+
+    with pytest.raises(grpc.RpcError) as raised:
+        profiles.Track(
+            profiles_pb2.TrackRequest(
+                event=event(profile_id, "add_to_cart", product_id="p1", quantity=0.5)
+            )
+        )
+
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_of(raised.value) == "event.properties.quantity"

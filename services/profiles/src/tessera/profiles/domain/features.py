@@ -72,7 +72,11 @@ def conversion_probability(session: Session | None, history: History) -> float:
         "past_orders": math.log1p(history.orders),
     }
     score = PRIOR_INTERCEPT + sum(PRIOR_WEIGHTS[k] * float(v) for k, v in signals.items())
-    return 1.0 / (1.0 + math.exp(-score))
+    # The two forms of the logistic: neither overflows on its own side.
+    if score >= 0:
+        return 1.0 / (1.0 + math.exp(-score))
+    lift = math.exp(score)
+    return lift / (1.0 + lift)
 
 
 def compute_features(session: Session | None, history: History, now: dt.datetime) -> Features:

@@ -13,13 +13,14 @@ domain had types, and by older replicas during a rollout, read the same.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterable
 from typing import Any
 
 from tessera.hot import HotStore
 from tessera.profiles.domain import session as sessions
-from tessera.profiles.domain.model import EventData
+from tessera.profiles.domain.model import EventData, finite_add, saturating_add
 from tessera.profiles.domain.session import CartItem, Session
 
 SESSION_TTL_S = 2 * sessions.SESSION_TIMEOUT.total_seconds()
@@ -65,31 +66,34 @@ def session_from_json(raw: dict[str, Any]) -> Session:
     """A session from its stored JSON object.
 
     `event_ids`, `cart_removed` and `cart_cleared_at` came later than the
-    rest; sessions stored without them read as having none.
+    rest; sessions stored without them read as having none. Counters are
+    read saturated: sessions stored before counters saturated may hold more
+    than an int64 (see docs/profile-writes.md).
     """
     stamp = dt.datetime.fromisoformat
+    count = functools.partial(saturating_add, 0)
     cleared = raw.get("cart_cleared_at")
     return Session(
         started_at=stamp(raw["started_at"]),
         last_seen_at=stamp(raw["last_seen_at"]),
         channel=raw["channel"],
-        page_views=raw["page_views"],
-        product_views=dict(raw["product_views"]),
-        category_views=dict(raw["category_views"]),
+        page_views=count(raw["page_views"]),
+        product_views={k: count(v) for k, v in raw["product_views"].items()},
+        category_views={k: count(v) for k, v in raw["category_views"].items()},
         cart=tuple(
             CartItem(
                 product_id=item["product_id"],
                 category=item["category"],
-                quantity=item["quantity"],
-                price=item["price"],
+                quantity=count(item["quantity"]),
+                price=finite_add(0.0, float(item["price"])),
                 added_at=stamp(item["added_at"]),
             )
             for item in raw["cart"]
         ),
         favorites=tuple(raw["favorites"]),
         searches=tuple(raw["searches"]),
-        time_spent_ms=raw["time_spent_ms"],
-        events=raw["events"],
+        time_spent_ms=count(raw["time_spent_ms"]),
+        events=count(raw["events"]),
         event_ids=tuple(raw.get("event_ids", ())),
         cart_removed={p: stamp(t) for p, t in raw.get("cart_removed", {}).items()},
         cart_cleared_at=stamp(cleared) if cleared else None,
