@@ -24,7 +24,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from tessera.db import Database
 from tessera.errors import NotFound
 from tessera.profiles.domain.history import History, add_to_history, merge_histories
-from tessera.profiles.domain.model import EventData, IdentityKey
+from tessera.profiles.domain.model import EventData, IdentityKey, finite_add, saturating_add
 
 MAX_IDENTIFY_ATTEMPTS = 5
 
@@ -49,13 +49,17 @@ def history_to_json(history: History) -> dict[str, Any]:
 
 
 def history_from_json(raw: dict[str, Any]) -> History:
-    """A history from its stored JSON object."""
+    """A history from its stored JSON object.
+
+    Read saturated, like the domain keeps it: histories stored before
+    revenue was bounded may hold an infinite sum.
+    """
     last = raw.get("last_purchase_at")
     return History(
-        orders=int(raw.get("orders", 0)),
-        revenue=float(raw.get("revenue", 0.0)),
+        orders=saturating_add(0, int(raw.get("orders", 0))),
+        revenue=finite_add(0.0, float(raw.get("revenue", 0.0))),
         last_purchase_at=dt.datetime.fromisoformat(last) if last else None,
-        categories=dict(raw.get("categories", {})),
+        categories={k: saturating_add(0, int(v)) for k, v in raw.get("categories", {}).items()},
     )
 
 
