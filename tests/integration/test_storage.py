@@ -266,3 +266,65 @@ def test_identify__survivor_merged_away_right_after_commit__answers_without_erro
     assert result.profile.profile_id == survivor
     assert store.get(survivor).profile_id == older
     assert {k.value for k in store.get(older).identities} == {a.value, b.value, c.value}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_database(
+    request: pytest.FixtureRequest, tmp_path: object, postgres_url: str
+) -> Iterator[db.Database]:
+    """An empty database of the test's own, so it can hold tables of an old release."""
+    import psycopg
+
+    if request.param == "sqlite":
+        database = db.Database(f"sqlite:///{tmp_path}/profiles.db")
+        yield database
+        database.dispose()
+        return
+    name = f"tessera_mig_{uuid.uuid4().hex[:12]}"
+    base, _ = postgres_url.rsplit("/", 1)
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    database = db.Database(f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1))
+    yield database
+    database.dispose()
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_migrate__profiles_log_of_version_1__gains_applied_and_old_events_count_as_applied(
+    fresh_database: db.Database,
+) -> None:
+    import datetime as dt
+
+    from tessera.profiles.domain.model import EventData
+    from tessera.profiles.storage.sql import MIGRATIONS, SCHEMA_VERSION, ProfileStore
+
+    engine = fresh_database.engine
+    db.migrate(engine, "profiles", TABLES, version=1)
+    with engine.begin() as connection:  # the log as release 1 created it
+        connection.execute(text("ALTER TABLE profiles_log DROP COLUMN applied"))
+        connection.execute(
+            text(
+                "INSERT INTO profiles_log (kind, event_id, profile_id, type, channel, ts,"
+                " properties, identities) VALUES ('event', 'old-1', 'p', 'page_view', 0,"
+                " '2026-01-01 00:00:00', '{}', '[]')"
+            )
+        )
+
+    db.migrate(engine, "profiles", TABLES, SCHEMA_VERSION, MIGRATIONS)
+
+    store = ProfileStore(fresh_database)
+    profile_id = store.identify([_cookie()]).profile.profile_id
+    old = EventData("old-1", "page_view", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    new = EventData("new-1", "page_view", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    assert store.record_event(old, profile_id).pending is None
+    assert store.record_event(new, profile_id).pending == new
+    with engine.connect() as connection:
+        version = connection.execute(text("SELECT version FROM profiles_schema")).scalar()
+    assert version == SCHEMA_VERSION == 2
+
+
+def _cookie() -> object:
+    from tessera.profiles.domain.model import IdentityKey
+
+    return IdentityKey("cookie", uuid.uuid4().hex)

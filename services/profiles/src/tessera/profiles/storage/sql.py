@@ -12,10 +12,24 @@ import functools
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Column, Select, and_, bindparam, delete, or_, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    inspect,
+    or_,
+    text,
+    true,
+    update,
+)
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
@@ -117,9 +131,34 @@ class LogRow(SQLModel, table=True):
     identities: list[list[str]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
+    applied: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
+    """False from an event's insert until its hot session has taken it: a
+    retry of an event still False completes it, a retry of one True is a
+    plain duplicate (docs/profile-writes.md). Merge and deletion records are
+    always True."""
 
 
 TABLES: list[type[SQLModel]] = [ProfileRow, IdentityRow, AliasRow, LogRow]
+
+SCHEMA_VERSION = 2
+"""1: the first tables. 2: `profiles_log.applied`."""
+
+
+def _add_applied(connection: Connection) -> None:
+    """Version 2: events stored before the flag were applied when stored.
+
+    Skipped when the column is there already (tables created by this
+    release's models under an older version number).
+    """
+    if "applied" in {c["name"] for c in inspect(connection).get_columns("profiles_log")}:
+        return
+    literal = "true" if connection.dialect.name == "postgresql" else "1"
+    connection.execute(
+        text(f"ALTER TABLE profiles_log ADD COLUMN applied BOOLEAN NOT NULL DEFAULT {literal}")
+    )
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_applied}
 
 
 @dataclass(frozen=True)
@@ -132,6 +171,21 @@ class ProfileRecord:
     history: History
     created_at: dt.datetime
     updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What storing an event found.
+
+    `pending` is the event the hot session must still take: this one when
+    it is new, the stored one when an earlier try stored it but never got
+    as far as the session (a crash, a lost connection). None for a plain
+    duplicate, which must not count again.
+    """
+
+    profile_id: str
+    duplicate: bool
+    pending: EventData | None
 
 
 @dataclass(frozen=True)
@@ -179,6 +233,19 @@ def _known_profile_query(count: int) -> Select[Any]:
         .join(match, match.c.profile_id == profile.c.profile_id)
         .join(owned, owned.c.profile_id == profile.c.profile_id)
         .where(condition)
+    )
+
+
+def _stored_event(row: LogRow) -> EventData:
+    """The event a log row holds, as it was accepted."""
+    return EventData(
+        event_id=row.event_id or "",
+        type=row.type,
+        timestamp=_utc(row.ts),
+        channel=row.channel,
+        profile_id=row.profile_id,
+        identities=[IdentityKey(t, v) for t, v in row.identities],
+        properties=dict(row.properties),
     )
 
 
@@ -426,11 +493,11 @@ class ProfileStore:
             session.commit()
             return record
 
-    def record_event(self, event: EventData, profile_id: str) -> tuple[str, bool, History]:
-        """Append the event to the log and fold it into history.
+    def record_event(self, event: EventData, profile_id: str) -> Recorded:
+        """Append the event to the log (not yet applied) and fold it into history.
 
-        Returns (canonical profile id, duplicate, history). A repeated
-        event_id changes nothing and reports the profile it was stored on.
+        A repeated event_id changes nothing and reports the profile it was
+        stored on, and, when the session never took it, the stored event.
         """
         with Session(self.engine) as session:
             row = self._lock_canonical(session, profile_id)
@@ -439,6 +506,7 @@ class ProfileStore:
             session.add(
                 LogRow(
                     kind="event",
+                    applied=False,
                     event_id=event.event_id,
                     profile_id=row.profile_id,
                     type=event.type,
@@ -456,15 +524,24 @@ class ProfileStore:
                     select(LogRow).where(LogRow.event_id == event.event_id)
                 ).one()
                 owner = self._canonical(session, existing.profile_id) or existing.profile_id
-                current = session.get(ProfileRow, owner)
-                return owner, True, history_from_json(current.history) if current else History()
+                pending = None if existing.applied else _stored_event(existing)
+                return Recorded(owner, True, pending)
             history = add_to_history(history_from_json(row.history), event)
             if history_to_json(history) != row.history:
                 row.history = history_to_json(history)
             row.updated_at = _now()
             session.add(row)
             session.commit()
-            return row.profile_id, False, history
+            return Recorded(row.profile_id, False, event)
+
+    def mark_applied(self, event_id: str) -> None:
+        """Record that the hot session has taken the event: retries are duplicates now."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(LogRow)
+                .where(col(LogRow.event_id) == event_id, col(LogRow.applied).is_(False))
+                .values(applied=True)
+            )
 
     def delete_profile(self, profile_id: str) -> int:
         """Erase a profile and everything of it; returns the number of events erased."""
