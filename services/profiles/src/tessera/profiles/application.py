@@ -165,6 +165,6 @@ async def delete_profile(stores: Stores, profile_id: str) -> int:
     require(bool(profile_id), "profile_id", "is required")
     database = stores.profiles.database
     canonical = await database.run(stores.profiles.canonical_id, profile_id)
-    deleted = await database.run(stores.profiles.delete_profile, canonical)
-    await stores.sessions.delete(canonical)
-    return deleted
+    erased = await database.run(stores.profiles.delete_profile, canonical)
+    await stores.sessions.delete(erased.profile_id, erased.aliases)
+    return erased.events

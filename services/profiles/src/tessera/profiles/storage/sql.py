@@ -174,6 +174,15 @@ class ProfileRecord:
 
 
 @dataclass(frozen=True)
+class Erased:
+    """What erasing a person removed: the profile, its merged ids, how many events."""
+
+    profile_id: str
+    aliases: list[str]
+    events: int
+
+
+@dataclass(frozen=True)
 class Recorded:
     """What storing an event found.
 
@@ -543,13 +552,18 @@ class ProfileStore:
                 .values(applied=True)
             )
 
-    def delete_profile(self, profile_id: str) -> int:
-        """Erase a profile and everything of it; returns the number of events erased."""
+    def delete_profile(self, profile_id: str) -> Erased:
+        """Erase a profile and everything of it."""
         with Session(self.engine) as session:
             row = self._lock_canonical(session, profile_id)
             if row is None:
                 raise NotFound(f"no profile {profile_id!r}", field="profile_id")
             canonical = row.profile_id
+            aliases = list(
+                session.exec(
+                    select(AliasRow.alias_id).where(col(AliasRow.profile_id) == canonical)
+                ).all()
+            )
             # The profile's merge records are erased too, but are not events.
             events = session.execute(
                 delete(LogRow).where(
@@ -562,4 +576,4 @@ class ProfileStore:
             session.execute(delete(ProfileRow).where(col(ProfileRow.profile_id) == canonical))
             session.add(LogRow(kind="deletion", profile_id=canonical, ts=_now()))
             session.commit()
-            return int(events.rowcount or 0)  # type: ignore[attr-defined]
+            return Erased(canonical, aliases, int(events.rowcount or 0))  # type: ignore[attr-defined]
