@@ -553,7 +553,7 @@ class ProfileStore:
             )
 
     def delete_profile(self, profile_id: str) -> Erased:
-        """Erase a profile and everything of it."""
+        """Erase a profile and everything of it, leaving nothing readable on disk."""
         with Session(self.engine) as session:
             row = self._lock_canonical(session, profile_id)
             if row is None:
@@ -576,4 +576,5 @@ class ProfileStore:
             session.execute(delete(ProfileRow).where(col(ProfileRow.profile_id) == canonical))
             session.add(LogRow(kind="deletion", profile_id=canonical, ts=_now()))
             session.commit()
+            self.database.scrub()
             return Erased(canonical, aliases, int(events.rowcount or 0))  # type: ignore[attr-defined]
