@@ -15,6 +15,7 @@ from tessera.catalog import Catalog
 from tessera.convert import to_json
 from tessera.definitions import DefinitionStore
 from tessera.errors import FailedPrecondition
+from tessera.profiles.storage import sql as profiles_sql
 from tessera.profiles.storage.sql import TABLES
 from tessera.segments.v1 import segments_pb2
 
@@ -117,7 +118,7 @@ def test_identify__overlapping_merges_at_once__every_identity_on_one_live_profil
     from tessera.profiles.domain.model import IdentityKey
     from tessera.profiles.storage.sql import IdentityRow, ProfileRow, ProfileStore
 
-    db.migrate(database.engine, "profiles", TABLES)
+    profiles_sql.migrate(database.engine)
     store = ProfileStore(database)
     for trial in range(10):
         a, b, c, d = (IdentityKey("cookie", f"{uuid.uuid4().hex}-{n}") for n in "abcd")
@@ -245,7 +246,7 @@ def test_identify__survivor_merged_away_right_after_commit__answers_without_erro
     from tessera.profiles.domain.model import IdentityKey
     from tessera.profiles.storage.sql import ProfileStore
 
-    db.migrate(database.engine, "profiles", TABLES)
+    profiles_sql.migrate(database.engine)
     store = ProfileStore(database)
     a, b, c = (IdentityKey("cookie", f"{uuid.uuid4().hex}-{n}") for n in "abc")
     older, survivor, _ = (store.identify([key]).profile.profile_id for key in (a, b, c))

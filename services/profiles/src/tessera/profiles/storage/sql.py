@@ -20,6 +20,7 @@ from sqlalchemy import (
     JSON,
     Column,
     Connection,
+    Engine,
     Select,
     and_,
     bindparam,
@@ -35,6 +36,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from tessera import db
 from tessera.db import Database
 from tessera.errors import NotFound
 from tessera.profiles.domain.history import History, add_to_history, merge_histories
@@ -159,6 +161,11 @@ def _add_applied(connection: Connection) -> None:
 
 
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_applied}
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the profile tables to this release's schema (see `tessera.db.migrate`)."""
+    db.migrate(engine, "profiles", TABLES, SCHEMA_VERSION, MIGRATIONS)
 
 
 @dataclass(frozen=True)
