@@ -76,3 +76,30 @@ def test_incr__adds_and_returns_total(hot: HotStore) -> None:
         return await hot.incr("c", 2, ttl_s=60), await hot.incr("c", 3, ttl_s=60)
 
     assert run(hot, scenario()) == (2, 5)
+
+
+def test_update_many__moves_racing_single_key_updates__none_lost(hot: HotStore) -> None:
+    # Move the count under "from" into "to" while others keep adding to "from".
+    def add_one(current: bytes | None) -> bytes:
+        return str(int(current or b"0") + 1).encode()
+
+    def move(values: list[bytes | None]) -> list[bytes | None]:
+        into, moved = values
+        return [str(int(into or b"0") + int(moved or b"0")).encode(), None]
+
+    async def scenario() -> object:
+        async def adds() -> None:
+            for _ in range(30):
+                await hot.update("from", add_one)
+                await asyncio.sleep(0)
+
+        async def moves() -> None:
+            for _ in range(10):
+                await hot.update_many(["to", "from"], move)
+                await asyncio.sleep(0)
+
+        await asyncio.gather(adds(), moves())
+        await hot.update_many(["to", "from"], move)
+        return await hot.get("to"), await hot.get("from")
+
+    assert run(hot, scenario()) == (b"30", None)

@@ -310,25 +310,110 @@ def test_track__concurrent_events_for_one_profile__hot_session_loses_none(profil
     assert dict(session.category_views) == {"juicers": 40}
 
 
-def test_track__retry_after_hot_session_lost_the_event__duplicate_but_session_has_it(
-    profiles: Stub, redis_url: str, key_prefix: str
+def test_track__retry_after_crash_between_log_and_session__completed_exactly_once(
+    profiles: Stub, postgres_url: str, redis_url: str, key_prefix: str
 ) -> None:
-    import redis
-
     profile_id = profiles.Identify(
         profiles_pb2.IdentifyRequest(identities=[cookie()])
     ).profile.profile_id
     view = event(profile_id, "product_view", category="juicers", product_id="j-1")
     profiles.Track(profiles_pb2.TrackRequest(event=view))
-    # The first try stored the event, but its session write was lost.
+    # Put the stores where a Track killed between its two writes leaves
+    # them: the event in the log, not applied, and no session.
+    with psycopg.connect(postgres_url) as db:
+        db.execute("UPDATE profiles_log SET applied = false WHERE event_id = %s", (view.event_id,))
     client = redis.Redis.from_url(redis_url)
     assert client.delete(f"{key_prefix}profiles:session:{profile_id}") == 1
     client.close()
 
-    retry = profiles.Track(profiles_pb2.TrackRequest(event=view))
+    retries = [profiles.Track(profiles_pb2.TrackRequest(event=view)) for _ in range(3)]
 
     session = profiles.GetProfile(
         profiles_pb2.GetProfileRequest(profile_id=profile_id)
     ).profile.session
-    assert retry.duplicate is True
+    assert [r.duplicate for r in retries] == [True, True, True]
     assert dict(session.category_views) == {"juicers": 1}
+    assert session.events == 1
+
+
+def test_track__first_event_resent_after_101_more__counted_once(profiles: Stub) -> None:
+    profile_id = profiles.Identify(
+        profiles_pb2.IdentifyRequest(identities=[cookie()])
+    ).profile.profile_id
+    views = [event(profile_id, "page_view") for _ in range(101)]
+    profiles.TrackStream(profiles_pb2.TrackStreamRequest(event=e) for e in views)
+
+    resent = profiles.Track(profiles_pb2.TrackRequest(event=views[0]))
+
+    session = profiles.GetProfile(
+        profiles_pb2.GetProfileRequest(profile_id=profile_id)
+    ).profile.session
+    assert resent.duplicate is True
+    assert (session.page_views, session.events) == (101, 101)
+
+
+def test_track_stream__broken_then_resent_whole__each_event_counted_once(profiles: Stub) -> None:
+    profile_id = profiles.Identify(
+        profiles_pb2.IdentifyRequest(identities=[cookie()])
+    ).profile.profile_id
+    views = [event(profile_id, "page_view") for _ in range(300)]
+    # The first try got 200 events through before it broke.
+    profiles.TrackStream(profiles_pb2.TrackStreamRequest(event=e) for e in views[:200])
+
+    again = profiles.TrackStream(profiles_pb2.TrackStreamRequest(event=e) for e in views)
+
+    session = profiles.GetProfile(
+        profiles_pb2.GetProfileRequest(profile_id=profile_id)
+    ).profile.session
+    assert (again.accepted, again.duplicates) == (100, 200)
+    assert session.page_views == 300
+
+
+EXACT = 2**53  # the largest magnitude the edge guard lets through
+INT64_MAX = 2**63 - 1
+
+
+def test_track__extreme_numbers_summing_past_int64__profile_still_reads_and_merges(
+    profiles: Stub,
+) -> None:
+    web, app = cookie(), identity("app_install", uuid.uuid4().hex)
+    healthy = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[web])).profile.profile_id
+    poisoned = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[app])).profile.profile_id
+    profiles.Track(profiles_pb2.TrackRequest(event=event(healthy, "page_view", duration_ms=EXACT)))
+    # 1100 x 2^53 is past 2^63 - 1: a sum no int64 field can carry.
+    stream = [
+        event(poisoned, "add_to_cart", duration_ms=EXACT, product_id="p1", quantity=EXACT)
+        for _ in range(1100)
+    ]
+    stream.append(event(poisoned, "page_view"))
+    sent = profiles.TrackStream(profiles_pb2.TrackStreamRequest(event=e) for e in stream)
+    assert (sent.accepted, sent.rejected) == (1101, 0)
+
+    read = profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=poisoned)).profile
+    again = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[app])).profile
+    merged = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[web, app]))
+    after = profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=healthy)).profile
+
+    assert read.session.time_spent_ms == INT64_MAX
+    assert [(i.product_id, i.quantity) for i in read.session.cart] == [("p1", INT64_MAX)]
+    assert again.session.page_views == 1
+    assert list(merged.merged_profile_ids) == [poisoned]
+    assert after.session.time_spent_ms == INT64_MAX
+    assert after.session.page_views == 2
+    assert after.session.cart[0].quantity == INT64_MAX
+
+
+def test_track__fractional_quantity__invalid_argument_names_it(profiles: Stub) -> None:
+    profile_id = profiles.Identify(
+        profiles_pb2.IdentifyRequest(identities=[cookie()])
+    ).profile.profile_id
+
+    with pytest.raises(grpc.RpcError) as raised:
+        profiles.Track(
+            profiles_pb2.TrackRequest(
+                event=event(profile_id, "add_to_cart", product_id="p1", quantity=0.5)
+            )
+        )
+
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_of(raised.value) == "event.properties.quantity"

@@ -15,6 +15,7 @@ from tessera.catalog import Catalog
 from tessera.convert import to_json
 from tessera.definitions import DefinitionStore
 from tessera.errors import FailedPrecondition
+from tessera.profiles.storage import sql as profiles_sql
 from tessera.profiles.storage.sql import TABLES
 from tessera.segments.v1 import segments_pb2
 
@@ -117,7 +118,7 @@ def test_identify__overlapping_merges_at_once__every_identity_on_one_live_profil
     from tessera.profiles.domain.model import IdentityKey
     from tessera.profiles.storage.sql import IdentityRow, ProfileRow, ProfileStore
 
-    db.migrate(database.engine, "profiles", TABLES)
+    profiles_sql.migrate(database.engine)
     store = ProfileStore(database)
     for trial in range(10):
         a, b, c, d = (IdentityKey("cookie", f"{uuid.uuid4().hex}-{n}") for n in "abcd")
@@ -231,3 +232,100 @@ def test_catalog__other_replica_writes__cache_follows_within_a_poll(
             await catalog.close()
 
     assert asyncio.run(go()) == {"b": "elsewhere"}
+
+
+def test_identify__survivor_merged_away_right_after_commit__answers_without_error(
+    database: db.Database,
+) -> None:
+    # The race behind a flaky overlapping-merges run, made deterministic: the
+    # moment one merge commits (survivor B), another merges B into the older
+    # A, before the first has built its answer.
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session as OrmSession
+
+    from tessera.profiles.domain.model import IdentityKey
+    from tessera.profiles.storage.sql import ProfileStore
+
+    profiles_sql.migrate(database.engine)
+    store = ProfileStore(database)
+    a, b, c = (IdentityKey("cookie", f"{uuid.uuid4().hex}-{n}") for n in "abc")
+    older, survivor, _ = (store.identify([key]).profile.profile_id for key in (a, b, c))
+    armed = [True]
+
+    def merge_survivor_away(session: OrmSession) -> None:
+        if armed[0]:
+            armed[0] = False
+            store.identify([a, b])
+
+    event.listen(OrmSession, "after_commit", merge_survivor_away)
+    try:
+        result = store.identify([b, c])
+    finally:
+        event.remove(OrmSession, "after_commit", merge_survivor_away)
+
+    assert armed == [False]
+    assert result.profile.profile_id == survivor
+    assert store.get(survivor).profile_id == older
+    assert {k.value for k in store.get(older).identities} == {a.value, b.value, c.value}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_database(
+    request: pytest.FixtureRequest, tmp_path: object, postgres_url: str
+) -> Iterator[db.Database]:
+    """An empty database of the test's own, so it can hold tables of an old release."""
+    import psycopg
+
+    if request.param == "sqlite":
+        database = db.Database(f"sqlite:///{tmp_path}/profiles.db")
+        yield database
+        database.dispose()
+        return
+    name = f"tessera_mig_{uuid.uuid4().hex[:12]}"
+    base, _ = postgres_url.rsplit("/", 1)
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    database = db.Database(f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1))
+    yield database
+    database.dispose()
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_migrate__profiles_log_of_version_1__gains_applied_and_old_events_count_as_applied(
+    fresh_database: db.Database,
+) -> None:
+    import datetime as dt
+
+    from tessera.profiles.domain.model import EventData
+    from tessera.profiles.storage.sql import MIGRATIONS, SCHEMA_VERSION, ProfileStore
+
+    engine = fresh_database.engine
+    db.migrate(engine, "profiles", TABLES, version=1)
+    with engine.begin() as connection:  # the log as release 1 created it
+        connection.execute(text("ALTER TABLE profiles_log DROP COLUMN applied"))
+        connection.execute(
+            text(
+                "INSERT INTO profiles_log (kind, event_id, profile_id, type, channel, ts,"
+                " properties, identities) VALUES ('event', 'old-1', 'p', 'page_view', 0,"
+                " '2026-01-01 00:00:00', '{}', '[]')"
+            )
+        )
+
+    db.migrate(engine, "profiles", TABLES, SCHEMA_VERSION, MIGRATIONS)
+
+    store = ProfileStore(fresh_database)
+    profile_id = store.identify([_cookie()]).profile.profile_id
+    old = EventData("old-1", "page_view", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    new = EventData("new-1", "page_view", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    assert store.record_event(old, profile_id).pending is None
+    assert store.record_event(new, profile_id).pending == new
+    with engine.connect() as connection:
+        version = connection.execute(text("SELECT version FROM profiles_schema")).scalar()
+    assert version == SCHEMA_VERSION == 2
+
+
+def _cookie() -> object:
+    from tessera.profiles.domain.model import IdentityKey
+
+    return IdentityKey("cookie", uuid.uuid4().hex)

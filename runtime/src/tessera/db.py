@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +38,8 @@ from tessera.errors import FailedPrecondition
 from tessera.settings import RuntimeSettings
 
 T = TypeVar("T")
+
+log = logging.getLogger("tessera.db")
 
 DB_THREADS = 8
 """Threads running SQL per process, and pooled connections per engine."""
@@ -63,6 +66,9 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Deleted rows are overwritten with zeros, not left in free pages: an
+    # erased person must not stay readable in the file (see `scrub`).
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
@@ -173,6 +179,25 @@ class Database:
                 connection.execute(text("SELECT 1"))
 
         await self.run(select_one)
+
+    def scrub(self) -> None:
+        """Leave nothing deleted readable in the database's files (blocking).
+
+        SQLite: `secure_delete` zeroes deleted rows in the pages, but the
+        write-ahead log still holds the pages as they were before; a
+        checkpoint copies the current pages into the file and truncates the
+        log to nothing. PostgreSQL: deleted rows are no longer live in any
+        snapshot once the deletion commits; their space is reclaimed by
+        (auto)vacuum, as for any other delete.
+        """
+        if not self.url.startswith("sqlite"):
+            return
+        with self.engine.connect() as connection:
+            busy = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").scalar()
+        if busy:
+            # A reader of another process holds an old snapshot past the busy
+            # timeout; the log is truncated at the next checkpoint instead.
+            log.warning("wal checkpoint after erasure was busy", extra={"url": self.url})
 
     def dispose(self) -> None:
         """Close pooled connections."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from redis import asyncio as aioredis
@@ -19,6 +19,7 @@ from redis.exceptions import WatchError
 from tessera.settings import RuntimeSettings
 
 Updater = Callable[[bytes | None], bytes | None]
+ManyUpdater = Callable[[list[bytes | None]], list[bytes | None]]
 
 
 class HotStore(Protocol):
@@ -32,6 +33,16 @@ class HotStore(Protocol):
 
     async def update(self, key: str, fn: Updater, ttl_s: float | None = None) -> bytes | None:
         """Atomically replace the value with `fn(old)`; None deletes. Returns the new value."""
+
+    async def update_many(
+        self, keys: Sequence[str], fn: ManyUpdater, ttl_s: float | None = None
+    ) -> list[bytes | None]:
+        """Atomically replace the values of `keys` with `fn(olds)`, one value per key.
+
+        None deletes; a value equal to the old one is left as it is (expiry
+        included). No other write to any of the keys lands between the read
+        and the writes. Returns the new values.
+        """
 
     async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int:
         """Add `amount` to the integer under `key` and return the sum."""
@@ -79,6 +90,20 @@ class MemoryHotStore:
         else:
             self._put(key, new, ttl_s)
         return new
+
+    async def update_many(
+        self, keys: Sequence[str], fn: ManyUpdater, ttl_s: float | None = None
+    ) -> list[bytes | None]:
+        olds = [self._live(key) for key in keys]
+        news = fn(olds)
+        for key, old, new in zip(keys, olds, news, strict=True):
+            if new == old:
+                continue
+            if new is None:
+                self._values.pop(key, None)
+            else:
+                self._put(key, new, ttl_s)
+        return news
 
     async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int:
         current = self._live(key)
@@ -138,6 +163,29 @@ class RedisHotStore:
                         pipe.set(full, new, px=int(ttl_s * 1000) if ttl_s else None)
                     await pipe.execute()
                     return new
+                except WatchError:
+                    await asyncio.sleep(0)
+
+    async def update_many(
+        self, keys: Sequence[str], fn: ManyUpdater, ttl_s: float | None = None
+    ) -> list[bytes | None]:
+        full = [self._k(key) for key in keys]
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(*full)
+                    olds = [_as_bytes(value) for value in await pipe.mget(full)]
+                    news = fn(olds)
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                    for name, old, new in zip(full, olds, news, strict=True):
+                        if new == old:
+                            continue
+                        if new is None:
+                            pipe.delete(name)
+                        else:
+                            pipe.set(name, new, px=int(ttl_s * 1000) if ttl_s else None)
+                    await pipe.execute()
+                    return news
                 except WatchError:
                     await asyncio.sleep(0)
 

@@ -219,3 +219,15 @@ def test_cart__remove_after_add_in_any_arrival_order__item_gone(order: list[str]
     state = replay(*(events[name] for name in order))
 
     assert state.cart == ()
+
+
+def test_features__never_bought__no_recency() -> None:
+    features = compute_features(replay(ev("page_view")), History(), T0)
+
+    assert features.rfm == Rfm(recency_days=None, frequency=0, monetary=0.0)
+
+
+def test_features__purchase_stamped_just_ahead_of_now__recency_zero() -> None:
+    history = add_to_history(History(), ev("purchase", T0 + dt.timedelta(minutes=3)))
+
+    assert compute_features(None, history, T0).rfm.recency_days == 0.0

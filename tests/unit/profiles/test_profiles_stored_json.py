@@ -72,3 +72,15 @@ def test_history_json__round_trip__same_object() -> None:
         "last_purchase_at": None,
         "categories": {},
     }
+
+
+def test_stored_json__poisoned_before_numbers_were_bounded__reads_within_proto_range() -> None:
+    from tessera.profiles.domain.model import DOUBLE_MAX, INT64_MAX
+
+    session = session_from_json(
+        {**OLD_SESSION, "time_spent_ms": 2 * 9_200_000_000_000_000_000, "page_views": 2**70}
+    )
+    history = history_from_json({"orders": 2**64, "revenue": float("inf"), "categories": {}})
+
+    assert (session.time_spent_ms, session.page_views) == (INT64_MAX, INT64_MAX)
+    assert (history.orders, history.revenue) == (INT64_MAX, DOUBLE_MAX)

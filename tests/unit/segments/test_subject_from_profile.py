@@ -56,6 +56,34 @@ def test_compile__every_session_field__has_a_reader(name: str) -> None:
 
 @pytest.mark.parametrize("path", sorted(FEATURE_PATHS))
 def test_compile__every_feature__has_a_reader(path: tuple[str, ...]) -> None:
-    subject = subject_from_profile(profiles_pb2.Profile(), 0, None)
+    bought = profiles_pb2.Profile(features=profiles_pb2.Features(rfm=profiles_pb2.Rfm(frequency=1)))
+    subject = subject_from_profile(bought, 0, None)
+
+    if path == ("rfm", "frequency"):
+        assert compile_rule(parse_text("feature.rfm.frequency == 1"))(subject) is True
+        return
 
     assert compile_rule(parse_text(f"feature.{'.'.join(path)} == 0"))(subject) is True
+
+
+@pytest.mark.parametrize("recency_days", [-1.0, 0.0])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "feature.rfm.recency_days <= 14",
+        "feature.rfm.recency_days > 14",
+        "feature.rfm.recency_days == 0",
+        "feature.rfm.recency_days >= -1",
+    ],
+)
+def test_subject_from_profile__never_bought__no_recency_comparison_matches(
+    recency_days: float, rule: str
+) -> None:
+    never = profiles_pb2.Profile(
+        features=profiles_pb2.Features(rfm=profiles_pb2.Rfm(recency_days=recency_days))
+    )
+
+    subject = subject_from_profile(never, 0, None)
+
+    assert subject.features is not None and subject.features.rfm.recency_days is None
+    assert compile_rule(parse_text(rule))(subject) is False

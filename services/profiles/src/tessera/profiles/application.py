@@ -112,18 +112,24 @@ async def update_traits(stores: Stores, profile_id: str, patch: Mapping[str, Any
 
 
 async def track(stores: Stores, event: EventData) -> Tracked:
-    """Record a validated event: event log and history first, then the hot session."""
+    """Record a validated event exactly once: log and history, then the hot session.
+
+    The log row is stored not yet applied; once the session has taken the
+    event the row is marked applied. A retry finding the row applied is a
+    duplicate and changes nothing, however late it comes; a retry finding
+    it not applied (the first try failed between the two writes) completes
+    the stored event. Two tries racing through that window are kept to one
+    count by the session's memory of recent event ids.
+    """
     profile_id = event.profile_id
     if not profile_id:
         profile_id = (await _resolve(stores, event.identities)).profile.profile_id
-    canonical, duplicate, _ = await stores.profiles.database.run(
-        stores.profiles.record_event, event, profile_id
-    )
-    # Also for a duplicate: if the first try stored the event but failed
-    # before the hot session took it, the retry must still reach the
-    # session. Applying is idempotent by event id.
-    await stores.sessions.apply(canonical, event)
-    return Tracked(canonical, duplicate)
+    database = stores.profiles.database
+    recorded = await database.run(stores.profiles.record_event, event, profile_id)
+    if recorded.pending is not None:
+        await stores.sessions.apply(recorded.profile_id, recorded.pending)
+        await database.run(stores.profiles.mark_applied, event.event_id)
+    return Tracked(recorded.profile_id, recorded.duplicate)
 
 
 async def track_stream(
@@ -159,6 +165,6 @@ async def delete_profile(stores: Stores, profile_id: str) -> int:
     require(bool(profile_id), "profile_id", "is required")
     database = stores.profiles.database
     canonical = await database.run(stores.profiles.canonical_id, profile_id)
-    deleted = await database.run(stores.profiles.delete_profile, canonical)
-    await stores.sessions.delete(canonical)
-    return deleted
+    erased = await database.run(stores.profiles.delete_profile, canonical)
+    await stores.sessions.delete(erased.profile_id, erased.aliases)
+    return erased.events

@@ -6,8 +6,9 @@ import grpc
 
 from tessera import db
 from tessera.hot import open_hot_store
+from tessera.profiles.storage import sql
 from tessera.profiles.storage.sessions import SessionStore
-from tessera.profiles.storage.sql import TABLES, ProfileStore
+from tessera.profiles.storage.sql import ProfileStore
 from tessera.profiles.transport.servicer import ProfileServicer
 from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 from tessera.settings import RuntimeSettings
@@ -36,7 +37,7 @@ class ProfilesService:
         profiles_pb2_grpc.add_ProfileServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        await self.database.run(db.migrate, self.database.engine, NAME, TABLES)
+        await self.database.run(sql.migrate, self.database.engine)
 
     async def drain(self) -> None:
         """No long-lived streams yet."""

@@ -33,9 +33,13 @@ SESSION_INTEREST_WEIGHT = 3.0
 
 @dataclass(frozen=True)
 class Rfm:
-    """Recency (days since the last purchase, -1 when none), frequency, monetary."""
+    """Recency (days since the last purchase), frequency, monetary.
 
-    recency_days: float
+    `recency_days` is None for someone who never bought: no recency
+    comparison can match them.
+    """
+
+    recency_days: float | None
     frequency: int
     monetary: float
 
@@ -72,13 +76,18 @@ def conversion_probability(session: Session | None, history: History) -> float:
         "past_orders": math.log1p(history.orders),
     }
     score = PRIOR_INTERCEPT + sum(PRIOR_WEIGHTS[k] * float(v) for k, v in signals.items())
-    return 1.0 / (1.0 + math.exp(-score))
+    # The two forms of the logistic: neither overflows on its own side.
+    if score >= 0:
+        return 1.0 / (1.0 + math.exp(-score))
+    lift = math.exp(score)
+    return lift / (1.0 + lift)
 
 
 def compute_features(session: Session | None, history: History, now: dt.datetime) -> Features:
     """RFM, lifetime value, ranked interests and conversion probability."""
     last = history.last_purchase_at
-    recency = (now - last).total_seconds() / 86_400 if last is not None else -1.0
+    # A purchase stamped a little ahead of `now` (clock skew) was bought now.
+    recency = max(0.0, (now - last).total_seconds() / 86_400) if last is not None else None
     interests: dict[str, float] = {k: float(v) for k, v in history.categories.items()}
     if session is not None:
         for category, views in session.category_views.items():
@@ -86,7 +95,7 @@ def compute_features(session: Session | None, history: History, now: dt.datetime
     ranked = sorted(interests.items(), key=lambda kv: (-kv[1], kv[0]))
     return Features(
         rfm=Rfm(
-            recency_days=round(recency, 3),
+            recency_days=round(recency, 3) if recency is not None else None,
             frequency=history.orders,
             monetary=history.revenue,
         ),

@@ -4,7 +4,9 @@ Only purchases change it. The aggregates are updated with each purchase and
 stored on the profile, so computing features costs no query on the decision
 path. This is all the cold history there is today: order count, revenue,
 last purchase and purchases per category, the inputs of RFM, lifetime value
-and category interest.
+and category interest. Counts saturate at the largest int64 and revenue
+stays a finite double (see docs/profile-writes.md), so no sequence of
+events makes a history its proto fields cannot carry.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tessera.profiles.domain.model import EventData
+from tessera.profiles.domain.model import EventData, finite_add, saturating_add
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,11 @@ def add_to_history(history: History, event: EventData) -> History:
     category = event.properties.get("category")
     if category:
         counts = dict(categories)
-        counts[str(category)] = counts.get(str(category), 0) + 1
+        counts[str(category)] = saturating_add(counts.get(str(category), 0), 1)
         categories = counts
     return History(
-        orders=history.orders + 1,
-        revenue=history.revenue + float(event.properties.get("revenue") or 0.0),
+        orders=saturating_add(history.orders, 1),
+        revenue=finite_add(history.revenue, float(event.properties.get("revenue") or 0.0)),
         last_purchase_at=event.timestamp if last is None or event.timestamp > last else last,
         categories=categories,
     )
@@ -50,11 +52,11 @@ def merge_histories(a: History, b: History) -> History:
     """History of two merged profiles."""
     categories = dict(a.categories)
     for name, count in b.categories.items():
-        categories[name] = categories.get(name, 0) + count
+        categories[name] = saturating_add(categories.get(name, 0), count)
     stamps = [s for s in (a.last_purchase_at, b.last_purchase_at) if s is not None]
     return History(
-        orders=a.orders + b.orders,
-        revenue=a.revenue + b.revenue,
+        orders=saturating_add(a.orders, b.orders),
+        revenue=finite_add(a.revenue, b.revenue),
         last_purchase_at=max(stamps) if stamps else None,
         categories=categories,
     )

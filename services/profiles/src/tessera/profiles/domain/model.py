@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,23 @@ MAX_VALUE_LENGTH = 512
 MAX_EVENT_ID_LENGTH = 128
 # Events may arrive late (offline apps, batch imports) but not from the future.
 MAX_CLOCK_SKEW = dt.timedelta(minutes=5)
+INT64_MAX = 2**63 - 1
+"""Counters derived from events saturate here: the largest int64 of the contract."""
+DOUBLE_MAX = sys.float_info.max
+"""Sums of amounts saturate here, so they stay finite doubles."""
+
+
+def saturating_add(a: int, b: int) -> int:
+    """`a + b` for counters: never below 0, never past INT64_MAX."""
+    return max(0, min(a + b, INT64_MAX))
+
+
+def finite_add(a: float, b: float) -> float:
+    """`a + b` for amounts: a finite double between -DOUBLE_MAX and DOUBLE_MAX."""
+    total = a + b
+    if math.isnan(total):
+        return 0.0
+    return max(-DOUBLE_MAX, min(total, DOUBLE_MAX))
 
 
 @dataclass(frozen=True)
@@ -113,5 +132,13 @@ def validate_event(
                 f"event.properties.{name}",
                 "must be a number",
             )
+            require(math.isfinite(value), f"event.properties.{name}", "must be finite")
             require(value >= 0, f"event.properties.{name}", "must not be negative")
+    quantity = properties.get("quantity")
+    if quantity is not None:
+        require(
+            quantity >= 1 and float(quantity).is_integer(),
+            "event.properties.quantity",
+            "must be a whole number of at least 1",
+        )
     return EventData(event_id, event_type, when, channel, profile_id, keys, properties)

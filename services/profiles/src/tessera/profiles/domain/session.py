@@ -5,6 +5,10 @@ an event, `merge_sessions` the session of two merged profiles. A gap of
 `SESSION_TIMEOUT` without events starts a new session, the usual web
 analytics convention. How a session is kept (JSON in the hot store) is the
 storage layer's business.
+
+Every counter (views, events, time spent, cart quantities) saturates at the
+largest int64 instead of growing past what the contract's int64 fields
+carry; see docs/profile-writes.md.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tessera.profiles.domain.model import EventData
+from tessera.profiles.domain.model import EventData, saturating_add
 
 SESSION_TIMEOUT = dt.timedelta(minutes=30)
 MAX_SEARCHES = 20
@@ -78,7 +82,7 @@ def current(session: Session | None, now: dt.datetime) -> Session | None:
 
 def _counted(counts: Mapping[str, int], key: str, by: int = 1) -> dict[str, int]:
     out = dict(counts)
-    out[key] = out.get(key, 0) + by
+    out[key] = saturating_add(out.get(key, 0), by)
     return out
 
 
@@ -98,7 +102,9 @@ def apply_event(session: Session | None, event: EventData) -> Session | None:
     state = current(session, at)
     if state is not None and event.event_id in state.event_ids:
         return state
-    if state is not None and at < state.started_at - SESSION_TIMEOUT:
+    # Written as a sum on `at`: `started_at - SESSION_TIMEOUT` does not exist
+    # for a session that started in the first minutes of year 1.
+    if state is not None and at + SESSION_TIMEOUT < state.started_at:
         return state
     state = state if state is not None else new_session(at)
     props = event.properties
@@ -111,16 +117,17 @@ def apply_event(session: Session | None, event: EventData) -> Session | None:
         last_seen_at=max(state.last_seen_at, at),
         event_ids=(*state.event_ids, event.event_id)[-MAX_RECENT_EVENT_IDS:],
         channel=event.channel or state.channel,
-        events=state.events + 1,
-        time_spent_ms=state.time_spent_ms
-        + (int(duration) if isinstance(duration, int | float) else 0),
+        events=saturating_add(state.events, 1),
+        time_spent_ms=saturating_add(
+            state.time_spent_ms, int(duration) if isinstance(duration, int | float) else 0
+        ),
     )
 
     kind = event.type
     if kind in ("page_view", "product_view") and category:
         state = replace(state, category_views=_counted(state.category_views, category))
     if kind == "page_view":
-        return replace(state, page_views=state.page_views + 1)
+        return replace(state, page_views=saturating_add(state.page_views, 1))
     if kind == "product_view" and product:
         return replace(state, product_views=_counted(state.product_views, product))
     if kind in CART_EVENTS:
@@ -176,13 +183,13 @@ def _add_to_cart(
         if item.product_id == product:
             grown = replace(
                 item,
-                quantity=item.quantity + quantity,
+                quantity=saturating_add(item.quantity, quantity),
                 price=price or item.price,
                 category=category or item.category,
                 added_at=_later(item.added_at, at),
             )
             return (*cart[:index], grown, *cart[index + 1 :])
-    return (*cart, CartItem(product, category, quantity, price, at))
+    return (*cart, CartItem(product, category, saturating_add(0, quantity), price, at))
 
 
 def merge_sessions(survivor: Session | None, merged: Session | None) -> Session | None:
@@ -208,9 +215,9 @@ def merge_sessions(survivor: Session | None, merged: Session | None) -> Session 
         survivor,
         started_at=min(survivor.started_at, merged.started_at),
         last_seen_at=max(survivor.last_seen_at, merged.last_seen_at),
-        page_views=survivor.page_views + merged.page_views,
-        time_spent_ms=survivor.time_spent_ms + merged.time_spent_ms,
-        events=survivor.events + merged.events,
+        page_views=saturating_add(survivor.page_views, merged.page_views),
+        time_spent_ms=saturating_add(survivor.time_spent_ms, merged.time_spent_ms),
+        events=saturating_add(survivor.events, merged.events),
         product_views=product_views,
         category_views=category_views,
         cart=cart,

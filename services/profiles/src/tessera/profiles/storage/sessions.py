@@ -3,7 +3,15 @@
 The rules of a session (what an event does to it, how two merge) are the
 domain's (`tessera.profiles.domain.session`); this module only keeps them:
 the JSON form, the key layout, the expiry, and read-modify-write through
-`HotStore.update`, which is atomic on Redis and in-process alike.
+`HotStore.update` and `HotStore.update_many`, which are atomic on Redis and
+in-process alike.
+
+A merge folds the merged profile's session into the survivor's and leaves a
+forwarding mark under the merged key (`{"merged_into": id}`), both in one
+atomic step. A Track that resolved the merged id before the merge committed
+and applies afterwards follows the mark instead of starting a session nobody
+reads, and a merge whose survivor has itself been merged away meanwhile
+(hot halves of two merges running out of order) follows it too.
 
 The JSON form is the one sessions have always been stored in (times as ISO
 8601 strings, the cart as a list of objects), so sessions written before the
@@ -13,17 +21,20 @@ domain had types, and by older replicas during a rollout, read the same.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterable
 from typing import Any
 
 from tessera.hot import HotStore
 from tessera.profiles.domain import session as sessions
-from tessera.profiles.domain.model import EventData
+from tessera.profiles.domain.model import EventData, finite_add, saturating_add
 from tessera.profiles.domain.session import CartItem, Session
 
 SESSION_TTL_S = 2 * sessions.SESSION_TIMEOUT.total_seconds()
 """Kept a while past the timeout; `current` decides whether it is still live."""
+MAX_FORWARDS = 16
+"""Forwarding marks followed at most: a chain of merges this long within a TTL."""
 
 
 def _key(profile_id: str) -> str:
@@ -65,39 +76,56 @@ def session_from_json(raw: dict[str, Any]) -> Session:
     """A session from its stored JSON object.
 
     `event_ids`, `cart_removed` and `cart_cleared_at` came later than the
-    rest; sessions stored without them read as having none.
+    rest; sessions stored without them read as having none. Counters are
+    read saturated: sessions stored before counters saturated may hold more
+    than an int64 (see docs/profile-writes.md).
     """
     stamp = dt.datetime.fromisoformat
+    count = functools.partial(saturating_add, 0)
     cleared = raw.get("cart_cleared_at")
     return Session(
         started_at=stamp(raw["started_at"]),
         last_seen_at=stamp(raw["last_seen_at"]),
         channel=raw["channel"],
-        page_views=raw["page_views"],
-        product_views=dict(raw["product_views"]),
-        category_views=dict(raw["category_views"]),
+        page_views=count(raw["page_views"]),
+        product_views={k: count(v) for k, v in raw["product_views"].items()},
+        category_views={k: count(v) for k, v in raw["category_views"].items()},
         cart=tuple(
             CartItem(
                 product_id=item["product_id"],
                 category=item["category"],
-                quantity=item["quantity"],
-                price=item["price"],
+                quantity=count(item["quantity"]),
+                price=finite_add(0.0, float(item["price"])),
                 added_at=stamp(item["added_at"]),
             )
             for item in raw["cart"]
         ),
         favorites=tuple(raw["favorites"]),
         searches=tuple(raw["searches"]),
-        time_spent_ms=raw["time_spent_ms"],
-        events=raw["events"],
+        time_spent_ms=count(raw["time_spent_ms"]),
+        events=count(raw["events"]),
         event_ids=tuple(raw.get("event_ids", ())),
         cart_removed={p: stamp(t) for p, t in raw.get("cart_removed", {}).items()},
         cart_cleared_at=stamp(cleared) if cleared else None,
     )
 
 
+def _forwarded_to(raw: bytes | None) -> str | None:
+    """The survivor a merged profile's key forwards to, if it holds a forwarding mark."""
+    if not raw or not raw.startswith(b'{"merged_into"'):
+        return None
+    target = json.loads(raw)["merged_into"]
+    return str(target)
+
+
+def _mark(survivor: str) -> bytes:
+    return json.dumps({"merged_into": survivor}).encode()
+
+
 def _load(raw: bytes | None) -> Session | None:
-    return session_from_json(json.loads(raw)) if raw else None
+    if not raw or _forwarded_to(raw) is not None:
+        return None
+    return session_from_json(json.loads(raw))
 
 
 def _dump(session: Session | None) -> bytes | None:
@@ -115,31 +143,64 @@ class SessionStore:
         return sessions.current(_load(await self.hot.get(_key(profile_id))), now)
 
     async def apply(self, profile_id: str, event: EventData) -> None:
-        """Fold one event into the profile's session (idempotent by event id)."""
+        """Fold one event into the profile's session (idempotent by event id).
 
-        def change(current: bytes | None) -> bytes | None:
-            state = _load(current)
-            after = sessions.apply_event(state, event)
-            if after is state:
-                return current
-            return _dump(after)
+        Follows forwarding marks: the event lands in the session of the
+        profile this one was merged into.
+        """
+        target = profile_id
+        for _ in range(MAX_FORWARDS):
+            forward: list[str] = []
 
-        await self.hot.update(_key(profile_id), change, SESSION_TTL_S)
+            def change(current: bytes | None, forward: list[str] = forward) -> bytes | None:
+                forward.clear()  # Redis may call this again after a conflict
+                moved = _forwarded_to(current)
+                if moved is not None:
+                    forward.append(moved)
+                    return current
+                state = _load(current)
+                after = sessions.apply_event(state, event)
+                if after is state:
+                    return current
+                return _dump(after)
+
+            await self.hot.update(_key(target), change, SESSION_TTL_S)
+            if not forward:
+                return
+            target = forward[0]
 
     async def merge(self, survivor: str, merged: Iterable[str]) -> None:
-        """Fold the sessions of merged profiles into the survivor's, and drop theirs."""
+        """Fold the sessions of merged profiles into the survivor's, leaving forwarding marks.
+
+        Each fold is one atomic step over both keys, so no Track to either
+        profile lands between reading and writing them.
+        """
         for merged_id in merged:
-            raw = await self.hot.get(_key(merged_id))
-            if raw is None:
-                continue
-            other = _load(raw)
+            target = survivor
+            for _ in range(MAX_FORWARDS):
+                if target == merged_id:
+                    break
+                forward: list[str] = []
 
-            def fold(current: bytes | None, other: Session | None = other) -> bytes | None:
-                return _dump(sessions.merge_sessions(_load(current), other))
+                def fold(
+                    values: list[bytes | None], into: str = target, forward: list[str] = forward
+                ) -> list[bytes | None]:
+                    forward.clear()
+                    mine, theirs = values
+                    moved = _forwarded_to(mine)
+                    if moved is not None:
+                        forward.append(moved)
+                        return values
+                    if _forwarded_to(theirs) is not None:
+                        return values  # folded already (a repeated merge)
+                    both = sessions.merge_sessions(_load(mine), _load(theirs))
+                    return [_dump(both), _mark(into)]
 
-            await self.hot.update(_key(survivor), fold, SESSION_TTL_S)
-            await self.hot.delete(_key(merged_id))
+                await self.hot.update_many([_key(target), _key(merged_id)], fold, SESSION_TTL_S)
+                if not forward:
+                    break
+                target = forward[0]
 
-    async def delete(self, profile_id: str) -> None:
-        """Forget the profile's session."""
-        await self.hot.delete(_key(profile_id))
+    async def delete(self, profile_id: str, aliases: Iterable[str] = ()) -> None:
+        """Forget the profile's session, and the forwarding marks its merged ids left."""
+        await self.hot.delete(_key(profile_id), *(_key(alias) for alias in aliases))

@@ -12,19 +12,35 @@ import functools
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Column, Select, and_, bindparam, delete, or_, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    Engine,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    inspect,
+    or_,
+    text,
+    true,
+    update,
+)
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from tessera import db
 from tessera.db import Database
 from tessera.errors import NotFound
 from tessera.profiles.domain.history import History, add_to_history, merge_histories
-from tessera.profiles.domain.model import EventData, IdentityKey
+from tessera.profiles.domain.model import EventData, IdentityKey, finite_add, saturating_add
 
 MAX_IDENTIFY_ATTEMPTS = 5
 
@@ -49,13 +65,17 @@ def history_to_json(history: History) -> dict[str, Any]:
 
 
 def history_from_json(raw: dict[str, Any]) -> History:
-    """A history from its stored JSON object."""
+    """A history from its stored JSON object.
+
+    Read saturated, like the domain keeps it: histories stored before
+    revenue was bounded may hold an infinite sum.
+    """
     last = raw.get("last_purchase_at")
     return History(
-        orders=int(raw.get("orders", 0)),
-        revenue=float(raw.get("revenue", 0.0)),
+        orders=saturating_add(0, int(raw.get("orders", 0))),
+        revenue=finite_add(0.0, float(raw.get("revenue", 0.0))),
         last_purchase_at=dt.datetime.fromisoformat(last) if last else None,
-        categories=dict(raw.get("categories", {})),
+        categories={k: saturating_add(0, int(v)) for k, v in raw.get("categories", {}).items()},
     )
 
 
@@ -113,9 +133,39 @@ class LogRow(SQLModel, table=True):
     identities: list[list[str]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
+    applied: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
+    """False from an event's insert until its hot session has taken it: a
+    retry of an event still False completes it, a retry of one True is a
+    plain duplicate (docs/profile-writes.md). Merge and deletion records are
+    always True."""
 
 
 TABLES: list[type[SQLModel]] = [ProfileRow, IdentityRow, AliasRow, LogRow]
+
+SCHEMA_VERSION = 2
+"""1: the first tables. 2: `profiles_log.applied`."""
+
+
+def _add_applied(connection: Connection) -> None:
+    """Version 2: events stored before the flag were applied when stored.
+
+    Skipped when the column is there already (tables created by this
+    release's models under an older version number).
+    """
+    if "applied" in {c["name"] for c in inspect(connection).get_columns("profiles_log")}:
+        return
+    literal = "true" if connection.dialect.name == "postgresql" else "1"
+    connection.execute(
+        text(f"ALTER TABLE profiles_log ADD COLUMN applied BOOLEAN NOT NULL DEFAULT {literal}")
+    )
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_applied}
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the profile tables to this release's schema (see `tessera.db.migrate`)."""
+    db.migrate(engine, "profiles", TABLES, SCHEMA_VERSION, MIGRATIONS)
 
 
 @dataclass(frozen=True)
@@ -128,6 +178,30 @@ class ProfileRecord:
     history: History
     created_at: dt.datetime
     updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Erased:
+    """What erasing a person removed: the profile, its merged ids, how many events."""
+
+    profile_id: str
+    aliases: list[str]
+    events: int
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What storing an event found.
+
+    `pending` is the event the hot session must still take: this one when
+    it is new, the stored one when an earlier try stored it but never got
+    as far as the session (a crash, a lost connection). None for a plain
+    duplicate, which must not count again.
+    """
+
+    profile_id: str
+    duplicate: bool
+    pending: EventData | None
 
 
 @dataclass(frozen=True)
@@ -175,6 +249,19 @@ def _known_profile_query(count: int) -> Select[Any]:
         .join(match, match.c.profile_id == profile.c.profile_id)
         .join(owned, owned.c.profile_id == profile.c.profile_id)
         .where(condition)
+    )
+
+
+def _stored_event(row: LogRow) -> EventData:
+    """The event a log row holds, as it was accepted."""
+    return EventData(
+        event_id=row.event_id or "",
+        type=row.type,
+        timestamp=_utc(row.ts),
+        channel=row.channel,
+        profile_id=row.profile_id,
+        identities=[IdentityKey(t, v) for t, v in row.identities],
+        properties=dict(row.properties),
     )
 
 
@@ -358,9 +445,13 @@ class ProfileStore:
             if created or merged or len(known) < len(keys):
                 survivor.updated_at = now
                 session.add(survivor)
-                session.commit()
-                session.refresh(survivor)
-            return IdentifyResult(self._record(session, survivor), created, merged)
+                session.flush()
+            # The answer is read inside the transaction: once it commits, a
+            # concurrent merge may fold the survivor into an older profile at
+            # once (its id then resolves as an alias), so it cannot be read back.
+            record = self._record(session, survivor)
+            session.commit()
+            return IdentifyResult(record, created, merged)
 
     def _merge_into(
         self, session: Session, survivor: ProfileRow, other: ProfileRow, now: dt.datetime
@@ -412,15 +503,17 @@ class ProfileStore:
             row.traits = traits
             row.updated_at = _now()
             session.add(row)
+            session.flush()
+            # Read before the commit: see `_identify_once`.
+            record = self._record(session, row)
             session.commit()
-            session.refresh(row)
-            return self._record(session, row)
+            return record
 
-    def record_event(self, event: EventData, profile_id: str) -> tuple[str, bool, History]:
-        """Append the event to the log and fold it into history.
+    def record_event(self, event: EventData, profile_id: str) -> Recorded:
+        """Append the event to the log (not yet applied) and fold it into history.
 
-        Returns (canonical profile id, duplicate, history). A repeated
-        event_id changes nothing and reports the profile it was stored on.
+        A repeated event_id changes nothing and reports the profile it was
+        stored on, and, when the session never took it, the stored event.
         """
         with Session(self.engine) as session:
             row = self._lock_canonical(session, profile_id)
@@ -429,6 +522,7 @@ class ProfileStore:
             session.add(
                 LogRow(
                     kind="event",
+                    applied=False,
                     event_id=event.event_id,
                     profile_id=row.profile_id,
                     type=event.type,
@@ -446,23 +540,37 @@ class ProfileStore:
                     select(LogRow).where(LogRow.event_id == event.event_id)
                 ).one()
                 owner = self._canonical(session, existing.profile_id) or existing.profile_id
-                current = session.get(ProfileRow, owner)
-                return owner, True, history_from_json(current.history) if current else History()
+                pending = None if existing.applied else _stored_event(existing)
+                return Recorded(owner, True, pending)
             history = add_to_history(history_from_json(row.history), event)
             if history_to_json(history) != row.history:
                 row.history = history_to_json(history)
             row.updated_at = _now()
             session.add(row)
             session.commit()
-            return row.profile_id, False, history
+            return Recorded(row.profile_id, False, event)
 
-    def delete_profile(self, profile_id: str) -> int:
-        """Erase a profile and everything of it; returns the number of events erased."""
+    def mark_applied(self, event_id: str) -> None:
+        """Record that the hot session has taken the event: retries are duplicates now."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(LogRow)
+                .where(col(LogRow.event_id) == event_id, col(LogRow.applied).is_(False))
+                .values(applied=True)
+            )
+
+    def delete_profile(self, profile_id: str) -> Erased:
+        """Erase a profile and everything of it, leaving nothing readable on disk."""
         with Session(self.engine) as session:
             row = self._lock_canonical(session, profile_id)
             if row is None:
                 raise NotFound(f"no profile {profile_id!r}", field="profile_id")
             canonical = row.profile_id
+            aliases = list(
+                session.exec(
+                    select(AliasRow.alias_id).where(col(AliasRow.profile_id) == canonical)
+                ).all()
+            )
             # The profile's merge records are erased too, but are not events.
             events = session.execute(
                 delete(LogRow).where(
@@ -475,4 +583,5 @@ class ProfileStore:
             session.execute(delete(ProfileRow).where(col(ProfileRow.profile_id) == canonical))
             session.add(LogRow(kind="deletion", profile_id=canonical, ts=_now()))
             session.commit()
-            return int(events.rowcount or 0)  # type: ignore[attr-defined]
+            self.database.scrub()
+            return Erased(canonical, aliases, int(events.rowcount or 0))  # type: ignore[attr-defined]

@@ -91,7 +91,10 @@ def features_message(features: Features) -> profiles_pb2.Features:
     """Computed features as the contract shows them."""
     return profiles_pb2.Features(
         rfm=profiles_pb2.Rfm(
-            recency_days=features.rfm.recency_days,
+            # The contract's "never bought": -1 (segments read it as null).
+            recency_days=(
+                features.rfm.recency_days if features.rfm.recency_days is not None else -1.0
+            ),
             frequency=features.rfm.frequency,
             monetary=features.rfm.monetary,
         ),

@@ -184,7 +184,7 @@ _SESSION_FIELDS: dict[str, Callable[[SessionView], int | float]] = {
     "favorites": lambda session: len(session.favorites),
     "searches": lambda session: len(session.searches),
 }
-_FEATURES: dict[tuple[str, ...], Callable[[FeaturesView], int | float]] = {
+_FEATURES: dict[tuple[str, ...], Callable[[FeaturesView], int | float | None]] = {
     ("lifetime_value",): lambda features: features.lifetime_value,
     ("conversion_probability",): lambda features: features.conversion_probability,
     ("rfm", "recency_days"): lambda features: features.rfm.recency_days,

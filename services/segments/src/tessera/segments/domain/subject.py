@@ -38,9 +38,9 @@ class SessionView:
 
 @dataclass(frozen=True, slots=True)
 class RfmView:
-    """Recency in days (-1 when never bought), frequency and monetary value."""
+    """Recency in days (None when never bought), frequency and monetary value."""
 
-    recency_days: float
+    recency_days: float | None
     frequency: int
     monetary: float
 

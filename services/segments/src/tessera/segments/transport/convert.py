@@ -50,6 +50,11 @@ def subject_from_profile(
     """
     session = profile.session
     features = profile.features
+    rfm = features.rfm
+    # Someone who never bought has no recency: the contract sends -1 for it,
+    # and a profile built by hand may leave it 0; either way it reads as
+    # null, so no recency comparison matches them.
+    recency = rfm.recency_days if rfm.frequency > 0 and rfm.recency_days >= 0 else None
     return Subject(
         profile_id=profile.profile_id,
         traits=struct_to_dict(profile.traits),
@@ -77,11 +82,7 @@ def subject_from_profile(
         features=FeaturesView(
             lifetime_value=features.lifetime_value,
             conversion_probability=features.conversion_probability,
-            rfm=RfmView(
-                recency_days=features.rfm.recency_days,
-                frequency=features.rfm.frequency,
-                monetary=features.rfm.monetary,
-            ),
+            rfm=RfmView(recency_days=recency, frequency=rfm.frequency, monetary=rfm.monetary),
             interests={i.category: i.score for i in features.interests},
         ),
     )
