@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tessera.errors import InvalidArgument
-from tessera.profiles.domain.features import PRIOR_INTERCEPT, Rfm, compute_features
+from tessera.profiles.domain.conversion import PRIOR
+from tessera.profiles.domain.features import Rfm, compute_features
 from tessera.profiles.domain.history import History, add_to_history
 from tessera.profiles.domain.model import EventData, normalize_identities, normalize_identity
 from tessera.profiles.domain.session import (
@@ -156,7 +157,7 @@ def test_features__history_and_session__rfm_ltv_and_hot_interest_first() -> None
 def test_conversion_probability__empty_session__logistic_of_intercept() -> None:
     features = compute_features(None, History(), T0)
 
-    assert features.conversion_probability == pytest.approx(1 / (1 + math.exp(-PRIOR_INTERCEPT)))
+    assert features.conversion_probability == pytest.approx(1 / (1 + math.exp(-PRIOR.intercept)))
 
 
 def test_conversion_probability__cart_add__higher_than_page_view() -> None:

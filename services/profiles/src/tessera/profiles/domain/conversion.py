@@ -78,6 +78,8 @@ def probability(model: ConversionModel, inputs: Sequence[float]) -> float:
     score = model.intercept + sum(
         model.weights.get(name, 0.0) * value for name, value in zip(SIGNALS, inputs, strict=True)
     )
-    # Clamped so that exp() cannot overflow whatever a signal holds.
-    score = min(max(score, -700.0), 700.0)
-    return 1.0 / (1.0 + math.exp(-score))
+    # The two forms of the logistic: neither overflows on its own side.
+    if score >= 0:
+        return 1.0 / (1.0 + math.exp(-score))
+    lift = math.exp(score)
+    return lift / (1.0 + lift)

@@ -7,26 +7,12 @@ are never stale and cost no query on the decision path.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from dataclasses import dataclass
 
+from tessera.profiles.domain.conversion import PRIOR, probability, signals
 from tessera.profiles.domain.history import History
 from tessera.profiles.domain.session import Session
 
-# Weights of the prior conversion model: a logistic score over session
-# signals. They encode the usual funnel order (a cart add says more than a
-# page view) and are a prior, not a fit: the live model learned from this
-# service's own conversions replaces them when it lands.
-PRIOR_INTERCEPT = -4.0
-PRIOR_WEIGHTS = {
-    "page_views": 0.05,
-    "product_views": 0.15,
-    "cart_items": 1.2,
-    "favorites": 0.3,
-    "searches": 0.1,
-    "minutes": 0.02,
-    "past_orders": 0.4,
-}
 SESSION_INTEREST_WEIGHT = 3.0
 """A category viewed now counts this many times a past purchase: hot beats cold."""
 
@@ -63,26 +49,6 @@ class Features:
     conversion_probability: float
 
 
-def conversion_probability(session: Session | None, history: History) -> float:
-    """Prior probability that the current session converts (logistic score)."""
-    # Same order as PRIOR_WEIGHTS: the sum below is then the same to the last bit.
-    signals: dict[str, float] = {
-        "page_views": session.page_views if session else 0,
-        "product_views": sum(session.product_views.values()) if session else 0,
-        "cart_items": sum(item.quantity for item in session.cart) if session else 0,
-        "favorites": len(session.favorites) if session else 0,
-        "searches": len(session.searches) if session else 0,
-        "minutes": session.time_spent_ms / 60_000 if session else 0,
-        "past_orders": math.log1p(history.orders),
-    }
-    score = PRIOR_INTERCEPT + sum(PRIOR_WEIGHTS[k] * float(v) for k, v in signals.items())
-    # The two forms of the logistic: neither overflows on its own side.
-    if score >= 0:
-        return 1.0 / (1.0 + math.exp(-score))
-    lift = math.exp(score)
-    return lift / (1.0 + lift)
-
-
 def compute_features(session: Session | None, history: History, now: dt.datetime) -> Features:
     """RFM, lifetime value, ranked interests and conversion probability."""
     last = history.last_purchase_at
@@ -101,5 +67,5 @@ def compute_features(session: Session | None, history: History, now: dt.datetime
         ),
         lifetime_value=history.revenue,
         interests=tuple(Interest(category, score) for category, score in ranked),
-        conversion_probability=conversion_probability(session, history),
+        conversion_probability=probability(PRIOR, signals(session, history)),
     )
