@@ -524,6 +524,24 @@ def test_fuzz__every_rpc_is_covered(fuzz: Fuzz) -> None:
     assert fuzz.stored.dump()["hot"], "the seeded profile's session is in the hot store"
 
 
+def test_fuzz__stored_data__an_accepted_write_shows_in_rows_and_hot_values(fuzz: Fuzz) -> None:
+    fuzz = _reseeded(fuzz)
+    track = METHODS[[method.name for method in METHODS].index("Track")]
+    event = common_pb2.Event(
+        event_id=uuid.uuid4().hex, profile_id=fuzz.seeded.profile_id, type="search"
+    )
+    event.properties.update({"query": "juicer"})
+    before = fuzz.stored.dump()
+
+    outcome = fuzz.check(track, [profiles_pb2.TrackRequest(event=event).SerializeToString()])
+
+    after = fuzz.stored.dump()
+    assert outcome.code == grpc.StatusCode.OK
+    assert after["profiles_log"] != before["profiles_log"]
+    assert after["hot"] != before["hot"]
+    assert difference(before, after).count("  + ") >= 2
+
+
 @pytest.mark.parametrize("method", METHODS, ids=_id)
 def test_fuzz__typed_requests__never_internal_and_refusals_store_nothing(
     fuzz: Fuzz, method: MethodDescriptor
