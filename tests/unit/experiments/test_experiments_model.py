@@ -103,6 +103,10 @@ def test_validate__well_formed_at_limit__accepted_and_one_past_rejected(
             "experiment.variants",
         ),
         (
+            {"variants": (VariantDef("control", 1e308), VariantDef("treatment", 1e308))},
+            "experiment.variants",
+        ),
+        (
             {"variants": (CONTROL, VariantDef("treatment", 1.0, {1: "x"}))},
             "experiment.variants[1].payload",
         ),

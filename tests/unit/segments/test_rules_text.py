@@ -170,6 +170,11 @@ def test_parse__rule_over_several_lines_with_comment__parses() -> None:
         ("trait.a == 12abc", 1, 12, "invalid number"),
         ("trait.a ! = 1", 1, 9, "'!'"),
         ("trait.", 1, 7, "a name after '.'"),
+        # Letters and digits beyond ASCII are not part of the notation.
+        ("trait.pays == é", 1, 15, "unexpected character 'é'"),
+        ("trait.x² == 1", 1, 8, "unexpected character '²'"),
+        ("trait.a == ٣", 1, 12, "unexpected character '٣'"),
+        ("trait.a == 1é", 1, 13, "unexpected character 'é'"),
     ],
 )
 def test_validate__syntax_error__reports_exact_line_and_column(

@@ -269,3 +269,10 @@ def _check_variants(variants: tuple[VariantDef, ...]) -> None:
         raise InvalidArgument(
             "at least one variant needs a weight above 0", field="experiment.variants"
         )
+    # Weights near the float maximum each pass, but their sum is infinite and
+    # every share of it 0: the hash would give everyone the last variant.
+    if not math.isfinite(sum(v.weight for v in variants)):
+        raise InvalidArgument(
+            "the weights must add up to a finite number; they are relative, use small ones",
+            field="experiment.variants",
+        )

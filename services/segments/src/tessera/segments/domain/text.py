@@ -86,6 +86,15 @@ class _Stop(Exception):
     """Raised after a syntax error has been recorded: parsing cannot go on."""
 
 
+def _is_digit(ch: str) -> bool:
+    return "0" <= ch <= "9"
+
+
+def _is_letter(ch: str) -> bool:
+    """What may start a word: an ASCII letter or '_'."""
+    return ch.isascii() and (ch.isalpha() or ch == "_")
+
+
 def _lex(text: str) -> list[_Token]:
     tokens: list[_Token] = []
     i, n = 0, len(text)
@@ -113,11 +122,14 @@ def _lex(text: str) -> list[_Token]:
             tokens.append(_Token("string", text[i:end], i, value))
             i = end
             continue
-        if ch.isdigit() or (ch == "-" and i + 1 < n and text[i + 1].isdigit()):
+        # ASCII only, as the patterns are: str.isdigit() and isalpha() also
+        # hold for "²", "٣" and "é", which would reach a pattern that cannot
+        # match them; such characters are reported as unexpected below.
+        if _is_digit(ch) or (ch == "-" and i + 1 < n and _is_digit(text[i + 1])):
             match = _NUMBER.match(text, i)
             assert match is not None
             end = match.end()
-            if end < n and (text[end].isalnum() or text[end] == "_"):
+            if end < n and (_is_digit(text[end]) or _is_letter(text[end])):
                 # `30d` is a window; anything else glued to a number is a typo.
                 tail = _WORD_TAIL.match(text, end)
                 assert tail is not None
@@ -137,7 +149,7 @@ def _lex(text: str) -> list[_Token]:
             tokens.append(_Token("number", literal, i, number))
             i = end
             continue
-        if ch.isalpha() or ch == "_":
+        if _is_letter(ch):
             match = _WORD.match(text, i)
             assert match is not None
             tokens.append(_Token("word", match.group(), i))
