@@ -152,14 +152,19 @@ def test_track__timestamp_out_of_protobuf_range__invalid_argument(
     event.timestamp.seconds = seconds
     event.timestamp.nanos = nanos
 
-    unary = refusal(lambda: tessera.profiles.Track(profiles_pb2.TrackRequest(event=event)))
-    stream = refusal(
-        lambda: tessera.profiles.TrackStream(iter([profiles_pb2.TrackStreamRequest(event=event)]))
+    good = common_pb2.Event(
+        event_id=f"ts-good-{seconds}", identities=[cookie("ts")], type="page_view"
     )
 
-    assert unary[0] == stream[0] == grpc.StatusCode.INVALID_ARGUMENT
+    unary = refusal(lambda: tessera.profiles.Track(profiles_pb2.TrackRequest(event=event)))
+    counts = tessera.profiles.TrackStream(
+        iter([profiles_pb2.TrackStreamRequest(event=e) for e in (event, good)])
+    )
+
+    assert unary[0] == grpc.StatusCode.INVALID_ARGUMENT
     assert unary[1].startswith("event.timestamp:")
-    assert stream[1].startswith("[0].event.timestamp:")
+    # In a stream, the refused message is counted and the good one after it stored.
+    assert (counts.accepted, counts.rejected) == (1, 1)
 
 
 def test_experiment_and_campaign_writes__time_out_of_range__invalid_argument(tessera: Clients):
@@ -229,3 +234,22 @@ def test_get_profile__invalid_utf8__invalid_argument_without_python_internals(su
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith("request: the request cannot be decoded")
     assert "Error" not in details.split("(")[0]
+
+
+def test_track_stream__undecodable_message_amid_good_ones__counted_rejected(suite: Suite):
+    good = profiles_pb2.TrackStreamRequest(
+        event=common_pb2.Event(
+            event_id="stream-good-1", identities=[cookie("stream-bytes")], type="page_view"
+        )
+    ).SerializeToString()
+    # TrackStreamRequest.event (field 1) holding an Event whose event_id is not UTF-8.
+    bad = b"\x0a\x04\x0a\x02\xff\xfe"
+    with grpc.insecure_channel(suite.addresses["profiles"]) as channel:
+        raw = channel.stream_unary(
+            "/tessera.profiles.v1.ProfileService/TrackStream",
+            request_serializer=None,
+            response_deserializer=profiles_pb2.TrackStreamResponse.FromString,
+        )
+        counts = raw(iter([bad, good]), timeout=5)
+
+    assert (counts.accepted, counts.rejected) == (1, 1)

@@ -40,6 +40,18 @@ RULE_FIELDS = frozenset({"text", "json_logic"})
 
 
 @dataclass(frozen=True)
+class Refused:
+    """A message of a client stream that the guard refused, handed on in its place.
+
+    One bad message need not end a stream whose other messages are good: the
+    handler gets this instead of the message and decides (TrackStream counts
+    it as rejected and goes on).
+    """
+
+    error: InvalidArgument | ResourceExhausted
+
+
+@dataclass(frozen=True)
 class Limits:
     """Bounds on what one request may hold; each is a TESSERA_MAX_* setting."""
 

@@ -31,7 +31,7 @@ from redis import exceptions as redis_errors
 from sqlalchemy import exc as sqlalchemy_errors
 
 from tessera import guard, metrics, tracing
-from tessera.errors import TesseraError
+from tessera.errors import InvalidArgument, ResourceExhausted, TesseraError
 from tessera.settings import RuntimeSettings
 
 log = logging.getLogger("tessera.server")
@@ -355,10 +355,10 @@ def _wrap(handler: Handler, method: str, limits: guard.Limits, gate: Gate) -> Ha
             async for data in stream:
                 try:
                     yield admit(data)
-                except TesseraError as error:
-                    # Name the message of the stream the problem is in.
+                except (InvalidArgument, ResourceExhausted) as error:
+                    # Named by its place in the stream, and handed on as refused.
                     field = f"[{index}].{error.field}" if error.field else f"[{index}]"
-                    raise type(error)(error.message, field=field) from None
+                    yield guard.Refused(type(error)(error.message, field=field))
                 index += 1
 
         async def stream_unary(stream: AsyncIterator[Any], context: Context) -> Any:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tessera.errors import InvalidArgument, TesseraError, require
+from tessera.errors import InvalidArgument, ResourceExhausted, TesseraError, require
 from tessera.profiles.domain.features import compute_features
 from tessera.profiles.domain.model import EventData, IdentityKey
 from tessera.profiles.domain.profile import Profile
@@ -137,15 +137,16 @@ async def track_stream(
 ) -> StreamCounts:
     """Track every event of a stream; one bad event is counted, not fatal.
 
-    `event_of` turns an item into a validated event (raising InvalidArgument
-    when it cannot), so a malformed item is counted as rejected like an event
-    for a profile that does not exist; any other error ends the stream.
+    `event_of` turns an item into a validated event (raising InvalidArgument,
+    or ResourceExhausted for a message over a size limit, when it cannot), so
+    a malformed item is counted as rejected like an event for a profile that
+    does not exist; any other error ends the stream.
     """
     accepted = duplicates = rejected = 0
     async for item in items:
         try:
             tracked = await track(stores, event_of(item))
-        except InvalidArgument:
+        except (InvalidArgument, ResourceExhausted):
             rejected += 1
             continue
         except TesseraError as error:

@@ -8,10 +8,12 @@ from typing import Any
 
 import grpc
 
+from tessera import guard
 from tessera.convert import check_channel, struct_to_dict
 from tessera.errors import InvalidArgument, Unimplemented
 from tessera.profiles import application
 from tessera.profiles.application import Stores
+from tessera.profiles.domain.model import EventData
 from tessera.profiles.storage.sessions import SessionStore
 from tessera.profiles.storage.sql import ProfileStore
 from tessera.profiles.transport import convert
@@ -22,6 +24,13 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _event_of(request: profiles_pb2.TrackStreamRequest | guard.Refused) -> EventData:
+    """The event of one stream message; a message the edge refused raises its error."""
+    if isinstance(request, guard.Refused):
+        raise request.error
+    return convert.event_from_proto(request.event, _now())
 
 
 class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
@@ -72,7 +81,7 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
         counts = await application.track_stream(
             self.stores,
             request_iterator,
-            lambda request: convert.event_from_proto(request.event, _now()),
+            _event_of,
         )
         return convert.track_stream_response(counts)
 
