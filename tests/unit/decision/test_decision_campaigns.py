@@ -158,6 +158,10 @@ def test_choose__no_candidate__empty_choice_with_reason() -> None:
             {"variants": (CampaignVariant("a", -1.0), CampaignVariant("control", 1.0))},
             "campaign.variants[0].weight",
         ),
+        (
+            {"variants": (CampaignVariant("a", 1e308), CampaignVariant("control", 1e308))},
+            "campaign.variants",
+        ),
         ({"schedule": Schedule(time_zone="Mars/Olympus")}, "campaign.schedule.time_zone"),
         (
             {"schedule": Schedule(windows=(CalendarWindow("x", 13, 1, 1, 1),))},

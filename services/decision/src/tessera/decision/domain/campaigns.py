@@ -8,6 +8,7 @@ watch caches or over RPC.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -190,11 +191,9 @@ def validate_campaign(campaign: CampaignDef) -> None:
         require(variant.key not in seen, f"{path}.key", f"repeats variant {variant.key!r}")
         seen.add(variant.key)
         require(variant.weight >= 0, f"{path}.weight", "must not be negative")
-    require(
-        sum(v.weight for v in campaign.variants) > 0,
-        "campaign.variants",
-        "at least one weight must be positive",
-    )
+    total = sum(v.weight for v in campaign.variants)
+    require(math.isfinite(total), "campaign.variants", "weights must add up to a finite number")
+    require(total > 0, "campaign.variants", "at least one weight must be positive")
     require(campaign.pressure_cost >= 0, "campaign.pressure_cost", "must not be negative")
     schedule = campaign.schedule
     if schedule.start_time and schedule.end_time:
