@@ -306,7 +306,10 @@ class ProfileStore:
     # Reads
 
     def _canonical(self, session: Session, profile_id: str) -> str | None:
-        if session.get(ProfileRow, profile_id) is not None:
+        # Whether the row exists, not the row: loading it would decode its
+        # JSON columns (the event history among them) for nothing.
+        exists = select(ProfileRow.profile_id).where(ProfileRow.profile_id == profile_id)
+        if session.exec(exists).first() is not None:
             return profile_id
         alias = session.get(AliasRow, profile_id)
         return alias.profile_id if alias else None
