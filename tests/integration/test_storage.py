@@ -353,8 +353,8 @@ def test_migrate__profiles_of_version_2__gain_an_empty_event_history_that_then_f
     now = dt.datetime.now(dt.UTC)
     store.record_event(EventData("e-1", "purchase", now, properties={"revenue": 5.0}), "old")
     series = store.get("old").event_history.series
-    assert [(key, [t.count for t in days.values()]) for key, days in series.items()] == [
-        (("purchase", "", ""), [1])
+    assert [(key, s.counts, dict(s.sums)) for key, s in series.items()] == [
+        (("purchase", "", ""), (1,), {"revenue": (5.0,)})
     ]
     with engine.connect() as connection:
         version = connection.execute(text("SELECT version FROM profiles_schema")).scalar()

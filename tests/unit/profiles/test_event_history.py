@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from hypothesis import given
@@ -12,8 +13,8 @@ from tessera.profiles.domain.event_history import (
     HISTORY_DAYS,
     MAX_DAYS_TOTAL,
     MAX_SERIES,
-    DayTotals,
     EventHistory,
+    Series,
     add_event,
     bounded,
     day_of,
@@ -35,9 +36,17 @@ def event(
 
 def counts(history: EventHistory) -> dict[tuple[str, str, str], dict[int, int]]:
     return {
-        key: {day: totals.count for day, totals in days.items()}
-        for key, days in history.series.items()
+        key: dict(zip(series.days, series.counts, strict=True))
+        for key, series in history.series.items()
     }
+
+
+def series_of(by_day: dict[int, tuple[int, float]]) -> Series:
+    """A series from {day: (count, revenue)}."""
+    days = tuple(sorted(by_day))
+    return Series(
+        days, tuple(by_day[d][0] for d in days), {"revenue": tuple(by_day[d][1] for d in days)}
+    )
 
 
 def test_day_of__moments_around_utc_midnight__split_on_the_utc_day() -> None:
@@ -70,10 +79,7 @@ def test_add_event__purchase_with_dimensions__counts_in_type_and_each_filter_ser
         ("purchase", "product_id", "j-1"): {TODAY - 3: 1},
         ("purchase", "channel", "store"): {TODAY - 3: 1},
     }
-    assert history.series[("purchase", "", "")][TODAY - 3].sums == {
-        "revenue": 80.0,
-        "quantity": 1.0,
-    }
+    assert history.series[("purchase", "", "")].sums == {"revenue": (80.0,)}
 
 
 def test_add_event__same_day_twice__adds_counts_and_sums() -> None:
@@ -81,9 +87,27 @@ def test_add_event__same_day_twice__adds_counts_and_sums() -> None:
 
     both = add_event(first, event(revenue=2.5), NOW)
 
-    assert both.series[("purchase", "", "")] == {
-        TODAY: DayTotals(2, {"revenue": 12.5, "quantity": 3.0})
-    }
+    assert both.series[("purchase", "", "")] == Series(
+        (TODAY,), (2,), {"revenue": (12.5,), "quantity": (2.0,)}
+    )
+
+
+def test_add_event__days_out_of_order__kept_ascending_with_sums_aligned() -> None:
+    history = EventHistory()
+    for ago, revenue in ((5, 1.0), (1, 2.0), (9, 4.0), (1, 8.0)):
+        history = add_event(history, event(ago=dt.timedelta(days=ago), revenue=revenue), NOW)
+
+    assert history.series[("purchase", "", "")] == Series(
+        (TODAY - 9, TODAY - 5, TODAY - 1), (1, 1, 2), {"revenue": (4.0, 1.0, 10.0)}
+    )
+
+
+def test_add_event__late_event_without_a_property_others_had__sums_zero_that_day() -> None:
+    history = add_event(EventHistory(), event(revenue=3.0), NOW)
+
+    history = add_event(history, event(ago=dt.timedelta(days=2)), NOW)
+
+    assert history.series[("purchase", "", "")].sums == {"revenue": (0.0, 3.0)}
 
 
 def test_add_event__older_than_retention__adds_nothing() -> None:
@@ -115,7 +139,7 @@ def test_merge_event_histories__two_profiles__every_day_adds_up() -> None:
         ("purchase", "category", "juicers"): {TODAY: 2},
         ("purchase", "category", "tv"): {TODAY - 1: 1},
     }
-    assert merged.series[("purchase", "", "")][TODAY].sums["revenue"] == 15.0
+    assert merged.series[("purchase", "", "")].sums["revenue"] == (1.0, 15.0)
 
 
 def test_bounded__more_series_than_allowed__stalest_filtered_series_go_first() -> None:
@@ -135,7 +159,7 @@ def test_bounded__more_series_than_allowed__stalest_filtered_series_go_first() -
 
 
 def test_bounded__more_days_than_allowed__drops_whole_series_until_within() -> None:
-    every_day = {TODAY - d: DayTotals(1) for d in range(HISTORY_DAYS)}
+    every_day = series_of({TODAY - d: (1, 1.0) for d in range(HISTORY_DAYS)})
     history = EventHistory(
         {("page_view", "category", f"c{i:02}"): every_day for i in range(20)}
         | {("page_view", "", ""): every_day}
@@ -143,48 +167,39 @@ def test_bounded__more_days_than_allowed__drops_whole_series_until_within() -> N
 
     limited = bounded(history, NOW)
 
-    assert sum(len(days) for days in limited.series.values()) <= MAX_DAYS_TOTAL
+    assert sum(len(series.days) for series in limited.series.values()) <= MAX_DAYS_TOTAL
     assert len(limited.series) == MAX_DAYS_TOTAL // HISTORY_DAYS
     assert ("page_view", "", "") in limited.series
 
 
 DAYS = st.integers(TODAY - HISTORY_DAYS + 1, TODAY)
-TOTALS = st.builds(
-    DayTotals,
-    st.integers(1, 2**63 - 1),
-    st.dictionaries(
-        st.sampled_from(["revenue", "price", "quantity", "duration_ms"]),
-        st.floats(0.5, 1e300),
-        max_size=4,
-    ),
-)
 HISTORIES = st.dictionaries(
     st.tuples(st.from_regex(r"[a-z]{1,5}", fullmatch=True), st.just(""), st.just("")),
-    st.dictionaries(DAYS, TOTALS, min_size=1, max_size=5),
+    st.dictionaries(
+        DAYS, st.tuples(st.integers(1, 2**63 - 1), st.floats(0.0, 1e300)), min_size=1, max_size=5
+    ).map(series_of),
     max_size=4,
 ).map(EventHistory)
 
 
 @given(HISTORIES)
 def test_event_history_json__stored_and_read__same_history(history: EventHistory) -> None:
-    stored = event_history_to_json(history)
+    stored = json.loads(json.dumps(event_history_to_json(history)))
 
     again = event_history_from_json(stored)
 
-    assert event_history_to_json(again) == stored
-    assert counts(again) == counts(history)
+    assert again == history
 
 
 @given(HISTORIES, HISTORIES)
-def test_merge_event_histories__any_two__counts_add_up_per_day(
+def test_merge_event_histories__any_two__counts_and_sums_add_up_per_day(
     a: EventHistory, b: EventHistory
 ) -> None:
     merged = merge_event_histories(a, b, NOW)
 
     for key in set(a.series) | set(b.series):
-        for day in set(a.series.get(key, {})) | set(b.series.get(key, {})):
-            expected = (
-                a.series.get(key, {}).get(day, DayTotals()).count
-                + b.series.get(key, {}).get(day, DayTotals()).count
-            )
-            assert merged.series[key][day].count == min(expected, 2**63 - 1)
+        left, right = counts(a).get(key, {}), counts(b).get(key, {})
+        assert counts(merged)[key] == {
+            day: min(left.get(day, 0) + right.get(day, 0), 2**63 - 1) for day in {*left, *right}
+        }
+        assert len(merged.series[key].sums["revenue"]) == len(merged.series[key].days)

@@ -5,7 +5,12 @@ What `count(purchase, within=30d)` and `sum(purchase.revenue where category
 own timestamp (UTC) in a few *series*: one for its type, and one per filter
 dimension it carries (`category`, `product_id`, `channel`). A day holds the
 number of events and the sums of the numeric properties the service checks
-(`revenue`, `price`, `quantity`, `duration_ms`).
+(`revenue`, `price`, `quantity`, `duration_ms`) that its events carried.
+
+A series is held in columns (days ascending, counts and sums aligned), the
+shape of its stored JSON and of its proto message, so reading a profile
+costs no object per day: the stored form is only ever written by this
+module, already bounded, and is trusted as it is read.
 
 Bounded per profile, so that it can ride on every GetProfile and Identify
 (the one hop of a Decide) whatever a person does:
@@ -28,6 +33,7 @@ everywhere in the profile service (docs/profile-writes.md).
 from __future__ import annotations
 
 import datetime as dt
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,22 +70,34 @@ SeriesKey = tuple[str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
-class DayTotals:
-    """Events of one series on one UTC day: how many, and their property sums."""
+class Series:
+    """One series: days with events (UTC day numbers, ascending), counts and sums aligned.
 
-    count: int = 0
-    sums: Mapping[str, float] = field(default_factory=dict)
+    `sums` maps a property to one sum per day; a property none of the
+    series' events carried is absent (it sums to 0).
+    """
+
+    days: tuple[int, ...] = ()
+    counts: tuple[int, ...] = ()
+    sums: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+
+    def since(self, first_day: int) -> Series:
+        """The series without its days before `first_day`."""
+        start = bisect_left(self.days, first_day)
+        if start == 0:
+            return self
+        return Series(
+            self.days[start:],
+            self.counts[start:],
+            {name: values[start:] for name, values in self.sums.items()},
+        )
 
 
 @dataclass(frozen=True)
 class EventHistory:
-    """A profile's series, each a mapping of UTC day number to totals.
+    """A profile's series by key. The default is a person who did nothing."""
 
-    Day numbers count days since 1970-01-01 (UTC). The default is a person
-    who did nothing.
-    """
-
-    series: Mapping[SeriesKey, Mapping[int, DayTotals]] = field(default_factory=dict)
+    series: Mapping[SeriesKey, Series] = field(default_factory=dict)
 
 
 def day_of(moment: dt.datetime) -> int:
@@ -106,21 +124,39 @@ def series_keys(event: EventData) -> list[SeriesKey]:
 
 
 def event_sums(event: EventData) -> dict[str, float]:
-    """The summed properties of one event; `quantity` is 1 when absent, as in a cart."""
+    """The summed properties an event carries (validated finite and >= 0 at the edge)."""
     sums: dict[str, float] = {}
     for name in SUM_PROPERTIES:
         value = event.properties.get(name)
         if isinstance(value, int | float) and not isinstance(value, bool):
             sums[name] = float(value)
-    sums.setdefault("quantity", 1.0)
     return sums
 
 
-def _add_day(day: DayTotals, count: int, sums: Mapping[str, float]) -> DayTotals:
-    merged = dict(day.sums)
-    for name, value in sums.items():
-        merged[name] = finite_add(merged.get(name, 0.0), value)
-    return DayTotals(saturating_add(day.count, count), merged)
+def _add(series: Series, day: int, count: int, sums: Mapping[str, float]) -> Series:
+    """`series` with `count` events and `sums` added on `day`."""
+    at = bisect_left(series.days, day)
+    present = at < len(series.days) and series.days[at] == day
+    width = len(series.days)
+    if present:
+        days = series.days
+        counts = (
+            *series.counts[:at],
+            saturating_add(series.counts[at], count),
+            *series.counts[at + 1 :],
+        )
+    else:
+        days = (*series.days[:at], day, *series.days[at:])
+        counts = (*series.counts[:at], count, *series.counts[at:])
+    merged: dict[str, tuple[float, ...]] = {}
+    for name in {*series.sums, *sums}:
+        values = series.sums.get(name, (0.0,) * width)
+        add = sums.get(name, 0.0)
+        if present:
+            merged[name] = (*values[:at], finite_add(values[at], add), *values[at + 1 :])
+        else:
+            merged[name] = (*values[:at], add, *values[at:])
+    return Series(days, counts, merged)
 
 
 def add_event(history: EventHistory, event: EventData, now: dt.datetime) -> EventHistory:
@@ -131,74 +167,71 @@ def add_event(history: EventHistory, event: EventData, now: dt.datetime) -> Even
     sums = event_sums(event)
     series = dict(history.series)
     for key in series_keys(event):
-        days = dict(series.get(key, {}))
-        days[day] = _add_day(days.get(day, DayTotals()), 1, sums)
-        series[key] = days
+        series[key] = _add(series.get(key, Series()), day, 1, sums)
     return bounded(EventHistory(series), now)
 
 
 def merge_event_histories(a: EventHistory, b: EventHistory, now: dt.datetime) -> EventHistory:
     """The history of two merged profiles: every series and day adds up."""
-    series = {key: dict(days) for key, days in a.series.items()}
-    for key, days in b.series.items():
-        into = series.setdefault(key, {})
-        for day, totals in days.items():
-            into[day] = _add_day(into.get(day, DayTotals()), totals.count, totals.sums)
+    series = dict(a.series)
+    for key, other in b.series.items():
+        into = series.get(key, Series())
+        for i, day in enumerate(other.days):
+            sums = {name: values[i] for name, values in other.sums.items()}
+            into = _add(into, day, other.counts[i], sums)
+        series[key] = into
     return bounded(EventHistory(series), now)
 
 
 def bounded(history: EventHistory, now: dt.datetime) -> EventHistory:
     """The history within its bounds at `now` (see the module docstring)."""
     first = first_kept_day(now)
-    series: dict[SeriesKey, Mapping[int, DayTotals]] = {}
-    for key, days in history.series.items():
-        kept = {day: totals for day, totals in days.items() if day >= first}
-        if kept:
+    series: dict[SeriesKey, Series] = {}
+    changed = False
+    for key, whole in history.series.items():
+        kept = whole.since(first)
+        changed = changed or kept is not whole
+        if kept.days:
             series[key] = kept
-    total = sum(len(days) for days in series.values())
+    total = sum(len(s.days) for s in series.values())
     if len(series) <= MAX_SERIES and total <= MAX_DAYS_TOTAL:
-        return EventHistory(series)
+        return EventHistory(series) if changed else history
 
     def staleness(key: SeriesKey) -> tuple[bool, int, int, SeriesKey]:
-        days = series[key]
-        return (key[1] == "", max(days), len(days), key)
+        days = series[key].days
+        return (key[1] == "", days[-1], len(days), key)
 
     for key in sorted(series, key=staleness):
         if len(series) <= MAX_SERIES and total <= MAX_DAYS_TOTAL:
             break
-        total -= len(series.pop(key))
+        total -= len(series.pop(key).days)
     return EventHistory(series)
 
 
 def event_history_to_json(history: EventHistory) -> list[dict[str, Any]]:
-    """The stored form: one object per series, columns aligned by day, days ascending."""
-    stored: list[dict[str, Any]] = []
-    for (event_type, prop, value), days in sorted(history.series.items()):
-        ordered = sorted(days)
-        names = sorted({name for day in ordered for name in days[day].sums})
-        stored.append(
-            {
-                "t": event_type,
-                "p": prop,
-                "v": value,
-                "d": ordered,
-                "c": [days[day].count for day in ordered],
-                "s": {name: [days[day].sums.get(name, 0.0) for day in ordered] for name in names},
-            }
-        )
-    return stored
+    """The stored form: one object per series, in key order, its columns as lists."""
+    return [
+        {
+            "t": event_type,
+            "p": prop,
+            "v": value,
+            "d": list(s.days),
+            "c": list(s.counts),
+            "s": {name: list(values) for name, values in sorted(s.sums.items())},
+        }
+        for (event_type, prop, value), s in sorted(history.series.items())
+    ]
 
 
 def event_history_from_json(raw: Iterable[dict[str, Any]] | None) -> EventHistory:
     """A history from its stored form (None: a profile stored before histories existed)."""
-    series: dict[SeriesKey, Mapping[int, DayTotals]] = {}
-    for item in raw or ():
-        sums: dict[str, list[float]] = item.get("s", {})
-        series[(item["t"], item["p"], item["v"])] = {
-            int(day): DayTotals(
-                saturating_add(0, int(count)),
-                {name: finite_add(0.0, float(values[i])) for name, values in sums.items()},
+    return EventHistory(
+        {
+            (item["t"], item["p"], item["v"]): Series(
+                tuple(item["d"]),
+                tuple(item["c"]),
+                {name: tuple(values) for name, values in item["s"].items()},
             )
-            for i, (day, count) in enumerate(zip(item["d"], item["c"], strict=True))
+            for item in raw or ()
         }
-    return EventHistory(series)
+    )

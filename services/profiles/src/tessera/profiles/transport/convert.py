@@ -109,26 +109,22 @@ def features_message(features: Features) -> profiles_pb2.Features:
 
 def event_history_message(history: EventHistory) -> profiles_pb2.EventHistory:
     """Daily event series as the contract shows them: columns aligned by day, days ascending."""
-    series = []
-    for (event_type, prop, value), days in sorted(history.series.items()):
-        ordered = sorted(days)
-        names = sorted({name for day in ordered for name in days[day].sums})
-        series.append(
+    return profiles_pb2.EventHistory(
+        series=[
             profiles_pb2.EventSeries(
                 event_type=event_type,
                 filter_property=prop,
                 filter_value=value,
-                days=ordered,
-                counts=[days[day].count for day in ordered],
+                days=series.days,
+                counts=series.counts,
                 sums=[
-                    profiles_pb2.PropertySums(
-                        property=name, values=[days[day].sums.get(name, 0.0) for day in ordered]
-                    )
-                    for name in names
+                    profiles_pb2.PropertySums(property=name, values=values)
+                    for name, values in sorted(series.sums.items())
                 ],
             )
-        )
-    return profiles_pb2.EventHistory(series=series)
+            for (event_type, prop, value), series in sorted(history.series.items())
+        ]
+    )
 
 
 def profile_message(profile: Profile) -> profiles_pb2.Profile:
