@@ -128,3 +128,14 @@ def test_subject_from_profile__event_history_of_tracked_events__windows_read_on_
     assert holds('count(purchase where channel == "store", within=3d) == 1')
     assert holds("sum(purchase.quantity, within=400d) == 0")  # no event carried one
     assert not holds("count(purchase, within=30d) == 0")
+
+
+def test_rule_language_bounds__match_what_the_profile_service_keeps() -> None:
+    from tessera.profiles.domain import event_history
+    from tessera.segments.domain import nodes
+
+    assert nodes.MAX_WINDOW_DAYS == event_history.HISTORY_DAYS
+    assert nodes.FILTER_PROPERTIES == event_history.FILTER_PROPERTIES
+    assert nodes.SUM_PROPERTIES == event_history.SUM_PROPERTIES
+    assert nodes.MAX_FILTER_VALUE_LENGTH == event_history.MAX_FILTER_VALUE_LENGTH
+    assert tuple(event_history.CHANNEL_NAMES.values()) == nodes.CHANNELS
