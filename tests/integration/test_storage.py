@@ -322,7 +322,43 @@ def test_migrate__profiles_log_of_version_1__gains_applied_and_old_events_count_
     assert store.record_event(new, profile_id).pending == new
     with engine.connect() as connection:
         version = connection.execute(text("SELECT version FROM profiles_schema")).scalar()
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION
+
+
+def test_migrate__profiles_of_version_2__gain_an_empty_event_history_that_then_fills(
+    fresh_database: db.Database,
+) -> None:
+    import datetime as dt
+
+    from tessera.profiles.domain.model import EventData
+    from tessera.profiles.storage.sql import MIGRATIONS, SCHEMA_VERSION, ProfileStore
+
+    engine = fresh_database.engine
+    db.migrate(engine, "profiles", TABLES, 2, MIGRATIONS)
+    with engine.begin() as connection:  # the profile table as release 2 created it
+        connection.execute(text("ALTER TABLE profiles_profile DROP COLUMN event_history"))
+        connection.execute(
+            text(
+                "INSERT INTO profiles_profile (profile_id, traits, history, created_at,"
+                " updated_at) VALUES ('old', '{}', '{\"orders\": 0, \"revenue\": 0.0,"
+                ' "last_purchase_at": null, "categories": {}}\', '
+                " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+        )
+
+    db.migrate(engine, "profiles", TABLES, SCHEMA_VERSION, MIGRATIONS)
+
+    store = ProfileStore(fresh_database)
+    assert store.get("old").event_history.series == {}
+    now = dt.datetime.now(dt.UTC)
+    store.record_event(EventData("e-1", "purchase", now, properties={"revenue": 5.0}), "old")
+    series = store.get("old").event_history.series
+    assert [(key, s.counts, dict(s.sums)) for key, s in series.items()] == [
+        (("purchase", "", ""), (1,), {"revenue": (5.0,)})
+    ]
+    with engine.connect() as connection:
+        version = connection.execute(text("SELECT version FROM profiles_schema")).scalar()
+    assert version == SCHEMA_VERSION == 4
 
 
 def _cookie() -> object:

@@ -1,11 +1,10 @@
 """Evaluating compiled rules against subjects, including missing values.
 
-The `count(...)` and `sum(...)` cases below fill `Subject.event_counts` and
-`Subject.event_sums` by hand. They check the compiler's reading of those
-fields and nothing more: in production nothing fills them yet (the profile
-service does not compute event windows, so `subject_from_profile` leaves
-them empty and every window reads 0). They are not end-to-end proof that
-event-window rules work; that comes with the issue that makes them real.
+Subjects here are typed values built in the test: the point is the
+compiler's semantics. The event-window cases (`test_evaluate__window...`)
+build an `EventHistoryView` by hand to pin the day arithmetic of windows
+and filters; that production fills it from tracked events is proved through
+the generated clients (tests/e2e/test_event_windows.py).
 """
 
 from __future__ import annotations
@@ -19,6 +18,8 @@ from hypothesis import strategies as st
 from tessera.segments.domain import (
     CartLine,
     Compare,
+    DailySeries,
+    EventHistoryView,
     FeaturesView,
     Literal,
     RfmView,
@@ -66,10 +67,6 @@ SHOPPER = Subject(
         rfm=RfmView(recency_days=14, frequency=3, monetary=380.0),
         interests={"kitchen": 0.8},
     ),
-    # Filled by hand: production does not compute event windows yet (see the
-    # module docstring), so the count/sum cases only exercise the compiler.
-    event_counts={("purchase", 30 * 86_400): 2},
-    event_sums={("purchase", "revenue", 7 * 86_400): 99.0},
 )
 NOBODY = Subject()
 
@@ -112,11 +109,6 @@ def matches(text: str, subject: Subject = SHOPPER) -> bool:
         "feature.rfm.recency_days <= 14 and feature.rfm.frequency == 3",
         "feature.rfm.monetary > 300",
         'feature.interest("kitchen") > 0.5 and feature.interest("garden") == 0',
-        # Event windows: hand-filled on SHOPPER, compiler only (module docstring).
-        "count(purchase, within=30d) == 2",
-        "count(purchase, within=7d) == 0",
-        "sum(purchase.revenue, within=7d) > 50",
-        "sum(purchase.revenue, within=30d) == 0",
         "true",
         "not false",
     ],
@@ -140,7 +132,6 @@ def test_evaluate__rule_true_for_shopper__matches(text: str) -> None:
         'has_identity("crm_id")',
         "session.cart_size > 3",
         'session.searched("blender")',
-        "count(purchase, within=30d) > 2",
         "trait.nothing",
         "false",
         "0",
@@ -186,6 +177,58 @@ def test_evaluate__empty_subject__missing_values_follow_documented_semantics(
     text: str, expected: bool
 ) -> None:
     assert matches(text, NOBODY) is expected
+
+
+TODAY = 20_000
+"""A UTC day number (2024-10-04); windows end on it."""
+HISTORY = EventHistoryView(
+    today=TODAY,
+    series={
+        ("purchase", "", ""): DailySeries(
+            days=(TODAY - 30, TODAY - 29, TODAY),
+            counts=(1, 2, 1),
+            sums={"revenue": (100.0, 50.0, 7.5)},
+        ),
+        ("purchase", "category", "juicers"): DailySeries(
+            days=(TODAY - 29,), counts=(1,), sums={"revenue": (30.0,)}
+        ),
+        ("page_view", "channel", "app"): DailySeries(days=(TODAY - 1, TODAY), counts=(4, 5)),
+    },
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # within=30d is today and the 29 days before: TODAY - 29 is in, TODAY - 30 out.
+        ("count(purchase, within=30d) == 3", True),
+        ("count(purchase, within=31d) == 4", True),
+        ("count(purchase, within=1d) == 1", True),
+        ("count(purchase, within=29d) == 1", True),
+        ("sum(purchase.revenue, within=30d) == 57.5", True),
+        ("sum(purchase.revenue, within=400d) == 157.5", True),
+        ("sum(purchase.price, within=400d) == 0", True),
+        ('count(purchase where category == "juicers", within=30d) == 1', True),
+        ('count(purchase where category == "juicers", within=29d) == 0', True),
+        ('sum(purchase.revenue where category == "juicers", within=90d) == 30', True),
+        ('count(purchase where category == "tv", within=400d) == 0', True),
+        ('count(page_view where channel == "app", within=2d) == 9', True),
+        ('count(page_view where channel == "web", within=2d) == 0', True),
+        ("count(page_view, within=2d) == 0", True),  # only a filtered series exists
+        ("count(purchase, within=30d) > 3", False),
+    ],
+)
+def test_evaluate__window_over_typed_history__counts_today_and_the_days_before(
+    text: str, expected: bool
+) -> None:
+    assert matches(text, Subject(history=HISTORY)) is expected
+
+
+def test_evaluate__window_on_another_day__moves_with_today() -> None:
+    tomorrow = EventHistoryView(today=TODAY + 1, series=HISTORY.series)
+
+    assert matches("count(purchase, within=30d) == 1", Subject(history=tomorrow))
+    assert matches("count(purchase, within=30d) == 3", Subject(history=HISTORY))
 
 
 def test_evaluate__bad_shaped_data__never_raises_and_is_false() -> None:

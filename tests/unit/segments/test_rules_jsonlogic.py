@@ -52,6 +52,14 @@ EQUIVALENT = [
         '{">": [{"sum": ["purchase", "revenue", "7d"]}, 100]}',
     ),
     (
+        'count(purchase where category == "juicers", within=90d) >= 2',
+        '{">=": [{"count": ["purchase", "90d", {"category": "juicers"}]}, 2]}',
+    ),
+    (
+        'sum(purchase.revenue where channel == "store", within=365d) > 100',
+        '{">": [{"sum": ["purchase", "revenue", "365d", {"channel": "store"}]}, 100]}',
+    ),
+    (
         'channel == "web" and context.device == "mobile"',
         '{"and": [{"==": [{"var": "channel"}, "web"]},'
         ' {"==": [{"var": "context.device"}, "mobile"]}]}',
@@ -101,6 +109,12 @@ def test_json_logic__between__expands_to_two_comparisons() -> None:
         ('{"segment": 3}', 1, 2, "'segment' takes 1 string argument"),
         ('{"count": ["purchase"]}', 1, 2, "'count' takes 2 string arguments"),
         ('{"count": ["purchase", "30"]}', 1, 24, "invalid window '30'"),
+        ('{"count": ["purchase", "30d", {"a": "b", "c": "d"}]}', 1, 31, "a filter is one"),
+        ('{"count": ["purchase", "30d", {"colour": "red"}]}', 1, 32, "filtered by category"),
+        ('{"count": ["purchase", "401d"]}', 1, 24, "kept for 400 days"),
+        ('{"count": ["purchase", "90m"]}', 1, 24, "not a whole number of days"),
+        ('{"sum": ["purchase", "points", "7d"]}', 1, 22, "adds up revenue"),
+        ('{"count": ["purchase", "30d", {"category": 1}]}', 1, 44, "compares with a string"),
         ('{"in": [{"var": "trait.a"}, [[1]]]}', 1, 30, "list items"),
         (
             '{"==": [{"var": "sesion.page_views"}, 1]}',

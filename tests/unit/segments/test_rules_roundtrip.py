@@ -15,6 +15,7 @@ from tessera.segments.domain import (
     Condition,
     ContextRef,
     EventCount,
+    EventFilter,
     EventSum,
     FeatureRef,
     HasIdentity,
@@ -32,13 +33,25 @@ from tessera.segments.domain import (
     parse_text,
     print_rule,
 )
-from tessera.segments.domain.nodes import CHANNELS, COMPARE_OPS, FEATURE_PATHS, SESSION_FIELDS
+from tessera.segments.domain.nodes import (
+    CHANNELS,
+    COMPARE_OPS,
+    FEATURE_PATHS,
+    MAX_WINDOW_DAYS,
+    SESSION_FIELDS,
+    SUM_PROPERTIES,
+)
 from tessera.segments.domain.vocabulary import check_compare, kind_of
 
 NAMES = st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True)
 TEXTS = st.text(min_size=1, max_size=8)
 KEYS = st.from_regex(r"[a-z0-9_-]{1,10}", fullmatch=True)
-WINDOWS = st.integers(1, 60 * 24 * 400).map(lambda minutes: minutes * 60)
+WINDOWS = st.integers(1, MAX_WINDOW_DAYS)
+FILTERS: st.SearchStrategy[EventFilter | None] = st.one_of(
+    st.none(),
+    st.builds(EventFilter, st.sampled_from(["category", "product_id"]), TEXTS),
+    st.builds(EventFilter, st.just("channel"), st.sampled_from(CHANNELS)),
+)
 
 NUMBERS: st.SearchStrategy[Any] = st.one_of(
     st.integers(-(10**12), 10**12), st.floats(allow_nan=False, allow_infinity=False)
@@ -59,8 +72,8 @@ REFERENCES: st.SearchStrategy[Value] = st.one_of(
     TEXTS.map(Interest),
     TEXTS.map(HasIdentity),
     KEYS.map(InSegment),
-    st.builds(EventCount, NAMES, WINDOWS),
-    st.builds(EventSum, NAMES, NAMES, WINDOWS),
+    st.builds(EventCount, NAMES, WINDOWS, FILTERS),
+    st.builds(EventSum, NAMES, st.sampled_from(SUM_PROPERTIES), WINDOWS, FILTERS),
 )
 VALUES: st.SearchStrategy[Value] = st.one_of(REFERENCES, st.one_of(SCALARS, LISTS).map(Literal))
 
@@ -137,7 +150,11 @@ def test_print_rule__nested_same_operator__keeps_parentheses() -> None:
     assert parse_text(print_rule(rule)) == rule
 
 
-def test_print_rule__windows__use_the_largest_exact_unit() -> None:
-    rule = parse_text("count(a, within=48h) > sum(b.c, within=90m)")
+def test_print_rule__windows__print_in_days_with_their_filter() -> None:
+    rule = parse_text(
+        'count(a, within=48h) > sum(b.revenue where category == "x\\"y", within=1440m)'
+    )
 
-    assert print_rule(rule) == "count(a, within=2d) > sum(b.c, within=90m)"
+    assert print_rule(rule) == (
+        'count(a, within=2d) > sum(b.revenue where category == "x\\"y", within=1d)'
+    )

@@ -10,7 +10,6 @@ from tessera.segments.domain import (
     Subject,
     compile_segments,
     dependencies,
-    event_windows,
     parse_text,
     validate_segment_key,
 )
@@ -138,18 +137,6 @@ def test_dependents__referenced_segment__lists_direct_and_indirect_users() -> No
 
     assert segments.dependents("base") == {"mid", "top"}
     assert segments.dependents("top") == frozenset()
-
-
-def test_event_windows__rules__collects_count_and_sum_windows() -> None:
-    rules = [
-        parse_text("count(purchase, within=30d) > 0 and sum(purchase.revenue, within=7d) > 5"),
-        parse_text("count(purchase, within=720h) > 1 or count(login, within=1h) > 0"),
-    ]
-
-    windows = event_windows(rules)
-
-    assert windows.counts == {("purchase", 2_592_000), ("login", 3_600)}
-    assert windows.sums == {("purchase", "revenue", 604_800)}
 
 
 @pytest.mark.parametrize("key", ["a", "big-spenders", "vip_2024", "x" * 64, "0"])

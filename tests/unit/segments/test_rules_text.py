@@ -12,6 +12,7 @@ from tessera.segments.domain import (
     Compare,
     ContextRef,
     EventCount,
+    EventFilter,
     EventSum,
     FeatureRef,
     HasIdentity,
@@ -127,9 +128,22 @@ def test_parse__literals__keep_their_type(text: str, expected: object) -> None:
         ("feature.rfm.recency_days", FeatureRef(("rfm", "recency_days"))),
         ('feature.interest("kitchen")', Interest("kitchen")),
         ('segment("big-spenders")', InSegment("big-spenders")),
-        ("count(purchase, within=30d)", EventCount("purchase", 30 * 86_400)),
-        ('count("purchase", within=12h)', EventCount("purchase", 12 * 3_600)),
-        ("sum(purchase.revenue, within=15m)", EventSum("purchase", "revenue", 15 * 60)),
+        ("count(purchase, within=30d)", EventCount("purchase", 30)),
+        ('count("purchase", within=48h)', EventCount("purchase", 2)),
+        ("count(login, within=1440m)", EventCount("login", 1)),
+        ("sum(purchase.revenue, within=400d)", EventSum("purchase", "revenue", 400)),
+        (
+            'count(purchase where category == "juicers", within=90d)',
+            EventCount("purchase", 90, EventFilter("category", "juicers")),
+        ),
+        (
+            'sum(purchase.revenue where product_id == "sku-1", within=365d)',
+            EventSum("purchase", "revenue", 365, EventFilter("product_id", "sku-1")),
+        ),
+        (
+            'count(purchase where channel == "store", within=7d)',
+            EventCount("purchase", 7, EventFilter("channel", "store")),
+        ),
     ],
 )
 def test_parse__attribute_or_function__resolves_to_typed_node(text: str, value: object) -> None:
@@ -165,6 +179,10 @@ def test_parse__rule_over_several_lines_with_comment__parses() -> None:
         ("count(purchase, within=30)", 1, 24, "needs a unit"),
         ("count(purchase)", 1, 15, "window"),
         ("count(purchase, within=30y)", 1, 24, "invalid window"),
+        ('count(purchase where category = "a", within=1d)', 1, 31, "a filter is"),
+        ("count(purchase where category == 3, within=1d)", 1, 34, "compares with a string"),
+        ('count(purchase where == "a", within=1d)', 1, 22, "a property after 'where'"),
+        ('count(purchase where category == "a" within=1d)', 1, 38, "',' and a window"),
         ("trait.a in [trait.b]", 1, 13, "list items"),
         ("(trait.a == 1) == true", 1, 1, "must be a value"),
         ("trait.a == 12abc", 1, 12, "invalid number"),
@@ -185,6 +203,23 @@ def test_validate__syntax_error__reports_exact_line_and_column(
     assert errors, text
     assert (errors[0].line, errors[0].column) == (line, column), errors[0]
     assert fragment in errors[0].message
+
+
+def test_validate__windows_beyond_history_and_unknown_filters__all_reported_in_place() -> None:
+    text = (
+        'count(purchase where colour == "red", within=500d) > 0\n'
+        "  and sum(purchase.points, within=12h) > 1\n"
+        '  and count(page_view where channel == "website", within=7d) > 0'
+    )
+
+    errors = validate_text(text)
+
+    assert [(e.line, e.column) for e in errors] == [(1, 22), (1, 46), (2, 20), (2, 35), (3, 40)]
+    assert "filtered by category, product_id, channel, not 'colour'" in errors[0].message
+    assert "kept for 400 days" in errors[1].message
+    assert "adds up revenue, price, quantity, duration_ms, not 'points'" in errors[2].message
+    assert "not a whole number of days" in errors[3].message
+    assert "unknown channel 'website'" in errors[4].message
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from google.protobuf import struct_pb2
 
 from tessera.common.v1 import common_pb2
+from tessera.profiles.domain.event_history import EventHistory, add_event
+from tessera.profiles.domain.model import EventData
+from tessera.profiles.transport.convert import event_history_message
 from tessera.profiles.v1 import profiles_pb2
 from tessera.segments.domain import compile_rule, parse_text
 from tessera.segments.domain.nodes import FEATURE_PATHS, SESSION_FIELDS
@@ -87,3 +92,50 @@ def test_subject_from_profile__never_bought__no_recency_comparison_matches(
 
     assert subject.features is not None and subject.features.rfm.recency_days is None
     assert compile_rule(parse_text(rule))(subject) is False
+
+
+def test_subject_from_profile__event_history_of_tracked_events__windows_read_on_the_utc_day() -> (
+    None
+):
+    # The profile service's own domain and converter make the message, so
+    # this pins the contract between the two services' converters.
+    now = dt.datetime(2026, 3, 10, 9, 0, tzinfo=dt.UTC)
+    history = EventHistory()
+    for days_ago, category, revenue in (
+        (29, "juicers", 80.0),
+        (31, "juicers", 500.0),
+        (2, "tv", 9.0),
+    ):
+        event = EventData(
+            f"e-{days_ago}",
+            "purchase",
+            now - dt.timedelta(days=days_ago),
+            common_pb2.CHANNEL_STORE,
+            properties={"category": category, "revenue": revenue},
+        )
+        history = add_event(history, event, now)
+    profile = profiles_pb2.Profile(event_history=event_history_message(history))
+
+    subject = subject_from_profile(profile, 0, None, now)
+
+    def holds(text: str) -> bool:
+        return compile_rule(parse_text(text))(subject)
+
+    assert holds("count(purchase, within=30d) == 2")
+    assert holds("count(purchase, within=32d) == 3")
+    assert holds('count(purchase where category == "juicers", within=30d) == 1')
+    assert holds('sum(purchase.revenue where category == "juicers", within=400d) == 580')
+    assert holds('count(purchase where channel == "store", within=3d) == 1')
+    assert holds("sum(purchase.quantity, within=400d) == 0")  # no event carried one
+    assert not holds("count(purchase, within=30d) == 0")
+
+
+def test_rule_language_bounds__match_what_the_profile_service_keeps() -> None:
+    from tessera.profiles.domain import event_history
+    from tessera.segments.domain import nodes
+
+    assert nodes.MAX_WINDOW_DAYS == event_history.HISTORY_DAYS
+    assert nodes.FILTER_PROPERTIES == event_history.FILTER_PROPERTIES
+    assert nodes.SUM_PROPERTIES == event_history.SUM_PROPERTIES
+    assert nodes.MAX_FILTER_VALUE_LENGTH == event_history.MAX_FILTER_VALUE_LENGTH
+    assert tuple(event_history.CHANNEL_NAMES.values()) == nodes.CHANNELS

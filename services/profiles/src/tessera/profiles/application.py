@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tessera.errors import InvalidArgument, ResourceExhausted, TesseraError, require
+from tessera.profiles.domain.event_history import bounded
 from tessera.profiles.domain.features import compute_features
 from tessera.profiles.domain.model import EventData, IdentityKey
 from tessera.profiles.domain.profile import Profile
@@ -71,6 +72,8 @@ async def _profile(stores: Stores, record: ProfileRecord) -> Profile:
         features=compute_features(session, record.history, now),
         created_at=record.created_at,
         updated_at=record.updated_at,
+        # Days that aged out since the last write are not shown.
+        event_history=bounded(record.event_history, now),
     )
 
 

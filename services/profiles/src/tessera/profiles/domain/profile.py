@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from tessera.profiles.domain.event_history import EventHistory
 from tessera.profiles.domain.features import Features
 from tessera.profiles.domain.model import IdentityKey
 from tessera.profiles.domain.session import Session
@@ -14,7 +15,7 @@ from tessera.profiles.domain.session import Session
 
 @dataclass(frozen=True)
 class Profile:
-    """One person: identities, traits, the hot session (None when no live visit) and features."""
+    """One person: identities, traits, hot session (None when no live visit), features, history."""
 
     profile_id: str
     identities: tuple[IdentityKey, ...]
@@ -23,3 +24,5 @@ class Profile:
     features: Features
     created_at: dt.datetime
     updated_at: dt.datetime
+    event_history: EventHistory = field(default_factory=EventHistory)
+    """Daily event counts and sums, within the bounds at the moment of reading."""

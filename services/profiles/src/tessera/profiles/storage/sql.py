@@ -13,7 +13,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -39,6 +39,13 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from tessera import db
 from tessera.db import Database
 from tessera.errors import NotFound
+from tessera.profiles.domain.event_history import (
+    EventHistory,
+    add_event,
+    event_history_from_json,
+    event_history_to_json,
+    merge_event_histories,
+)
 from tessera.profiles.domain.history import History, add_to_history, merge_histories
 from tessera.profiles.domain.model import EventData, IdentityKey, finite_add, saturating_add
 
@@ -93,6 +100,11 @@ class ProfileRow(SQLModel, table=True):
     history: dict[str, Any] = Field(
         default_factory=_empty_history, sa_column=Column(JSON, nullable=False)
     )
+    event_history: list[dict[str, Any]] | None = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=True)
+    )
+    """Daily counts and sums per event series (domain.event_history); None on
+    rows written before schema version 4, read as an empty history."""
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -142,8 +154,8 @@ class LogRow(SQLModel, table=True):
 
 TABLES: list[type[SQLModel]] = [ProfileRow, IdentityRow, AliasRow, LogRow]
 
-SCHEMA_VERSION = 2
-"""1: the first tables. 2: `profiles_log.applied`."""
+SCHEMA_VERSION = 4
+"""1: the first tables. 2: `profiles_log.applied`. 4: `profiles_profile.event_history`."""
 
 
 def _add_applied(connection: Connection) -> None:
@@ -160,7 +172,20 @@ def _add_applied(connection: Connection) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_applied}
+def _add_event_history(connection: Connection) -> None:
+    """Version 4: a nullable JSON column; profiles stored before read as no history.
+
+    Events already in the log are not replayed into it: windows fill from
+    the first event after the upgrade (docs/rules.md says so).
+    """
+    columns = {c["name"] for c in inspect(connection).get_columns("profiles_profile")}
+    if "event_history" in columns:
+        return
+    # The type SQLAlchemy's JSON creates on both databases.
+    connection.execute(text("ALTER TABLE profiles_profile ADD COLUMN event_history JSON"))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_applied, 4: _add_event_history}
 
 
 def migrate(engine: Engine) -> None:
@@ -178,6 +203,7 @@ class ProfileRecord:
     history: History
     created_at: dt.datetime
     updated_at: dt.datetime
+    event_history: EventHistory = field(default_factory=EventHistory)
 
 
 @dataclass(frozen=True)
@@ -239,6 +265,7 @@ def _known_profile_query(count: int) -> Select[Any]:
             profile.c.profile_id,
             profile.c.traits,
             profile.c.history,
+            profile.c.event_history,
             profile.c.created_at,
             profile.c.updated_at,
             owned.c.id_type,
@@ -279,7 +306,10 @@ class ProfileStore:
     # Reads
 
     def _canonical(self, session: Session, profile_id: str) -> str | None:
-        if session.get(ProfileRow, profile_id) is not None:
+        # Whether the row exists, not the row: loading it would decode its
+        # JSON columns (the event history among them) for nothing.
+        exists = select(ProfileRow.profile_id).where(ProfileRow.profile_id == profile_id)
+        if session.exec(exists).first() is not None:
             return profile_id
         alias = session.get(AliasRow, profile_id)
         return alias.profile_id if alias else None
@@ -298,6 +328,7 @@ class ProfileStore:
             history_from_json(row.history),
             _utc(row.created_at),
             _utc(row.updated_at),
+            event_history_from_json(row.event_history),
         )
 
     def _lock_canonical(self, session: Session, profile_id: str) -> ProfileRow | None:
@@ -385,6 +416,7 @@ class ProfileStore:
             history_from_json(first.history),
             _utc(first.created_at),
             _utc(first.updated_at),
+            event_history_from_json(first.event_history),
         )
 
     def _identities(self, session: Session, keys: list[IdentityKey]) -> list[IdentityRow]:
@@ -478,6 +510,13 @@ class ProfileStore:
         survivor.history = history_to_json(
             merge_histories(history_from_json(survivor.history), history_from_json(other.history))
         )
+        survivor.event_history = event_history_to_json(
+            merge_event_histories(
+                event_history_from_json(survivor.event_history),
+                event_history_from_json(other.event_history),
+                now,
+            )
+        )
         session.add(
             LogRow(
                 kind="merge",
@@ -545,7 +584,11 @@ class ProfileStore:
             history = add_to_history(history_from_json(row.history), event)
             if history_to_json(history) != row.history:
                 row.history = history_to_json(history)
-            row.updated_at = _now()
+            now = _now()
+            row.event_history = event_history_to_json(
+                add_event(event_history_from_json(row.event_history), event, now)
+            )
+            row.updated_at = now
             session.add(row)
             session.commit()
             return Recorded(row.profile_id, False, event)

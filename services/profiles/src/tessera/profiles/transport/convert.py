@@ -18,6 +18,7 @@ from tessera.convert import (
     timestamp_to_datetime,
 )
 from tessera.profiles.application import Identified, StreamCounts
+from tessera.profiles.domain.event_history import EventHistory
 from tessera.profiles.domain.features import Features
 from tessera.profiles.domain.model import (
     EventData,
@@ -106,6 +107,26 @@ def features_message(features: Features) -> profiles_pb2.Features:
     )
 
 
+def event_history_message(history: EventHistory) -> profiles_pb2.EventHistory:
+    """Daily event series as the contract shows them: columns aligned by day, days ascending."""
+    return profiles_pb2.EventHistory(
+        series=[
+            profiles_pb2.EventSeries(
+                event_type=event_type,
+                filter_property=prop,
+                filter_value=value,
+                days=series.days,
+                counts=series.counts,
+                sums=[
+                    profiles_pb2.PropertySums(property=name, values=values)
+                    for name, values in sorted(series.sums.items())
+                ],
+            )
+            for (event_type, prop, value), series in sorted(history.series.items())
+        ]
+    )
+
+
 def profile_message(profile: Profile) -> profiles_pb2.Profile:
     """A profile with its session and features."""
     return profiles_pb2.Profile(
@@ -116,6 +137,7 @@ def profile_message(profile: Profile) -> profiles_pb2.Profile:
         features=features_message(profile.features),
         created_at=datetime_to_timestamp(profile.created_at),
         updated_at=datetime_to_timestamp(profile.updated_at),
+        event_history=event_history_message(profile.event_history),
     )
 
 

@@ -27,6 +27,7 @@ from .nodes import (
     Condition,
     ContextRef,
     EventCount,
+    EventFilter,
     EventSum,
     FeatureRef,
     HasIdentity,
@@ -46,15 +47,22 @@ from .nodes import (
 from .printer import print_rule, print_value
 from .segments import (
     CompiledSegments,
-    EventWindows,
     SegmentDefinition,
     compile_available,
     compile_segments,
     dependencies,
-    event_windows,
     validate_segment_key,
 )
-from .subject import CartLine, FeaturesView, RfmView, SessionView, Subject
+from .subject import (
+    CartLine,
+    DailySeries,
+    EventHistoryView,
+    FeaturesView,
+    RfmView,
+    SessionView,
+    Subject,
+    utc_day,
+)
 from .text import parse_text, validate_text
 
 Notation: TypeAlias = Lit["text", "json_logic"]
@@ -96,9 +104,11 @@ __all__ = [
     "CompiledSegments",
     "Condition",
     "ContextRef",
+    "DailySeries",
     "EventCount",
+    "EventFilter",
+    "EventHistoryView",
     "EventSum",
-    "EventWindows",
     "FeatureRef",
     "FeaturesView",
     "HasIdentity",
@@ -127,12 +137,12 @@ __all__ = [
     "compile_segments",
     "dependencies",
     "detect_notation",
-    "event_windows",
     "parse_json_logic",
     "parse_rule",
     "parse_text",
     "print_rule",
     "print_value",
+    "utc_day",
     "validate",
     "validate_json_logic",
     "validate_segment_key",

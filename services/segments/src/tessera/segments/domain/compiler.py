@@ -39,6 +39,7 @@ from .nodes import (
     Condition,
     ContextRef,
     EventCount,
+    EventFilter,
     EventSum,
     FeatureRef,
     HasIdentity,
@@ -227,6 +228,30 @@ def _interest(category: str) -> _Getter:
     return get
 
 
+def _series_key(event_type: str, where: EventFilter | None) -> tuple[str, str, str]:
+    return (event_type, where.property, where.value) if where else (event_type, "", "")
+
+
+def _event_count(key: tuple[str, str, str], window_days: int) -> _Getter:
+    back = window_days - 1
+
+    def count(s: Subject, m: Memberships) -> Any:
+        series = s.history.series.get(key)
+        return series.count_since(s.history.today - back) if series is not None else 0
+
+    return count
+
+
+def _event_sum(key: tuple[str, str, str], prop: str, window_days: int) -> _Getter:
+    back = window_days - 1
+
+    def total(s: Subject, m: Memberships) -> Any:
+        series = s.history.series.get(key)
+        return series.sum_since(prop, s.history.today - back) if series is not None else 0.0
+
+    return total
+
+
 def _getter(value: Value) -> _Getter:
     if isinstance(value, Literal):
         constant: Any = value.value
@@ -256,11 +281,11 @@ def _getter(value: Value) -> _Getter:
         key = value.key
         return lambda s, m: m.get(key, False)
     if isinstance(value, EventCount):
-        count_key = (value.event_type, value.window_seconds)
-        return lambda s, m: s.event_counts.get(count_key, 0)
+        return _event_count(_series_key(value.event_type, value.where), value.window_days)
     if isinstance(value, EventSum):
-        sum_key = (value.event_type, value.property, value.window_seconds)
-        return lambda s, m: s.event_sums.get(sum_key, 0)
+        return _event_sum(
+            _series_key(value.event_type, value.where), value.property, value.window_days
+        )
     raise TypeError(f"not a rule value: {value!r}")
 
 

@@ -1,10 +1,10 @@
-"""Event windows as rules write them: `30d`, `12h`, `15m`."""
+"""Event windows as rules write them: `30d` (also `720h`, `43200m`: whole days)."""
 
 from __future__ import annotations
 
 import re
 
-from .nodes import RuleNodeError
+from .nodes import MAX_WINDOW_DAYS, RuleNodeError
 
 _DURATION = re.compile(r"([0-9]+)([dhm])\Z")
 _UNIT_SECONDS = {"d": 86_400, "h": 3_600, "m": 60}
@@ -18,9 +18,22 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
-def format_duration(seconds: int) -> str:
-    """The shortest `Nd` / `Nh` / `Nm` spelling of a whole number of minutes."""
-    for unit in ("d", "h", "m"):
-        if seconds % _UNIT_SECONDS[unit] == 0:
-            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
-    raise RuleNodeError(f"window {seconds}s is not a whole number of minutes")
+def parse_window_days(text: str) -> int:
+    """Days in a window written `Nd` (or hours or minutes making whole days).
+
+    The event history is kept per UTC day, so a window is a whole number of
+    days, at most MAX_WINDOW_DAYS. Raises RuleNodeError.
+    """
+    seconds = parse_duration(text)
+    if seconds % _UNIT_SECONDS["d"]:
+        raise RuleNodeError(
+            f"window {text!r} is not a whole number of days: event history is kept per "
+            "UTC day, so write days, as in within=1d (today) or within=30d"
+        )
+    days = seconds // _UNIT_SECONDS["d"]
+    if days > MAX_WINDOW_DAYS:
+        raise RuleNodeError(
+            f"window {text!r} reaches back {days} days; event history is kept for "
+            f"{MAX_WINDOW_DAYS} days"
+        )
+    return days

@@ -17,7 +17,10 @@ Tessera operators, one per text function:
 - `{"segment": "key"}`, `{"has_identity": "email"}`,
   `{"category_views": "juicers"}`, `{"product_views": "sku-1"}`,
   `{"searched": "juicer"}`, `{"interest": "kitchen"}`;
-- `{"count": ["purchase", "30d"]}`, `{"sum": ["purchase", "revenue", "7d"]}`.
+- `{"count": ["purchase", "30d"]}`, `{"sum": ["purchase", "revenue", "7d"]}`,
+  each with an optional filter last: `{"count": ["purchase", "90d",
+  {"category": "juicers"}]}` is `count(purchase where category ==
+  "juicers", within=90d)`.
 
 Errors carry the line and column of the operator's key (or of the offending
 value) in the JSON text.
@@ -30,14 +33,17 @@ import json
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from .durations import parse_duration
+from .durations import parse_window_days
 from .errors import RuleError, parsed_or_raise, position
 from .nodes import (
+    FILTER_PROPERTIES,
+    SUM_PROPERTIES,
     And,
     Compare,
     CompareOp,
     Condition,
     EventCount,
+    EventFilter,
     EventSum,
     Literal,
     Not,
@@ -263,23 +269,57 @@ class _Reader:
             self.note(args[0].offset, str(exc))
             return _PLACEHOLDER
 
+    def event_filter(self, node: _Json) -> tuple[bool, EventFilter | None]:
+        """The filter object `{"category": "juicers"}`; (False, None) when it was wrong."""
+        members = node.value
+        if len(members) != 1 or members[0][2].kind != "scalar":
+            self.fail(node.offset, 'a filter is one property and a string: {"category": "juicers"}')
+        prop, key_offset, value = members[0]
+        if prop not in FILTER_PROPERTIES:
+            self.note(
+                key_offset, f"events are filtered by {', '.join(FILTER_PROPERTIES)}, not {prop!r}"
+            )
+            return False, None
+        if not isinstance(value.value, str):
+            self.fail(value.offset, 'a filter compares with a string: {"category": "juicers"}')
+        try:
+            return True, EventFilter(prop, value.value)
+        except RuleNodeError as exc:
+            self.note(value.offset, str(exc))
+            return False, None
+
     def window_function(self, op: str, at: int, args: list[_Json]) -> Value:
+        filter_ok, where = True, None
+        if args and args[-1].kind == "object":
+            filter_ok, where = self.event_filter(args[-1])
+            args = args[:-1]
         if op == "count":
-            event_type, window = self.strings(op, at, args, 2, '{"count": ["purchase", "30d"]}')
+            event_type, window = self.strings(
+                op, at, args, 2, '{"count": ["purchase", "30d"]} (and a filter object last)'
+            )
             prop = ""
         else:
             event_type, prop, window = self.strings(
-                op, at, args, 3, '{"sum": ["purchase", "revenue", "7d"]}'
+                op,
+                at,
+                args,
+                3,
+                '{"sum": ["purchase", "revenue", "7d"]} (and a filter object last)',
             )
+        prop_ok = op == "count" or prop in SUM_PROPERTIES
+        if not prop_ok:
+            self.note(args[1].offset, f"sum() adds up {', '.join(SUM_PROPERTIES)}, not {prop!r}")
         try:
-            seconds = parse_duration(window)
+            days = parse_window_days(window)
         except RuleNodeError as exc:
             self.note(args[-1].offset, str(exc))
             return _PLACEHOLDER
+        if not (prop_ok and filter_ok):
+            return _PLACEHOLDER
         try:
             if op == "count":
-                return EventCount(event_type, seconds)
-            return EventSum(event_type, prop, seconds)
+                return EventCount(event_type, days, where)
+            return EventSum(event_type, prop, days, where)
         except RuleNodeError as exc:
             self.note(args[0].offset, f"'{op}': {exc}")
             return _PLACEHOLDER

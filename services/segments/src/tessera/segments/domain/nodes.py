@@ -49,6 +49,16 @@ FEATURE_PATHS: frozenset[tuple[str, ...]] = frozenset(
 )
 CHANNELS: tuple[str, ...] = ("web", "app", "email", "sms", "push", "call_center", "store")
 
+MAX_WINDOW_DAYS = 400
+"""Longest window of `count` and `sum`: the days of event history the profile
+service keeps (tessera.profiles.domain.event_history.HISTORY_DAYS)."""
+FILTER_PROPERTIES: tuple[str, ...] = ("category", "product_id", "channel")
+"""What `where` can filter events by; the profile service keeps a series for each."""
+SUM_PROPERTIES: tuple[str, ...] = ("revenue", "price", "quantity", "duration_ms")
+"""Event properties `sum` adds up; the profile service keeps daily sums of these."""
+MAX_FILTER_VALUE_LENGTH = 128
+"""Longest filter value the profile service keeps a series for."""
+
 
 MAX_NUMBER_DIGITS = 32
 """Most digits a number literal may have, its exponent aside.
@@ -99,17 +109,23 @@ def _check_text(kind: str, value: str) -> None:
         raise RuleNodeError(f"{kind} must be a non-empty string")
 
 
-def _check_window(window_seconds: int) -> None:
-    # Whole minutes only: windows are written as Nd / Nh / Nm and must print back.
+def _check_window(window_days: int) -> None:
+    # Whole UTC days: the event history is kept per day, and no further back
+    # than MAX_WINDOW_DAYS.
     if (
-        not isinstance(window_seconds, int)
-        or isinstance(window_seconds, bool)
-        or window_seconds <= 0
-        or window_seconds % 60
+        not isinstance(window_days, int)
+        or isinstance(window_days, bool)
+        or not 1 <= window_days <= MAX_WINDOW_DAYS
     ):
         raise RuleNodeError(
-            f"window must be a positive whole number of minutes, not {window_seconds!r}s"
+            f"window must be a whole number of days from 1 to {MAX_WINDOW_DAYS}, "
+            f"not {window_days!r}"
         )
+
+
+def _check_where(where: object) -> None:
+    if where is not None and not isinstance(where, EventFilter):
+        raise RuleNodeError(f"a window's filter is an EventFilter or None, not {where!r}")
 
 
 def _check_scalar(value: object) -> None:
@@ -250,29 +266,65 @@ class InSegment:
 
 
 @dataclass(frozen=True, slots=True)
+class EventFilter:
+    """`where <property> == "<value>"`: only events whose property has that value.
+
+    `property` is one of FILTER_PROPERTIES; for "channel" the value is a
+    channel name ("web", "store"...).
+    """
+
+    property: str
+    value: str
+
+    def __post_init__(self) -> None:
+        if self.property not in FILTER_PROPERTIES:
+            raise RuleNodeError(
+                f"events are filtered by {', '.join(FILTER_PROPERTIES)}, not {self.property!r}"
+            )
+        _check_text(f"the {self.property} of a filter", self.value)
+        if len(self.value) > MAX_FILTER_VALUE_LENGTH:
+            raise RuleNodeError(
+                f"a filter value has at most {MAX_FILTER_VALUE_LENGTH} characters "
+                "(longer ones are not kept in the event history)"
+            )
+        if self.property == "channel" and self.value not in CHANNELS:
+            raise RuleNodeError(
+                f"unknown channel {self.value!r}; channels are {', '.join(CHANNELS)}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class EventCount:
-    """How many events of a type the profile had in the last `window_seconds`."""
+    """How many events of a type (matching `where`) the profile had in the last days.
+
+    The window is the current UTC day and the `window_days - 1` before it.
+    """
 
     event_type: str
-    window_seconds: int
+    window_days: int
+    where: EventFilter | None = None
 
     def __post_init__(self) -> None:
         _check_path("event type", (self.event_type,))
-        _check_window(self.window_seconds)
+        _check_window(self.window_days)
+        _check_where(self.where)
 
 
 @dataclass(frozen=True, slots=True)
 class EventSum:
-    """The sum of a numeric event property over the last `window_seconds`."""
+    """The sum of a numeric property of events of a type (matching `where`) in the last days."""
 
     event_type: str
     property: str
-    window_seconds: int
+    window_days: int
+    where: EventFilter | None = None
 
     def __post_init__(self) -> None:
         _check_path("event type", (self.event_type,))
-        _check_path("event property", (self.property,))
-        _check_window(self.window_seconds)
+        if self.property not in SUM_PROPERTIES:
+            raise RuleNodeError(f"sum() adds up {', '.join(SUM_PROPERTIES)}, not {self.property!r}")
+        _check_window(self.window_days)
+        _check_where(self.where)
 
 
 Value: TypeAlias = (

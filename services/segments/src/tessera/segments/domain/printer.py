@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 
-from .durations import format_duration
 from .nodes import (
     And,
     CategoryViews,
@@ -17,6 +16,7 @@ from .nodes import (
     Condition,
     ContextRef,
     EventCount,
+    EventFilter,
     EventSum,
     FeatureRef,
     HasIdentity,
@@ -54,6 +54,10 @@ def _scalar(value: Scalar) -> str:
     return str(value)
 
 
+def _where(where: EventFilter | None) -> str:
+    return "" if where is None else f" where {where.property} == {_string(where.value)}"
+
+
 def print_value(value: Value) -> str:
     """The text notation of one value (literal, attribute or function)."""
     if isinstance(value, Literal):
@@ -83,11 +87,11 @@ def print_value(value: Value) -> str:
     if isinstance(value, InSegment):
         return f"segment({_string(value.key)})"
     if isinstance(value, EventCount):
-        return f"count({value.event_type}, within={format_duration(value.window_seconds)})"
+        return f"count({value.event_type}{_where(value.where)}, within={value.window_days}d)"
     if isinstance(value, EventSum):
         return (
-            f"sum({value.event_type}.{value.property}, "
-            f"within={format_duration(value.window_seconds)})"
+            f"sum({value.event_type}.{value.property}{_where(value.where)}, "
+            f"within={value.window_days}d)"
         )
     raise TypeError(f"not a rule value: {value!r}")
 

@@ -11,8 +11,6 @@ from .compiler import CompiledRule, compile_rule
 from .nodes import (
     SEGMENT_KEY,
     Condition,
-    EventCount,
-    EventSum,
     InSegment,
     Node,
     walk,
@@ -36,27 +34,6 @@ def dependencies(rule: Node) -> set[str]:
 
 
 @dataclass(frozen=True, slots=True)
-class EventWindows:
-    """The event windows rules read, for the profile service to compute."""
-
-    counts: frozenset[tuple[str, int]]  # (event_type, window_seconds)
-    sums: frozenset[tuple[str, str, int]]  # (event_type, property, window_seconds)
-
-
-def event_windows(rules: Iterable[Node]) -> EventWindows:
-    """Every `count(...)` and `sum(...)` window used by `rules`."""
-    counts: set[tuple[str, int]] = set()
-    sums: set[tuple[str, str, int]] = set()
-    for rule in rules:
-        for node in walk(rule):
-            if isinstance(node, EventCount):
-                counts.add((node.event_type, node.window_seconds))
-            elif isinstance(node, EventSum):
-                sums.add((node.event_type, node.property, node.window_seconds))
-    return EventWindows(frozenset(counts), frozenset(sums))
-
-
-@dataclass(frozen=True, slots=True)
 class SegmentDefinition:
     """A segment as the evaluator needs it: its key and its rule tree."""
 
@@ -71,7 +48,7 @@ class CompiledSegments:
     new `CompiledSegments`, which can replace the old one atomically.
     """
 
-    __slots__ = ("_dependents", "_order", "_sorted_keys", "definitions", "window_requirements")
+    __slots__ = ("_dependents", "_order", "_sorted_keys", "definitions")
 
     def __init__(
         self,
@@ -83,7 +60,6 @@ class CompiledSegments:
         self._order = tuple(order)
         self._sorted_keys = tuple(sorted(definitions))
         self._dependents = dependents
-        self.window_requirements = event_windows(d.rule for d in definitions.values())
 
     @property
     def keys(self) -> tuple[str, ...]:

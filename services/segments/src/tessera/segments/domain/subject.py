@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import sys
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+_EPOCH = dt.date(1970, 1, 1)
+_DOUBLE_MAX = sys.float_info.max
+
+
+def utc_day(moment: dt.datetime) -> int:
+    """The UTC day number (days since 1970-01-01) of a moment, as event history counts days."""
+    return (moment.astimezone(dt.UTC).date() - _EPOCH).days
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +68,45 @@ class FeaturesView:
 
 
 @dataclass(frozen=True, slots=True)
+class DailySeries:
+    """One series of the event history: UTC day numbers ascending, counts and sums aligned.
+
+    Built from the profile service's EventSeries message; `sums` maps a
+    property (revenue, price, quantity, duration_ms) to one sum per day.
+    """
+
+    days: tuple[int, ...] = ()
+    counts: tuple[int, ...] = ()
+    sums: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+
+    def count_since(self, first_day: int) -> int:
+        """Events on `first_day` and every day after it."""
+        return sum(self.counts[bisect_left(self.days, first_day) :])
+
+    def sum_since(self, prop: str, first_day: int) -> float:
+        """The sum of `prop` on `first_day` and every day after it; a finite double."""
+        values = self.sums.get(prop)
+        if not values:
+            return 0.0
+        total = sum(values[bisect_left(self.days, first_day) :])
+        return min(max(total, -_DOUBLE_MAX), _DOUBLE_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class EventHistoryView:
+    """The profile's daily event history as `count(...)` and `sum(...)` read it.
+
+    - `today`: the UTC day number the windows end on; a window of N days is
+      `today` and the N - 1 days before it.
+    - `series`: by (event type, filter property, filter value), the last two
+      "" for every event of the type; a series that is absent reads 0.
+    """
+
+    today: int = 0
+    series: Mapping[tuple[str, str, str], DailySeries] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Subject:
     """Everything a rule can read about one visitor at one moment.
 
@@ -74,11 +124,9 @@ class Subject:
     - `session`: the hot session; counts of an empty session are 0.
     - `features`: computed features; None when unknown, which rules see as
       null (interests as 0).
-    - `event_counts`: `(event_type, window_seconds) -> count`, and
-      `event_sums`: `(event_type, property, window_seconds) -> sum`, for the
-      windows the rules ask for (see `event_windows`); missing reads as 0.
-      Nothing fills them in production yet: the profile service does not
-      compute event windows, so `count(...)` and `sum(...)` read 0 there.
+    - `history`: daily event counts and sums, what `count(...)` and
+      `sum(...)` read; the profile service fills them from every event it
+      accepts (its domain.event_history).
     """
 
     profile_id: str = ""
@@ -88,5 +136,4 @@ class Subject:
     context: Mapping[str, Any] = field(default_factory=dict)
     session: SessionView = field(default_factory=SessionView)
     features: FeaturesView | None = None
-    event_counts: Mapping[tuple[str, int], int] = field(default_factory=dict)
-    event_sums: Mapping[tuple[str, str, int], float] = field(default_factory=dict)
+    history: EventHistoryView = field(default_factory=EventHistoryView)

@@ -12,8 +12,9 @@ Grammar (keywords are lowercase; `#` starts a comment to the end of a line)::
     list       := "[" [literal ("," literal)*] "]"
     attribute  := NAME ("." NAME)*
     call       := attribute "(" STRING ")"
-                | "count" "(" EVENT "," "within" "=" WINDOW ")"
-                | "sum" "(" EVENT "." PROPERTY "," "within" "=" WINDOW ")"
+                | "count" "(" EVENT [filter] "," "within" "=" WINDOW ")"
+                | "sum" "(" EVENT "." PROPERTY [filter] "," "within" "=" WINDOW ")"
+    filter     := "where" NAME "==" STRING
 
 Strings are JSON strings (double quotes, JSON escapes). A syntax error stops
 the parse; unknown names and impossible comparisons are recorded and the
@@ -27,14 +28,16 @@ import re
 from dataclasses import dataclass
 from typing import NoReturn
 
-from .durations import parse_duration
+from .durations import parse_duration, parse_window_days
 from .errors import RuleError, parsed_or_raise, position
-from .nodes import And as AndNode
 from .nodes import (
+    FILTER_PROPERTIES,
+    SUM_PROPERTIES,
     Compare,
     CompareOp,
     Condition,
     EventCount,
+    EventFilter,
     EventSum,
     Literal,
     Node,
@@ -48,6 +51,7 @@ from .nodes import (
     is_value,
     number_literal,
 )
+from .nodes import And as AndNode
 from .vocabulary import (
     STRING_FUNCTIONS,
     check_compare,
@@ -419,15 +423,53 @@ class _Parser:
         self.advance()
         return token, token.text if token.kind == "word" else str(token.value)
 
+    def event_filter(self) -> tuple[bool, EventFilter | None]:
+        """An optional `where <property> == "<value>"`; (False, None) when it was wrong."""
+        if not self.is_word("where"):
+            return True, None
+        self.advance()
+        example = 'as in where category == "juicers"'
+        prop_token = self.peek()
+        if prop_token.kind != "word":
+            self.advance()
+            self.fail(prop_token.offset, f"expected a property after 'where', {example}")
+        self.advance()
+        op_token = self.peek()
+        if op_token.kind != "op" or op_token.text != "==":
+            self.advance()
+            self.fail(op_token.offset, f'a filter is <property> == "<value>", {example}')
+        self.advance()
+        value_token = self.peek()
+        if value_token.kind != "string":
+            self.advance()
+            self.fail(value_token.offset, f"a filter compares with a string, {example}")
+        self.advance()
+        if prop_token.text not in FILTER_PROPERTIES:
+            self.note(
+                prop_token.offset,
+                f"events are filtered by {', '.join(FILTER_PROPERTIES)}, not {prop_token.text!r}",
+            )
+            return False, None
+        try:
+            return True, EventFilter(prop_token.text, value_token.value)  # type: ignore[arg-type]
+        except RuleNodeError as exc:
+            self.note(value_token.offset, str(exc))
+            return False, None
+
     def window_function(self, name: str) -> Value:
         example = (
             "count(purchase, within=30d)" if name == "count" else "sum(purchase.revenue, within=7d)"
         )
         event_token, event_type = self.name_argument(f"an event type, as in {example}")
         prop = ""
+        prop_token = event_token
         if name == "sum":
             self.expect(".", f"'.' and a property, as in {example}")
-            _, prop = self.name_argument(f"an event property, as in {example}")
+            prop_token, prop = self.name_argument(f"an event property, as in {example}")
+        prop_ok = name == "count" or prop in SUM_PROPERTIES
+        if not prop_ok:
+            self.note(prop_token.offset, f"sum() adds up {', '.join(SUM_PROPERTIES)}, not {prop!r}")
+        filter_ok, where = self.event_filter()
         self.expect(",", f"',' and a window, as in {example}")
         if not self.is_word("within"):
             self.fail(self.peek().offset, f"expected 'within=', as in {example}")
@@ -438,17 +480,19 @@ class _Parser:
             self.fail(
                 window_token.offset, "a window needs a unit: d (days), h (hours) or m (minutes)"
             )
-        self.expect("window", f"a window such as 30d, 12h or 15m, as in {example}")
+        self.expect("window", f"a window in days such as 30d, as in {example}")
         self.expect(")", f"')' to close {name}(")
         try:
-            seconds = parse_duration(window_token.text)
+            days = parse_window_days(window_token.text)
         except RuleNodeError as exc:
             self.note(window_token.offset, str(exc))
             return _PLACEHOLDER
+        if not (prop_ok and filter_ok):
+            return _PLACEHOLDER
         try:
             if name == "count":
-                return EventCount(event_type, seconds)
-            return EventSum(event_type, prop, seconds)
+                return EventCount(event_type, days, where)
+            return EventSum(event_type, prop, days, where)
         except RuleNodeError as exc:
             self.note(event_token.offset, f"{name}(): {exc}")
             return _PLACEHOLDER

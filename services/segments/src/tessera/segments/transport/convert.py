@@ -6,6 +6,8 @@ same way whether segments are evaluated here or in-process there.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from google.protobuf import struct_pb2
 
 from tessera.common.v1 import common_pb2
@@ -15,12 +17,15 @@ from tessera.profiles.v1 import profiles_pb2
 from tessera.segments.domain import (
     CartLine,
     Condition,
+    DailySeries,
+    EventHistoryView,
     FeaturesView,
     RfmView,
     SegmentDefinition,
     SessionView,
     Subject,
     parse_rule,
+    utc_day,
 )
 from tessera.segments.v1 import segments_pb2
 
@@ -40,10 +45,28 @@ def segment_from_proto(segment: segments_pb2.Segment) -> SegmentDefinition:
     return SegmentDefinition(segment.key, rule_from_proto(segment.rule))
 
 
+def history_view(history: profiles_pb2.EventHistory, now: dt.datetime) -> EventHistoryView:
+    """The profile's daily event series as rules read them, windows ending on `now`'s UTC day."""
+    return EventHistoryView(
+        today=utc_day(now),
+        series={
+            (s.event_type, s.filter_property, s.filter_value): DailySeries(
+                days=tuple(s.days),
+                counts=tuple(s.counts),
+                sums={p.property: tuple(p.values) for p in s.sums},
+            )
+            for s in history.series
+        },
+    )
+
+
 def subject_from_profile(
-    profile: profiles_pb2.Profile, channel: int, context: struct_pb2.Struct | None
+    profile: profiles_pb2.Profile,
+    channel: int,
+    context: struct_pb2.Struct | None,
+    now: dt.datetime | None = None,
 ) -> Subject:
-    """Everything rules can read about this profile in this request.
+    """Everything rules can read about this profile in this request, at `now` (default: now).
 
     The one place a profile message becomes a rule subject, for this service
     and for the decision service evaluating in-process.
@@ -85,4 +108,5 @@ def subject_from_profile(
             rfm=RfmView(recency_days=recency, frequency=rfm.frequency, monetary=rfm.monetary),
             interests={i.category: i.score for i in features.interests},
         ),
+        history=history_view(profile.event_history, now or dt.datetime.now(dt.UTC)),
     )
