@@ -23,10 +23,17 @@ from typing import Any
 import grpc
 import numpy as np
 
-from bench.stats import BASELINE, DECIDE_MODES, LevelSummary, summarise
+from bench.stats import (
+    BASELINE,
+    DECIDE_MODES,
+    PROFILE_TARGETS,
+    TRACK_STREAM_BATCH,
+    LevelSummary,
+    summarise,
+)
 
-TARGETS = (BASELINE, *DECIDE_MODES)
-"""echo, then each Decide target (one per decision service evaluation mode)."""
+TARGETS = (BASELINE, *DECIDE_MODES, *PROFILE_TARGETS)
+"""echo, each Decide target (one per evaluation mode), then the profile service's."""
 
 # Headroom on top of a level's own time bound before the parent gives up on a
 # load process: connecting, the barrier and draining the last calls.
@@ -65,13 +72,23 @@ class LevelResult:
     window_s: float = 0.0
 
 
-def _call_for(spec: LevelSpec, channel: grpc.aio.Channel) -> tuple[Callable[..., Any], list[Any]]:
-    """The stub method and the rotation of request messages for `spec.target`."""
+def _call_for(
+    spec: LevelSpec, channel: grpc.aio.Channel, tag: str
+) -> tuple[Callable[..., Any], Callable[[int], Any]]:
+    """The stub method for `spec.target`, and the request of the call at a position.
+
+    Reads and Decide rotate over messages built once (the load generator should
+    spend its CPU on calls); writes build each call's events anew, with ids
+    unique to this level (`tag`), so every event is new to the service.
+    """
     if spec.target == "echo":
         from tessera.bench.v1 import bench_pb2, bench_pb2_grpc
 
         echo = bench_pb2_grpc.EchoServiceStub(channel)
-        return echo.Echo, [bench_pb2.EchoRequest(payload=b"x" * spec.payload_bytes)]
+        message = bench_pb2.EchoRequest(payload=b"x" * spec.payload_bytes)
+        return echo.Echo, lambda _: message
+    if not spec.cookies:
+        raise ValueError(f"{spec.target} needs at least one cookie to rotate over")
     if spec.target in DECIDE_MODES:
         # The same Decide for every mode; only the decision service behind
         # `spec.address` differs.
@@ -79,18 +96,46 @@ def _call_for(spec: LevelSpec, channel: grpc.aio.Channel) -> tuple[Callable[...,
         from tessera.decision.v1 import decision_pb2_grpc
 
         decision = decision_pb2_grpc.DecisionServiceStub(channel)
-        # Built once: the load generator should spend its CPU on calls, not
-        # on message construction.
         messages = [decide_request(cookie) for cookie in spec.cookies]
-        if not messages:
-            raise ValueError(f"{spec.target} needs at least one cookie to rotate over")
-        return decision.Decide, messages
+        return decision.Decide, lambda position: messages[position % len(messages)]
+    from bench.seed import track_event
+    from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
+
+    profiles = profiles_pb2_grpc.ProfileServiceStub(channel)
+    cookies = spec.cookies
+    if spec.target == "get-profile":
+        from tessera.common.v1 import common_pb2
+
+        reads = [
+            profiles_pb2.GetProfileRequest(identity=common_pb2.Identity(type="cookie", value=c))
+            for c in cookies
+        ]
+        return profiles.GetProfile, lambda position: reads[position % len(reads)]
+    if spec.target == "track":
+        return profiles.Track, lambda position: profiles_pb2.TrackRequest(
+            event=track_event(cookies[position % len(cookies)], f"{tag}-{position}")
+        )
+    if spec.target == "track-stream":
+
+        def batch(position: int) -> Any:
+            return iter(
+                [
+                    profiles_pb2.TrackStreamRequest(
+                        event=track_event(
+                            cookies[(position + k) % len(cookies)], f"{tag}-{position}-{k}"
+                        )
+                    )
+                    for k in range(TRACK_STREAM_BATCH)
+                ]
+            )
+
+        return profiles.TrackStream, batch
     raise ValueError(f"unknown target {spec.target!r}; expected one of {TARGETS}")
 
 
 async def _run_level(spec: LevelSpec, barrier: multiprocessing.synchronize.Barrier) -> LevelResult:
     async with grpc.aio.insecure_channel(spec.address) as channel:
-        call, messages = _call_for(spec, channel)
+        call, request_at = _call_for(spec, channel, f"{spec.target}-{time.time_ns()}")
         # Connect before the barrier so connection setup is in nobody's window.
         await asyncio.wait_for(channel.channel_ready(), timeout=_SLACK_S)
         await asyncio.to_thread(barrier.wait, _SLACK_S)
@@ -118,7 +163,7 @@ async def _run_level(spec: LevelSpec, barrier: multiprocessing.synchronize.Barri
                     if remaining <= 0:
                         return
                     remaining -= 1
-                request = messages[position % len(messages)]
+                request = request_at(position)
                 position += spec.total_workers
                 try:
                     await call(request, timeout=spec.timeout_s)

@@ -23,25 +23,25 @@ def _times(value: float | None) -> str:
 def format_table(summaries: Sequence[LevelSummary], ratios: Sequence[Ratio]) -> str:
     """The levels as a fixed-width table, then the Decide/echo ratios, a row per mode."""
     header = (
-        f"{'target':<10} {'conc':>5} {'requests':>9} {'errors':>7} {'req/s':>9} "
+        f"{'target':<13} {'conc':>5} {'requests':>9} {'errors':>7} {'req/s':>9} "
         f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
     )
     lines = [header, "-" * len(header)]
     for s in summaries:
         lines.append(
-            f"{s.target:<10} {s.concurrency:>5} {s.requests:>9} {s.errors:>7} "
+            f"{s.target:<13} {s.concurrency:>5} {s.requests:>9} {s.errors:>7} "
             f"{s.throughput_rps:>9.0f} {_ms(s.p50_ms):>8} {_ms(s.p90_ms):>8} {_ms(s.p99_ms):>8}"
         )
     if ratios:
         lines += [
             "",
-            "Decide / echo",
-            f"{'conc':>5}  {'mode':<10} {'p50':>8} {'p99':>8} {'req/s':>8}",
+            "Each target / echo (track-stream: events/s over echo's calls/s)",
+            f"{'conc':>5}  {'target':<13} {'mode':<10} {'p50':>8} {'p99':>8} {'rate':>8}",
         ]
         for r in ratios:
             lines.append(
-                f"{r.concurrency:>5}  {r.mode or '-':<10} {_times(r.p50):>8} {_times(r.p99):>8} "
-                f"{_times(r.throughput):>8}"
+                f"{r.concurrency:>5}  {r.target:<13} {r.mode or '-':<10} {_times(r.p50):>8} "
+                f"{_times(r.p99):>8} {_times(r.throughput):>8}"
             )
     for s in summaries:
         if s.errors:

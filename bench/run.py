@@ -32,7 +32,7 @@ from typing import Any
 
 from bench import report, seed
 from bench.load import LoadPool
-from bench.stats import DECIDE_MODES, LevelSummary, ratios
+from bench.stats import DECIDE_MODES, PROFILE_TARGETS, LevelSummary, ratios
 from tessera.suite import START_ORDER, free_port, start_suite, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +74,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--payload-bytes", type=int, default=64, help="echo payload size")
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each call, s")
     parser.add_argument("--echo-only", action="store_true", help="skip the suite and Decide")
+    parser.add_argument(
+        "--skip-profiles",
+        action="store_true",
+        help="skip the profile service targets (get-profile, track, track-stream)",
+    )
     parser.add_argument(
         "--modes",
         default=",".join(MODES),
@@ -338,6 +343,10 @@ def measure(args: argparse.Namespace, echo_address: str, suite: SuiteRun) -> lis
                     for target in DECIDE_MODES
                     if target in suite.targets
                 ]
+                if not args.skip_profiles:
+                    targets += [
+                        (target, suite.addresses["profiles"], cookies) for target in PROFILE_TARGETS
+                    ]
             for target, address, cookies in targets:
                 _say(f"{target} at concurrency {concurrency} ...")
                 summary = pool.run(

@@ -156,6 +156,18 @@ async def wait_until_decides(
     )
 
 
+def track_event(cookie: str, event_id: str) -> common_pb2.Event:
+    """A product view of a juicer by the visitor with `cookie`, as the benchmark tracks it."""
+    event = common_pb2.Event(
+        event_id=event_id,
+        identities=[common_pb2.Identity(type="cookie", value=cookie)],
+        channel=common_pb2.CHANNEL_WEB,
+        type="product_view",
+    )
+    event.properties.update({"category": "juicers", "product_id": "j-100", "duration_ms": 1500})
+    return event
+
+
 def decide_request(cookie: str) -> decision_pb2.DecideRequest:
     """The benchmark's Decide: one cookie identity, the web channel, the hero placement."""
     return decision_pb2.DecideRequest(

@@ -20,7 +20,15 @@ DECIDE_MODES = {"decide": "in_process", "decide-rpc": "rpc"}
 """Each Decide target and the TESSERA_EVALUATION mode its decision service runs."""
 
 BASELINE = "echo"
-"""The target every Decide target is compared with."""
+"""The target every other target is compared with."""
+
+TRACK_STREAM_BATCH = 100
+"""Events in each TrackStream call of the track-stream target."""
+
+PROFILE_TARGETS = {"get-profile": 1, "track": 1, "track-stream": TRACK_STREAM_BATCH}
+"""Profile service targets and the events each call carries (1 for a read)."""
+
+EVENTS_PER_CALL = {**PROFILE_TARGETS, **dict.fromkeys(DECIDE_MODES, 1), BASELINE: 1}
 
 _NS_PER_MS = 1_000_000.0
 
@@ -62,6 +70,7 @@ class Ratio:
     p50: float | None
     p99: float | None
     throughput: float | None
+    """Calls per second over echo's; for track-stream, events per second over echo's calls."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -140,21 +149,23 @@ def ratio(decide: LevelSummary, echo: LevelSummary) -> Ratio:
         concurrency=echo.concurrency,
         p50=_divide(decide.p50_ms, echo.p50_ms),
         p99=_divide(decide.p99_ms, echo.p99_ms),
-        throughput=_divide(decide.throughput_rps, echo.throughput_rps),
+        throughput=_divide(
+            decide.throughput_rps * EVENTS_PER_CALL.get(decide.target, 1), echo.throughput_rps
+        ),
     )
 
 
 def ratios(summaries: Sequence[LevelSummary]) -> list[Ratio]:
-    """One `ratio` per Decide target and concurrency that has an echo level too.
+    """One `ratio` per target and concurrency that has an echo level too.
 
-    Ordered by concurrency, then by target as in `DECIDE_MODES` (in-process
-    before RPC), so the modes at one concurrency sit together.
+    Ordered by concurrency, then Decide targets as in `DECIDE_MODES` (in-process
+    before RPC), then the profile targets, so one concurrency sits together.
     """
     by_key = {(s.target, s.concurrency): s for s in summaries}
     levels = sorted({s.concurrency for s in summaries})
     return [
         ratio(by_key[(target, c)], by_key[(BASELINE, c)])
         for c in levels
-        for target in DECIDE_MODES
+        for target in (*DECIDE_MODES, *PROFILE_TARGETS)
         if (target, c) in by_key and (BASELINE, c) in by_key
     ]
