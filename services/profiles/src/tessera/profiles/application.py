@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tessera.errors import InvalidArgument, TesseraError, require
 from tessera.profiles.domain.features import compute_features
+from tessera.profiles.domain.identity import Refusal
 from tessera.profiles.domain.model import EventData, IdentityKey
 from tessera.profiles.domain.profile import Profile
 from tessera.profiles.storage.sessions import SessionStore
@@ -41,6 +42,8 @@ class Identified:
     profile: Profile
     created: bool
     merged_profile_ids: list[str]
+    refused: list[Refusal] = field(default_factory=list)
+    """Identities the identity rules kept out, with the reason."""
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,15 @@ async def _resolve(stores: Stores, keys: list[IdentityKey]) -> IdentifyResult:
 
 
 async def identify(stores: Stores, keys: list[IdentityKey]) -> Identified:
-    """Resolve identities to one profile, creating or merging profiles as needed."""
+    """Resolve identities to one profile, creating or merging profiles as needed.
+
+    Under the identity rules (limits and priority per identity type): an
+    identity whose merge or attachment would break a limit is refused and
+    reported, and stays where it was.
+    """
     result = await _resolve(stores, keys)
-    return Identified(await _profile(stores, result.profile), result.created, result.merged_ids)
+    profile = await _profile(stores, result.profile)
+    return Identified(profile, result.created, result.merged_ids, result.refused)
 
 
 async def get_profile(stores: Stores, profile_id: str) -> Profile:

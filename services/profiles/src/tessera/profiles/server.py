@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import grpc
+from pydantic import Field, field_validator
 
 from tessera import db
 from tessera.hot import open_hot_store
+from tessera.profiles.domain import identity
 from tessera.profiles.storage import sql
 from tessera.profiles.storage.sessions import SessionStore
 from tessera.profiles.storage.sql import ProfileStore
@@ -19,6 +21,36 @@ NAME = "profiles"
 class ProfilesSettings(RuntimeSettings):
     """Settings of the profile service (TESSERA_* variables)."""
 
+    identity_limits: dict[str, int] = Field(
+        default_factory=lambda: dict(identity.DEFAULT_LIMITS),
+        description="Identities of a type one profile may hold, as a JSON object; "
+        "the whole table (a type not named has no limit).",
+    )
+    identity_priority: list[str] = Field(
+        default_factory=lambda: list(identity.DEFAULT_PRIORITY),
+        description="Identity types strongest first, as a JSON list; of two identities "
+        "that would break a limit together, the lower one is refused.",
+    )
+
+    @field_validator("identity_limits")
+    @classmethod
+    def _limits_positive(cls, limits: dict[str, int]) -> dict[str, int]:
+        bad = sorted(t for t, n in limits.items() if n < 1)
+        if bad:
+            raise ValueError(f"a limit is at least 1 (got {bad}); leave a type out for no limit")
+        return limits
+
+    @field_validator("identity_priority")
+    @classmethod
+    def _priority_unique(cls, priority: list[str]) -> list[str]:
+        if len(set(priority)) != len(priority):
+            raise ValueError("names a type twice")
+        return priority
+
+    def identity_rules(self) -> identity.IdentityRules:
+        """The identity resolution rules these settings give."""
+        return identity.IdentityRules(dict(self.identity_limits), tuple(self.identity_priority))
+
 
 class ProfilesService:
     """The profile service as the runtime starts it."""
@@ -30,7 +62,7 @@ class ProfilesService:
         self.settings = settings or ProfilesSettings()
         self.database = db.open_database(self.settings, NAME)
         self.hot = open_hot_store(self.settings, NAME)
-        self.store = ProfileStore(self.database)
+        self.store = ProfileStore(self.database, self.settings.identity_rules())
         self.servicer = ProfileServicer(self.store, SessionStore(self.hot))
 
     def add_to(self, server: grpc.aio.Server) -> None:

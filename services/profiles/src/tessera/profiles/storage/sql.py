@@ -12,8 +12,8 @@ import functools
 import random
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -39,6 +39,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from tessera import db
 from tessera.db import Database
 from tessera.errors import NotFound
+from tessera.profiles.domain import identity
 from tessera.profiles.domain.history import History, add_to_history, merge_histories
 from tessera.profiles.domain.model import EventData, IdentityKey, finite_add, saturating_add
 
@@ -211,6 +212,8 @@ class IdentifyResult:
     profile: ProfileRecord
     created: bool
     merged_ids: list[str]
+    refused: list[identity.Refusal] = field(default_factory=list)
+    """Identities left out under the identity rules, with the reason."""
 
 
 def new_profile_id() -> str:
@@ -272,9 +275,12 @@ class _Moved(Exception):
 class ProfileStore:
     """Profiles, identities and events in one SQL database."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(
+        self, database: Database, rules: identity.IdentityRules = identity.DEFAULT_RULES
+    ) -> None:
         self.database = database
         self.engine = database.engine
+        self.rules = rules
 
     # Reads
 
@@ -397,24 +403,53 @@ class ProfileStore:
         query = select(IdentityRow).where(condition).execution_options(populate_existing=True)
         return list(session.exec(query).all())
 
+    def _held(self, session: Session, profile_ids: Sequence[str]) -> dict[str, list[IdentityKey]]:
+        """Every identity each of `profile_ids` holds."""
+        held: dict[str, list[IdentityKey]] = {p: [] for p in profile_ids}
+        if profile_ids:
+            rows = session.exec(
+                select(IdentityRow)
+                .where(col(IdentityRow.profile_id).in_(profile_ids))
+                .execution_options(populate_existing=True)
+            ).all()
+            for row in rows:
+                held[row.profile_id].append(IdentityKey(row.id_type, row.id_value))
+        return held
+
+    def _plan(self, session: Session, keys: list[IdentityKey]) -> identity.Plan:
+        """What resolving `keys` does under the rules, from the rows as they are now."""
+        found = self._identities(session, keys)
+        owners = {IdentityKey(i.id_type, i.id_value): i.profile_id for i in found}
+        held = self._held(session, sorted(set(owners.values())))
+        return identity.plan(self.rules, keys, owners, held)
+
     def _identify_once(self, keys: list[IdentityKey]) -> IdentifyResult:
         with Session(self.engine) as session:
-            found = self._identities(session, keys)
-            owners = sorted({i.profile_id for i in found})
-            # Lock every profile involved, in id order so two merges never
-            # deadlock; then read the identities again: a merge that
-            # committed while we waited may have moved them.
+            plan = self._plan(session, keys)
+            if not plan.changes:
+                # Nothing to write (a refused identity stays where it is):
+                # answered from this read, without a lock. A kiosk's device
+                # seen with a known user_id takes this path every time.
+                row = session.get(ProfileRow, plan.profiles[0])
+                if row is None:
+                    raise _Moved()
+                return IdentifyResult(self._record(session, row), False, [], list(plan.refused))
+            involved = sorted(plan.profiles)
+            # Lock the profiles the plan writes, in id order so two merges
+            # never deadlock; then plan again from what is there now: a
+            # merge that committed while we waited may have moved identities.
+            # Profiles of refused identities are not written, so not locked.
             rows = list(
                 session.exec(
                     select(ProfileRow)
-                    .where(col(ProfileRow.profile_id).in_(owners))
+                    .where(col(ProfileRow.profile_id).in_(involved))
                     .order_by(ProfileRow.profile_id)
                     .with_for_update()
                     .execution_options(populate_existing=True)
                 ).all()
             )
-            found = self._identities(session, keys)
-            if len(rows) != len(owners) or sorted({i.profile_id for i in found}) != owners:
+            plan = self._plan(session, keys)
+            if len(rows) != len(involved) or sorted(plan.profiles) != involved:
                 raise _Moved()
             now = _now()
             created = False
@@ -431,27 +466,24 @@ class ProfileStore:
                 for other in others:
                     self._merge_into(session, survivor, other, now)
                     merged.append(other.profile_id)
-            known = {(i.id_type, i.id_value) for i in found}
-            for key in keys:
-                if (key.type, key.value) not in known:
-                    session.add(
-                        IdentityRow(
-                            id_type=key.type,
-                            id_value=key.value,
-                            profile_id=survivor.profile_id,
-                            created_at=now,
-                        )
+            for key in plan.attach:
+                session.add(
+                    IdentityRow(
+                        id_type=key.type,
+                        id_value=key.value,
+                        profile_id=survivor.profile_id,
+                        created_at=now,
                     )
-            if created or merged or len(known) < len(keys):
-                survivor.updated_at = now
-                session.add(survivor)
-                session.flush()
+                )
+            survivor.updated_at = now
+            session.add(survivor)
+            session.flush()
             # The answer is read inside the transaction: once it commits, a
             # concurrent merge may fold the survivor into an older profile at
             # once (its id then resolves as an alias), so it cannot be read back.
             record = self._record(session, survivor)
             session.commit()
-            return IdentifyResult(record, created, merged)
+            return IdentifyResult(record, created, merged, list(plan.refused))
 
     def _merge_into(
         self, session: Session, survivor: ProfileRow, other: ProfileRow, now: dt.datetime

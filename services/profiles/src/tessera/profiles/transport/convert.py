@@ -125,6 +125,14 @@ def identify_response(identified: Identified) -> profiles_pb2.IdentifyResponse:
         profile=profile_message(identified.profile),
         created=identified.created,
         merged_profile_ids=identified.merged_profile_ids,
+        refused_identities=[
+            profiles_pb2.RefusedIdentity(
+                identity=common_pb2.Identity(type=r.identity.type, value=r.identity.value),
+                reason=r.reason,
+                profile_id=r.profile_id,
+            )
+            for r in identified.refused
+        ],
     )
 
 
