@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tessera.errors import InvalidArgument, TesseraError, require
-from tessera.profiles.domain.features import compute_features
+from tessera.profiles.domain.conversion import PRIOR, ConversionModel
+from tessera.profiles.domain.features import (
+    DEFAULT_INTEREST_RULES,
+    InterestRules,
+    compute_features,
+)
 from tessera.profiles.domain.identity import Refusal
 from tessera.profiles.domain.model import EventData, IdentityKey
 from tessera.profiles.domain.profile import Profile
@@ -27,12 +32,25 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+@dataclass
+class Scoring:
+    """What features are computed with: the interest rules, the conversion model in use.
+
+    `model` is replaced whole when a newer trained model is found (see
+    `refresh_model`); a read takes whichever model is there when it starts.
+    """
+
+    interests: InterestRules = DEFAULT_INTEREST_RULES
+    model: ConversionModel = PRIOR
+
+
 @dataclass(frozen=True)
 class Stores:
     """Where the profile service keeps people: durable profiles and hot sessions."""
 
     profiles: ProfileStore
     sessions: SessionStore
+    scoring: Scoring = field(default_factory=Scoring)
 
 
 @dataclass(frozen=True)
@@ -71,7 +89,9 @@ async def _profile(stores: Stores, record: ProfileRecord) -> Profile:
         identities=tuple(record.identities),
         traits=record.traits,
         session=session,
-        features=compute_features(session, record.history, now),
+        features=compute_features(
+            session, record.history, now, stores.scoring.interests, stores.scoring.model
+        ),
         created_at=record.created_at,
         updated_at=record.updated_at,
     )

@@ -7,7 +7,9 @@ from pydantic import Field, field_validator
 
 from tessera import db
 from tessera.hot import open_hot_store
+from tessera.profiles.application import Scoring
 from tessera.profiles.domain import identity
+from tessera.profiles.domain.features import InterestRules
 from tessera.profiles.storage import sql
 from tessera.profiles.storage.sessions import SessionStore
 from tessera.profiles.storage.sql import ProfileStore
@@ -47,6 +49,22 @@ class ProfilesSettings(RuntimeSettings):
             raise ValueError("names a type twice")
         return priority
 
+    interest_half_life_days: float = Field(
+        30.0, gt=0, description="Days after which a purchase counts half in category interest."
+    )
+    interest_suppress_days: float = Field(
+        30.0,
+        ge=0,
+        description="A category bought within this many days is not pushed (0: never).",
+    )
+
+    def interest_rules(self) -> InterestRules:
+        """How category interest is computed (docs/interests.md)."""
+        return InterestRules(
+            half_life_days=self.interest_half_life_days,
+            suppress_days=self.interest_suppress_days,
+        )
+
     def identity_rules(self) -> identity.IdentityRules:
         """The identity resolution rules these settings give."""
         return identity.IdentityRules(dict(self.identity_limits), tuple(self.identity_priority))
@@ -63,7 +81,8 @@ class ProfilesService:
         self.database = db.open_database(self.settings, NAME)
         self.hot = open_hot_store(self.settings, NAME)
         self.store = ProfileStore(self.database, self.settings.identity_rules())
-        self.servicer = ProfileServicer(self.store, SessionStore(self.hot))
+        self.scoring = Scoring(interests=self.settings.interest_rules())
+        self.servicer = ProfileServicer(self.store, SessionStore(self.hot), self.scoring)
 
     def add_to(self, server: grpc.aio.Server) -> None:
         profiles_pb2_grpc.add_ProfileServiceServicer_to_server(self.servicer, server)

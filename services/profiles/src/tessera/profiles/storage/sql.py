@@ -62,6 +62,9 @@ def history_to_json(history: History) -> dict[str, Any]:
         "revenue": history.revenue,
         "last_purchase_at": last.isoformat() if last else None,
         "categories": dict(history.categories),
+        "category_purchased_at": {
+            name: at.isoformat() for name, at in history.category_purchased_at.items()
+        },
     }
 
 
@@ -69,14 +72,26 @@ def history_from_json(raw: dict[str, Any]) -> History:
     """A history from its stored JSON object.
 
     Read saturated, like the domain keeps it: histories stored before
-    revenue was bounded may hold an infinite sum.
+    revenue was bounded may hold an infinite sum. Histories stored before
+    per-category purchase times have no `category_purchased_at`: each of
+    their categories reads as bought at the profile's last purchase (the
+    latest it can have been), and is written back so from then on.
     """
     last = raw.get("last_purchase_at")
+    last_at = dt.datetime.fromisoformat(last) if last else None
+    categories = {k: saturating_add(0, int(v)) for k, v in raw.get("categories", {}).items()}
+    if "category_purchased_at" in raw:
+        purchased_at = {
+            name: dt.datetime.fromisoformat(at) for name, at in raw["category_purchased_at"].items()
+        }
+    else:
+        purchased_at = {name: last_at for name in categories} if last_at else {}
     return History(
         orders=saturating_add(0, int(raw.get("orders", 0))),
         revenue=finite_add(0.0, float(raw.get("revenue", 0.0))),
-        last_purchase_at=dt.datetime.fromisoformat(last) if last else None,
-        categories={k: saturating_add(0, int(v)) for k, v in raw.get("categories", {}).items()},
+        last_purchase_at=last_at,
+        categories=categories,
+        category_purchased_at=purchased_at,
     )
 
 
