@@ -189,6 +189,21 @@ async def track_stream(
     return StreamCounts(accepted, duplicates, rejected)
 
 
+async def refresh_model(stores: Stores, goal: str) -> bool:
+    """Use the newest trained conversion model for `goal`; True when it changed.
+
+    One small query, run by the service's poller every few seconds, never per
+    request: reads take `stores.scoring.model` as it is. Without a trained
+    model the prior stays in use.
+    """
+    latest = await stores.profiles.database.run(stores.profiles.latest_model, goal)
+    model = latest or PRIOR
+    if model == stores.scoring.model:
+        return False
+    stores.scoring.model = model
+    return True
+
+
 async def delete_profile(stores: Stores, profile_id: str) -> int:
     """Erase a person: profile, identities, events and hot session; events erased."""
     require(bool(profile_id), "profile_id", "is required")

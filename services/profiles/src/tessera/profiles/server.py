@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
 import grpc
 from pydantic import Field, field_validator
 
 from tessera import db
 from tessera.hot import open_hot_store
+from tessera.profiles import application
 from tessera.profiles.application import Scoring
 from tessera.profiles.domain import identity
 from tessera.profiles.domain.features import InterestRules
@@ -18,6 +23,8 @@ from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 from tessera.settings import RuntimeSettings
 
 NAME = "profiles"
+
+log = logging.getLogger("tessera.profiles")
 
 
 class ProfilesSettings(RuntimeSettings):
@@ -58,6 +65,16 @@ class ProfilesSettings(RuntimeSettings):
         description="A category bought within this many days is not pushed (0: never).",
     )
 
+    conversion_goal: str = Field(
+        "purchase",
+        pattern=r"^[a-z][a-z0-9_]{0,63}$",
+        description="Event type the conversion probability predicts; the newest model "
+        "trained for it is used (`tessera train conversion --goal`).",
+    )
+    model_poll_s: float = Field(
+        5.0, gt=0, description="Seconds between looks for a newly trained conversion model."
+    )
+
     def interest_rules(self) -> InterestRules:
         """How category interest is computed (docs/interests.md)."""
         return InterestRules(
@@ -83,15 +100,41 @@ class ProfilesService:
         self.store = ProfileStore(self.database, self.settings.identity_rules())
         self.scoring = Scoring(interests=self.settings.interest_rules())
         self.servicer = ProfileServicer(self.store, SessionStore(self.hot), self.scoring)
+        self._poller: asyncio.Task[None] | None = None
 
     def add_to(self, server: grpc.aio.Server) -> None:
         profiles_pb2_grpc.add_ProfileServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
         await self.database.run(sql.migrate, self.database.engine)
+        await self._refresh_model()
+        self._poller = asyncio.create_task(self._poll_model())
+
+    async def _refresh_model(self) -> None:
+        stores = self.servicer.stores
+        if await application.refresh_model(stores, self.settings.conversion_goal):
+            log.info("conversion model", extra={"version": stores.scoring.model.version})
+
+    async def _poll_model(self) -> None:
+        """Pick up a newly trained conversion model without a restart.
+
+        One query every `model_poll_s` seconds, off the request path: a read
+        uses the model in memory. A failed look keeps the model in use.
+        """
+        while True:
+            await asyncio.sleep(self.settings.model_poll_s)
+            try:
+                await self._refresh_model()
+            except Exception:
+                log.warning("could not look for a new conversion model", exc_info=True)
 
     async def drain(self) -> None:
-        """No long-lived streams yet."""
+        """Stop looking for new models; no long-lived streams yet."""
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
 
     async def check(self) -> None:
         """Health: its database, and its hot store, answer."""
@@ -99,5 +142,6 @@ class ProfilesService:
         await self.hot.ping()
 
     async def stop(self) -> None:
+        await self.drain()
         await self.hot.close()
         self.database.dispose()

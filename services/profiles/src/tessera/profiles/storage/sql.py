@@ -12,7 +12,7 @@ import functools
 import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    func,
     inspect,
     or_,
     text,
@@ -38,8 +39,9 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from tessera import db
 from tessera.db import Database
-from tessera.errors import NotFound
+from tessera.errors import AlreadyExists, NotFound
 from tessera.profiles.domain import identity
+from tessera.profiles.domain.conversion import ConversionModel
 from tessera.profiles.domain.history import History, add_to_history, merge_histories
 from tessera.profiles.domain.model import EventData, IdentityKey, finite_add, saturating_add
 
@@ -156,7 +158,28 @@ class LogRow(SQLModel, table=True):
     always True."""
 
 
-TABLES: list[type[SQLModel]] = [ProfileRow, IdentityRow, AliasRow, LogRow]
+class ModelRow(SQLModel, table=True):
+    """One trained conversion model (`tessera train conversion`); the newest per goal is used.
+
+    A table added without a schema step: `migrate` creates missing tables.
+    """
+
+    __tablename__ = "profiles_model"
+
+    version: str = Field(primary_key=True, max_length=64)
+    goal: str = Field(index=True, max_length=64)
+    """The event type the model predicts (the service uses TESSERA_CONVERSION_GOAL's)."""
+    trained_at: dt.datetime = Field(index=True)
+    intercept: float
+    weights: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    """One weight per signal name (`tessera.profiles.domain.conversion.SIGNALS`)."""
+    auc: float
+    calibration_error: float
+    examples: int
+    held_out: int
+
+
+TABLES: list[type[SQLModel]] = [ProfileRow, IdentityRow, AliasRow, LogRow, ModelRow]
 
 SCHEMA_VERSION = 2
 """1: the first tables. 2: `profiles_log.applied`."""
@@ -596,6 +619,88 @@ class ProfileStore:
             session.add(row)
             session.commit()
             return Recorded(row.profile_id, False, event)
+
+    # The conversion model
+
+    def save_model(
+        self,
+        model: ConversionModel,
+        goal: str,
+        trained_at: dt.datetime,
+        *,
+        auc: float,
+        calibration_error: float,
+        examples: int,
+        held_out: int,
+    ) -> None:
+        """Store a trained model; running services pick it up at their next poll."""
+        with Session(self.engine) as session:
+            session.add(
+                ModelRow(
+                    version=model.version,
+                    goal=goal,
+                    trained_at=trained_at,
+                    intercept=model.intercept,
+                    weights=dict(model.weights),
+                    auc=auc,
+                    calibration_error=calibration_error,
+                    examples=examples,
+                    held_out=held_out,
+                )
+            )
+            try:
+                session.commit()
+            except IntegrityError:
+                raise AlreadyExists(
+                    f"a model {model.version!r} is stored already", field="version"
+                ) from None
+
+    def latest_model(self, goal: str) -> ConversionModel | None:
+        """The newest trained model for `goal`, or None when none was trained."""
+        table = ModelRow.__table__  # type: ignore[attr-defined]
+        query = (
+            sa_select(table.c.version, table.c.intercept, table.c.weights)
+            .where(table.c.goal == goal)
+            .order_by(table.c.trained_at.desc(), table.c.version.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        if row is None:
+            return None
+        weights = {str(k): float(v) for k, v in row.weights.items()}
+        return ConversionModel(row.version, float(row.intercept), weights)
+
+    def count_events(self) -> int:
+        """Events in the log (what training reads)."""
+        with self.engine.connect() as connection:
+            count = connection.execute(
+                sa_select(func.count()).select_from(LogRow).where(col(LogRow.kind) == "event")
+            ).scalar()
+        return int(count or 0)
+
+    def events(self, batch: int = 5000) -> Iterator[EventData]:
+        """Every stored event, on the profile it belongs to now, streamed in batches."""
+        table = LogRow.__table__  # type: ignore[attr-defined]
+        query = sa_select(
+            table.c.event_id,
+            table.c.type,
+            table.c.ts,
+            table.c.channel,
+            table.c.profile_id,
+            table.c.properties,
+        ).where(table.c.kind == "event")
+        with self.engine.connect() as connection:
+            result = connection.execution_options(yield_per=batch).execute(query)
+            for row in result:
+                yield EventData(
+                    event_id=row.event_id or "",
+                    type=row.type,
+                    timestamp=_utc(row.ts),
+                    channel=row.channel,
+                    profile_id=row.profile_id,
+                    properties=dict(row.properties),
+                )
 
     def mark_applied(self, event_id: str) -> None:
         """Record that the hot session has taken the event: retries are duplicates now."""

@@ -103,6 +103,7 @@ def features_message(features: Features) -> profiles_pb2.Features:
             profiles_pb2.Interest(category=i.category, score=i.score) for i in features.interests
         ],
         conversion_probability=features.conversion_probability,
+        conversion_model_version=features.conversion_model_version,
     )
 
 
