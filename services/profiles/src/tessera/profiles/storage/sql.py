@@ -389,9 +389,12 @@ class ProfileStore:
     def identify(self, keys: list[IdentityKey]) -> IdentifyResult:
         """Resolve identities to one profile, creating or merging as needed.
 
-        Most calls (every Decide of a known visitor) change nothing, so a
-        single read-only query answers them; only a new identity, a new
-        person or a merge takes the writing path. Concurrent writers may race
+        Under the identity rules (`self.rules`, docs/identity.md): what would
+        give a profile more identities of a type than its limit is refused
+        for the lower-priority identity and reported. Most calls (every
+        Decide of a known visitor) change nothing, so a single read-only
+        query answers them; only a new identity, a new person or a merge
+        takes the writing path. Concurrent writers may race
         to attach the same new identity; the loser sees an integrity error
         and resolves again, now finding the winner.
         """
