@@ -3,6 +3,7 @@
 tessera up                 start all four services, stop them on Ctrl-C
 tessera serve profiles     serve one service in this process
 tessera decide --identity cookie=abc --placement home_hero
+tessera train conversion   learn the conversion model from the stored events
 """
 
 from __future__ import annotations
@@ -322,7 +323,38 @@ def main(argv: list[str] | None = None) -> int:
     decide_parser.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait (default: 5)"
     )
+    train_parser = commands.add_parser(
+        "train",
+        help="learn a model from the stored events",
+        description="Learn a model from the profile service's stored events and store it.",
+    )
+    models = train_parser.add_subparsers(dest="model", required=True)
+    conversion_parser = models.add_parser(
+        "conversion",
+        help="the conversion model behind features.conversion_probability",
+        description="Learn the conversion model from the events in the profile service's "
+        "database (TESSERA_DATABASE_URL, or the embedded file in TESSERA_DATA_DIR), report "
+        "AUC and calibration on held-out visits, and store it under a new version; running "
+        "profile services use it within TESSERA_MODEL_POLL_S seconds.",
+    )
+    conversion_parser.add_argument(
+        "--goal",
+        help="event type that counts as converting (default: TESSERA_CONVERSION_GOAL, purchase)",
+    )
+    conversion_parser.add_argument(
+        "--held-out",
+        type=float,
+        default=0.3,
+        help="share of visits kept out of fitting to judge the model (default: 0.3)",
+    )
+    conversion_parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the held-out split (default: 0)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "train":
+        # The profile service's own command, imported only when it runs.
+        training = importlib.import_module("tessera.profiles.train_cli")
+        return int(training.run(args))
     if args.command == "up":
         return up()
     if args.command == "serve":

@@ -82,6 +82,7 @@ def histories(draw: st.DrawFn) -> History:
         revenue=draw(st.floats(0, 1.7e308)),
         last_purchase_at=draw(st.none() | stamps),
         categories=draw(st.dictionaries(st.sampled_from(["c1", "c2"]), counters, max_size=2)),
+        category_purchased_at=draw(st.dictionaries(st.sampled_from(["c1", "c2"]), stamps)),
     )
 
 

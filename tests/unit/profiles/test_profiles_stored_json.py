@@ -62,7 +62,11 @@ def test_history_json__round_trip__same_object() -> None:
         "orders": 2,
         "revenue": 150.0,
         "last_purchase_at": "2026-10-18T10:00:00+00:00",
-        "categories": {"washing_machines": 2},
+        "categories": {"washing_machines": 2, "coffee": 1},
+        "category_purchased_at": {
+            "washing_machines": "2026-10-18T10:00:00+00:00",
+            "coffee": "2026-09-02T08:30:00+00:00",
+        },
     }
 
     assert history_to_json(history_from_json(raw)) == raw
@@ -71,7 +75,22 @@ def test_history_json__round_trip__same_object() -> None:
         "revenue": 0.0,
         "last_purchase_at": None,
         "categories": {},
+        "category_purchased_at": {},
     }
+
+
+def test_history_json__stored_before_category_times__reads_and_writes_old_fields_back() -> None:
+    raw = {
+        "orders": 2,
+        "revenue": 150.0,
+        "last_purchase_at": "2026-10-18T10:00:00+00:00",
+        "categories": {"washing_machines": 2},
+    }
+
+    written = history_to_json(history_from_json(raw))
+
+    assert {k: v for k, v in written.items() if k in raw} == raw
+    assert written["category_purchased_at"] == {"washing_machines": raw["last_purchase_at"]}
 
 
 def test_stored_json__poisoned_before_numbers_were_bounded__reads_within_proto_range() -> None:

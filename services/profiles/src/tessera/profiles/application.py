@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tessera.errors import InvalidArgument, ResourceExhausted, TesseraError, require
+from tessera.profiles.domain.conversion import PRIOR, ConversionModel
 from tessera.profiles.domain.event_history import bounded
-from tessera.profiles.domain.features import compute_features
+from tessera.profiles.domain.features import (
+    DEFAULT_INTEREST_RULES,
+    InterestRules,
+    compute_features,
+)
+from tessera.profiles.domain.identity import Refusal
 from tessera.profiles.domain.model import EventData, IdentityKey
 from tessera.profiles.domain.profile import Profile
 from tessera.profiles.storage.sessions import SessionStore
@@ -27,12 +33,25 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+@dataclass
+class Scoring:
+    """What features are computed with: the interest rules, the conversion model in use.
+
+    `model` is replaced whole when a newer trained model is found (see
+    `refresh_model`); a read takes whichever model is there when it starts.
+    """
+
+    interests: InterestRules = DEFAULT_INTEREST_RULES
+    model: ConversionModel = PRIOR
+
+
 @dataclass(frozen=True)
 class Stores:
     """Where the profile service keeps people: durable profiles and hot sessions."""
 
     profiles: ProfileStore
     sessions: SessionStore
+    scoring: Scoring = field(default_factory=Scoring)
 
 
 @dataclass(frozen=True)
@@ -42,6 +61,8 @@ class Identified:
     profile: Profile
     created: bool
     merged_profile_ids: list[str]
+    refused: list[Refusal] = field(default_factory=list)
+    """Identities the identity rules kept out, with the reason."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +90,9 @@ async def _profile(stores: Stores, record: ProfileRecord) -> Profile:
         identities=tuple(record.identities),
         traits=record.traits,
         session=session,
-        features=compute_features(session, record.history, now),
+        features=compute_features(
+            session, record.history, now, stores.scoring.interests, stores.scoring.model
+        ),
         created_at=record.created_at,
         updated_at=record.updated_at,
         # Days that aged out since the last write are not shown.
@@ -87,9 +110,15 @@ async def _resolve(stores: Stores, keys: list[IdentityKey]) -> IdentifyResult:
 
 
 async def identify(stores: Stores, keys: list[IdentityKey]) -> Identified:
-    """Resolve identities to one profile, creating or merging profiles as needed."""
+    """Resolve identities to one profile, creating or merging profiles as needed.
+
+    Under the identity rules (limits and priority per identity type): an
+    identity whose merge or attachment would break a limit is refused and
+    reported, and stays where it was.
+    """
     result = await _resolve(stores, keys)
-    return Identified(await _profile(stores, result.profile), result.created, result.merged_ids)
+    profile = await _profile(stores, result.profile)
+    return Identified(profile, result.created, result.merged_ids, result.refused)
 
 
 async def get_profile(stores: Stores, profile_id: str) -> Profile:
@@ -162,6 +191,21 @@ async def track_stream(
         else:
             accepted += 1
     return StreamCounts(accepted, duplicates, rejected)
+
+
+async def refresh_model(stores: Stores, goal: str) -> bool:
+    """Use the newest trained conversion model for `goal`; True when it changed.
+
+    One small query, run by the service's poller every few seconds, never per
+    request: reads take `stores.scoring.model` as it is. Without a trained
+    model the prior stays in use.
+    """
+    latest = await stores.profiles.database.run(stores.profiles.latest_model, goal)
+    model = latest or PRIOR
+    if model == stores.scoring.model:
+        return False
+    stores.scoring.model = model
+    return True
 
 
 async def delete_profile(stores: Stores, profile_id: str) -> int:

@@ -9,12 +9,26 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from tessera.profiles.domain.conversion import PRIOR, probability, signals
+from tessera.profiles.domain.conversion import PRIOR, ConversionModel, probability, signals
 from tessera.profiles.domain.history import History
 from tessera.profiles.domain.session import Session
 
-SESSION_INTEREST_WEIGHT = 3.0
-"""A category viewed now counts this many times a past purchase: hot beats cold."""
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class InterestRules:
+    """How category interest follows intent (docs/interests.md)."""
+
+    half_life_days: float = 30.0
+    """A purchase counts half as much this many days later."""
+    suppress_days: float = 30.0
+    """A category bought within this many days is not pushed at all (0: never suppressed)."""
+    session_weight: float = 3.0
+    """A category view in the live session counts this many times a purchase of today."""
+
+
+DEFAULT_INTEREST_RULES = InterestRules()
 
 
 @dataclass(frozen=True)
@@ -47,18 +61,53 @@ class Features:
     interests: tuple[Interest, ...]
     """Highest score first; ties by category name."""
     conversion_probability: float
+    conversion_model_version: str = PRIOR.version
+    """The conversion model that gave the probability: a trained version, or "prior"."""
 
 
-def compute_features(session: Session | None, history: History, now: dt.datetime) -> Features:
-    """RFM, lifetime value, ranked interests and conversion probability."""
-    last = history.last_purchase_at
-    # A purchase stamped a little ahead of `now` (clock skew) was bought now.
-    recency = max(0.0, (now - last).total_seconds() / 86_400) if last is not None else None
-    interests: dict[str, float] = {k: float(v) for k, v in history.categories.items()}
+def rank_interests(
+    session: Session | None, history: History, now: dt.datetime, rules: InterestRules
+) -> tuple[Interest, ...]:
+    """Category interest, strongest first (ties by name); see docs/interests.md.
+
+    score(c) = session_weight * views_now(c) + purchases(c) * 2^(-age(c) / half_life)
+    with age(c) the days since the category was last bought, and 0 for a
+    category bought less than suppress_days ago: its need is met, whatever
+    the session shows. Categories scoring 0 (suppressed, or bought so long
+    ago that the decay reaches 0) are left out.
+    """
+    scores: dict[str, float] = {}
+    suppressed: set[str] = set()
+    for category, count in history.categories.items():
+        bought = history.category_purchased_at.get(category, history.last_purchase_at)
+        if bought is None:
+            scores[category] = float(count)
+            continue
+        # A purchase stamped a little ahead of `now` (clock skew) was bought now.
+        age = max(0.0, (now - bought).total_seconds() / DAY_S)
+        if age < rules.suppress_days:
+            suppressed.add(category)
+            continue
+        scores[category] = count * 2.0 ** (-age / rules.half_life_days)
     if session is not None:
         for category, views in session.category_views.items():
-            interests[category] = interests.get(category, 0.0) + SESSION_INTEREST_WEIGHT * views
-    ranked = sorted(interests.items(), key=lambda kv: (-kv[1], kv[0]))
+            if category not in suppressed:
+                scores[category] = scores.get(category, 0.0) + rules.session_weight * views
+    ranked = sorted(((c, v) for c, v in scores.items() if v > 0), key=lambda kv: (-kv[1], kv[0]))
+    return tuple(Interest(category, score) for category, score in ranked)
+
+
+def compute_features(
+    session: Session | None,
+    history: History,
+    now: dt.datetime,
+    interest_rules: InterestRules = DEFAULT_INTEREST_RULES,
+    model: ConversionModel = PRIOR,
+) -> Features:
+    """RFM, lifetime value, ranked interests and the conversion probability of `model`."""
+    last = history.last_purchase_at
+    # A purchase stamped a little ahead of `now` (clock skew) was bought now.
+    recency = max(0.0, (now - last).total_seconds() / DAY_S) if last is not None else None
     return Features(
         rfm=Rfm(
             recency_days=round(recency, 3) if recency is not None else None,
@@ -66,6 +115,7 @@ def compute_features(session: Session | None, history: History, now: dt.datetime
             monetary=history.revenue,
         ),
         lifetime_value=history.revenue,
-        interests=tuple(Interest(category, score) for category, score in ranked),
-        conversion_probability=probability(PRIOR, signals(session, history)),
+        interests=rank_interests(session, history, now, interest_rules),
+        conversion_probability=probability(model, signals(session, history)),
+        conversion_model_version=model.version,
     )

@@ -3,10 +3,11 @@
 Only purchases change it. The aggregates are updated with each purchase and
 stored on the profile, so computing features costs no query on the decision
 path. This is all the cold history there is today: order count, revenue,
-last purchase and purchases per category, the inputs of RFM, lifetime value
-and category interest. Counts saturate at the largest int64 and revenue
-stays a finite double (see docs/profile-writes.md), so no sequence of
-events makes a history its proto fields cannot carry.
+last purchase, purchases per category and each category's last purchase,
+the inputs of RFM, lifetime value and category interest. Counts saturate at
+the largest int64 and revenue stays a finite double (see
+docs/profile-writes.md), so no sequence of events makes a history its proto
+fields cannot carry.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class History:
     last_purchase_at: dt.datetime | None = None
     categories: Mapping[str, int] = field(default_factory=dict)
     """Purchases per product category."""
+    category_purchased_at: Mapping[str, dt.datetime] = field(default_factory=dict)
+    """Latest purchase per product category: interests decay and are suppressed from it."""
 
 
 def add_to_history(history: History, event: EventData) -> History:
@@ -35,17 +38,30 @@ def add_to_history(history: History, event: EventData) -> History:
         return history
     last = history.last_purchase_at
     categories = history.categories
+    purchased_at = history.category_purchased_at
     category = event.properties.get("category")
     if category:
+        name = str(category)
         counts = dict(categories)
-        counts[str(category)] = saturating_add(counts.get(str(category), 0), 1)
+        counts[name] = saturating_add(counts.get(name, 0), 1)
         categories = counts
+        purchased_at = _latest(purchased_at, {name: event.timestamp})
     return History(
         orders=saturating_add(history.orders, 1),
         revenue=finite_add(history.revenue, float(event.properties.get("revenue") or 0.0)),
         last_purchase_at=event.timestamp if last is None or event.timestamp > last else last,
         categories=categories,
+        category_purchased_at=purchased_at,
     )
+
+
+def _latest(a: Mapping[str, dt.datetime], b: Mapping[str, dt.datetime]) -> dict[str, dt.datetime]:
+    """Per key, the later of the two times (events arrive in any order)."""
+    out = dict(a)
+    for name, at in b.items():
+        if name not in out or at > out[name]:
+            out[name] = at
+    return out
 
 
 def merge_histories(a: History, b: History) -> History:
@@ -59,4 +75,5 @@ def merge_histories(a: History, b: History) -> History:
         revenue=finite_add(a.revenue, b.revenue),
         last_purchase_at=max(stamps) if stamps else None,
         categories=categories,
+        category_purchased_at=_latest(a.category_purchased_at, b.category_purchased_at),
     )

@@ -12,7 +12,7 @@ import functools
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    func,
     inspect,
     or_,
     text,
@@ -38,7 +39,9 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from tessera import db
 from tessera.db import Database
-from tessera.errors import NotFound
+from tessera.errors import AlreadyExists, NotFound
+from tessera.profiles.domain import identity
+from tessera.profiles.domain.conversion import ConversionModel
 from tessera.profiles.domain.event_history import (
     EventHistory,
     add_event,
@@ -68,6 +71,9 @@ def history_to_json(history: History) -> dict[str, Any]:
         "revenue": history.revenue,
         "last_purchase_at": last.isoformat() if last else None,
         "categories": dict(history.categories),
+        "category_purchased_at": {
+            name: at.isoformat() for name, at in history.category_purchased_at.items()
+        },
     }
 
 
@@ -75,14 +81,26 @@ def history_from_json(raw: dict[str, Any]) -> History:
     """A history from its stored JSON object.
 
     Read saturated, like the domain keeps it: histories stored before
-    revenue was bounded may hold an infinite sum.
+    revenue was bounded may hold an infinite sum. Histories stored before
+    per-category purchase times have no `category_purchased_at`: each of
+    their categories reads as bought at the profile's last purchase (the
+    latest it can have been), and is written back so from then on.
     """
     last = raw.get("last_purchase_at")
+    last_at = dt.datetime.fromisoformat(last) if last else None
+    categories = {k: saturating_add(0, int(v)) for k, v in raw.get("categories", {}).items()}
+    if "category_purchased_at" in raw:
+        purchased_at = {
+            name: dt.datetime.fromisoformat(at) for name, at in raw["category_purchased_at"].items()
+        }
+    else:
+        purchased_at = {name: last_at for name in categories} if last_at else {}
     return History(
         orders=saturating_add(0, int(raw.get("orders", 0))),
         revenue=finite_add(0.0, float(raw.get("revenue", 0.0))),
-        last_purchase_at=dt.datetime.fromisoformat(last) if last else None,
-        categories={k: saturating_add(0, int(v)) for k, v in raw.get("categories", {}).items()},
+        last_purchase_at=last_at,
+        categories=categories,
+        category_purchased_at=purchased_at,
     )
 
 
@@ -152,7 +170,28 @@ class LogRow(SQLModel, table=True):
     always True."""
 
 
-TABLES: list[type[SQLModel]] = [ProfileRow, IdentityRow, AliasRow, LogRow]
+class ModelRow(SQLModel, table=True):
+    """One trained conversion model (`tessera train conversion`); the newest per goal is used.
+
+    A table added without a schema step: `migrate` creates missing tables.
+    """
+
+    __tablename__ = "profiles_model"
+
+    version: str = Field(primary_key=True, max_length=64)
+    goal: str = Field(index=True, max_length=64)
+    """The event type the model predicts (the service uses TESSERA_CONVERSION_GOAL's)."""
+    trained_at: dt.datetime = Field(index=True)
+    intercept: float
+    weights: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    """One weight per signal name (`tessera.profiles.domain.conversion.SIGNALS`)."""
+    auc: float
+    calibration_error: float
+    examples: int
+    held_out: int
+
+
+TABLES: list[type[SQLModel]] = [ProfileRow, IdentityRow, AliasRow, LogRow, ModelRow]
 
 SCHEMA_VERSION = 4
 """1: the first tables. 2: `profiles_log.applied`. 4: `profiles_profile.event_history`."""
@@ -237,6 +276,8 @@ class IdentifyResult:
     profile: ProfileRecord
     created: bool
     merged_ids: list[str]
+    refused: list[identity.Refusal] = field(default_factory=list)
+    """Identities left out under the identity rules, with the reason."""
 
 
 def new_profile_id() -> str:
@@ -299,9 +340,12 @@ class _Moved(Exception):
 class ProfileStore:
     """Profiles, identities and events in one SQL database."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(
+        self, database: Database, rules: identity.IdentityRules = identity.DEFAULT_RULES
+    ) -> None:
         self.database = database
         self.engine = database.engine
+        self.rules = rules
 
     # Reads
 
@@ -376,9 +420,12 @@ class ProfileStore:
     def identify(self, keys: list[IdentityKey]) -> IdentifyResult:
         """Resolve identities to one profile, creating or merging as needed.
 
-        Most calls (every Decide of a known visitor) change nothing, so a
-        single read-only query answers them; only a new identity, a new
-        person or a merge takes the writing path. Concurrent writers may race
+        Under the identity rules (`self.rules`, docs/identity.md): what would
+        give a profile more identities of a type than its limit is refused
+        for the lower-priority identity and reported. Most calls (every
+        Decide of a known visitor) change nothing, so a single read-only
+        query answers them; only a new identity, a new person or a merge
+        takes the writing path. Concurrent writers may race
         to attach the same new identity; the loser sees an integrity error
         and resolves again, now finding the winner.
         """
@@ -429,24 +476,53 @@ class ProfileStore:
         query = select(IdentityRow).where(condition).execution_options(populate_existing=True)
         return list(session.exec(query).all())
 
+    def _held(self, session: Session, profile_ids: Sequence[str]) -> dict[str, list[IdentityKey]]:
+        """Every identity each of `profile_ids` holds."""
+        held: dict[str, list[IdentityKey]] = {p: [] for p in profile_ids}
+        if profile_ids:
+            rows = session.exec(
+                select(IdentityRow)
+                .where(col(IdentityRow.profile_id).in_(profile_ids))
+                .execution_options(populate_existing=True)
+            ).all()
+            for row in rows:
+                held[row.profile_id].append(IdentityKey(row.id_type, row.id_value))
+        return held
+
+    def _plan(self, session: Session, keys: list[IdentityKey]) -> identity.Plan:
+        """What resolving `keys` does under the rules, from the rows as they are now."""
+        found = self._identities(session, keys)
+        owners = {IdentityKey(i.id_type, i.id_value): i.profile_id for i in found}
+        held = self._held(session, sorted(set(owners.values())))
+        return identity.plan(self.rules, keys, owners, held)
+
     def _identify_once(self, keys: list[IdentityKey]) -> IdentifyResult:
         with Session(self.engine) as session:
-            found = self._identities(session, keys)
-            owners = sorted({i.profile_id for i in found})
-            # Lock every profile involved, in id order so two merges never
-            # deadlock; then read the identities again: a merge that
-            # committed while we waited may have moved them.
+            plan = self._plan(session, keys)
+            if not plan.changes:
+                # Nothing to write (a refused identity stays where it is):
+                # answered from this read, without a lock. A kiosk's device
+                # seen with a known user_id takes this path every time.
+                row = session.get(ProfileRow, plan.profiles[0])
+                if row is None:
+                    raise _Moved()
+                return IdentifyResult(self._record(session, row), False, [], list(plan.refused))
+            involved = sorted(plan.profiles)
+            # Lock the profiles the plan writes, in id order so two merges
+            # never deadlock; then plan again from what is there now: a
+            # merge that committed while we waited may have moved identities.
+            # Profiles of refused identities are not written, so not locked.
             rows = list(
                 session.exec(
                     select(ProfileRow)
-                    .where(col(ProfileRow.profile_id).in_(owners))
+                    .where(col(ProfileRow.profile_id).in_(involved))
                     .order_by(ProfileRow.profile_id)
                     .with_for_update()
                     .execution_options(populate_existing=True)
                 ).all()
             )
-            found = self._identities(session, keys)
-            if len(rows) != len(owners) or sorted({i.profile_id for i in found}) != owners:
+            plan = self._plan(session, keys)
+            if len(rows) != len(involved) or sorted(plan.profiles) != involved:
                 raise _Moved()
             now = _now()
             created = False
@@ -463,27 +539,24 @@ class ProfileStore:
                 for other in others:
                     self._merge_into(session, survivor, other, now)
                     merged.append(other.profile_id)
-            known = {(i.id_type, i.id_value) for i in found}
-            for key in keys:
-                if (key.type, key.value) not in known:
-                    session.add(
-                        IdentityRow(
-                            id_type=key.type,
-                            id_value=key.value,
-                            profile_id=survivor.profile_id,
-                            created_at=now,
-                        )
+            for key in plan.attach:
+                session.add(
+                    IdentityRow(
+                        id_type=key.type,
+                        id_value=key.value,
+                        profile_id=survivor.profile_id,
+                        created_at=now,
                     )
-            if created or merged or len(known) < len(keys):
-                survivor.updated_at = now
-                session.add(survivor)
-                session.flush()
+                )
+            survivor.updated_at = now
+            session.add(survivor)
+            session.flush()
             # The answer is read inside the transaction: once it commits, a
             # concurrent merge may fold the survivor into an older profile at
             # once (its id then resolves as an alias), so it cannot be read back.
             record = self._record(session, survivor)
             session.commit()
-            return IdentifyResult(record, created, merged)
+            return IdentifyResult(record, created, merged, list(plan.refused))
 
     def _merge_into(
         self, session: Session, survivor: ProfileRow, other: ProfileRow, now: dt.datetime
@@ -592,6 +665,88 @@ class ProfileStore:
             session.add(row)
             session.commit()
             return Recorded(row.profile_id, False, event)
+
+    # The conversion model
+
+    def save_model(
+        self,
+        model: ConversionModel,
+        goal: str,
+        trained_at: dt.datetime,
+        *,
+        auc: float,
+        calibration_error: float,
+        examples: int,
+        held_out: int,
+    ) -> None:
+        """Store a trained model; running services pick it up at their next poll."""
+        with Session(self.engine) as session:
+            session.add(
+                ModelRow(
+                    version=model.version,
+                    goal=goal,
+                    trained_at=trained_at,
+                    intercept=model.intercept,
+                    weights=dict(model.weights),
+                    auc=auc,
+                    calibration_error=calibration_error,
+                    examples=examples,
+                    held_out=held_out,
+                )
+            )
+            try:
+                session.commit()
+            except IntegrityError:
+                raise AlreadyExists(
+                    f"a model {model.version!r} is stored already", field="version"
+                ) from None
+
+    def latest_model(self, goal: str) -> ConversionModel | None:
+        """The newest trained model for `goal`, or None when none was trained."""
+        table = ModelRow.__table__  # type: ignore[attr-defined]
+        query = (
+            sa_select(table.c.version, table.c.intercept, table.c.weights)
+            .where(table.c.goal == goal)
+            .order_by(table.c.trained_at.desc(), table.c.version.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        if row is None:
+            return None
+        weights = {str(k): float(v) for k, v in row.weights.items()}
+        return ConversionModel(row.version, float(row.intercept), weights)
+
+    def count_events(self) -> int:
+        """Events in the log (what training reads)."""
+        with self.engine.connect() as connection:
+            count = connection.execute(
+                sa_select(func.count()).select_from(LogRow).where(col(LogRow.kind) == "event")
+            ).scalar()
+        return int(count or 0)
+
+    def events(self, batch: int = 5000) -> Iterator[EventData]:
+        """Every stored event, on the profile it belongs to now, streamed in batches."""
+        table = LogRow.__table__  # type: ignore[attr-defined]
+        query = sa_select(
+            table.c.event_id,
+            table.c.type,
+            table.c.ts,
+            table.c.channel,
+            table.c.profile_id,
+            table.c.properties,
+        ).where(table.c.kind == "event")
+        with self.engine.connect() as connection:
+            result = connection.execution_options(yield_per=batch).execute(query)
+            for row in result:
+                yield EventData(
+                    event_id=row.event_id or "",
+                    type=row.type,
+                    timestamp=_utc(row.ts),
+                    channel=row.channel,
+                    profile_id=row.profile_id,
+                    properties=dict(row.properties),
+                )
 
     def mark_applied(self, event_id: str) -> None:
         """Record that the hot session has taken the event: retries are duplicates now."""

@@ -104,6 +104,7 @@ def features_message(features: Features) -> profiles_pb2.Features:
             profiles_pb2.Interest(category=i.category, score=i.score) for i in features.interests
         ],
         conversion_probability=features.conversion_probability,
+        conversion_model_version=features.conversion_model_version,
     )
 
 
@@ -147,6 +148,14 @@ def identify_response(identified: Identified) -> profiles_pb2.IdentifyResponse:
         profile=profile_message(identified.profile),
         created=identified.created,
         merged_profile_ids=identified.merged_profile_ids,
+        refused_identities=[
+            profiles_pb2.RefusedIdentity(
+                identity=common_pb2.Identity(type=r.identity.type, value=r.identity.value),
+                reason=r.reason,
+                profile_id=r.profile_id,
+            )
+            for r in identified.refused
+        ],
     )
 
 

@@ -12,7 +12,7 @@ from tessera import guard
 from tessera.convert import check_channel, struct_to_dict
 from tessera.errors import InvalidArgument, Unimplemented
 from tessera.profiles import application
-from tessera.profiles.application import Stores
+from tessera.profiles.application import Scoring, Stores
 from tessera.profiles.domain.model import EventData
 from tessera.profiles.storage.sessions import SessionStore
 from tessera.profiles.storage.sql import ProfileStore
@@ -36,8 +36,10 @@ def _event_of(request: profiles_pb2.TrackStreamRequest | guard.Refused) -> Event
 class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
     """Implements tessera.profiles.v1.ProfileService."""
 
-    def __init__(self, store: ProfileStore, sessions: SessionStore) -> None:
-        self.stores = Stores(store, sessions)
+    def __init__(
+        self, store: ProfileStore, sessions: SessionStore, scoring: Scoring | None = None
+    ) -> None:
+        self.stores = Stores(store, sessions, scoring or Scoring())
 
     async def Identify(
         self, request: profiles_pb2.IdentifyRequest, context: Context
