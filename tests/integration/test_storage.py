@@ -322,7 +322,7 @@ def test_migrate__profiles_log_of_version_1__gains_applied_and_old_events_count_
     assert store.record_event(new, profile_id).pending == new
     with engine.connect() as connection:
         version = connection.execute(text("SELECT version FROM profiles_schema")).scalar()
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3
 
 
 def _cookie() -> object:

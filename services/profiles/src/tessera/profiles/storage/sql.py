@@ -1,8 +1,10 @@
 """Durable profile data on SQLModel: profiles, identities, aliases, the event log.
 
-The event log doubles as the change feed: every stored event, merge and
-deletion gets the next `sequence`, which consumers use as their cursor.
-Methods are blocking; the servicer calls them through `Database.run`.
+The event log doubles as the change feed: writers insert records with no
+feed `position`; the sequencer (`storage.feed`) gives committed records
+their positions afterwards, in commit order, and consumers use those as
+their cursor. Methods are blocking; the servicer calls them through
+`Database.run`.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     Connection,
     Engine,
+    Index,
     Select,
     and_,
     bindparam,
     delete,
+    func,
     inspect,
     or_,
     text,
@@ -118,9 +123,26 @@ class AliasRow(SQLModel, table=True):
 
 
 class LogRow(SQLModel, table=True):
-    """One record of the event log and change feed."""
+    """One record of the event log and change feed.
+
+    `sequence` is the row id, taken at insert: on PostgreSQL concurrent
+    writers commit in another order than they took ids, so the feed does
+    not use it. `position` is the record's place in the feed (the
+    `sequence` of StreamEvents), given by the sequencer once the row has
+    committed; NULL until then.
+    """
 
     __tablename__ = "profiles_log"
+    __table_args__ = (
+        # What the sequencer looks for at every run: a small index of the
+        # few rows not sequenced yet, not a scan of the whole log.
+        Index(
+            "ix_profiles_log_unsequenced",
+            "sequence",
+            postgresql_where=text("position IS NULL"),
+            sqlite_where=text("position IS NULL"),
+        ),
+    )
 
     sequence: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=16)  # "event", "merge" or "deletion"
@@ -138,12 +160,28 @@ class LogRow(SQLModel, table=True):
     retry of an event still False completes it, a retry of one True is a
     plain duplicate (docs/profile-writes.md). Merge and deletion records are
     always True."""
+    position: int | None = Field(default=None, sa_type=BigInteger, unique=True)
+    """Place in the change feed; NULL until the sequencer reaches the row."""
+    sequenced_at: dt.datetime | None = None
+    """When the record got its position: retention counts from here."""
 
 
-TABLES: list[type[SQLModel]] = [ProfileRow, IdentityRow, AliasRow, LogRow]
+class FeedRow(SQLModel, table=True):
+    """The change feed's counter: one row, written only by the sequencer and the purge."""
 
-SCHEMA_VERSION = 2
-"""1: the first tables. 2: `profiles_log.applied`."""
+    __tablename__ = "profiles_feed"
+
+    id: int = Field(default=1, primary_key=True)
+    last_position: int = Field(default=0, sa_type=BigInteger)
+    """The highest position given out; the next record gets the one after."""
+    purged_through: int = Field(default=0, sa_type=BigInteger)
+    """Every position up to this one was purged by retention."""
+
+
+TABLES: list[type[SQLModel]] = [ProfileRow, IdentityRow, AliasRow, LogRow, FeedRow]
+
+SCHEMA_VERSION = 3
+"""1: the first tables. 2: `profiles_log.applied`. 3: feed positions."""
 
 
 def _add_applied(connection: Connection) -> None:
@@ -160,7 +198,38 @@ def _add_applied(connection: Connection) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_applied}
+def _add_positions(connection: Connection) -> None:
+    """Version 3: feed positions; the records already held get theirs in id order.
+
+    Each takes its row id as position (ids grow with inserts, so that is id
+    order); the counter starts after the highest. Records written meanwhile
+    by replicas of the previous release (rolling upgrade) have no position
+    and are sequenced like any new record. The `profiles_feed` table itself
+    was created from the model before this step ran.
+    """
+    columns = {c["name"] for c in inspect(connection).get_columns("profiles_log")}
+    if "position" not in columns:
+        connection.execute(text("ALTER TABLE profiles_log ADD COLUMN position BIGINT"))
+    if "sequenced_at" not in columns:
+        stamp = (
+            "TIMESTAMP WITHOUT TIME ZONE" if connection.dialect.name == "postgresql" else "DATETIME"
+        )
+        connection.execute(text(f"ALTER TABLE profiles_log ADD COLUMN sequenced_at {stamp}"))
+    indexes = {i["name"] for i in inspect(connection).get_indexes("profiles_log")}
+    for index in LogRow.__table__.indexes:  # type: ignore[attr-defined]
+        if index.name not in indexes:
+            index.create(connection)
+    connection.execute(
+        update(LogRow)
+        .where(col(LogRow.position).is_(None))
+        .values(position=col(LogRow.sequence), sequenced_at=_now())
+    )
+    last = connection.execute(sa_select(func.max(col(LogRow.position)))).scalar() or 0
+    if connection.execute(sa_select(col(FeedRow.id))).first() is None:
+        connection.execute(FeedRow.__table__.insert().values(id=1, last_position=last))  # type: ignore[attr-defined]
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_applied, 3: _add_positions}
 
 
 def migrate(engine: Engine) -> None:
@@ -581,7 +650,16 @@ class ProfileStore:
             session.execute(delete(IdentityRow).where(col(IdentityRow.profile_id) == canonical))
             session.execute(delete(AliasRow).where(col(AliasRow.profile_id) == canonical))
             session.execute(delete(ProfileRow).where(col(ProfileRow.profile_id) == canonical))
-            session.add(LogRow(kind="deletion", profile_id=canonical, ts=_now()))
+            # The erasure's own feed record: the opaque ids only, so that
+            # consumers can remove what they hold under any of them.
+            session.add(
+                LogRow(
+                    kind="deletion",
+                    profile_id=canonical,
+                    ts=_now(),
+                    properties={"merged_profile_ids": sorted(aliases)},
+                )
+            )
             session.commit()
             self.database.scrub()
             return Erased(canonical, aliases, int(events.rowcount or 0))  # type: ignore[attr-defined]
