@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import grpc
+from pydantic import Field
 
 from tessera import db
 from tessera.hot import open_hot_store
+from tessera.profiles.feed import Feed
 from tessera.profiles.storage import sql
 from tessera.profiles.storage.sessions import SessionStore
 from tessera.profiles.storage.sql import ProfileStore
@@ -19,6 +23,19 @@ NAME = "profiles"
 class ProfilesSettings(RuntimeSettings):
     """Settings of the profile service (TESSERA_* variables)."""
 
+    event_retention_days: float = Field(
+        400.0, gt=0, description="Days the event log and change feed keep a record."
+    )
+    event_purge_interval_s: float = Field(
+        3600.0, gt=0, description="How often records past the retention are purged."
+    )
+    feed_poll_s: float = Field(
+        0.05,
+        gt=0,
+        description="How often the sequencer runs without a local write, and feed streams poll.",
+    )
+    max_export_page_size: int = Field(1000, gt=0, description="Events in one ExportProfile page.")
+
 
 class ProfilesService:
     """The profile service as the runtime starts it."""
@@ -31,16 +48,29 @@ class ProfilesService:
         self.database = db.open_database(self.settings, NAME)
         self.hot = open_hot_store(self.settings, NAME)
         self.store = ProfileStore(self.database)
-        self.servicer = ProfileServicer(self.store, SessionStore(self.hot))
+        self.feed = Feed(
+            self.database,
+            poll_s=self.settings.feed_poll_s,
+            retention=dt.timedelta(days=self.settings.event_retention_days),
+            purge_every_s=self.settings.event_purge_interval_s,
+        )
+        self.servicer = ProfileServicer(
+            self.store,
+            SessionStore(self.hot),
+            self.feed,
+            max_export_page_size=self.settings.max_export_page_size,
+        )
 
     def add_to(self, server: grpc.aio.Server) -> None:
         profiles_pb2_grpc.add_ProfileServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
         await self.database.run(sql.migrate, self.database.engine)
+        await self.feed.start()
 
     async def drain(self) -> None:
-        """No long-lived streams yet."""
+        """End the change feed's streams: followers reconnect to another replica."""
+        self.feed.drain()
 
     async def check(self) -> None:
         """Health: its database, and its hot store, answer."""
@@ -48,5 +78,6 @@ class ProfilesService:
         await self.hot.ping()
 
     async def stop(self) -> None:
+        await self.feed.stop()
         await self.hot.close()
         self.database.dispose()

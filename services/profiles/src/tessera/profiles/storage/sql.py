@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import random
 import time
 import uuid
@@ -663,3 +664,43 @@ class ProfileStore:
             session.commit()
             self.database.scrub()
             return Erased(canonical, aliases, int(events.rowcount or 0))  # type: ignore[attr-defined]
+
+    # Export
+
+    def aliases_of(self, profile_id: str) -> list[str]:
+        """The profile ids merged into a canonical profile."""
+        with Session(self.engine) as session:
+            return sorted(
+                session.exec(
+                    select(AliasRow.alias_id).where(col(AliasRow.profile_id) == profile_id)
+                ).all()
+            )
+
+    def events_page(
+        self, profile_id: str, after: int, limit: int, max_bytes: int
+    ) -> tuple[list[EventData], int | None]:
+        """A canonical profile's events stored after row `after`, in stored order.
+
+        At most `limit`, and no more once their properties hold about
+        `max_bytes` (at least one). Returns them with the row id to continue
+        after, or None when there are no more.
+        """
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(LogRow)
+                .where(
+                    col(LogRow.profile_id) == profile_id,
+                    col(LogRow.kind) == "event",
+                    col(LogRow.sequence) > after,
+                )
+                .order_by(col(LogRow.sequence))
+                .limit(limit + 1)
+            ).all()
+        events: list[EventData] = []
+        size = 0
+        for index, row in enumerate(rows):
+            size += len(json.dumps(row.properties)) + len(row.event_id or "") + 100
+            if index == limit or (events and size > max_bytes):
+                return events, rows[index - 1].sequence
+            events.append(_stored_event(row))
+        return events, None
