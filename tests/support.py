@@ -19,8 +19,9 @@ class ServerThread:
     backend would.
     """
 
-    def __init__(self, build: Callable[[], Any]) -> None:
+    def __init__(self, build: Callable[[], Any], port: int = 0) -> None:
         self._build = build
+        self._port = port
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.running: server.Running | None = None
@@ -30,7 +31,7 @@ class ServerThread:
         self._thread.start()
 
         async def boot() -> server.Running:
-            return await server.start(self._build(), "127.0.0.1", 0)
+            return await server.start(self._build(), "127.0.0.1", self._port)
 
         self.running = asyncio.run_coroutine_threadsafe(boot(), self._loop).result(30)
         self.address = f"127.0.0.1:{self.running.port}"
@@ -54,3 +55,13 @@ def field_of(error: grpc.RpcError) -> str:
     """The field a Tessera error message names (the part before ': ')."""
     details: str = error.details() or ""  # type: ignore[attr-defined]
     return details.split(": ", 1)[0]
+
+
+def free_port() -> int:
+    """A port free right now, for a server that must come back on the same one."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -761,11 +761,22 @@ class StoredData:
         """The stored data now: table -> sorted rows, `hot` -> sorted key=value."""
         out: Dump = {}
         for engine, table in self._tables:
+            if table.name in BACKGROUND_TABLES:
+                continue
+            columns = [c for c in table.columns if c.name not in BACKGROUND_COLUMNS]
             with engine.connect() as connection:
-                rows = connection.execute(select(table)).all()
+                rows = connection.execute(select(*columns)).all()
             out[table.name] = sorted(repr(tuple(row)) for row in rows)
         out["hot"] = sorted(f"{key}={value!r}" for key, value in self._hot().items())
         return out
+
+
+# What the change feed's sequencer writes in the background, numbering records
+# committed before (by the seed or an accepted call): not the doing of the
+# call under test, so left out of the comparison. A row a refused call added
+# would still show.
+BACKGROUND_TABLES = frozenset({"profiles_feed"})
+BACKGROUND_COLUMNS = frozenset({"position", "sequenced_at"})
 
 
 def _owned_by(service: str) -> Callable[[str, MetaData], bool]:

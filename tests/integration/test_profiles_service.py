@@ -279,14 +279,6 @@ def test_delete_profile__merged_profile__erases_profile_aliases_identities_event
     assert again.profile.session.events == 0
 
 
-def test_stream_events__not_built__unimplemented_with_message(profiles: Stub) -> None:
-    with pytest.raises(grpc.RpcError) as raised:
-        list(profiles.StreamEvents(profiles_pb2.StreamEventsRequest()))
-
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "StreamEvents" in raised.value.details()
-
-
 def test_track__concurrent_events_for_one_profile__hot_session_loses_none(profiles: Stub) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

@@ -7,8 +7,10 @@ a client sent happens before (at the edge); these take domain values.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
-from collections.abc import AsyncIterable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -20,9 +22,12 @@ from tessera.profiles.domain.features import (
     InterestRules,
     compute_features,
 )
+from tessera.profiles.domain.history import History
 from tessera.profiles.domain.identity import Refusal
-from tessera.profiles.domain.model import EventData, IdentityKey
+from tessera.profiles.domain.model import EVENT_TYPE, EventData, IdentityKey
 from tessera.profiles.domain.profile import Profile
+from tessera.profiles.feed import Feed
+from tessera.profiles.storage.feed import FeedRecord
 from tessera.profiles.storage.sessions import SessionStore
 from tessera.profiles.storage.sql import IdentifyResult, ProfileRecord, ProfileStore
 
@@ -52,6 +57,14 @@ class Stores:
     profiles: ProfileStore
     sessions: SessionStore
     scoring: Scoring = field(default_factory=Scoring)
+    feed: Feed | None = None
+    """The change feed; told after each write commits so it numbers the record soon."""
+
+
+def _written(stores: Stores) -> None:
+    """A log record committed: have the sequencer number it (never waits)."""
+    if stores.feed is not None:
+        stores.feed.kick()
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,7 @@ async def _profile(stores: Stores, record: ProfileRecord) -> Profile:
 async def _resolve(stores: Stores, keys: list[IdentityKey]) -> IdentifyResult:
     result = await stores.profiles.database.run(stores.profiles.identify, keys)
     if result.merged_ids:
+        _written(stores)
         # The durable merge is committed; the merged profiles' live
         # sessions follow it into the survivor's.
         await stores.sessions.merge(result.profile.profile_id, result.merged_ids)
@@ -158,6 +172,8 @@ async def track(stores: Stores, event: EventData) -> Tracked:
         profile_id = (await _resolve(stores, event.identities)).profile.profile_id
     database = stores.profiles.database
     recorded = await database.run(stores.profiles.record_event, event, profile_id)
+    if not recorded.duplicate:
+        _written(stores)
     if recorded.pending is not None:
         await stores.sessions.apply(recorded.profile_id, recorded.pending)
         await database.run(stores.profiles.mark_applied, event.event_id)
@@ -214,5 +230,82 @@ async def delete_profile(stores: Stores, profile_id: str) -> int:
     database = stores.profiles.database
     canonical = await database.run(stores.profiles.canonical_id, profile_id)
     erased = await database.run(stores.profiles.delete_profile, canonical)
+    _written(stores)
     await stores.sessions.delete(erased.profile_id, erased.aliases)
     return erased.events
+
+
+def stream_events(stores: Stores, after: int, types: Sequence[str]) -> AsyncIterator[FeedRecord]:
+    """The change feed after `after`, live: events (of `types` if any), merges, erasures."""
+    require(after >= 0, "after", "must not be negative")
+    for index, event_type in enumerate(types):
+        require(
+            bool(EVENT_TYPE.match(event_type)),
+            f"types[{index}]",
+            "must be an event type: lowercase letters, digits and '_', starting with a letter",
+        )
+    if stores.feed is None:
+        raise TesseraError("the change feed is not running")
+    return stores.feed.follow(after, list(dict.fromkeys(types)))
+
+
+DEFAULT_EXPORT_PAGE_SIZE = 100
+EXPORT_PAGE_BYTES = 2 * 1024 * 1024
+"""About how much event data one export page carries: under gRPC's 4 MiB default."""
+
+
+@dataclass(frozen=True)
+class Export:
+    """One page of what the service holds about a person.
+
+    The first page carries the profile (traits, identities, session,
+    features), its aliases and history; every page carries events, in the
+    order they were stored, and the token of the next page ("" at the end).
+    """
+
+    profile: Profile | None
+    aliases: list[str]
+    history: History | None
+    events: list[EventData]
+    next_page_token: str
+
+
+def _page_token(row_id: int) -> str:
+    return base64.urlsafe_b64encode(f"events-after:{row_id}".encode()).decode()
+
+
+def _after_row(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        kind, _, number = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if kind == "events-after" and number.isdigit():
+            return int(number)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        pass
+    raise InvalidArgument("is not a token this service issued", field="page_token")
+
+
+async def export_profile(
+    stores: Stores, profile_id: str, page_size: int, page_token: str, max_page_size: int
+) -> Export:
+    """A page of everything held about a person; the events paged by `page_size`.
+
+    `page_size` 0 means the default; above `max_page_size` it is lowered to
+    it. A page also ends once its events hold about EXPORT_PAGE_BYTES.
+    """
+    require(bool(profile_id), "profile_id", "is required")
+    require(page_size >= 0, "page_size", "must not be negative")
+    after = _after_row(page_token)
+    size = min(page_size or DEFAULT_EXPORT_PAGE_SIZE, max_page_size)
+    database = stores.profiles.database
+    canonical = await database.run(stores.profiles.canonical_id, profile_id)
+    events, last = await database.run(
+        stores.profiles.events_page, canonical, after, size, EXPORT_PAGE_BYTES
+    )
+    token = _page_token(last) if last is not None else ""
+    if page_token:
+        return Export(None, [], None, events, token)
+    record = await database.run(stores.profiles.get, canonical)
+    aliases = await database.run(stores.profiles.aliases_of, record.profile_id)
+    return Export(await _profile(stores, record), aliases, record.history, events, token)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 
 import grpc
@@ -15,6 +16,7 @@ from tessera.profiles import application
 from tessera.profiles.application import Scoring
 from tessera.profiles.domain import identity
 from tessera.profiles.domain.features import InterestRules
+from tessera.profiles.feed import Feed
 from tessera.profiles.storage import sql
 from tessera.profiles.storage.sessions import SessionStore
 from tessera.profiles.storage.sql import ProfileStore
@@ -86,6 +88,19 @@ class ProfilesSettings(RuntimeSettings):
         """The identity resolution rules these settings give."""
         return identity.IdentityRules(dict(self.identity_limits), tuple(self.identity_priority))
 
+    event_retention_days: float = Field(
+        400.0, gt=0, description="Days the event log and change feed keep a record."
+    )
+    event_purge_interval_s: float = Field(
+        3600.0, gt=0, description="How often records past the retention are purged."
+    )
+    feed_poll_s: float = Field(
+        0.05,
+        gt=0,
+        description="How often the sequencer runs without a local write, and feed streams poll.",
+    )
+    max_export_page_size: int = Field(1000, gt=0, description="Events in one ExportProfile page.")
+
 
 class ProfilesService:
     """The profile service as the runtime starts it."""
@@ -99,7 +114,19 @@ class ProfilesService:
         self.hot = open_hot_store(self.settings, NAME)
         self.store = ProfileStore(self.database, self.settings.identity_rules())
         self.scoring = Scoring(interests=self.settings.interest_rules())
-        self.servicer = ProfileServicer(self.store, SessionStore(self.hot), self.scoring)
+        self.feed = Feed(
+            self.database,
+            poll_s=self.settings.feed_poll_s,
+            retention=dt.timedelta(days=self.settings.event_retention_days),
+            purge_every_s=self.settings.event_purge_interval_s,
+        )
+        self.servicer = ProfileServicer(
+            self.store,
+            SessionStore(self.hot),
+            scoring=self.scoring,
+            feed=self.feed,
+            max_export_page_size=self.settings.max_export_page_size,
+        )
         self._poller: asyncio.Task[None] | None = None
 
     def add_to(self, server: grpc.aio.Server) -> None:
@@ -107,6 +134,7 @@ class ProfilesService:
 
     async def start(self) -> None:
         await self.database.run(sql.migrate, self.database.engine)
+        await self.feed.start()
         await self._refresh_model()
         self._poller = asyncio.create_task(self._poll_model())
 
@@ -129,7 +157,9 @@ class ProfilesService:
                 log.warning("could not look for a new conversion model", exc_info=True)
 
     async def drain(self) -> None:
-        """Stop looking for new models; no long-lived streams yet."""
+        """End the change feed's streams (followers reconnect to another replica);
+        stop looking for new models."""
+        self.feed.drain()
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -143,5 +173,6 @@ class ProfilesService:
 
     async def stop(self) -> None:
         await self.drain()
+        await self.feed.stop()
         await self.hot.close()
         self.database.dispose()

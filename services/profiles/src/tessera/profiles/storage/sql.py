@@ -1,14 +1,17 @@
 """Durable profile data on SQLModel: profiles, identities, aliases, the event log.
 
-The event log doubles as the change feed: every stored event, merge and
-deletion gets the next `sequence`, which consumers use as their cursor.
-Methods are blocking; the servicer calls them through `Database.run`.
+The event log doubles as the change feed: writers insert records with no
+feed `position`; the sequencer (`storage.feed`) gives committed records
+their positions afterwards, in commit order, and consumers use those as
+their cursor. Methods are blocking; the servicer calls them through
+`Database.run`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import random
 import time
 import uuid
@@ -18,9 +21,11 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     Connection,
     Engine,
+    Index,
     Select,
     and_,
     bindparam,
@@ -148,9 +153,26 @@ class AliasRow(SQLModel, table=True):
 
 
 class LogRow(SQLModel, table=True):
-    """One record of the event log and change feed."""
+    """One record of the event log and change feed.
+
+    `sequence` is the row id, taken at insert: on PostgreSQL concurrent
+    writers commit in another order than they took ids, so the feed does
+    not use it. `position` is the record's place in the feed (the
+    `sequence` of StreamEvents), given by the sequencer once the row has
+    committed; NULL until then.
+    """
 
     __tablename__ = "profiles_log"
+    __table_args__ = (
+        # What the sequencer looks for at every run: a small index of the
+        # few rows not sequenced yet, not a scan of the whole log.
+        Index(
+            "ix_profiles_log_unsequenced",
+            "sequence",
+            postgresql_where=text("position IS NULL"),
+            sqlite_where=text("position IS NULL"),
+        ),
+    )
 
     sequence: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=16)  # "event", "merge" or "deletion"
@@ -168,6 +190,10 @@ class LogRow(SQLModel, table=True):
     retry of an event still False completes it, a retry of one True is a
     plain duplicate (docs/profile-writes.md). Merge and deletion records are
     always True."""
+    position: int | None = Field(default=None, sa_type=BigInteger, unique=True)
+    """Place in the change feed; NULL until the sequencer reaches the row."""
+    sequenced_at: dt.datetime | None = None
+    """When the record got its position: retention counts from here."""
 
 
 class ModelRow(SQLModel, table=True):
@@ -191,10 +217,23 @@ class ModelRow(SQLModel, table=True):
     held_out: int
 
 
-TABLES: list[type[SQLModel]] = [ProfileRow, IdentityRow, AliasRow, LogRow, ModelRow]
+class FeedRow(SQLModel, table=True):
+    """The change feed's counter: one row, written only by the sequencer and the purge."""
+
+    __tablename__ = "profiles_feed"
+
+    id: int = Field(default=1, primary_key=True)
+    last_position: int = Field(default=0, sa_type=BigInteger)
+    """The highest position given out; the next record gets the one after."""
+    purged_through: int = Field(default=0, sa_type=BigInteger)
+    """Every position up to this one was purged by retention."""
+
+
+TABLES: list[type[SQLModel]] = [ProfileRow, IdentityRow, AliasRow, LogRow, FeedRow, ModelRow]
 
 SCHEMA_VERSION = 4
-"""1: the first tables. 2: `profiles_log.applied`. 4: `profiles_profile.event_history`."""
+"""1: the first tables. 2: `profiles_log.applied`. 3: feed positions.
+4: `profiles_profile.event_history`."""
 
 
 def _add_applied(connection: Connection) -> None:
@@ -211,6 +250,37 @@ def _add_applied(connection: Connection) -> None:
     )
 
 
+def _add_positions(connection: Connection) -> None:
+    """Version 3: feed positions; the records already held get theirs in id order.
+
+    Each takes its row id as position (ids grow with inserts, so that is id
+    order); the counter starts after the highest. Records written meanwhile
+    by replicas of the previous release (rolling upgrade) have no position
+    and are sequenced like any new record. The `profiles_feed` table itself
+    was created from the model before this step ran.
+    """
+    columns = {c["name"] for c in inspect(connection).get_columns("profiles_log")}
+    if "position" not in columns:
+        connection.execute(text("ALTER TABLE profiles_log ADD COLUMN position BIGINT"))
+    if "sequenced_at" not in columns:
+        stamp = (
+            "TIMESTAMP WITHOUT TIME ZONE" if connection.dialect.name == "postgresql" else "DATETIME"
+        )
+        connection.execute(text(f"ALTER TABLE profiles_log ADD COLUMN sequenced_at {stamp}"))
+    indexes = {i["name"] for i in inspect(connection).get_indexes("profiles_log")}
+    for index in LogRow.__table__.indexes:  # type: ignore[attr-defined]
+        if index.name not in indexes:
+            index.create(connection)
+    connection.execute(
+        update(LogRow)
+        .where(col(LogRow.position).is_(None))
+        .values(position=col(LogRow.sequence), sequenced_at=_now())
+    )
+    last = connection.execute(sa_select(func.max(col(LogRow.position)))).scalar() or 0
+    if connection.execute(sa_select(col(FeedRow.id))).first() is None:
+        connection.execute(FeedRow.__table__.insert().values(id=1, last_position=last))  # type: ignore[attr-defined]
+
+
 def _add_event_history(connection: Connection) -> None:
     """Version 4: a nullable JSON column; profiles stored before read as no history.
 
@@ -224,7 +294,11 @@ def _add_event_history(connection: Connection) -> None:
     connection.execute(text("ALTER TABLE profiles_profile ADD COLUMN event_history JSON"))
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_applied, 4: _add_event_history}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    2: _add_applied,
+    3: _add_positions,
+    4: _add_event_history,
+}
 
 
 def migrate(engine: Engine) -> None:
@@ -779,7 +853,56 @@ class ProfileStore:
             session.execute(delete(IdentityRow).where(col(IdentityRow.profile_id) == canonical))
             session.execute(delete(AliasRow).where(col(AliasRow.profile_id) == canonical))
             session.execute(delete(ProfileRow).where(col(ProfileRow.profile_id) == canonical))
-            session.add(LogRow(kind="deletion", profile_id=canonical, ts=_now()))
+            # The erasure's own feed record: the opaque ids only, so that
+            # consumers can remove what they hold under any of them.
+            session.add(
+                LogRow(
+                    kind="deletion",
+                    profile_id=canonical,
+                    ts=_now(),
+                    properties={"merged_profile_ids": sorted(aliases)},
+                )
+            )
             session.commit()
             self.database.scrub()
             return Erased(canonical, aliases, int(events.rowcount or 0))  # type: ignore[attr-defined]
+
+    # Export
+
+    def aliases_of(self, profile_id: str) -> list[str]:
+        """The profile ids merged into a canonical profile."""
+        with Session(self.engine) as session:
+            return sorted(
+                session.exec(
+                    select(AliasRow.alias_id).where(col(AliasRow.profile_id) == profile_id)
+                ).all()
+            )
+
+    def events_page(
+        self, profile_id: str, after: int, limit: int, max_bytes: int
+    ) -> tuple[list[EventData], int | None]:
+        """A canonical profile's events stored after row `after`, in stored order.
+
+        At most `limit`, and no more once their properties hold about
+        `max_bytes` (at least one). Returns them with the row id to continue
+        after, or None when there are no more.
+        """
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(LogRow)
+                .where(
+                    col(LogRow.profile_id) == profile_id,
+                    col(LogRow.kind) == "event",
+                    col(LogRow.sequence) > after,
+                )
+                .order_by(col(LogRow.sequence))
+                .limit(limit + 1)
+            ).all()
+        events: list[EventData] = []
+        size = 0
+        for index, row in enumerate(rows):
+            size += len(json.dumps(row.properties)) + len(row.event_id or "") + 100
+            if index == limit or (events and size > max_bytes):
+                return events, rows[index - 1].sequence
+            events.append(_stored_event(row))
+        return events, None

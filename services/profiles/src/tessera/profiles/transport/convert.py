@@ -17,9 +17,10 @@ from tessera.convert import (
     struct_to_dict,
     timestamp_to_datetime,
 )
-from tessera.profiles.application import Identified, StreamCounts
+from tessera.profiles.application import Export, Identified, StreamCounts
 from tessera.profiles.domain.event_history import EventHistory
 from tessera.profiles.domain.features import Features
+from tessera.profiles.domain.history import History
 from tessera.profiles.domain.model import (
     EventData,
     IdentityKey,
@@ -29,6 +30,7 @@ from tessera.profiles.domain.model import (
 )
 from tessera.profiles.domain.profile import Profile
 from tessera.profiles.domain.session import Session
+from tessera.profiles.storage.feed import FeedRecord
 from tessera.profiles.v1 import profiles_pb2
 
 
@@ -164,3 +166,77 @@ def track_stream_response(counts: StreamCounts) -> profiles_pb2.TrackStreamRespo
     return profiles_pb2.TrackStreamResponse(
         accepted=counts.accepted, duplicates=counts.duplicates, rejected=counts.rejected
     )
+
+
+def event_message(event: EventData) -> common_pb2.Event:
+    """A stored event as the contract shows it."""
+    return common_pb2.Event(
+        event_id=event.event_id,
+        profile_id=event.profile_id,
+        identities=[common_pb2.Identity(type=k.type, value=k.value) for k in event.identities],
+        channel=common_pb2.Channel.ValueType(event.channel),
+        type=event.type,
+        timestamp=datetime_to_timestamp(event.timestamp),
+        properties=dict_to_struct(dict(event.properties)),
+    )
+
+
+def feed_message(record: FeedRecord) -> profiles_pb2.StreamEventsResponse:
+    """One record of the change feed."""
+    if record.kind == "event" and record.event is not None:
+        return profiles_pb2.StreamEventsResponse(
+            sequence=record.sequence, event=event_message(record.event)
+        )
+    if record.kind == "merge":
+        return profiles_pb2.StreamEventsResponse(
+            sequence=record.sequence,
+            merge=profiles_pb2.ProfileMerge(
+                survivor_profile_id=record.profile_id,
+                merged_profile_id=record.merged_profile_ids[0] if record.merged_profile_ids else "",
+            ),
+        )
+    return profiles_pb2.StreamEventsResponse(
+        sequence=record.sequence,
+        deletion=profiles_pb2.ProfileDeletion(
+            profile_id=record.profile_id, merged_profile_ids=list(record.merged_profile_ids)
+        ),
+    )
+
+
+HASH_METHODS = {"sha256:": "sha256 of the trimmed, lowercased value"}
+"""Prefixes of stored identity values that are hashes, and how they were made."""
+
+
+def exported_identity(key: IdentityKey) -> profiles_pb2.ExportedIdentity:
+    """An identity as stored, saying whether the value is a hash."""
+    method = next((m for prefix, m in HASH_METHODS.items() if key.value.startswith(prefix)), "")
+    return profiles_pb2.ExportedIdentity(
+        type=key.type, value=key.value, hashed=bool(method), hash_method=method
+    )
+
+
+def history_message(history: History) -> profiles_pb2.ExportedHistory:
+    """The purchase history kept for a person."""
+    message = profiles_pb2.ExportedHistory(
+        orders=history.orders,
+        revenue=history.revenue,
+        category_purchases=dict(history.categories),
+    )
+    if history.last_purchase_at is not None:
+        message.last_purchase_at.CopyFrom(datetime_to_timestamp(history.last_purchase_at))
+    return message
+
+
+def export_response(export: Export) -> profiles_pb2.ExportProfileResponse:
+    """One page of an export."""
+    response = profiles_pb2.ExportProfileResponse(
+        alias_profile_ids=export.aliases,
+        events=[event_message(e) for e in export.events],
+        next_page_token=export.next_page_token,
+    )
+    if export.profile is not None:
+        response.profile.CopyFrom(profile_message(export.profile))
+        response.identities.extend(exported_identity(k) for k in export.profile.identities)
+    if export.history is not None:
+        response.history.CopyFrom(history_message(export.history))
+    return response

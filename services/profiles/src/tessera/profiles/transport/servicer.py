@@ -10,10 +10,11 @@ import grpc
 
 from tessera import guard
 from tessera.convert import check_channel, struct_to_dict
-from tessera.errors import InvalidArgument, Unimplemented
+from tessera.errors import InvalidArgument
 from tessera.profiles import application
 from tessera.profiles.application import Scoring, Stores
 from tessera.profiles.domain.model import EventData
+from tessera.profiles.feed import Feed
 from tessera.profiles.storage.sessions import SessionStore
 from tessera.profiles.storage.sql import ProfileStore
 from tessera.profiles.transport import convert
@@ -37,9 +38,15 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
     """Implements tessera.profiles.v1.ProfileService."""
 
     def __init__(
-        self, store: ProfileStore, sessions: SessionStore, scoring: Scoring | None = None
+        self,
+        store: ProfileStore,
+        sessions: SessionStore,
+        scoring: Scoring | None = None,
+        feed: Feed | None = None,
+        max_export_page_size: int = 1000,
     ) -> None:
-        self.stores = Stores(store, sessions, scoring or Scoring())
+        self.stores = Stores(store, sessions, scoring=scoring or Scoring(), feed=feed)
+        self.max_export_page_size = max_export_page_size
 
     async def Identify(
         self, request: profiles_pb2.IdentifyRequest, context: Context
@@ -90,8 +97,9 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
     async def StreamEvents(
         self, request: profiles_pb2.StreamEventsRequest, context: Context
     ) -> AsyncIterator[profiles_pb2.StreamEventsResponse]:
-        raise Unimplemented("StreamEvents (the change feed) is not built yet")
-        yield  # pragma: no cover - makes this an async generator
+        records = application.stream_events(self.stores, request.after, list(request.types))
+        async for record in records:
+            yield convert.feed_message(record)
 
     async def DeleteProfile(
         self, request: profiles_pb2.DeleteProfileRequest, context: Context
@@ -102,4 +110,11 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
     async def ExportProfile(
         self, request: profiles_pb2.ExportProfileRequest, context: Context
     ) -> profiles_pb2.ExportProfileResponse:
-        raise Unimplemented("ExportProfile is not built yet")
+        export = await application.export_profile(
+            self.stores,
+            request.profile_id,
+            request.page_size,
+            request.page_token,
+            self.max_export_page_size,
+        )
+        return convert.export_response(export)

@@ -1,0 +1,150 @@
+"""The change feed of one replica: when the sequencer runs, and how followers are served.
+
+The sequencer (`storage.feed.FeedStore.sequence`) runs right after each
+write of this replica commits, without the writer waiting for it (a kick
+wakes the loop), and every `poll_s` whatever happens, on every replica: a
+record committed just after a run, or by a replica that stopped, is numbered
+by the next periodic run at the latest. A follower's stream reads what has
+been numbered and then waits: this replica's own sequencer runs wake it at
+once; records numbered by other replicas are found by polling every
+`poll_s`. So a record reaches a follower within a few milliseconds when the
+follower is served by the replica that wrote it, and within about two poll
+intervals otherwise.
+
+Retention runs here too: every `purge_every_s`, records numbered longer ago
+than the retention are purged, oldest first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+from tessera.db import Database
+from tessera.errors import Unavailable
+from tessera.profiles.storage.feed import SEQUENCE_BATCH, FeedRecord, FeedStore
+
+log = logging.getLogger("tessera.profiles.feed")
+
+READ_BATCH = 500
+"""Records one read of a follower's stream takes from the database."""
+BUSY_RETRY_S = 0.005
+"""After a kicked run found another run holding the lock: try once more this soon."""
+
+
+class Feed:
+    """This replica's sequencer and purge loops, and the streams of its followers."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        poll_s: float = 0.05,
+        retention: dt.timedelta = dt.timedelta(days=400),
+        purge_every_s: float = 3600.0,
+    ) -> None:
+        self.database = database
+        self.store = FeedStore(database)
+        self.poll_s = poll_s
+        self.retention = retention
+        self.purge_every_s = purge_every_s
+        self._kicked = asyncio.Event()
+        self._moved = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start the sequencer and the purge; number what is waiting first."""
+        await self._sequence()
+        self._tasks = [
+            asyncio.create_task(self._sequencer(), name="feed:sequencer"),
+            asyncio.create_task(self._purger(), name="feed:purge"),
+        ]
+
+    def kick(self) -> None:
+        """A write of this replica committed: sequence soon. Never blocks."""
+        self._kicked.set()
+
+    def drain(self) -> None:
+        """End every follower's stream (UNAVAILABLE: reconnect elsewhere)."""
+        self._stopping = True
+        self._wake()
+
+    async def stop(self) -> None:
+        """Stop the loops after a last run, so what this replica wrote is numbered."""
+        self.drain()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        with contextlib.suppress(Exception):  # another replica's run numbers it
+            await self._sequence()
+
+    def _wake(self) -> None:
+        # A fresh event per move: each waiter re-reads, then waits on the new one.
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
+
+    async def _sequence(self) -> int | None:
+        numbered = await self.database.run(self.store.sequence)
+        if numbered:
+            self._wake()
+        return numbered
+
+    async def _sequencer(self) -> None:
+        while True:
+            kicked = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kicked.wait(), self.poll_s)
+                kicked = True
+            self._kicked.clear()
+            try:
+                numbered = await self._sequence()
+                if numbered is None and kicked:
+                    # Another replica's run holds the lock and may have begun
+                    # before our write committed: one more try, soon.
+                    await asyncio.sleep(BUSY_RETRY_S)
+                    numbered = await self._sequence()
+                if numbered == SEQUENCE_BATCH:
+                    self._kicked.set()  # more are waiting
+            except Exception:  # a database hiccup must not end the sequencer
+                log.exception("feed sequencer run failed")
+                await asyncio.sleep(self.poll_s)
+
+    async def _purger(self) -> None:
+        while True:
+            await asyncio.sleep(self.purge_every_s)
+            try:
+                cutoff = dt.datetime.now(dt.UTC) - self.retention
+                purged = await self.database.run(self.store.purge, cutoff)
+                if purged:
+                    log.info("feed purged by retention", extra={"records": purged})
+            except Exception:  # tried again at the next interval
+                log.exception("feed purge failed")
+
+    async def follow(self, after: int, types: Sequence[str]) -> AsyncIterator[FeedRecord]:
+        """Every record after `after` in position order, then new ones as they are numbered.
+
+        FAILED_PRECONDITION when retention purged records after `after`;
+        UNAVAILABLE when this replica shuts down (reconnect with the last
+        sequence received).
+        """
+        cursor = after
+        while True:
+            if self._stopping:
+                raise Unavailable(f"the server is shutting down; reconnect with after={cursor}")
+            # Taken before reading: a run that numbers records after the
+            # read wakes this wait instead of being missed until the poll.
+            moved = self._moved
+            page = await self.database.run(self.store.read, cursor, types, READ_BATCH)
+            for record in page.records:
+                yield record
+            cursor = page.through
+            if not page.more:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(moved.wait(), self.poll_s)

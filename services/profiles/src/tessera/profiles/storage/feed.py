@@ -1,0 +1,278 @@
+"""The event log read as a change feed: the sequencer, reads by position, retention.
+
+Writers insert log records without a feed position (`storage.sql`). The
+sequencer gives positions afterwards, in one short transaction that
+
+1. takes a transaction-level advisory lock of the profile service's feed
+   (`pg_try_advisory_xact_lock`; on SQLite the write lock, taken first),
+2. selects the committed records that have no position, in row-id order,
+3. numbers them from the counter row on, and moves the counter.
+
+Only committed rows are visible to step 2, so a position is never given to
+a row that may still roll back, and a row that commits just after a run is
+simply numbered by the next one. Runs are serialised by the lock and each
+run's positions commit together, after the previous run's, so positions
+become visible strictly in the order they were given: a reader that sees
+position N sees every position below N that still exists. That is what lets
+a follower read "after N" and never pass over a record.
+
+Everything here is blocking; call it through `Database.run`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, bindparam, delete, or_, text, update
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from tessera.db import Database
+from tessera.errors import FailedPrecondition
+from tessera.profiles.domain.model import EventData, IdentityKey
+from tessera.profiles.storage.sql import FeedRow, LogRow
+
+SEQUENCE_BATCH = 5000
+"""Most records one sequencer run numbers; the rest wait for the next run."""
+PURGE_BATCH = 1000
+"""Most records one purge transaction deletes, so the lock is held briefly."""
+
+
+def _lock_key(name: str) -> int:
+    digest = hashlib.sha256(f"tessera-feed:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+FEED_LOCK_KEY = _lock_key("profiles")
+"""The advisory lock serialising sequencer runs and purges of the profile feed."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+@dataclass(frozen=True)
+class FeedRecord:
+    """One record of the change feed.
+
+    `kind` is "event" (with `event`), "merge" (`merged_profile_ids` holds
+    the one id merged into `profile_id`) or "deletion" (`merged_profile_ids`
+    holds the ids that had been merged into the erased `profile_id`).
+    """
+
+    sequence: int
+    kind: str
+    profile_id: str
+    event: EventData | None = None
+    merged_profile_ids: Sequence[str] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class FeedPage:
+    """Records after a position, and how far the read has looked.
+
+    `through` is the highest position the read covered: every record up to
+    it that matched is in `records` (a follower filtering by type may get
+    none and still move on). `more` says the page was cut at its limit.
+    """
+
+    records: list[FeedRecord]
+    through: int
+    more: bool
+
+
+def _record(row: LogRow) -> FeedRecord:
+    assert row.position is not None
+    if row.kind == "event":
+        return FeedRecord(
+            row.position,
+            row.kind,
+            row.profile_id,
+            EventData(
+                event_id=row.event_id or "",
+                type=row.type,
+                timestamp=_utc(row.ts),
+                channel=row.channel,
+                profile_id=row.profile_id,
+                identities=[IdentityKey(t, v) for t, v in row.identities],
+                properties=dict(row.properties),
+            ),
+        )
+    if row.kind == "merge":
+        merged = [str(row.properties.get("merged_profile_id", ""))]
+    else:
+        merged = [str(i) for i in row.properties.get("merged_profile_ids", [])]
+    return FeedRecord(row.position, row.kind, row.profile_id, None, tuple(merged))
+
+
+class FeedStore:
+    """The profile service's change feed over its event log (blocking)."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.engine = database.engine
+        self.postgres = self.engine.dialect.name == "postgresql"
+
+    def _lock(self, connection: Connection) -> bool:
+        """Take the feed's lock for this transaction; False when another holds it."""
+        if self.postgres:
+            taken = connection.execute(
+                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": FEED_LOCK_KEY}
+            ).scalar()
+            return bool(taken)
+        # SQLite has one writer: writing first takes its lock before anything
+        # is read, so the read below sees every committed record.
+        connection.execute(
+            update(FeedRow).where(col(FeedRow.id) == 1).values(last_position=FeedRow.last_position)
+        )
+        return True
+
+    def _counter(self, connection: Connection) -> tuple[int, int]:
+        """(last position given, last position purged), under the lock."""
+        row = connection.execute(
+            sa_select(col(FeedRow.last_position), col(FeedRow.purged_through)).where(
+                col(FeedRow.id) == 1
+            )
+        ).first()
+        if row is None:
+            # A database created by this release: the first run seeds the row
+            # (under the lock, so no two runs seed it).
+            connection.execute(FeedRow.__table__.insert().values(id=1))  # type: ignore[attr-defined]
+            return 0, 0
+        return int(row.last_position), int(row.purged_through)
+
+    def sequence(self) -> int | None:
+        """Give the committed records without a position the next positions.
+
+        Returns how many records were numbered, or None when another run
+        (of any replica) holds the lock: it, or the next periodic run, will
+        number them. Rows another transaction is updating right now (a
+        merge moving them, the applied flag) are skipped, not waited for, and
+        numbered by a later run: the sequencer never waits on a writer and
+        never deadlocks with one.
+        """
+        with self.engine.begin() as connection:
+            if not self._lock(connection):
+                return None
+            query = (
+                sa_select(col(LogRow.sequence))
+                .where(col(LogRow.position).is_(None))
+                .order_by(col(LogRow.sequence))
+                .limit(SEQUENCE_BATCH)
+            )
+            if self.postgres:
+                query = query.with_for_update(skip_locked=True)
+            rows = list(connection.execute(query).scalars())
+            if not rows:
+                return 0
+            last, _ = self._counter(connection)
+            now = _now()
+            connection.execute(
+                update(LogRow)
+                .where(col(LogRow.sequence) == bindparam("row_id"))
+                .values(position=bindparam("new_position"), sequenced_at=now),
+                [{"row_id": row, "new_position": last + n} for n, row in enumerate(rows, 1)],
+            )
+            connection.execute(
+                update(FeedRow).where(col(FeedRow.id) == 1).values(last_position=last + len(rows))
+            )
+            return len(rows)
+
+    def state(self) -> tuple[int, int]:
+        """(last position given, last position purged)."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                sa_select(col(FeedRow.last_position), col(FeedRow.purged_through)).where(
+                    col(FeedRow.id) == 1
+                )
+            ).first()
+        return (row.last_position, row.purged_through) if row else (0, 0)
+
+    def read(self, after: int, types: Sequence[str], limit: int) -> FeedPage:
+        """Records with a position above `after`, in position order, at most `limit`.
+
+        With `types`, only events of those types (merges and deletions
+        always). FAILED_PRECONDITION naming `after` when retention has
+        purged records above it: the follower would miss them.
+        """
+        with Session(self.engine) as session:
+            # Positions up to `last` are all committed (the counter moves in
+            # the same transaction as the positions it gives), so bounding the
+            # read by it and reading the rows afterwards misses none. Each
+            # statement reads what had committed when it started (READ
+            # COMMITTED; SQLite reads outside a write transaction).
+            last = session.exec(select(FeedRow.last_position).where(col(FeedRow.id) == 1)).first()
+            rows: list[LogRow] = []
+            if last is not None and last > after:
+                query = (
+                    select(LogRow)
+                    .where(col(LogRow.position) > after, col(LogRow.position) <= last)
+                    .order_by(col(LogRow.position))
+                    .limit(limit)
+                )
+                if types:
+                    query = query.where(
+                        or_(col(LogRow.kind) != "event", col(LogRow.type).in_(list(types)))
+                    )
+                rows = list(session.exec(query).all())
+            # Read after the rows: a purge that committed before the rows were
+            # read shows here, so a page with holes is never served.
+            purged = (
+                session.exec(select(FeedRow.purged_through).where(col(FeedRow.id) == 1)).first()
+                or 0
+            )
+        if after < purged:
+            raise FailedPrecondition(
+                f"{after} is older than this feed keeps: records up to {purged} were purged "
+                f"by retention; the oldest sequence still held is {purged + 1}, so resume "
+                f"with after={purged} (and resynchronise what the gap held)",
+                field="after",
+            )
+        more = len(rows) == limit
+        # A full page reached its last row; a short one everything up to `last`.
+        through = (rows[-1].position or after) if more else max(after, last or 0)
+        return FeedPage([_record(r) for r in rows], through, more)
+
+    def purge(self, older_than: dt.datetime) -> int:
+        """Delete the oldest records, sequenced before `older_than`; how many went.
+
+        Retention deletes a prefix of the feed, never a record in the middle
+        of it: records are taken in position order up to the first one that
+        is still young, and `purged_through` moves to the last one deleted.
+        """
+        deleted = 0
+        while True:
+            with self.engine.begin() as connection:
+                if not self._lock(connection):
+                    return deleted
+                _, purged = self._counter(connection)
+                rows = connection.execute(
+                    sa_select(col(LogRow.position), col(LogRow.sequenced_at))
+                    .where(col(LogRow.position) > purged)
+                    .order_by(col(LogRow.position))
+                    .limit(PURGE_BATCH)
+                ).all()
+                horizon = purged
+                for position, sequenced_at in rows:
+                    if position is None or sequenced_at is None or _utc(sequenced_at) >= older_than:
+                        break
+                    horizon = position
+                if horizon == purged:
+                    return deleted
+                result = connection.execute(
+                    delete(LogRow).where(
+                        col(LogRow.position) > purged,
+                        col(LogRow.position) <= horizon,
+                    )
+                )
+                connection.execute(
+                    update(FeedRow).where(col(FeedRow.id) == 1).values(purged_through=horizon)
+                )
+                deleted += int(result.rowcount or 0)

@@ -1,0 +1,170 @@
+"""The change feed's storage on PostgreSQL: the sequencer, retention, the v3 migration.
+
+These drive transactions by hand, to put commits in the order that breaks a
+naive feed (ids taken at insert, committed in another order).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from tessera import db
+from tessera.errors import FailedPrecondition
+from tessera.profiles.domain.model import EventData, IdentityKey
+from tessera.profiles.storage import sql as profiles_sql
+from tessera.profiles.storage.feed import FEED_LOCK_KEY, FeedStore
+from tessera.profiles.storage.sql import MIGRATIONS, SCHEMA_VERSION, TABLES, ProfileStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def database(postgres_url: str) -> Iterator[db.Database]:
+    """A database of its own: the feed's counter and retention are database-wide."""
+    name = f"tessera_feed_{uuid.uuid4().hex[:12]}"
+    base, _ = postgres_url.rsplit("/", 1)
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    database = db.Database(f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1))
+    yield database
+    database.dispose()
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _insert_event(connection: object, event_id: str) -> None:
+    connection.execute(  # type: ignore[attr-defined]
+        text(
+            "INSERT INTO profiles_log (kind, event_id, profile_id, type, channel, ts,"
+            " properties, identities, applied) VALUES ('event', :id, 'p', 'page_view', 0,"
+            " now(), '{}', '[]', true)"
+        ),
+        {"id": event_id},
+    )
+
+
+def _event_ids(feed: FeedStore, after: int) -> list[tuple[int, str]]:
+    page = feed.read(after, [], 100)
+    return [(r.sequence, r.event.event_id if r.event else r.kind) for r in page.records]
+
+
+def test_sequencer__lower_id_commits_after_higher__follower_reading_after_gets_it(
+    database: db.Database,
+) -> None:
+    profiles_sql.migrate(database.engine)
+    feed = FeedStore(database)
+    slow = database.engine.connect()
+    slow_transaction = slow.begin()
+    _insert_event(slow, "takes-id-first")  # the lower id, not committed yet
+    with database.engine.begin() as fast:
+        _insert_event(fast, "commits-first")
+
+    feed.sequence()
+    first = _event_ids(feed, 0)
+    slow_transaction.commit()
+    slow.close()
+    feed.sequence()
+    second = _event_ids(feed, first[-1][0])
+
+    assert [event_id for _, event_id in first] == ["commits-first"]
+    assert [event_id for _, event_id in second] == ["takes-id-first"]
+    assert second[0][0] > first[0][0]
+
+
+def test_sequencer__rolled_back_insert__no_position_given_and_no_gap_served(
+    database: db.Database,
+) -> None:
+    profiles_sql.migrate(database.engine)
+    feed = FeedStore(database)
+    with database.engine.connect() as connection:
+        transaction = connection.begin()
+        _insert_event(connection, "rolled-back")
+        feed.sequence()
+        transaction.rollback()
+    with database.engine.begin() as connection:
+        _insert_event(connection, "kept")
+
+    feed.sequence()
+
+    assert _event_ids(feed, 0) == [(1, "kept")]
+
+
+def test_sequencer__another_run_holds_lock__skips_without_waiting(
+    database: db.Database,
+) -> None:
+    profiles_sql.migrate(database.engine)
+    feed = FeedStore(database)
+    with database.engine.begin() as connection:
+        _insert_event(connection, "waiting")
+    with database.engine.connect() as holder:
+        transaction = holder.begin()
+        holder.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"),
+            {"key": FEED_LOCK_KEY},
+        )
+        skipped = feed.sequence()
+        transaction.rollback()
+
+    assert skipped is None
+    assert feed.sequence() == 1
+
+
+def test_purge__records_older_than_retention__oldest_prefix_gone_old_cursor_refused(
+    database: db.Database,
+) -> None:
+    profiles_sql.migrate(database.engine)
+    feed = FeedStore(database)
+    with database.engine.begin() as connection:
+        for n in range(3):
+            _insert_event(connection, f"old-{n}")
+    feed.sequence()
+    cutoff = dt.datetime.now(dt.UTC)
+    with database.engine.begin() as connection:
+        _insert_event(connection, "young")
+    feed.sequence()
+
+    purged = feed.purge(cutoff)
+
+    assert purged == 3
+    with pytest.raises(FailedPrecondition) as refused:
+        feed.read(2, [], 100)
+    assert refused.value.field == "after"
+    assert "oldest sequence still held is 4" in refused.value.message
+    assert _event_ids(feed, 3) == [(4, "young")]
+
+
+def test_migrate__log_of_version_2__records_get_positions_in_id_order(
+    database: db.Database,
+) -> None:
+    engine = database.engine
+    db.migrate(engine, "profiles", TABLES, version=2)
+    with engine.begin() as connection:  # the log as release 2 created it
+        connection.execute(text("DROP TABLE profiles_feed"))
+        connection.execute(text("DROP INDEX ix_profiles_log_unsequenced"))
+        connection.execute(text("ALTER TABLE profiles_log DROP COLUMN position"))
+        connection.execute(text("ALTER TABLE profiles_log DROP COLUMN sequenced_at"))
+        for n in range(3):
+            _insert_event(connection, f"v2-{n}")
+        connection.execute(text("DELETE FROM profiles_log WHERE event_id = 'v2-1'"))
+
+    db.migrate(engine, "profiles", TABLES, SCHEMA_VERSION, MIGRATIONS)
+    feed = FeedStore(database)
+    store = ProfileStore(database)
+    profile_id = store.identify([IdentityKey("cookie", uuid.uuid4().hex)]).profile.profile_id
+    now = dt.datetime.now(dt.UTC)
+    store.record_event(EventData("v3-0", "page_view", now), profile_id)
+    feed.sequence()
+
+    served = _event_ids(feed, 0)
+    assert [event_id for _, event_id in served] == ["v2-0", "v2-2", "v3-0"]
+    positions = [sequence for sequence, _ in served]
+    assert positions == sorted(positions) and len(set(positions)) == 3
+    with engine.connect() as connection:
+        version = connection.execute(text("SELECT version FROM profiles_schema")).scalar()
+    assert version == SCHEMA_VERSION
