@@ -400,6 +400,7 @@ def test_watcher__stopped__reached_returns_instead_of_waiting_forever() -> None:
         await following.stop()
 
         await asyncio.wait_for(waiting, 2)
+        assert waiting.done() and not waiting.cancelled()
 
     run(go)
 

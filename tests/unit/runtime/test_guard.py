@@ -76,6 +76,8 @@ def test_check__timestamp_at_the_range_ends__passes():
 
         guard.check(request, LIMITS)
 
+        assert request.event.timestamp.ToDatetime().year in (1, 9999)
+
 
 def test_check__nul_in_an_id__names_the_field():
     request = profiles_pb2.GetProfileRequest(profile_id="p\x00")
