@@ -339,7 +339,7 @@ class Fuzz:
         """Dump the stored data again before the next call (something else wrote)."""
         self._known = None
 
-    def check(self, method: MethodDescriptor, requests: list[bytes]) -> Outcome:
+    def assert_sound(self, method: MethodDescriptor, requests: list[bytes]) -> Outcome:
         """Send `requests`; assert the status, the time, and no trace of a rejection."""
         rpc = self.rpc(method)
         before = self._known if self._known is not None else self.stored.dump()
@@ -533,7 +533,7 @@ def test_fuzz__stored_data__an_accepted_write_shows_in_rows_and_hot_values(fuzz:
     event.properties.update({"query": "juicer"})
     before = fuzz.stored.dump()
 
-    outcome = fuzz.check(track, [profiles_pb2.TrackRequest(event=event).SerializeToString()])
+    outcome = fuzz.assert_sound(track, [profiles_pb2.TrackRequest(event=event).SerializeToString()])
 
     after = fuzz.stored.dump()
     assert outcome.code == grpc.StatusCode.OK
@@ -551,7 +551,7 @@ def test_fuzz__typed_requests__never_internal_and_refusals_store_nothing(
     @FUZZ_SETTINGS
     @given(_requests(method, _typed(fuzz, method)))
     def run(requests: list[Message]) -> None:
-        fuzz.check(method, [request.SerializeToString() for request in requests])
+        fuzz.assert_sound(method, [request.SerializeToString() for request in requests])
 
     run()
 
@@ -565,6 +565,6 @@ def test_fuzz__raw_bytes__never_internal_and_refusals_store_nothing(
     @FUZZ_SETTINGS
     @given(_requests(method, raw_requests(method.input_type, _typed(fuzz, method))))
     def run(requests: list[bytes]) -> None:
-        fuzz.check(method, requests)
+        fuzz.assert_sound(method, requests)
 
     run()
