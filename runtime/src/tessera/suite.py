@@ -49,6 +49,26 @@ def wait_serving(
     return False
 
 
+def stop_processes(
+    processes: Mapping[str, subprocess.Popen[bytes]], grace_s: float
+) -> dict[str, int]:
+    """SIGTERM every process at once, give each the drain time, kill what is left.
+
+    Returns each one's exit code by name.
+    """
+    for process in processes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    codes: dict[str, int] = {}
+    for name, process in processes.items():
+        try:
+            codes[name] = process.wait(grace_s + 10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            codes[name] = process.wait()
+    return codes
+
+
 @dataclass
 class Suite:
     """Four running service processes and where they listen."""
@@ -68,17 +88,7 @@ class Suite:
 
     def stop(self) -> dict[str, int]:
         """SIGTERM every service, wait for the drain, return the exit codes."""
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        codes: dict[str, int] = {}
-        for name, process in self.processes.items():
-            try:
-                codes[name] = process.wait(self.grace_s + 10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                codes[name] = process.wait()
-        return codes
+        return stop_processes(self.processes, self.grace_s)
 
 
 def start_suite(

@@ -27,6 +27,7 @@ from types import FrameType
 
 from tessera.errors import FailedPrecondition
 from tessera.settings import RuntimeSettings
+from tessera.suite import stop_processes
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -85,16 +86,10 @@ def supervise(name: str, settings: RuntimeSettings) -> int:
                 break
             time.sleep(0.2)
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(settings.grace_period_s + 10)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+        codes = stop_processes(
+            {f"worker-{i}": w for i, w in enumerate(workers)}, settings.grace_period_s
+        )
         shutil.rmtree(metrics_dir, ignore_errors=True)
-    if any(worker.returncode != 0 for worker in workers):
+    if any(exit_code != 0 for exit_code in codes.values()):
         code = 1
     return code
