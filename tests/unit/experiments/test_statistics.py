@@ -277,3 +277,126 @@ def test_fixed_horizon__arrays__same_as_scalar_compare():
 
     assert fixed.p_value.shape == (2,)
     assert fixed.p_value[0] == pytest.approx(compare(control, treatment).p_value, rel=1e-4)
+
+
+def _sample_of(y: np.ndarray, x: np.ndarray) -> Sample:
+    return Sample(
+        len(y),
+        float(y.sum()),
+        float((y * y).sum()),
+        float(x.sum()),
+        float((x * x).sum()),
+        float((x * y).sum()),
+    )
+
+
+def _correlated(rng: np.random.Generator, n: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+    x = rng.gamma(2.0, 5.0, n)
+    y = 0.6 * x + rng.gamma(2.0, 4.0, n) + shift
+    return y, x
+
+
+def test_cuped__gbstats_regression_adjusted__point_estimate():
+    # gbstats test_sequential_test_runs_ra: theta fixed at 0.5, pre sums
+    # (16.87, 527.9767) and (22.7, 1348.29), sums of products 12525 and 3333:
+    # expected 0.50236 (adjusted difference over the unadjusted control mean).
+    control = Sample(3000, 1396.87, 52377.9767, 16.87, 527.9767, 12525)
+    treatment = Sample(3461, 2422.7, 134698.29, 22.7, 1348.29, 3333)
+
+    estimates = lift(
+        Arm(
+            3000,
+            control.mean,
+            control.variance,
+            control.pre_mean,
+            control.pre_variance,
+            control.covariance,
+        ),
+        Arm(
+            3461,
+            treatment.mean,
+            treatment.variance,
+            treatment.pre_mean,
+            treatment.pre_variance,
+            treatment.covariance,
+        ),
+        0.5,
+    )
+
+    assert round(float(estimates.relative), 5) == 0.50236
+
+
+def test_cuped__absolute_lift__is_welch_on_adjusted_per_person_values():
+    rng = np.random.default_rng(11)
+    (y_a, x_a), (y_b, x_b) = _correlated(rng, 800, 0.0), _correlated(rng, 900, 0.5)
+    x_all, y_all = np.concatenate([x_a, x_b]), np.concatenate([y_a, y_b])
+    theta = np.cov(x_all, y_all)[0, 1] / np.var(x_all, ddof=1)
+
+    result = compare(_sample_of(y_a, x_a), _sample_of(y_b, x_b), cuped=True)
+
+    adjusted_a, adjusted_b = y_a - theta * x_a, y_b - theta * x_b
+    reference = stats.ttest_ind(adjusted_b, adjusted_a, equal_var=False)
+    assert result.cuped_applied
+    assert result.absolute_lift == pytest.approx(adjusted_b.mean() - adjusted_a.mean(), rel=1e-9)
+    assert result.p_value == pytest.approx(reference.pvalue, rel=1e-7)
+    low, high = reference.confidence_interval(0.95)
+    assert result.absolute_ci == pytest.approx((low, high), rel=1e-7)
+
+
+def test_cuped__relative_standard_error__is_the_delta_method():
+    rng = np.random.default_rng(12)
+    (y_a, x_a), (y_b, x_b) = _correlated(rng, 1500, 0.0), _correlated(rng, 1400, 0.3)
+    control, treatment = _sample_of(y_a, x_a), _sample_of(y_b, x_b)
+    theta = 0.4
+
+    estimates = lift(
+        Arm(
+            control.n,
+            control.mean,
+            control.variance,
+            control.pre_mean,
+            control.pre_variance,
+            control.covariance,
+        ),
+        Arm(
+            treatment.n,
+            treatment.mean,
+            treatment.variance,
+            treatment.pre_mean,
+            treatment.pre_variance,
+            treatment.covariance,
+        ),
+        theta,
+    )
+
+    # r = (m_b - (ybar_a - theta xbar_a)) / ybar_a, m_b = mean of y_b - theta x_b.
+    # Gradient by central differences; covariance of the means from the data.
+    # gbstats drops the theta (xbar_b - xbar_a) term of d r / d ybar_a (the
+    # pre-period means are equal by randomisation); so does the reference.
+    m_b, ybar_a, xbar_a = (y_b - theta * x_b).mean(), y_a.mean(), x_a.mean()
+
+    def r(m: float, ya: float, xa: float) -> float:
+        return (m - (ya - theta * xa)) / ya
+
+    point = np.array([m_b, ybar_a, xbar_a])
+    gradient = np.empty(3)
+    for i in range(3):
+        step = np.zeros(3)
+        step[i] = 1e-6 * max(1.0, abs(point[i]))
+        gradient[i] = (r(*(point + step)) - r(*(point - step))) / (2 * step[i])
+    gradient[1] = -y_b.mean() / ybar_a**2  # the gbstats simplification, see above
+    covariance = np.zeros((3, 3))
+    covariance[0, 0] = np.var(y_b - theta * x_b, ddof=1) / len(y_b)
+    covariance[1:, 1:] = np.cov(y_a, x_a) / len(y_a)
+    expected_se = float(np.sqrt(gradient @ covariance @ gradient))
+
+    assert float(estimates.relative_se) == pytest.approx(expected_se, rel=1e-6)
+
+
+def test_cuped__no_pre_exposure_data__not_applied_same_numbers():
+    control, treatment = Sample(1000, 100, 100), Sample(1000, 130, 130)
+
+    adjusted = compare(control, treatment, cuped=True)
+
+    assert not adjusted.cuped_applied
+    assert adjusted == compare(control, treatment)
