@@ -15,8 +15,9 @@ BUF := .tools/node_modules/.bin/buf
 # Five editable distributions sharing the `tessera` namespace (see pyproject.toml).
 DISTRIBUTIONS := runtime services/profiles services/segments services/experiments services/decision
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(DISTRIBUTIONS))
-# What the venv installs: every distribution, profiles with its training extra.
-EDITABLES := $(subst services/profiles,'services/profiles[train]',$(DISTRIBUTIONS))
+# What the venv installs: every distribution, profiles with its training extra,
+# experiments with its report extra.
+EDITABLES := $(subst services/experiments,'services/experiments[report]',$(subst services/profiles,'services/profiles[train]',$(DISTRIBUTIONS)))
 
 $(INSTALLED): $(PYPROJECTS)
 	@$(PYTHON) -c 'import sys, ensurepip; sys.exit(0 if sys.version_info >= (3, 11) else "Tessera needs Python 3.11 or newer: make PYTHON=python3.11 ...")' \
