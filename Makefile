@@ -105,7 +105,9 @@ format: install $(BUF)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install  ## Decide against an echo RPC, at concurrency 1, 16 and 64
+bench: install  ## assignment against GrowthBook's SDK; Decide against an echo RPC, at concurrency 1, 16 and 64
+	$(PY) -m pip install --quiet --disable-pip-version-check --group bench
+	$(PY) -m bench.assignment
 	$(PY) -m bench
 
 clean:
