@@ -400,3 +400,25 @@ def test_cuped__no_pre_exposure_data__not_applied_same_numbers():
 
     assert not adjusted.cuped_applied
     assert adjusted == compare(control, treatment)
+
+
+def test_sample__numpy_and_database_numbers__kept_as_plain_ones():
+    sample = Sample(np.int64(10), np.int64(3), np.float32(3.0))
+
+    assert type(sample.n) is int and type(sample.total) is float
+    assert sample.mean == 0.3
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"n": -1, "total": 0, "total_squares": 0},
+        {"n": 1.5, "total": 0, "total_squares": 0},
+        {"n": 10, "total": float("nan"), "total_squares": 0},
+        {"n": 10, "total": 1, "total_squares": -1},
+        {"n": 10, "total": True, "total_squares": 1},
+    ],
+)
+def test_sample__impossible_sums__refused(bad):
+    with pytest.raises(ValueError):
+        Sample(**bad)

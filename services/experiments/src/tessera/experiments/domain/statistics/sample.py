@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 __all__ = ["Sample"]
 
@@ -29,14 +30,17 @@ class Sample:
     cross_total: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 0:
+        # Counts often arrive as numpy or database integers: keep plain ints and floats.
+        if isinstance(self.n, bool) or not isinstance(self.n, Integral) or self.n < 0:
             raise ValueError(f"n must be a whole number >= 0, got {self.n!r}")
+        object.__setattr__(self, "n", int(self.n))
         for name in ("total", "total_squares", "pre_total", "pre_total_squares", "cross_total"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if isinstance(value, bool) or not isinstance(value, Real):
                 raise ValueError(f"{name} must be a number, got {value!r}")
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {value!r}")
+            object.__setattr__(self, name, float(value))
         if self.total_squares < 0 or self.pre_total_squares < 0:
             raise ValueError("sums of squares cannot be negative")
 
