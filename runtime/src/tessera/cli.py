@@ -4,6 +4,10 @@ tessera up                 start all four services, stop them on Ctrl-C
 tessera serve profiles     serve one service in this process
 tessera decide --identity cookie=abc --placement home_hero
 tessera train conversion   learn the conversion model from the stored events
+tessera apply -f examples/juicer
+                           create or update segments, experiments, campaigns from YAML
+tessera segments list      (also experiments, campaigns: list, get, delete; profiles: get,
+                           export, delete; track): a table, or --output json / yaml
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, struct_pb2
 
-from tessera import logs, metrics, tracing
+from tessera import admin, logs, metrics, tracing
+from tessera.console import error_line
 from tessera.errors import TesseraError
 from tessera.settings import SERVICES, RuntimeSettings, check_exposure
 from tessera.suite import START_ORDER, start_suite
@@ -165,7 +170,7 @@ def decide(args: argparse.Namespace) -> int:
                 request, timeout=args.timeout
             )
         except grpc.RpcError as error:
-            print(_explain(error, address), file=sys.stderr)
+            print(error_line(error, address), file=sys.stderr)
             return 1
     shown = json_format.MessageToDict(
         reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
@@ -230,7 +235,7 @@ def demo(args: argparse.Namespace) -> int:
                 event.properties.update({"category": "juicers", "product_id": product})
                 profiles.Track(profiles_pb2.TrackRequest(event=event), timeout=5)
     except grpc.RpcError as error:
-        print(_explain(error, settings.address_of("segments")), file=sys.stderr)
+        print(error_line(error, settings.address_of("segments")), file=sys.stderr)
         return 1
     print(
         "Defined segment juicer-fans and campaign juicer-promo (90% banner, 10% control);\n"
@@ -239,22 +244,6 @@ def demo(args: argparse.Namespace) -> int:
         "--placement home_hero --placement footer"
     )
     return 0
-
-
-def _explain(error: grpc.RpcError, address: str) -> str:
-    """One line for a failed call, with what to do when nothing listens."""
-    call: Any = error  # a grpc.Call as well
-    line = f"{call.code().name}: {call.details()}"
-    if call.code() == grpc.StatusCode.UNAVAILABLE:
-        line += f"\nIs the suite running at {address}? Start it with `make run` (or `tessera up`)."
-    return line
-
-
-def _identity(text: str) -> tuple[str, str]:
-    kind, equals, value = text.partition("=")
-    if not (kind and equals and value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not TYPE=VALUE, e.g. cookie=abc")
-    return kind, value
 
 
 def _context(text: str) -> struct_pb2.Struct:
@@ -267,9 +256,6 @@ def _context(text: str) -> struct_pb2.Struct:
     context = struct_pb2.Struct()
     context.update(value)
     return context
-
-
-CHANNELS = ("web", "app", "email", "sms", "push", "call_center", "store")
 
 
 def _create_once(create: Any) -> None:
@@ -301,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         "--identity",
         action="append",
         required=True,
-        type=_identity,
+        type=admin.identity_arg,
         metavar="TYPE=VALUE",
         help="an identity of the visitor, e.g. cookie=abc or email=a@b.c; repeatable",
     )
@@ -312,7 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         help="a placement to decide, e.g. home_hero; repeatable",
     )
     decide_parser.add_argument(
-        "--channel", default="web", choices=CHANNELS, help="the calling channel (default: web)"
+        "--channel",
+        default="web",
+        choices=admin.CHANNELS,
+        help="the calling channel (default: web)",
     )
     decide_parser.add_argument(
         "--context", type=_context, help="request context as a JSON object, e.g. '{\"page\": 1}'"
@@ -350,7 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     conversion_parser.add_argument(
         "--seed", type=int, default=0, help="seed of the held-out split (default: 0)"
     )
+    admin.add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in admin.COMMANDS:
+        return admin.run(args)
     if args.command == "train":
         # The profile service's own command, imported only when it runs.
         training = importlib.import_module("tessera.profiles.train_cli")
