@@ -40,6 +40,14 @@ PAGE_SIZE = 1000
 class Failed(Exception):
     """A command that cannot go on; its message is the one line to print."""
 
+    exit_code = 1
+
+
+class Usage(Failed):
+    """The command line does not say enough: exit 2, as argparse does."""
+
+    exit_code = 2
+
 
 # -- arguments -----------------------------------------------------------------
 
@@ -230,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         return definitions(args)
     except Failed as failure:
         print(failure, file=sys.stderr)
-        return 1
+        return failure.exit_code
 
 
 @dataclass
@@ -328,12 +336,10 @@ def show_list(kind: Kind, items: list[Any], output: str) -> None:
         console.print_data([manifests.to_document(kind, m) for m in items], output)
         return
     columns, row = SUMMARIES[kind.name]
-    grid = console.table(*columns)
+    grid = console.table(*columns, whole=WHOLE)
     for item in items:
         grid.add_row(*row(item))
-    out = console.console()
-    out.print(grid)
-    out.print(f"{len(items)} {kind.plural if len(items) != 1 else kind.noun}")
+    console.show(grid, f"{len(items)} {kind.plural if len(items) != 1 else kind.noun}")
 
 
 def show_one(kind: Kind, item: Any, output: str) -> None:
@@ -343,11 +349,12 @@ def show_one(kind: Kind, item: Any, output: str) -> None:
     elif output == "json":
         console.print_data(manifests.to_document(kind, item), output)
     else:
-        console.console().print(console.details(console.rows(item)))
+        console.show(console.details(console.rows(item)))
 
 
-def _status(message: Any) -> str:
-    return console.enum_text(message.DESCRIPTOR.fields_by_name["status"], message.status)
+def _status(message: Any) -> Any:
+    text = console.enum_text(message.DESCRIPTOR.fields_by_name["status"], message.status)
+    return console.status(text)
 
 
 def _goal(message: Any) -> str:
@@ -359,14 +366,14 @@ def _goal(message: Any) -> str:
 
 def _variants(message: Any) -> str:
     total = sum(v.weight for v in message.variants) or 1.0
+    control = message.control_variant_key
     return "\n".join(
-        f"{v.key} {v.weight / total:.0%}"
-        + (" (control)" if v.key == message.control_variant_key else "")
+        f"{v.key} {v.weight / total:.0%}" + (" (control)" if v.key == control != "control" else "")
         for v in message.variants
     )
 
 
-def _segment_row(segment: Any) -> list[str]:
+def _segment_row(segment: Any) -> list[Any]:
     notation = segment.rule.WhichOneof("rule") or ""
     rule = getattr(segment.rule, notation) if notation else ""
     return [
@@ -378,7 +385,7 @@ def _segment_row(segment: Any) -> list[str]:
     ]
 
 
-def _experiment_row(experiment: Any) -> list[str]:
+def _experiment_row(experiment: Any) -> list[Any]:
     return [
         experiment.key,
         _status(experiment),
@@ -390,7 +397,7 @@ def _experiment_row(experiment: Any) -> list[str]:
     ]
 
 
-def _campaign_row(campaign: Any) -> list[str]:
+def _campaign_row(campaign: Any) -> list[Any]:
     return [
         campaign.key,
         _status(campaign),
@@ -403,7 +410,10 @@ def _campaign_row(campaign: Any) -> list[str]:
     ]
 
 
-SUMMARIES: dict[str, tuple[tuple[str, ...], Callable[[Any], list[str]]]] = {
+WHOLE = ("KEY", "STATUS", "PRIORITY", "TRAFFIC", "GOAL", "VERSION", "UPDATED")
+"""Columns of short values, never wrapped: the others wrap when the terminal is narrow."""
+
+SUMMARIES: dict[str, tuple[tuple[str, ...], Callable[[Any], list[Any]]]] = {
     "Segment": (("KEY", "NAME", "RULE", "VERSION", "UPDATED"), _segment_row),
     "Experiment": (
         ("KEY", "STATUS", "VARIANTS", "TRAFFIC", "AUDIENCE", "GOAL", "VERSION"),
@@ -425,7 +435,7 @@ def profiles(args: argparse.Namespace) -> int:
     from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 
     if bool(args.profile_id) == bool(args.identity):
-        raise Failed(f"profiles {args.action}: name a PROFILE_ID or an --identity TYPE=VALUE")
+        raise Usage(f"profiles {args.action}: name a PROFILE_ID or an --identity TYPE=VALUE")
     with ExitStack() as stack:
         service = _connect(stack, _address(args, "profiles"), args.timeout)
         stub = profiles_pb2_grpc.ProfileServiceStub(service.channel)
@@ -460,7 +470,7 @@ def _show_profile(profile: Any, output: str) -> None:
     rows = console.rows(profile, skip=["event_history"])
     series = len(profile.event_history.series)
     rows.append(("event_history", f"{series} series by day (-o yaml shows them)"))
-    console.console().print(console.details(rows))
+    console.show(console.details(rows))
 
 
 def _export(service: Service, stub: Any, profile_id: str) -> Any:
@@ -490,9 +500,7 @@ def _show_export(export: Any, output: str) -> None:
         return
     rows = console.rows(export.profile, "profile.", skip=["profile.event_history"])
     rows += console.rows(export, skip=["profile", "events"])
-    out = console.console()
-    out.print(console.details(rows))
-    grid = console.table("TIME", "TYPE", "CHANNEL", "EVENT ID", "PROPERTIES")
+    grid = console.table("TIME", "TYPE", "CHANNEL", "EVENT ID", "PROPERTIES", whole=["EVENT ID"])
     channel = export.events[0].DESCRIPTOR.fields_by_name["channel"] if export.events else None
     for event in export.events:
         assert channel is not None
@@ -501,10 +509,9 @@ def _show_export(export: Any, output: str) -> None:
             event.type,
             console.enum_text(channel, event.channel),
             event.event_id,
-            json.dumps(json_format.MessageToDict(event.properties), ensure_ascii=False),
+            console.plain_json(json_format.MessageToDict(event.properties)),
         )
-    out.print(grid)
-    out.print(f"{len(export.events)} events")
+    console.show(console.details(rows), "", grid, f"{len(export.events)} events")
 
 
 def track(args: argparse.Namespace) -> int:
@@ -513,7 +520,7 @@ def track(args: argparse.Namespace) -> int:
     from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 
     if not (args.identity or args.profile_id):
-        raise Failed("track: name the person with --identity TYPE=VALUE or --profile-id")
+        raise Usage("track: name the person with --identity TYPE=VALUE or --profile-id")
     event = common_pb2.Event(
         event_id=args.event_id or uuid.uuid4().hex,
         profile_id=args.profile_id,
@@ -528,7 +535,7 @@ def track(args: argparse.Namespace) -> int:
         try:
             event.timestamp.FromJsonString(args.timestamp)
         except ValueError as error:
-            raise Failed(f"track: --timestamp {args.timestamp!r}: {error}") from None
+            raise Usage(f"track: --timestamp {args.timestamp!r}: {error}") from None
     with ExitStack() as stack:
         service = _connect(stack, _address(args, "profiles"), args.timeout)
         stub = profiles_pb2_grpc.ProfileServiceStub(service.channel)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -28,10 +29,17 @@ OUTPUTS = ("table", "json", "yaml")
 
 
 def console() -> Console:
-    """Standard output as rich sees it: colour and width only on a terminal."""
+    """Standard output as rich sees it: colour and the terminal's width on a terminal.
+
+    Into a pipe or file, tables take the width they need (like `kubectl get`),
+    so what a script or a diff reads is never wrapped.
+    """
     from rich.console import Console
 
-    return Console(highlight=False)
+    out = Console(highlight=False)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = 1000
+    return out
 
 
 def print_data(data: Any, output: str) -> None:
@@ -56,15 +64,50 @@ def error_line(error: grpc.RpcError, address: str) -> str:
     return line
 
 
-def table(*columns: str) -> Table:
-    """A table with a header row and no borders, like `kubectl get`."""
+def table(*columns: str, whole: Iterable[str] = ("KEY",)) -> Table:
+    """A table with a header row and no borders, like `kubectl get`.
+
+    The `whole` columns (keys, ids) are never wrapped; the others wrap at
+    spaces when the terminal is narrow.
+    """
     from rich import box
     from rich.table import Table
 
-    grid = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    grid = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
+    kept = set(whole)
     for column in columns:
-        grid.add_column(column, overflow="fold")
+        if column in kept:
+            grid.add_column(column, no_wrap=True)
+        else:
+            grid.add_column(column, overflow="fold", min_width=min(len(column), 10) + 2)
     return grid
+
+
+def show(*renderables: Any) -> None:
+    """Print tables and text on standard output, without the padding rich leaves at line ends."""
+    from rich.measure import Measurement
+
+    out = console()
+    # Narrower than its narrowest form, rich would leave columns out: rather
+    # let the lines run long, as `kubectl get` does.
+    unbounded = out.options.update_width(10_000)
+    needed = max((Measurement.get(out, unbounded, r).minimum for r in renderables), default=0)
+    out.width = max(out.width, needed)
+    with out.capture() as captured:
+        for renderable in renderables:
+            out.print(renderable)
+    text = "\n".join(line.rstrip() for line in captured.get().splitlines())
+    sys.stdout.write(text + "\n")
+
+
+STATUS_STYLES = {"running": "green", "paused": "yellow", "stopped": "red", "draft": "dim"}
+
+
+def status(text: str) -> Any:
+    """A status word, coloured on a terminal (running green, stopped red)."""
+    from rich.text import Text
+
+    return Text(text, style=STATUS_STYLES.get(text, ""))
 
 
 def details(rows: Iterable[tuple[str, str]]) -> Table:
@@ -73,7 +116,7 @@ def details(rows: Iterable[tuple[str, str]]) -> Table:
 
     grid = Table(box=None, show_header=False, pad_edge=False)
     grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(overflow="fold")
+    grid.add_column()
     for label, text in rows:
         grid.add_row(label, text)
     return grid
@@ -98,6 +141,21 @@ def enum_text(field: FieldDescriptor, number: int) -> str:
     return value.name.removeprefix(prefix).lower()
 
 
+def plain_json(value: Any) -> str:
+    """Compact JSON on one line, whole numbers without `.0` (Struct numbers are doubles)."""
+
+    def whole(item: Any) -> Any:
+        if isinstance(item, float) and item.is_integer() and abs(item) < 2**53:
+            return int(item)
+        if isinstance(item, dict):
+            return {k: whole(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [whole(v) for v in item]
+        return item
+
+    return json.dumps(whole(value), ensure_ascii=False)
+
+
 def number(value: float) -> str:
     """A number as people write it: 9, 0.5, 0.0241."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -111,8 +169,13 @@ def value_text(field: FieldDescriptor, value: Any) -> str:
         name = field.message_type.full_name
         if name == "google.protobuf.Timestamp":
             return when(value)
+        if name == "tessera.common.v1.Identity":  # as --identity takes it
+            return f"{value.type}={value.value}"
+        if name == "tessera.profiles.v1.ExportedIdentity":
+            hashed = f" (hashed: {value.hash_method})" if value.hashed else ""
+            return f"{value.type}={value.value}{hashed}"
         if name in ("google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.Duration"):
-            return json.dumps(json_format.MessageToDict(value), ensure_ascii=False)
+            return plain_json(json_format.MessageToDict(value))
         return inline(value)
     if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
         return number(value)
