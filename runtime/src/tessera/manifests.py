@@ -208,7 +208,9 @@ def load(paths: Iterable[Path]) -> list[Definition]:
         for definition in _load_file(path):
             where = seen.setdefault((definition.kind.name, definition.key), definition.source)
             if where != definition.source:
-                raise ManifestError(f"{definition.source}: {definition.name} is defined twice")
+                raise ManifestError(
+                    f"{definition.source}: {definition.name} is defined twice (first in {where})"
+                )
             definitions.append(definition)
     return definitions
 
