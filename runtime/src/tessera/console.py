@@ -142,7 +142,8 @@ def enum_text(field: FieldDescriptor, number: int) -> str:
 
 
 def plain_json(value: Any) -> str:
-    """Compact JSON on one line, whole numbers without `.0` (Struct numbers are doubles)."""
+    """Compact JSON on one line, keys sorted, whole numbers without `.0` (Struct numbers are
+    doubles)."""
 
     def whole(item: Any) -> Any:
         if isinstance(item, float) and item.is_integer() and abs(item) < 2**53:
@@ -153,7 +154,7 @@ def plain_json(value: Any) -> str:
             return [whole(v) for v in item]
         return item
 
-    return json.dumps(whole(value), ensure_ascii=False)
+    return json.dumps(whole(value), ensure_ascii=False, sort_keys=True)
 
 
 def number(value: float) -> str:

@@ -438,12 +438,14 @@ def as_stored(kind: Kind, message: Message) -> Message:
 def to_dict(message: Message) -> dict[str, Any]:
     """A message as proto JSON with proto field names, leaving out unset fields.
 
-    Numbers print as people write them: 64-bit integers as numbers rather
-    than proto JSON's strings (`version: 3`), whole doubles without `.0`
-    (`weight: 9`); both parse back to the same message.
+    Fields keep their proto order; the keys of maps and Structs (payloads,
+    traits, properties) are sorted, so the same message always prints the
+    same. Numbers print as people write them: 64-bit integers as numbers
+    rather than proto JSON's strings (`version: 3`), whole doubles without
+    `.0` (`weight: 9`); both parse back to the same message.
     """
     shown: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    _int64_as_numbers(message, shown)
+    _tidy(message, shown)
     plain: dict[str, Any] = _whole_numbers(shown)
     return plain
 
@@ -451,21 +453,29 @@ def to_dict(message: Message) -> dict[str, Any]:
 _INT64 = frozenset((FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64))
 
 
-def _int64_as_numbers(message: Message, shown: dict[str, Any]) -> None:
+def _tidy(message: Message, shown: dict[str, Any]) -> None:
+    """int64 strings to numbers and map keys sorted, in place, field by field."""
     for field, value in message.ListFields():
         if field.name not in shown:
             continue
         nested = field.message_type
         if nested is not None and nested.GetOptions().map_entry:
             value_field = nested.fields_by_name["value"]
-            for key, item in shown[field.name].items():
+            entries = shown[field.name]
+            for key, item in entries.items():
                 if value_field.cpp_type in _INT64:
-                    shown[field.name][key] = int(item)
-                elif (
-                    value_field.message_type is not None
-                    and value_field.message_type.full_name not in WELL_KNOWN
+                    entries[key] = int(item)
+                elif value_field.message_type is not None and (
+                    value_field.message_type.full_name not in WELL_KNOWN
                 ):
-                    _int64_as_numbers(value[key], item)
+                    _tidy(value[key], item)
+            shown[field.name] = dict(sorted(entries.items()))
+        elif nested is not None and nested.full_name == "google.protobuf.Struct":
+            shown[field.name] = (
+                [_sorted(x) for x in shown[field.name]]
+                if field.is_repeated
+                else _sorted(shown[field.name])
+            )
         elif nested is not None and nested.full_name not in WELL_KNOWN:
             items = (
                 zip(value, shown[field.name], strict=True)
@@ -473,10 +483,18 @@ def _int64_as_numbers(message: Message, shown: dict[str, Any]) -> None:
                 else [(value, shown[field.name])]
             )
             for inner, inner_shown in items:
-                _int64_as_numbers(inner, inner_shown)
+                _tidy(inner, inner_shown)
         elif field.cpp_type in _INT64:
             item = shown[field.name]
             shown[field.name] = [int(x) for x in item] if field.is_repeated else int(item)
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
 
 
 def _whole_numbers(value: Any) -> Any:

@@ -210,3 +210,15 @@ def test_diff__one_field_changed__only_that_line_differs():
         "-  text: 'true'",
         "+  text: 'false'",
     ]
+
+
+def test_diff__payload_keys_in_another_order__only_the_changed_weight_differs():
+    kind = manifests.kinds()["Campaign"]
+    stored = decision_pb2.Campaign(key="a")
+    stored.variants.add(key="v", weight=9).payload.update({"title": "T", "image": "/i.jpg"})
+    desired = decision_pb2.Campaign(key="a")
+    desired.variants.add(key="v", weight=8).payload.update({"image": "/i.jpg", "title": "T"})
+
+    lines = manifests.diff(kind, stored, desired, "stored", "a.yaml")
+
+    assert [line for line in lines[2:] if line[:1] in "+-"] == ["-  weight: 9", "+  weight: 8"]
