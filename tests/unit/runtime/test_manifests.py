@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,16 @@ def test_diff__payload_keys_in_another_order__only_the_changed_weight_differs():
     lines = manifests.diff(kind, stored, desired, "stored", "a.yaml")
 
     assert [line for line in lines[2:] if line[:1] in "+-"] == ["-  weight: 9", "+  weight: 8"]
+
+
+def test_docs__every_yaml_example__loads_and_normalises(tmp_path: Path):
+    docs = EXAMPLES.parents[1] / "docs" / "definitions-as-code.md"
+    blocks = re.findall(r"```yaml\n(.*?)```", docs.read_text(), flags=re.S)
+    for index, block in enumerate(blocks):
+        write(tmp_path, f"{index}.yaml", block)
+
+    definitions = manifests.load([tmp_path])
+
+    assert [d.kind.name for d in definitions] == ["Segment", "Experiment", "Campaign"]
+    for definition in definitions:
+        manifests.as_stored(definition.kind, definition.message)  # as the service checks it
