@@ -177,6 +177,23 @@ def test_track__same_event_id_twice__stored_once_and_said_so(tessera_cli: Tesser
     )
 
 
+def test_track__suite_not_running__error_line_says_the_event_id_to_retry_with(
+    tessera_cli: Tessera,
+):
+    from tessera.suite import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+
+    run = tessera_cli(
+        "track", "--identity", "cookie=a", "--type", "x", "--address", address, "--event-id", "e-1"
+    )
+
+    assert run.code == 1
+    assert run.err.startswith("UNAVAILABLE: ")
+    assert run.err.endswith("; send it again with --event-id e-1\n")
+    assert run.err.count("\n") == 1
+
+
 def test_track__no_person_named__usage_error(tessera_cli: Tessera):
     run = tessera_cli("track", "--type", "page_view")
 

@@ -239,6 +239,14 @@ def run(args: argparse.Namespace) -> int:
     except Failed as failure:
         print(failure, file=sys.stderr)
         return failure.exit_code
+    except ModuleNotFoundError as missing:  # a one-service image: tessera-runtime and one service
+        print(
+            f"tessera {args.command} needs the generated API of every service it talks to, "
+            f"and {missing.name} is not installed here (the decision image and `make install` "
+            "have all four)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 @dataclass
@@ -539,7 +547,10 @@ def track(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         service = _connect(stack, _address(args, "profiles"), args.timeout)
         stub = profiles_pb2_grpc.ProfileServiceStub(service.channel)
-        reply = service.call(stub.Track, profiles_pb2.TrackRequest(event=event))
+        try:
+            reply = service.call(stub.Track, profiles_pb2.TrackRequest(event=event))
+        except Failed as failure:  # the same id makes the retry count once
+            raise Failed(f"{failure}; send it again with --event-id {event.event_id}") from None
     if args.output != "table":
         shown = {"event_id": event.event_id, "profile_id": reply.profile_id}
         console.print_data({**shown, "duplicate": reply.duplicate}, args.output)
