@@ -244,9 +244,9 @@ class Series:
         self.n = n + 1
         self.settled = False
 
-    def settle(self, remap: Array | None, alive: Array) -> None:
+    def settle(self, remap: Array | None, alive: Array, erased: bool = False) -> None:
         """Sort by (day, row), one entry per (day, row), rows re-keyed by `remap`, dead dropped."""
-        if self.settled and remap is None:
+        if self.settled and remap is None and not erased:
             return
         n = self.n
         rows = self.rows[:n]
@@ -296,7 +296,7 @@ class Series:
 class Purchases:
     """Every purchase event: row, time (µs), revenue, category code (-1: none)."""
 
-    __slots__ = ("categories", "category_codes", "n", "revenue", "rows", "settled", "times")
+    __slots__ = ("categories", "category_codes", "n", "revenue", "rows", "times")
 
     def __init__(self) -> None:
         self.rows: Array = np.zeros(0, dtype=np.int32)
@@ -305,7 +305,6 @@ class Purchases:
         self.category_codes: Array = np.zeros(0, dtype=np.int32)
         self.categories: dict[str, int] = {}
         self.n = 0
-        self.settled = True
 
     def append(self, row: int, time_us: int, revenue: float, category: str | None) -> None:
         """One purchase."""
@@ -324,9 +323,9 @@ class Purchases:
         self.category_codes[n] = code
         self.n = n + 1
 
-    def settle(self, remap: Array | None, alive: Array) -> None:
+    def settle(self, remap: Array | None, alive: Array, erased: bool = False) -> None:
         """Re-key merged rows, drop erased ones (order kept: revenue adds up as it came)."""
-        if remap is None and self.settled:
+        if remap is None and not erased:
             return
         n = self.n
         rows = self.rows[:n] if remap is None else remap[self.rows[:n]]
@@ -344,7 +343,6 @@ class Purchases:
             remap_codes[old] = new
         self.category_codes = remap_codes[self.category_codes]
         self.n = len(self.rows)
-        self.settled = True
 
     def nbytes(self) -> int:
         """Bytes of the arrays."""
@@ -461,10 +459,10 @@ class Projection:
         for name, value in change.traits.items():
             if value is None:
                 continue
-            column = self.traits.get(name)
-            if column is None:
-                column = self.traits[name] = TraitColumn(len(self.alive))
-            column.codes[row] = column.code_of(value)
+            if name not in self.traits:
+                self.traits[name] = TraitColumn(len(self.alive))
+            trait = self.traits[name]
+            trait.codes[row] = trait.code_of(value)
         for bits in self.identity_bits:
             bits[row] = 0
         for identity_type in change.identity_types:
@@ -529,10 +527,10 @@ class Projection:
         remap = self._remap()
         alive = self.alive[: max(self.n, 1)]
         for series in list(self.series.values()):
-            series.settle(remap, alive)
+            series.settle(remap, alive, self._erased)
         for key in [k for k, s in self.series.items() if s.n == 0]:
             del self.series[key]
-        self.purchases.settle(remap, alive)
+        self.purchases.settle(remap, alive, self._erased)
         if remap is not None or self._erased:
             for column in self.traits.values():
                 column.tidy()
@@ -566,7 +564,8 @@ class Projection:
         bit = self.identity_types.get(identity_type)
         if bit is None:
             return np.zeros(self.n, dtype=np.bool_)
-        return (self.identity_bits[bit // 8][: self.n] & np.uint8(1 << (bit % 8))) != 0
+        held: Array = (self.identity_bits[bit // 8][: self.n] & np.uint8(1 << (bit % 8))) != 0
+        return held
 
     def nbytes(self) -> int:
         """Bytes held, arrays and the Python objects of the index and value tables."""
@@ -618,9 +617,8 @@ class Projection:
         arrays["p.revenue"] = p.revenue[: p.n]
         arrays["p.categories"] = p.category_codes[: p.n]
         buffer = io.BytesIO()
-        np.savez_compressed(
-            buffer, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays
-        )
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+        np.savez_compressed(buffer, allow_pickle=False, **arrays)
         return buffer.getvalue()
 
     @classmethod
