@@ -96,7 +96,8 @@ class World:
         self.event_number = 0
 
     def canonical(self, index: int) -> str | None:
-        profile_id = f"p{index}"
+        # The profile service's ids (32 hex digits) and any other string.
+        profile_id = f"{index:032x}" if index % 2 else f"p{index}"
         profile_id = self.alias.get(profile_id, profile_id)
         return None if profile_id in self.erased else profile_id
 
@@ -424,4 +425,5 @@ def test_projection__erasure__nothing_of_the_person_left_after_settle() -> None:
     assert projection.purchases.n == 0
     assert all(not np.any(series.rows[: series.n] == 0) for series in projection.series.values())
     assert "p0" not in projection.index
+    assert 0 not in {row for _, row in projection.index.items()}
     assert b"Ada Lovelace" not in projection.to_bytes()

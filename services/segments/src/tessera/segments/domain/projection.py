@@ -77,6 +77,131 @@ def _value_key(value: Any) -> Any:
     return ("o", repr(value))
 
 
+# --- the index of profile ids ------------------------------------------------------
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _packed(profile_id: str) -> bytes | None:
+    """16 bytes for a profile id the profile service makes (32 lowercase hex digits)."""
+    if len(profile_id) == 32 and _HEX.issuperset(profile_id):
+        return bytes.fromhex(profile_id)
+    return None
+
+
+class IdIndex:
+    """Profile id -> row, compact: ids of the profile service's form are 16 bytes each.
+
+    Such ids live in a sorted array of 16-byte keys with their rows (found by
+    binary search) and, when recently added, in a small dict that is folded
+    into the arrays once it grows past a quarter of them. Other ids (any
+    string) live in a dict of their own.
+    """
+
+    __slots__ = ("_keys", "_last", "_other", "_pending", "_rows")
+
+    def __init__(self) -> None:
+        self._keys: Array = np.zeros(0, dtype="S16")
+        self._rows: Array = np.zeros(0, dtype=np.int32)
+        """Row of each key; -1 for a removed key (dropped at the next fold)."""
+        self._pending: dict[bytes, int] = {}
+        self._other: dict[str, int] = {}
+        self._last: tuple[str, int] | None = None
+
+    def get(self, profile_id: str) -> int | None:
+        """The row of `profile_id`, or None."""
+        if self._last is not None and self._last[0] == profile_id:
+            return self._last[1]
+        key = _packed(profile_id)
+        if key is None:
+            row = self._other.get(profile_id)
+        else:
+            row = self._pending.get(key)
+            if row is None and len(self._keys):
+                at = int(np.searchsorted(self._keys, key))
+                if at < len(self._keys) and self._keys[at] == key and self._rows[at] >= 0:
+                    row = int(self._rows[at])
+        if row is not None:
+            self._last = (profile_id, row)
+        return row
+
+    def __contains__(self, profile_id: object) -> bool:
+        return isinstance(profile_id, str) and self.get(profile_id) is not None
+
+    def set(self, profile_id: str, row: int) -> None:
+        """Point `profile_id` at `row`."""
+        self._last = None
+        key = _packed(profile_id)
+        if key is None:
+            self._other[profile_id] = row
+            return
+        if len(self._keys):
+            at = int(np.searchsorted(self._keys, key))
+            if at < len(self._keys) and self._keys[at] == key:
+                self._rows[at] = row
+                return
+        self._pending[key] = row
+        if len(self._pending) > max(65_536, len(self._keys) // 4):
+            self._fold()
+
+    def pop(self, profile_id: str) -> None:
+        """Forget `profile_id`."""
+        self._last = None
+        key = _packed(profile_id)
+        if key is None:
+            self._other.pop(profile_id, None)
+            return
+        self._pending.pop(key, None)
+        if len(self._keys):
+            at = int(np.searchsorted(self._keys, key))
+            if at < len(self._keys) and self._keys[at] == key:
+                self._rows[at] = -1
+
+    def _fold(self) -> None:
+        keys = np.concatenate([self._keys, np.array(list(self._pending), dtype="S16")])
+        rows = np.concatenate(
+            [self._rows, np.fromiter(self._pending.values(), np.int32, len(self._pending))]
+        )
+        keep = rows >= 0
+        keys, rows = keys[keep], rows[keep]
+        order = np.argsort(keys, kind="stable")
+        self._keys, self._rows = keys[order], rows[order].astype(np.int32)
+        self._pending = {}
+
+    def remap(self, remap: Array | None, alive: Array) -> None:
+        """Rows moved by `remap` (merged rows to their survivors); ids of dead rows dropped."""
+        self._last = None
+        self._fold()
+        rows = self._rows.astype(np.int64)
+        if remap is not None:
+            rows = remap[rows]
+        keep = alive[rows]
+        self._keys, self._rows = self._keys[keep], rows[keep].astype(np.int32)
+        for profile_id, row in list(self._other.items()):
+            target = int(remap[row]) if remap is not None else row
+            if alive[target]:
+                self._other[profile_id] = target
+            else:
+                del self._other[profile_id]
+
+    def items(self) -> list[tuple[str, int]]:
+        """Every (id, row)."""
+        self._fold()
+        pairs = [
+            (key.hex(), int(row))
+            for key, row in zip(self._keys.tolist(), self._rows.tolist(), strict=True)
+            if row >= 0
+        ]
+        return pairs + list(self._other.items())
+
+    def nbytes(self) -> int:
+        """Bytes held."""
+        small = sys.getsizeof(self._pending) + sys.getsizeof(self._other)
+        small += sum(sys.getsizeof(k) for k in self._pending)
+        small += sum(sys.getsizeof(k) for k in self._other)
+        return self._keys.nbytes + self._rows.nbytes + small
+
+
 # --- records of the feed, as the projection takes them -----------------------
 
 
@@ -218,7 +343,7 @@ class Series:
     def __init__(self) -> None:
         self.rows: Array = np.zeros(0, dtype=np.int32)
         self.days: Array = np.zeros(0, dtype=np.uint16)
-        self.counts: Array = np.zeros(0, dtype=np.uint32)
+        self.counts: Array = np.zeros(0, dtype=np.uint16)
         self.sums: dict[str, Array] = {}
         self.n = 0
         self.settled = True
@@ -277,7 +402,9 @@ class Series:
                 rows, days = rows[starts], days[starts]
         self.rows = rows.astype(np.int32)
         self.days = days.astype(np.uint16)
-        self.counts = counts.astype(np.uint32)
+        # Counts of a day fit 16 bits but for a flood; the column widens for one.
+        wide = len(counts) and int(counts.max()) > 0xFFFF
+        self.counts = counts.astype(np.uint32 if wide else np.uint16)
         self.sums = {name: values.astype(np.float64) for name, values in sums.items()}
         self.n = len(self.rows)
         self.settled = True
@@ -360,9 +487,7 @@ class Projection:
         """The feed sequence of the last record applied."""
         self.n = 0
         """Rows in use; a merged or erased person's row stays, dead, until `compact`."""
-        self.ids: list[str] = []
-        """Row -> the profile id it was created for."""
-        self.index: dict[str, int] = {}
+        self.index = IdIndex()
         """Profile id (and merged ids) -> row."""
         self.alive: Array = np.zeros(0, dtype=np.bool_)
         self.traits: dict[str, TraitColumn] = {}
@@ -402,8 +527,7 @@ class Projection:
                 column.codes = _grow(column.codes, capacity)
             self.identity_bits = [_grow(bits, capacity) for bits in self.identity_bits]
         self.alive[row] = True
-        self.ids.append(profile_id)
-        self.index[profile_id] = row
+        self.index.set(profile_id, row)
         return row
 
     # --- applying the feed --------------------------------------------------------
@@ -474,7 +598,7 @@ class Projection:
         if merged is None or merged == survivor:
             # Rebuilt from the feed: the merged profile's records already
             # name the survivor (the log re-keys them), nothing to move.
-            self.index[merge.merged_id] = survivor
+            self.index.set(merge.merged_id, survivor)
             return
         # The survivor's traits win; the merged profile only fills gaps.
         for column in self.traits.values():
@@ -487,13 +611,13 @@ class Projection:
         self.alive[merged] = False
         # Ids that named the merged row follow it through `_find` until `settle`.
         self._merged_into[merged] = survivor
-        self.index[merge.merged_id] = survivor
+        self.index.set(merge.merged_id, survivor)
 
     def _erase(self, erasure: Erasure) -> None:
         rows = set()
         for profile_id in (erasure.profile_id, *erasure.merged_ids):
             row = self._find(profile_id)
-            self.index.pop(profile_id, None)
+            self.index.pop(profile_id)
             if row is not None:
                 rows.add(row)
         for row in rows:
@@ -534,12 +658,7 @@ class Projection:
         if remap is not None or self._erased:
             for column in self.traits.values():
                 column.tidy()
-            for profile_id, row in list(self.index.items()):
-                target = int(remap[row]) if remap is not None else row
-                if not self.alive[target]:
-                    del self.index[profile_id]
-                elif target != row:
-                    self.index[profile_id] = target
+            self.index.remap(remap, alive)
         self._merged_into = {}
         self._erased = False
 
@@ -572,8 +691,7 @@ class Projection:
         arrays = self.alive.nbytes + sum(b.nbytes for b in self.identity_bits)
         arrays += sum(c.codes.nbytes for c in self.traits.values())
         arrays += sum(s.nbytes() for s in self.series.values()) + self.purchases.nbytes()
-        objects = sys.getsizeof(self.index) + sys.getsizeof(self.ids)
-        objects += sum(sys.getsizeof(profile_id) for profile_id in self.ids)
+        objects = self.index.nbytes()
         objects += sum(
             sys.getsizeof(c.values)
             + sys.getsizeof(c.lookup)
@@ -592,15 +710,19 @@ class Projection:
         header: dict[str, Any] = {
             "version": 1,
             "position": self.position,
-            "ids": [p for p, k in zip(self.ids, keep.tolist(), strict=True) if k],
-            "aliases": {p: int(new_row[r]) for p, r in self.index.items() if self.ids[r] != p},
+            "rows": int(np.count_nonzero(keep)),
+            "other_ids": {p: int(new_row[r]) for p, r in self.index._other.items()},
             "traits": {name: c.values[1:] for name, c in self.traits.items()},
             "identity_types": self.identity_types,
             "series": [list(key) for key in self.series],
             "sums": [sorted(s.sums) for s in self.series.values()],
             "categories": sorted(self.purchases.categories, key=self.purchases.categories.get),  # type: ignore[arg-type]
         }
-        arrays: dict[str, Array] = {}
+        self.index._fold()
+        arrays: dict[str, Array] = {
+            "index.keys": self.index._keys,
+            "index.rows": new_row[self.index._rows].astype(np.int32),
+        }
         for i, column in enumerate(self.traits.values()):
             arrays[f"trait{i}"] = column.codes[: self.n][keep]
         for i, bits in enumerate(self.identity_bits):
@@ -628,12 +750,11 @@ class Projection:
             header = json.loads(stored["header"].tobytes().decode())
             projection = cls()
             projection.position = int(header["position"])
-            ids: list[str] = header["ids"]
-            n = len(ids)
+            n = int(header["rows"])
             projection.n = n
-            projection.ids = list(ids)
-            projection.index = {p: r for r, p in enumerate(ids)}
-            projection.index.update({p: int(r) for p, r in header["aliases"].items()})
+            projection.index._keys = stored["index.keys"].copy()
+            projection.index._rows = stored["index.rows"].copy()
+            projection.index._other = {p: int(r) for p, r in header["other_ids"].items()}
             projection.alive = np.ones(n, dtype=np.bool_)
             for i, (name, values) in enumerate(header["traits"].items()):
                 column = TraitColumn(0)
