@@ -104,8 +104,9 @@ format: install $(BUF)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install  ## Decide against an echo RPC, at concurrency 1, 16 and 64
+bench: install  ## Decide against an echo RPC, at concurrency 1, 16 and 64; EstimateSize over 1M profiles
 	$(PY) -m bench
+	$(PY) -m bench.segments --echo
 
 clean:
 	-$(PY) tools/protogen.py --clean

@@ -4,6 +4,7 @@ tessera up                 start all four services, stop them on Ctrl-C
 tessera serve profiles     serve one service in this process
 tessera decide --identity cookie=abc --placement home_hero
 tessera train conversion   learn the conversion model from the stored events
+tessera segments size KEY  size and value of a segment (or a rule)
 """
 
 from __future__ import annotations
@@ -350,7 +351,14 @@ def main(argv: list[str] | None = None) -> int:
     conversion_parser.add_argument(
         "--seed", type=int, default=0, help="seed of the held-out split (default: 0)"
     )
+    # The segment service's own command: tessera.segments.size_cli.
+    segments_cli = importlib.import_module("tessera.segments.size_cli")
+    segments_cli.configure(
+        commands.add_parser("segments", help="size and value of segments on a running suite")
+    )
     args = parser.parse_args(argv)
+    if args.command == "segments":
+        return int(segments_cli.run(args))
     if args.command == "train":
         # The profile service's own command, imported only when it runs.
         training = importlib.import_module("tessera.profiles.train_cli")
