@@ -70,7 +70,9 @@ def render(reply: Any, target: str, out: TextIO) -> None:
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
     table.add_column("note")
-    table.add_row("members", f"{reply.members:,}", f"{reply.fraction:.1%} of {reply.total:,} profiles")
+    table.add_row(
+        "members", f"{reply.members:,}", f"{reply.fraction:.1%} of {reply.total:,} profiles"
+    )
     table.add_row(
         "converted",
         f"{reply.converters:,}",

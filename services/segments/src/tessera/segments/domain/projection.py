@@ -703,36 +703,51 @@ class Projection:
     # --- persisting -----------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """The projection as one compressed blob (settled, dead rows left out)."""
+        """The projection as one blob (settled, dead rows left out).
+
+        A few large arrays, the series' entries concatenated, so storing and
+        loading cost one copy of the data each (an `.npz`, uncompressed).
+        """
         self.settle()
         keep = self.alive[: self.n]
         new_row = np.cumsum(keep) - 1
+        series = list(self.series.values())
+        sums = sorted({name for item in series for name in item.sums})
         header: dict[str, Any] = {
-            "version": 1,
+            "version": 2,
             "position": self.position,
             "rows": int(np.count_nonzero(keep)),
             "other_ids": {p: int(new_row[r]) for p, r in self.index._other.items()},
             "traits": {name: c.values[1:] for name, c in self.traits.items()},
             "identity_types": self.identity_types,
             "series": [list(key) for key in self.series],
-            "sums": [sorted(s.sums) for s in self.series.values()],
+            "sums": [[name in item.sums for name in sums] for item in series],
+            "sum_names": sums,
             "categories": sorted(self.purchases.categories, key=self.purchases.categories.get),  # type: ignore[arg-type]
         }
         self.index._fold()
+        empty_rows = np.zeros(0, dtype=np.int32)
+        rows = np.concatenate([empty_rows, *(item.rows[: item.n] for item in series)])
         arrays: dict[str, Array] = {
             "index.keys": self.index._keys,
             "index.rows": new_row[self.index._rows].astype(np.int32),
+            "s.lengths": np.array([item.n for item in series], dtype=np.int64),
+            "s.rows": new_row[rows].astype(np.int32),
+            "s.days": np.concatenate(
+                [np.zeros(0, np.uint16), *(item.days[: item.n] for item in series)]
+            ),
+            "s.counts": np.concatenate(
+                [np.zeros(0, np.uint32), *(item.counts[: item.n] for item in series)]
+            ).astype(np.uint32),
         }
+        for name in sums:
+            arrays[f"s.sum.{name}"] = np.concatenate(
+                [np.zeros(0)] + [item.sums[name][: item.n] for item in series if name in item.sums]
+            )
         for i, column in enumerate(self.traits.values()):
             arrays[f"trait{i}"] = column.codes[: self.n][keep]
         for i, bits in enumerate(self.identity_bits):
             arrays[f"identity{i}"] = bits[: self.n][keep]
-        for i, series in enumerate(self.series.values()):
-            arrays[f"s{i}.rows"] = new_row[series.rows[: series.n]].astype(np.int32)
-            arrays[f"s{i}.days"] = series.days[: series.n]
-            arrays[f"s{i}.counts"] = series.counts[: series.n]
-            for name, values in series.sums.items():
-                arrays[f"s{i}.{name}"] = values[: series.n]
         p = self.purchases
         arrays["p.rows"] = new_row[p.rows[: p.n]].astype(np.int32)
         arrays["p.times"] = p.times[: p.n]
@@ -740,7 +755,7 @@ class Projection:
         arrays["p.categories"] = p.category_codes[: p.n]
         buffer = io.BytesIO()
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-        np.savez_compressed(buffer, allow_pickle=False, **arrays)
+        np.savez(buffer, allow_pickle=False, **arrays)
         return buffer.getvalue()
 
     @classmethod
@@ -752,8 +767,8 @@ class Projection:
             projection.position = int(header["position"])
             n = int(header["rows"])
             projection.n = n
-            projection.index._keys = stored["index.keys"].copy()
-            projection.index._rows = stored["index.rows"].copy()
+            projection.index._keys = stored["index.keys"]
+            projection.index._rows = stored["index.rows"]
             projection.index._other = {p: int(r) for p, r in header["other_ids"].items()}
             projection.alive = np.ones(n, dtype=np.bool_)
             for i, (name, values) in enumerate(header["traits"].items()):
@@ -762,26 +777,36 @@ class Projection:
                 column.lookup = {
                     _value_key(v): code for code, v in enumerate(column.values) if code
                 }
-                column.codes = stored[f"trait{i}"].copy()
+                column.codes = stored[f"trait{i}"]
                 projection.traits[name] = column
             projection.identity_types = {k: int(v) for k, v in header["identity_types"].items()}
             projection.identity_bits = [
-                stored[f"identity{i}"].copy()
-                for i in range((len(projection.identity_types) + 7) // 8)
+                stored[f"identity{i}"] for i in range((len(projection.identity_types) + 7) // 8)
             ]
-            for i, (key, sums) in enumerate(zip(header["series"], header["sums"], strict=True)):
-                series = Series()
-                series.rows = stored[f"s{i}.rows"].copy()
-                series.days = stored[f"s{i}.days"].copy()
-                series.counts = stored[f"s{i}.counts"].copy()
-                series.sums = {name: stored[f"s{i}.{name}"].copy() for name in sums}
-                series.n = len(series.rows)
-                projection.series[(key[0], key[1], key[2])] = series
+            names: list[str] = header["sum_names"]
+            rows, days, counts = stored["s.rows"], stored["s.days"], stored["s.counts"]
+            sums = {name: stored[f"s.sum.{name}"] for name in names}
+            sum_at = dict.fromkeys(names, 0)
+            start = 0
+            lengths = stored["s.lengths"].tolist()
+            for key, length, present in zip(header["series"], lengths, header["sums"], strict=True):
+                item = Series()
+                end = start + length
+                item.rows, item.days = rows[start:end].copy(), days[start:end].copy()
+                wide = length and int(counts[start:end].max()) > 0xFFFF
+                item.counts = counts[start:end].astype(np.uint32 if wide else np.uint16)
+                for name, held in zip(names, present, strict=True):
+                    if held:
+                        item.sums[name] = sums[name][sum_at[name] : sum_at[name] + length].copy()
+                        sum_at[name] += length
+                item.n = length
+                projection.series[(key[0], key[1], key[2])] = item
+                start = end
             p = projection.purchases
-            p.rows = stored["p.rows"].copy()
-            p.times = stored["p.times"].copy()
-            p.revenue = stored["p.revenue"].copy()
-            p.category_codes = stored["p.categories"].copy()
+            p.rows = stored["p.rows"]
+            p.times = stored["p.times"]
+            p.revenue = stored["p.revenue"]
+            p.category_codes = stored["p.categories"]
             p.categories = {name: code for code, name in enumerate(header["categories"])}
             p.n = len(p.rows)
         return projection
