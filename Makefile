@@ -105,10 +105,11 @@ format: install $(BUF)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install  ## assignment against GrowthBook's SDK; Decide against an echo RPC, at concurrency 1, 16 and 64
+bench: install  ## assignment against GrowthBook's SDK; Decide against an echo RPC, at concurrency 1, 16 and 64; EstimateSize over 1M profiles
 	$(PY) -m pip install --quiet --disable-pip-version-check --group bench
 	$(PY) -m bench.assignment
 	$(PY) -m bench
+	$(PY) -m bench.segments --echo
 
 clean:
 	-$(PY) tools/protogen.py --clean

@@ -361,6 +361,44 @@ def test_migrate__profiles_of_version_2__gain_an_empty_event_history_that_then_f
     assert version == SCHEMA_VERSION
 
 
+def test_migrate__profiles_of_version_4__each_gets_a_profile_record_for_the_feed(
+    fresh_database: db.Database,
+) -> None:
+    from tessera.profiles.storage.feed import FeedStore
+    from tessera.profiles.storage.sql import MIGRATIONS, SCHEMA_VERSION
+
+    engine = fresh_database.engine
+    db.migrate(engine, "profiles", TABLES, 4, MIGRATIONS)
+    with engine.begin() as connection:  # two profiles of release 4, one with identities
+        for profile_id, traits in (("old-a", '{"plan": "pro"}'), ("old-b", "{}")):
+            connection.execute(
+                text(
+                    "INSERT INTO profiles_profile (profile_id, traits, history, created_at,"
+                    f" updated_at) VALUES ('{profile_id}', '{traits}', '{{}}',"
+                    " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                )
+            )
+        for id_type, value in (("email", "h1"), ("cookie", "c1"), ("cookie", "c2")):
+            connection.execute(
+                text(
+                    "INSERT INTO profiles_identity (id_type, id_value, profile_id, created_at)"
+                    f" VALUES ('{id_type}', '{value}', 'old-a', '2026-01-01 00:00:00')"
+                )
+            )
+
+    db.migrate(engine, "profiles", TABLES, SCHEMA_VERSION, MIGRATIONS)
+    feed = FeedStore(fresh_database)
+    feed.sequence()
+    records = feed.read(0, [], 100, profiles=True).records
+    hidden = feed.read(0, [], 100).records
+
+    assert [(r.kind, r.profile_id, dict(r.traits), list(r.identity_types)) for r in records] == [
+        ("profile", "old-a", {"plan": "pro"}, ["cookie", "email"]),
+        ("profile", "old-b", {}, []),
+    ]
+    assert hidden == []
+
+
 def _cookie() -> object:
     from tessera.profiles.domain.model import IdentityKey
 

@@ -109,9 +109,14 @@ def _output_option() -> argparse.ArgumentParser:
     return options
 
 
-def add_commands(commands: Any) -> None:
-    """Add the definition, profile, track and apply commands to `tessera`'s subparsers."""
+def add_commands(commands: Any) -> dict[str, Any]:
+    """Add the definition, profile, track and apply commands to `tessera`'s subparsers.
+
+    Returns the subcommands of `segments`, `experiments` and `campaigns` by name, so
+    that a service adds its own (`segments size`).
+    """
     output = _output_option()
+    subcommands: dict[str, Any] = {}
     for plural, noun, service, removal in (
         ("segments", "segment", "segments", "delete"),
         ("experiments", "experiment", "experiments", "stop"),
@@ -124,6 +129,7 @@ def add_commands(commands: Any) -> None:
             description=f"List, show or {removal} {plural} on a running suite.",
         )
         actions = parser.add_subparsers(dest="action", required=True)
+        subcommands[plural] = actions
         actions.add_parser("list", parents=[output, connection], help=f"every {noun}, in key order")
         get = actions.add_parser("get", parents=[output, connection], help=f"one {noun}, whole")
         get.add_argument("key")
@@ -221,6 +227,7 @@ def add_commands(commands: Any) -> None:
             help=f"default: TESSERA_{service.upper()}_ADDRESS, else 127.0.0.1 and its port",
         )
     apply.add_argument("--timeout", type=float, default=10.0, help="seconds per call (10)")
+    return subcommands
 
 
 COMMANDS = ("segments", "experiments", "campaigns", "profiles", "track", "apply")

@@ -9,6 +9,7 @@ tessera apply -f examples/juicer
                            create or update segments, experiments, campaigns from YAML
 tessera segments list      (also experiments, campaigns: list, get, delete; profiles: get,
                            export, delete; track): a table, or --output json / yaml
+tessera segments size KEY  size and value of a segment (or a rule)
 """
 
 from __future__ import annotations
@@ -349,10 +350,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     # The experiments service's own command, imported only when it runs.
     importlib.import_module("tessera.experiments.report_cli").add_arguments(report_parser)
-    admin.add_commands(commands)
+    actions = admin.add_commands(commands)
+    # `segments size` is the segment service's own command: tessera.segments.size_cli.
+    segments_cli = importlib.import_module("tessera.segments.size_cli")
+    segments_cli.configure(actions["segments"])
     args = parser.parse_args(argv)
     if args.command == "report":
         return int(importlib.import_module("tessera.experiments.report_cli").run(args))
+    if args.command == "segments" and args.action == "size":
+        return int(segments_cli.run(args))
     if args.command in admin.COMMANDS:
         return admin.run(args)
     if args.command == "train":

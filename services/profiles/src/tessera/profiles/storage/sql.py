@@ -15,7 +15,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,7 +175,7 @@ class LogRow(SQLModel, table=True):
     )
 
     sequence: int | None = Field(default=None, primary_key=True)
-    kind: str = Field(max_length=16)  # "event", "merge" or "deletion"
+    kind: str = Field(max_length=16)  # "event", "merge", "deletion" or "profile"
     event_id: str | None = Field(default=None, unique=True, max_length=128)
     profile_id: str = Field(index=True, max_length=40)
     type: str = Field(default="", max_length=64)
@@ -231,9 +231,9 @@ class FeedRow(SQLModel, table=True):
 
 TABLES: list[type[SQLModel]] = [ProfileRow, IdentityRow, AliasRow, LogRow, FeedRow, ModelRow]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """1: the first tables. 2: `profiles_log.applied`. 3: feed positions.
-4: `profiles_profile.event_history`."""
+4: `profiles_profile.event_history`. 5: a "profile" feed record per profile."""
 
 
 def _add_applied(connection: Connection) -> None:
@@ -294,10 +294,51 @@ def _add_event_history(connection: Connection) -> None:
     connection.execute(text("ALTER TABLE profiles_profile ADD COLUMN event_history JSON"))
 
 
+def _add_profile_records(connection: Connection) -> None:
+    """Version 5: one "profile" feed record for every profile held.
+
+    Profiles written before traits and identity types reached the feed get
+    their snapshot now, without a position: the sequencer numbers them like
+    any new record, so a follower that keeps traits learns of every profile.
+    """
+    profile = ProfileRow.__table__  # type: ignore[attr-defined]
+    owned = IdentityRow.__table__  # type: ignore[attr-defined]
+    log = LogRow.__table__  # type: ignore[attr-defined]
+    types: dict[str, set[str]] = {}
+    for profile_id, id_type in connection.execute(sa_select(owned.c.profile_id, owned.c.id_type)):
+        types.setdefault(profile_id, set()).add(id_type)
+    rows = connection.execute(
+        sa_select(profile.c.profile_id, profile.c.traits, profile.c.created_at).order_by(
+            profile.c.created_at, profile.c.profile_id
+        )
+    ).all()
+    for start in range(0, len(rows), 1000):
+        connection.execute(
+            log.insert(),
+            [
+                {
+                    "kind": "profile",
+                    "profile_id": profile_id,
+                    "type": "",
+                    "channel": 0,
+                    "ts": created_at,
+                    "properties": {
+                        "traits": dict(traits or {}),
+                        "identity_types": sorted(types.get(profile_id, ())),
+                    },
+                    "identities": [],
+                    "applied": True,
+                }
+                for profile_id, traits, created_at in rows[start : start + 1000]
+            ],
+        )
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _add_applied,
     3: _add_positions,
     4: _add_event_history,
+    5: _add_profile_records,
 }
 
 
@@ -352,6 +393,8 @@ class IdentifyResult:
     merged_ids: list[str]
     refused: list[identity.Refusal] = field(default_factory=list)
     """Identities left out under the identity rules, with the reason."""
+    wrote: bool = False
+    """Something was stored (a profile, identities, a merge): the feed has a record."""
 
 
 def new_profile_id() -> str:
@@ -404,6 +447,24 @@ def _stored_event(row: LogRow) -> EventData:
         profile_id=row.profile_id,
         identities=[IdentityKey(t, v) for t, v in row.identities],
         properties=dict(row.properties),
+    )
+
+
+def profile_snapshot(row: ProfileRow, identities: Iterable[IdentityKey]) -> LogRow:
+    """The feed record of a profile's traits and identity types as they are now.
+
+    Written in the transaction of every change to them (docs/change-feed.md,
+    "profile" records), so the latest one of a profile is its whole state.
+    Identity types only, never values: a consumer needs no more.
+    """
+    return LogRow(
+        kind="profile",
+        profile_id=row.profile_id,
+        ts=_utc(row.created_at),
+        properties={
+            "traits": dict(row.traits),
+            "identity_types": sorted({key.type for key in identities}),
+        },
     )
 
 
@@ -629,8 +690,10 @@ class ProfileStore:
             # concurrent merge may fold the survivor into an older profile at
             # once (its id then resolves as an alias), so it cannot be read back.
             record = self._record(session, survivor)
+            # After the merge records (a higher row id): the survivor's state.
+            session.add(profile_snapshot(survivor, record.identities))
             session.commit()
-            return IdentifyResult(record, created, merged, list(plan.refused))
+            return IdentifyResult(record, created, merged, list(plan.refused), wrote=True)
 
     def _merge_into(
         self, session: Session, survivor: ProfileRow, other: ProfileRow, now: dt.datetime
@@ -692,6 +755,7 @@ class ProfileStore:
             session.flush()
             # Read before the commit: see `_identify_once`.
             record = self._record(session, row)
+            session.add(profile_snapshot(row, record.identities))
             session.commit()
             return record
 
