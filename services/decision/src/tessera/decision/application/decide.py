@@ -9,15 +9,17 @@ peer is slow) grows this module, not the servicer.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 from google.protobuf import struct_pb2
 
+from tessera import sticky
 from tessera.clients import peer_error
 from tessera.common.v1 import common_pb2
+from tessera.convert import struct_to_dict
 from tessera.decision.domain.campaigns import (
     Assignments,
     CampaignDef,
@@ -26,6 +28,7 @@ from tessera.decision.domain.campaigns import (
     choose,
 )
 from tessera.definitions import DefinitionCache
+from tessera.experiments.domain.exposures import Exposure, exposure_id_for
 from tessera.profiles.v1 import profiles_pb2
 
 if TYPE_CHECKING:
@@ -36,6 +39,44 @@ if TYPE_CHECKING:
 def utc_now() -> dt.datetime:
     """The current time, aware, in UTC: what campaign schedules compare against."""
     return dt.datetime.now(dt.UTC)
+
+
+class ExposureSink(Protocol):
+    """Where Decide hands its exposures: queued, never waited for."""
+
+    def emit(self, exposures: Iterable[Exposure]) -> None:
+        """Take exposures to send to the experiment service."""
+
+
+def sticky_of(traits: struct_pb2.Struct) -> dict[str, sticky.StickyVariant]:
+    """The person's sticky variants, from the `_variant:` traits of their profile."""
+    found: dict[str, sticky.StickyVariant] = {}
+    for name, value in traits.fields.items():
+        if name.startswith(sticky.TRAIT_PREFIX) and value.WhichOneof("kind") == "struct_value":
+            parsed = sticky.parse(struct_to_dict(value.struct_value))
+            if parsed is not None:
+                found[name[len(sticky.TRAIT_PREFIX) :]] = parsed
+    return found
+
+
+def exposures_of(
+    profile_id: str, choices: Iterable[Choice], now: dt.datetime
+) -> Iterable[Exposure]:
+    """One exposure per campaign shown: its variant or control, or held out on the control."""
+    day = now.date()
+    for choice in choices:
+        campaign = choice.campaign
+        if campaign is None:
+            continue
+        key, variant = campaign.experiment_key, choice.variant_key
+        yield Exposure(
+            exposure_id_for(profile_id, key, variant, choice.held_out, day),
+            key,
+            variant,
+            profile_id,
+            now,
+            choice.held_out,
+        )
 
 
 @dataclass(frozen=True)
@@ -68,12 +109,14 @@ class Decider:
         profiles: ProfileServiceAsyncStub,
         deadline_s: float,
         now: Callable[[], dt.datetime] = utc_now,
+        exposures: ExposureSink | None = None,
     ) -> None:
         self.campaigns = campaigns
         self.evaluator = evaluator
         self.profiles = profiles
         self.deadline_s = deadline_s
         self.now = now
+        self.exposures = exposures
 
     def timeout(self, time_remaining: float | None) -> float:
         """The deadline of each internal call: the setting, or less if the caller's is nearer."""
@@ -87,9 +130,12 @@ class Decider:
         `time_remaining` is the caller's own deadline, if it set one. Segments
         need the profile and assignments need the segments, so the three
         steps run in turn; assignment is skipped when no campaign can fill a
-        placement.
+        placement. The person's sticky variants come with the profile (its
+        `_variant:` traits); every campaign shown is handed to the exposure
+        sink, which sends it later.
         """
         timeout = self.timeout(time_remaining)
+        now = self.now()
         profile = await self._profile(query, timeout)
         segment_keys = await self.evaluator.segments(profile, query.channel, query.context, timeout)
         in_segments = frozenset(segment_keys)
@@ -98,7 +144,7 @@ class Decider:
             query.placements,
             query.channel,
             in_segments,
-            self.now(),
+            now,
         )
         assignments = Assignments()
         if ranked:
@@ -108,17 +154,21 @@ class Decider:
                 query.channel,
                 [c.experiment_key for c in ranked],
                 timeout,
+                sticky_of(profile.traits),
             )
+        choices = choose(
+            query.placements,
+            ranked,
+            assignments.variants,
+            query.channel,
+            in_segments,
+            assignments.held_out,
+        )
+        if self.exposures is not None and ranked:
+            self.exposures.emit(exposures_of(profile.profile_id, choices, now))
         return Decisions(
             profile_id=profile.profile_id,
-            choices=choose(
-                query.placements,
-                ranked,
-                assignments.variants,
-                query.channel,
-                in_segments,
-                assignments.held_out,
-            ),
+            choices=choices,
             segment_keys=segment_keys,
             conversion_probability=profile.features.conversion_probability,
         )

@@ -1,4 +1,4 @@
-"""ExperimentService over gRPC: definitions, watch and assignment."""
+"""ExperimentService over gRPC: definitions, watch, assignment, exposures and results."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ import grpc
 
 from tessera.catalog import Catalog
 from tessera.convert import as_written, check_channel, dict_to_struct
+from tessera.definitions import DefinitionCache
 from tessera.errors import InvalidArgument, Unimplemented
-from tessera.experiments.domain import assign_all, validate_experiment
-from tessera.experiments.transport.convert import REASON_TO_PROTO, experiment_from_proto
+from tessera.experiments.application import exposures
+from tessera.experiments.domain import ExperimentDef, assign_all, validate_experiment
+from tessera.experiments.storage import ExposureStore
+from tessera.experiments.transport.convert import (
+    REASON_TO_PROTO,
+    experiment_from_proto,
+    exposure_from_proto,
+)
 from tessera.experiments.v1 import experiments_pb2, experiments_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -36,9 +43,17 @@ def _normalise(experiment: experiments_pb2.Experiment) -> experiments_pb2.Experi
 class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
     """Implements tessera.experiments.v1.ExperimentService."""
 
-    def __init__(self, catalog: Catalog[experiments_pb2.Experiment]) -> None:
+    def __init__(
+        self,
+        catalog: Catalog[experiments_pb2.Experiment],
+        cache: DefinitionCache[ExperimentDef],
+        store: ExposureStore,
+        sync: exposures.StickySync | None = None,
+    ) -> None:
         self.catalog = catalog
-        self.cache = catalog.cache(experiment_from_proto)
+        self.cache = cache
+        self.store = store
+        self.sync = sync
 
     async def CreateExperiment(
         self, request: experiments_pb2.CreateExperimentRequest, context: Context
@@ -88,12 +103,20 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
         known = [k for k in request.experiment_keys if k in experiments]
         results = []
         if known or not request.experiment_keys:
+            if not request.profile_id:
+                raise InvalidArgument("a canonical profile id is required", field="profile_id")
+            # The sticky record of this service, so an exposed person keeps
+            # their variant over RPC as in process (where the profile's
+            # `_variant:` traits carry it).
+            sticky = await self.store.database.run(self.store.sticky, request.profile_id)
             results = assign_all(
                 experiments.values(),
                 request.profile_id,
                 request.segment_keys,
                 dt.datetime.now(dt.UTC),
                 only_keys=known,
+                sticky={key: s.variant_key for key, s in sticky.items()},
+                sticky_holdout=frozenset(key for key, s in sticky.items() if s.in_holdout),
             )
         assignments = [
             experiments_pb2.Assignment(
@@ -117,7 +140,10 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
     async def RecordExposures(
         self, request: experiments_pb2.RecordExposuresRequest, context: Context
     ) -> experiments_pb2.RecordExposuresResponse:
-        raise Unimplemented("RecordExposures is not built yet (exposure logging has its own issue)")
+        received_at = dt.datetime.now(dt.UTC)
+        batch = [exposure_from_proto(e, received_at) for e in request.exposures]
+        accepted, duplicates = await exposures.record(self.store, batch, self.sync)
+        return experiments_pb2.RecordExposuresResponse(accepted=accepted, duplicates=duplicates)
 
     async def GetResults(
         self, request: experiments_pb2.GetResultsRequest, context: Context

@@ -1,0 +1,237 @@
+"""Exposures, sticky variants, merges and erasures: experiments and profiles on PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+from support import field_of
+from test_experiments_service import assign, experiment
+
+from tessera.common.v1 import common_pb2
+from tessera.experiments.v1 import experiments_pb2, experiments_pb2_grpc
+from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
+from tessera.sticky import trait_name
+
+pytestmark = pytest.mark.integration
+
+Experiments = experiments_pb2_grpc.ExperimentServiceStub
+Profiles = profiles_pb2_grpc.ProfileServiceStub
+T = TypeVar("T")
+
+START = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
+
+
+def eventually(check: Callable[[], T], timeout_s: float = 10.0) -> T:
+    """The first truthy result of `check` (background work: the sync, the feed)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.05)
+
+
+def person(profiles: Profiles) -> str:
+    identity = common_pb2.Identity(type="cookie", value=uuid.uuid4().hex)
+    reply = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[identity]))
+    return reply.profile.profile_id
+
+
+def exposure(
+    key: str, variant: str, profile_id: str, at: dt.datetime = START, **fields: Any
+) -> experiments_pb2.Exposure:
+    message = experiments_pb2.Exposure(
+        exposure_id=uuid.uuid4().hex,
+        experiment_key=key,
+        variant_key=variant,
+        profile_id=profile_id,
+        **fields,
+    )
+    message.timestamp.FromDatetime(at)
+    return message
+
+
+def record(experiments: Experiments, *exposures: experiments_pb2.Exposure) -> tuple[int, int]:
+    reply = experiments.RecordExposures(experiments_pb2.RecordExposuresRequest(exposures=exposures))
+    return reply.accepted, reply.duplicates
+
+
+def sticky_trait(profiles: Profiles, profile_id: str, key: str) -> dict[str, Any] | None:
+    traits = profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=profile_id)).profile
+    value = traits.traits.fields.get(trait_name(key))
+    if value is None:
+        return None
+    return {k: v for k, v in value.struct_value.items()}
+
+
+def running(experiments: Experiments, weights: tuple[float, float] = (1, 1)) -> str:
+    created = experiments.CreateExperiment(
+        experiments_pb2.CreateExperimentRequest(experiment=experiment(weights=weights))
+    ).experiment
+    return str(created.key)
+
+
+def test_record_exposures__same_batch_again__stored_once(
+    experiments: Experiments, profiles: Profiles
+) -> None:
+    key, profile_id = running(experiments), person(profiles)
+    batch = [exposure(key, "control", profile_id), exposure(key, "control", profile_id)]
+
+    first = record(experiments, *batch)
+    again = record(experiments, *batch)
+
+    assert first == (2, 0)
+    assert again == (0, 2)
+
+
+def test_record_exposures__first_exposure__profile_carries_it_as_sticky_trait(
+    experiments: Experiments, profiles: Profiles
+) -> None:
+    key, profile_id = running(experiments), person(profiles)
+
+    record(experiments, exposure(key, "treatment", profile_id))
+    trait = eventually(lambda: sticky_trait(profiles, profile_id, key))
+
+    assert trait == {
+        "variant": "treatment",
+        "holdout": False,
+        "exposed_at": "2025-03-01T09:00:00.000000Z",
+    }
+
+
+def test_record_exposures__earlier_exposure_arrives_later__earliest_stays_sticky(
+    experiments: Experiments, profiles: Profiles
+) -> None:
+    # Two replicas' batches may arrive in any order: the first exposure in
+    # time fixes the variant, not the first to arrive.
+    key, profile_id = running(experiments), person(profiles)
+    record(experiments, exposure(key, "control", profile_id, START + dt.timedelta(hours=1)))
+    eventually(lambda: sticky_trait(profiles, profile_id, key))
+
+    record(experiments, exposure(key, "treatment", profile_id, START))
+    trait = eventually(
+        lambda: (t := sticky_trait(profiles, profile_id, key)) and t["variant"] == "treatment" and t
+    )
+
+    assert trait and trait["variant"] == "treatment"
+    assignment = assign(experiments, key, profile_id)
+    assert (assignment.variant_key, assignment.reason) == (
+        "treatment",
+        experiments_pb2.ASSIGNMENT_REASON_STICKY,
+    )
+
+
+def test_assign__exposed_then_weights_change__keeps_variant(
+    experiments: Experiments, profiles: Profiles
+) -> None:
+    key = running(experiments, weights=(1, 0))
+    people = [person(profiles) for _ in range(5)]
+    record(experiments, *(exposure(key, "control", p) for p in people))
+    changed = experiment(weights=(0, 1))
+    changed.key = key
+    experiments.UpdateExperiment(experiments_pb2.UpdateExperimentRequest(experiment=changed))
+
+    kept = [assign(experiments, key, p) for p in people]
+    newcomer = assign(experiments, key, person(profiles))
+
+    assert {(a.variant_key, a.reason) for a in kept} == {
+        ("control", experiments_pb2.ASSIGNMENT_REASON_STICKY)
+    }
+    assert newcomer.variant_key == "treatment"
+
+
+def test_assign__exposed_in_holdout__stays_held_out_when_the_holdout_ends(
+    experiments: Experiments, profiles: Profiles
+) -> None:
+    key, profile_id = running(experiments), person(profiles)
+    record(experiments, exposure(key, "control", profile_id, in_holdout=True))
+
+    assignment = assign(experiments, key, profile_id)
+
+    assert (assignment.variant_key, assignment.in_holdout, assignment.reason) == (
+        "control",
+        True,
+        experiments_pb2.ASSIGNMENT_REASON_HOLDOUT,
+    )
+
+
+def test_merge__both_exposed__survivor_keeps_the_earliest_exposure(
+    experiments: Experiments, profiles: Profiles
+) -> None:
+    # The app profile is created first (it survives the merge), but the web
+    # profile was exposed first: the web variant stays, on every channel.
+    key = running(experiments)
+    account = common_pb2.Identity(type="email", value=f"{uuid.uuid4().hex[:10]}@example.com")
+    browser = common_pb2.Identity(type="cookie", value=uuid.uuid4().hex)
+    on_app = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[account])).profile
+    on_web = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[browser])).profile
+    record(experiments, exposure(key, "treatment", on_web.profile_id, START))
+    record(experiments, exposure(key, "control", on_app.profile_id, START + dt.timedelta(hours=2)))
+    eventually(lambda: sticky_trait(profiles, on_web.profile_id, key))
+    eventually(lambda: sticky_trait(profiles, on_app.profile_id, key))
+
+    merged = profiles.Identify(profiles_pb2.IdentifyRequest(identities=[account, browser]))
+
+    assert merged.profile.profile_id == on_app.profile_id
+    assert sticky_trait(profiles, on_app.profile_id, key)["variant"] == "treatment"  # type: ignore[index]
+    survivor = eventually(
+        lambda: (a := assign(experiments, key, on_app.profile_id)).variant_key == "treatment" and a
+    )
+    assert survivor and survivor.reason == experiments_pb2.ASSIGNMENT_REASON_STICKY
+    assert assign(experiments, key, on_web.profile_id).variant_key == "treatment"
+
+
+def test_erasure__exposed_person__sticky_record_removed(
+    experiments: Experiments, profiles: Profiles
+) -> None:
+    key = running(experiments, weights=(1, 0))
+    profile_id = person(profiles)
+    record(experiments, exposure(key, "treatment", profile_id))
+    eventually(lambda: sticky_trait(profiles, profile_id, key))
+
+    profiles.DeleteProfile(profiles_pb2.DeleteProfileRequest(profile_id=profile_id))
+    after = eventually(
+        lambda: (
+            (a := assign(experiments, key, profile_id)).reason
+            == experiments_pb2.ASSIGNMENT_REASON_HASH
+            and a
+        )
+    )
+
+    assert after and after.variant_key == "control"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda e: setattr(e, "exposure_id", ""), "exposures[0].exposure_id"),
+        (lambda e: setattr(e, "experiment_key", "Not A Key"), "exposures[0].experiment_key"),
+        (lambda e: setattr(e, "variant_key", ""), "exposures[0].variant_key"),
+        (lambda e: setattr(e, "profile_id", ""), "exposures[0].profile_id"),
+    ],
+)
+def test_record_exposures__bad_exposure__invalid_argument_names_field(
+    experiments: Experiments, mutate: Callable[[experiments_pb2.Exposure], None], field: str
+) -> None:
+    bad = exposure("some-experiment", "control", "p1")
+    mutate(bad)
+
+    with pytest.raises(grpc.RpcError) as raised:
+        record(experiments, bad)
+
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert field_of(raised.value) == field
+
+
+def test_record_exposures__none__invalid_argument(experiments: Experiments) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        record(experiments)
+
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert field_of(raised.value) == "exposures"
