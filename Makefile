@@ -15,8 +15,9 @@ BUF := .tools/node_modules/.bin/buf
 # Five editable distributions sharing the `tessera` namespace (see pyproject.toml).
 DISTRIBUTIONS := runtime services/profiles services/segments services/experiments services/decision
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(DISTRIBUTIONS))
-# What the venv installs: every distribution, profiles with its training extra.
-EDITABLES := $(subst services/profiles,'services/profiles[train]',$(DISTRIBUTIONS))
+# What the venv installs: every distribution, profiles with its training extra,
+# experiments with its report extra.
+EDITABLES := $(subst services/experiments,'services/experiments[report]',$(subst services/profiles,'services/profiles[train]',$(DISTRIBUTIONS)))
 
 $(INSTALLED): $(PYPROJECTS)
 	@$(PYTHON) -c 'import sys, ensurepip; sys.exit(0 if sys.version_info >= (3, 11) else "Tessera needs Python 3.11 or newer: make PYTHON=python3.11 ...")' \
@@ -104,7 +105,9 @@ format: install $(BUF)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install  ## Decide against an echo RPC, at concurrency 1, 16 and 64
+bench: install  ## assignment against GrowthBook's SDK; Decide against an echo RPC, at concurrency 1, 16 and 64
+	$(PY) -m pip install --quiet --disable-pip-version-check --group bench
+	$(PY) -m bench.assignment
 	$(PY) -m bench
 
 clean:

@@ -4,6 +4,7 @@ tessera up                 start all four services, stop them on Ctrl-C
 tessera serve profiles     serve one service in this process
 tessera decide --identity cookie=abc --placement home_hero
 tessera train conversion   learn the conversion model from the stored events
+tessera report --simulate  the report of a simulated experiment: table and PNG
 """
 
 from __future__ import annotations
@@ -350,7 +351,18 @@ def main(argv: list[str] | None = None) -> int:
     conversion_parser.add_argument(
         "--seed", type=int, default=0, help="seed of the held-out split (default: 0)"
     )
+    report_parser = commands.add_parser(
+        "report",
+        help="an experiment's results: a table per variant and a chart of lift over time",
+        description="Print an experiment's results per variant (lift, intervals, p-values, "
+        "chance to beat control, status) and write a PNG of the cumulative lift with its "
+        "always-valid interval over time.",
+    )
+    # The experiments service's own command, imported only when it runs.
+    importlib.import_module("tessera.experiments.report_cli").add_arguments(report_parser)
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return int(importlib.import_module("tessera.experiments.report_cli").run(args))
     if args.command == "train":
         # The profile service's own command, imported only when it runs.
         training = importlib.import_module("tessera.profiles.train_cli")
