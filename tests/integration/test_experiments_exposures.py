@@ -235,3 +235,54 @@ def test_record_exposures__none__invalid_argument(experiments: Experiments) -> N
 
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
     assert field_of(raised.value) == "exposures"
+
+
+def track(
+    profiles: Profiles, profile_id: str, kind: str, at: dt.datetime, **properties: Any
+) -> None:
+    event = common_pb2.Event(event_id=uuid.uuid4().hex, profile_id=profile_id, type=kind)
+    event.timestamp.FromDatetime(at)
+    event.properties.update(properties)
+    profiles.Track(profiles_pb2.TrackRequest(event=event))
+
+
+def results(experiments: Experiments, key: str) -> experiments_pb2.GetResultsResponse:
+    return experiments.GetResults(experiments_pb2.GetResultsRequest(experiment_key=key))
+
+
+def test_get_results__goal_events_from_the_feed__conversions_after_first_exposure(
+    experiments: Experiments, profiles: Profiles
+) -> None:
+    key = running(experiments)
+    now = dt.datetime.now(dt.UTC)
+    control = [person(profiles) for _ in range(3)]
+    treatment = [person(profiles) for _ in range(3)]
+    record(experiments, *(exposure(key, "control", p, now) for p in control))
+    record(experiments, *(exposure(key, "treatment", p, now) for p in treatment))
+    # Before the exposure: not a conversion. Another event type: not the goal.
+    track(profiles, control[0], "purchase", now - dt.timedelta(hours=1), revenue=50.0)
+    track(profiles, control[1], "add_to_cart", now + dt.timedelta(seconds=1))
+    track(profiles, treatment[0], "purchase", now + dt.timedelta(seconds=1), revenue=20.0)
+    track(profiles, treatment[0], "purchase", now + dt.timedelta(seconds=2), revenue=5.0)
+    track(profiles, treatment[1], "purchase", now + dt.timedelta(seconds=3), revenue=10.0)
+
+    answer = eventually(lambda: (r := results(experiments, key)).variants[1].conversions == 2 and r)
+
+    assert answer
+    by_key = {v.variant_key: v for v in answer.variants}
+    assert [v.variant_key for v in answer.variants] == ["control", "treatment"]
+    assert (by_key["control"].exposures, by_key["control"].conversions) == (3, 0)
+    assert (by_key["treatment"].exposures, by_key["treatment"].conversions) == (3, 2)
+    assert by_key["treatment"].revenue == 35.0
+    assert by_key["treatment"].conversion_rate == pytest.approx(2 / 3)
+    assert answer.status == experiments_pb2.RESULT_STATUS_COLLECTING
+    assert answer.goal.event_type == "purchase"
+    assert answer.timeline and answer.timeline[-1].variants[1].exposures == 3
+
+
+def test_get_results__unknown_experiment__not_found(experiments: Experiments) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        results(experiments, "no-such-experiment")
+
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    assert field_of(raised.value) == "experiment_key"

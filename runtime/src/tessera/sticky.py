@@ -54,6 +54,10 @@ class StickyVariant:
     in_holdout: bool
     exposed_at: dt.datetime
 
+    def order(self) -> tuple[dt.datetime, str, bool]:
+        """What `earliest` compares: time, then variant key, then held out last."""
+        return self.exposed_at, self.variant_key, self.in_holdout
+
     def trait(self) -> dict[str, Any]:
         """The trait value that carries it."""
         return {
@@ -108,15 +112,15 @@ def sticky_from_traits(traits: Mapping[str, Any]) -> dict[str, StickyVariant]:
 def earliest(kept: Any, incoming: Any) -> Any:
     """The trait value of the earlier exposure; a well-formed value beats a malformed one.
 
-    Ties (the same microsecond) go to the smaller variant key, so every
-    replica and service picks the same one.
+    Ties (the same microsecond) go to the smaller variant key, then to not
+    held out, so every replica and service picks the same one.
     """
     old, new = parse(kept), parse(incoming)
     if new is None:
         return kept if old is not None else incoming
     if old is None:
         return incoming
-    if (new.exposed_at, new.variant_key) < (old.exposed_at, old.variant_key):
+    if new.order() < old.order():
         return incoming
     return kept
 

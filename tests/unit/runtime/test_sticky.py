@@ -104,5 +104,5 @@ def test_patch_traits__any_order_of_writes__ends_on_the_first_exposure(
     for write in shuffled:
         traits = patch_traits(traits, {name: write})
 
-    first = min(writes, key=lambda w: (w["exposed_at"], w["variant"]))
+    first = min(writes, key=lambda w: (w["exposed_at"], w["variant"], w["holdout"]))
     assert traits[name] == first

@@ -12,6 +12,7 @@ from tessera.catalog import Catalog
 from tessera.clients import peer_channel
 from tessera.experiments.application.conversions import Conversions
 from tessera.experiments.application.exposures import Goal, StickySync
+from tessera.experiments.application.results import GlobalHoldout, ResultsReader
 from tessera.experiments.domain import ExperimentDef, GoalKind
 from tessera.experiments.domain.covariate import DEFAULT_WINDOW_DAYS
 from tessera.experiments.storage import ExposureStore
@@ -34,6 +35,9 @@ class ExperimentsSettings(RuntimeSettings):
         ge=0,
         description="Days before a first exposure whose goal metric is the CUPED covariate; "
         "0 turns CUPED off.",
+    )
+    results_min_sample: int = Field(
+        100, ge=2, description="People each arm needs before results say more than collecting."
     )
 
 
@@ -61,7 +65,19 @@ class ExperimentsService:
             self.exposures, self.cursors, lambda types: profile_events(self.channel, types)
         )
         self.cache.on_change = self._definitions_changed
-        self.servicer = ExperimentServicer(self.catalog, self.cache, self.exposures, self.sync)
+        self.results = ResultsReader(
+            self.exposures,
+            lambda: self.cache.items,
+            GlobalHoldout(
+                self.settings.global_holdout_fraction,
+                *self.global_goal,
+            ),
+            cuped=self.settings.cuped_window_days > 0,
+            min_sample=self.settings.results_min_sample,
+        )
+        self.servicer = ExperimentServicer(
+            self.catalog, self.cache, self.exposures, self.results, self.sync
+        )
 
     @property
     def global_goal(self) -> Goal:

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import grpc
@@ -52,12 +52,19 @@ SYNC_TIMEOUT_S = 5.0
 
 
 async def record(
-    store: ExposureStore, exposures: Sequence[Exposure], sync: StickySync | None = None
+    store: ExposureStore,
+    exposures: Sequence[Exposure],
+    sync: StickySync | None = None,
+    splits: Mapping[str, tuple[int, dict[str, float]]] | None = None,
 ) -> tuple[int, int]:
-    """Validate and store `exposures`; (accepted, duplicates). Wakes the sticky sync."""
+    """Validate and store `exposures`; (accepted, duplicates). Wakes the sticky sync.
+
+    `splits` is each experiment's version and weights now, kept with the
+    people first exposed under it (for the sample-ratio test).
+    """
     validate_exposures(exposures)
     now = dt.datetime.now(dt.UTC)
-    accepted, duplicates = await store.database.run(store.record, exposures, now)
+    accepted, duplicates = await store.database.run(store.record, exposures, now, splits)
     if accepted and sync is not None:
         sync.kick()
     return accepted, duplicates

@@ -102,4 +102,4 @@ def first_exposure(exposures: Iterable[Exposure]) -> Exposure:
     The same rule as `tessera.sticky.earliest`, so the experiment service's
     record and the trait on the profile always agree.
     """
-    return min(exposures, key=lambda e: (as_utc(e.seen_at), e.variant_key))
+    return min(exposures, key=lambda e: (as_utc(e.seen_at), e.variant_key, e.in_holdout))

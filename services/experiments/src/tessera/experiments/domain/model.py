@@ -96,6 +96,8 @@ class ExperimentDef:
     goal_event_type: str = ""
     goal_kind: GoalKind = GoalKind.CONVERSION
     allocation: Allocation = Allocation.FIXED
+    version: int = 0
+    """The stored version (raised on every change); 0 for one not stored."""
 
     def __post_init__(self) -> None:
         # A caller may pass the plain string values ("running"). Turn known

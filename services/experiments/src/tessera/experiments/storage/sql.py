@@ -19,17 +19,18 @@ aware UTC in and out.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, and_, delete, func, or_, update
+from sqlalchemy import JSON, BigInteger, Column, Index, and_, delete, func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from tessera.db import Database
 from tessera.experiments.domain.exposures import Exposure, first_exposure
+from tessera.experiments.domain.results import Outcome
 from tessera.sticky import StickyVariant
 
 __all__ = [
@@ -37,10 +38,9 @@ __all__ = [
     "AssignmentRow",
     "ExposureRow",
     "ExposureStore",
-    "GoalEvent",
     "GoalEventRow",
     "PendingSticky",
-    "Person",
+    "SplitRow",
 ]
 
 # Ids: profile ids of the profile service are 40 characters; exposures from
@@ -80,6 +80,8 @@ class AssignmentRow(SQLModel, table=True):
     in_holdout: bool = False
     exposed_at: dt.datetime
     exposure_id: str = Field(max_length=_ID)
+    version: int = 0
+    """The experiment's version when the exposure was recorded: its split then."""
     pre_value: float | None = None
     """The goal metric in the days before the exposure (CUPED); None until synced."""
     synced: bool = Field(default=False, index=True)
@@ -97,6 +99,16 @@ class GoalEventRow(SQLModel, table=True):
     event_type: str = Field(max_length=_ID)
     occurred_at: dt.datetime
     revenue: float = 0.0
+
+
+class SplitRow(SQLModel, table=True):
+    """The weights of one version of an experiment, as people were assigned under it."""
+
+    __tablename__ = "experiments_split"
+
+    experiment_key: str = Field(primary_key=True, max_length=_KEY)
+    version: int = Field(primary_key=True)
+    weights: dict[str, float] = Field(sa_column=Column(JSON, nullable=False))
 
 
 class AliasRow(SQLModel, table=True):
@@ -118,26 +130,6 @@ class PendingSticky:
     sticky: StickyVariant
 
 
-@dataclass(frozen=True, slots=True)
-class Person:
-    """One person of an experiment, as results read them."""
-
-    profile_id: str
-    variant_key: str
-    in_holdout: bool
-    exposed_at: dt.datetime
-    pre_value: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class GoalEvent:
-    """A goal event of a person, after their first exposure."""
-
-    profile_id: str
-    occurred_at: dt.datetime
-    revenue: float
-
-
 class ExposureStore:
     """Exposures, sticky records, goal events and aliases in the service's database."""
 
@@ -149,7 +141,7 @@ class ExposureStore:
     @property
     def tables(self) -> list[type[SQLModel]]:
         """The tables to create at start."""
-        return [ExposureRow, AssignmentRow, GoalEventRow, AliasRow]
+        return [ExposureRow, AssignmentRow, GoalEventRow, SplitRow, AliasRow]
 
     def _insert(self, model: type[SQLModel]) -> Any:
         table = model.__table__  # type: ignore[attr-defined]
@@ -157,14 +149,22 @@ class ExposureStore:
 
     # Exposures
 
-    def record(self, exposures: Sequence[Exposure], now: dt.datetime) -> tuple[int, int]:
+    def record(
+        self,
+        exposures: Sequence[Exposure],
+        now: dt.datetime,
+        splits: Mapping[str, tuple[int, dict[str, float]]] | None = None,
+    ) -> tuple[int, int]:
         """Store exposures not stored before; (accepted, duplicates).
 
         An exposure dated after `now` is taken as seen `now`. Each person's
         sticky record keeps their earliest exposure, whichever batch and
         replica brought it (the upsert only moves a record to an earlier
         exposure), and is marked for its trait to be written again.
+        `splits` gives each experiment's version and weights now: the record
+        keeps the version, and the weights of each version are kept once.
         """
+        splits = splits or {}
         unique: dict[str, Exposure] = {}
         for exposure in exposures:
             unique.setdefault(exposure.exposure_id, exposure)
@@ -202,11 +202,39 @@ class ExposureStore:
                 held = firsts.get(key)
                 firsts[key] = exposure if held is None else first_exposure([held, exposure])
             if firsts:
-                self._keep_earliest(session, list(firsts.values()))
+                self._keep_earliest(session, list(firsts.values()), splits)
+                self._keep_splits(session, {k for k, _ in firsts}, splits)
             session.commit()
         return len(accepted), len(exposures) - len(accepted)
 
-    def _keep_earliest(self, session: Session, exposures: list[Exposure]) -> None:
+    def _keep_splits(
+        self,
+        session: Session,
+        experiment_keys: set[str],
+        splits: Mapping[str, tuple[int, dict[str, float]]],
+    ) -> None:
+        rows = [
+            {"experiment_key": key, "version": splits[key][0], "weights": splits[key][1]}
+            for key in sorted(experiment_keys)
+            if key in splits
+        ]
+        if rows:
+            session.execute(self._insert(SplitRow).values(rows).on_conflict_do_nothing())
+
+    def splits(self, experiment_key: str) -> dict[int, dict[str, float]]:
+        """The weights of each version of the experiment people were exposed under."""
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(SplitRow).where(col(SplitRow.experiment_key) == experiment_key)
+            ).all()
+            return {row.version: dict(row.weights) for row in rows}
+
+    def _keep_earliest(
+        self,
+        session: Session,
+        exposures: list[Exposure],
+        splits: Mapping[str, tuple[int, dict[str, float]]],
+    ) -> None:
         """Upsert sticky records so that each holds the earliest exposure seen."""
         table = AssignmentRow.__table__  # type: ignore[attr-defined]
         statement = self._insert(AssignmentRow).values(
@@ -218,6 +246,7 @@ class ExposureStore:
                     "in_holdout": e.in_holdout,
                     "exposed_at": _aware(e.seen_at),
                     "exposure_id": e.exposure_id,
+                    "version": splits.get(e.experiment_key, (0, {}))[0],
                     "pre_value": None,
                     "synced": False,
                 }
@@ -225,9 +254,17 @@ class ExposureStore:
             ]
         )
         new = statement.excluded
+        # (time, variant key, held out) ordered as tessera.sticky.earliest orders them.
+        same_time = new.exposed_at == table.c.exposed_at
         earlier = or_(
             new.exposed_at < table.c.exposed_at,
-            and_(new.exposed_at == table.c.exposed_at, new.variant_key < table.c.variant_key),
+            and_(same_time, new.variant_key < table.c.variant_key),
+            and_(
+                same_time,
+                new.variant_key == table.c.variant_key,
+                new.in_holdout.is_(False),
+                table.c.in_holdout.is_(True),
+            ),
         )
         session.execute(
             statement.on_conflict_do_update(
@@ -237,6 +274,7 @@ class ExposureStore:
                     "in_holdout": new.in_holdout,
                     "exposed_at": new.exposed_at,
                     "exposure_id": new.exposure_id,
+                    "version": new.version,
                     "pre_value": None,
                     "synced": False,
                 },
@@ -358,9 +396,10 @@ class ExposureStore:
         ).all()
         for row in theirs:
             kept = session.get(AssignmentRow, (row.experiment_key, survivor))
-            if kept is None or (row.exposed_at, row.variant_key) < (
+            if kept is None or (row.exposed_at, row.variant_key, row.in_holdout) < (
                 kept.exposed_at,
                 kept.variant_key,
+                kept.in_holdout,
             ):
                 if kept is not None:
                     session.delete(kept)
@@ -373,6 +412,7 @@ class ExposureStore:
                         in_holdout=row.in_holdout,
                         exposed_at=row.exposed_at,
                         exposure_id=row.exposure_id,
+                        version=row.version,
                         pre_value=None,
                         synced=False,
                     )
@@ -415,24 +455,29 @@ class ExposureStore:
 
     # Results
 
-    def people(self, experiment_key: str) -> list[Person]:
+    def people(self, experiment_key: str) -> list[tuple[str, Outcome]]:
         """Every person exposed to the experiment, with their sticky variant."""
         with Session(self.engine) as session:
             rows = session.exec(
                 select(AssignmentRow).where(col(AssignmentRow.experiment_key) == experiment_key)
             ).all()
             return [
-                Person(
+                (
                     row.profile_id,
-                    row.variant_key,
-                    row.in_holdout,
-                    _aware(row.exposed_at),
-                    row.pre_value,
+                    Outcome(
+                        row.variant_key,
+                        row.in_holdout,
+                        _aware(row.exposed_at),
+                        row.pre_value,
+                        row.version,
+                    ),
                 )
                 for row in rows
             ]
 
-    def goal_events(self, experiment_key: str, event_type: str) -> list[GoalEvent]:
+    def goal_events(
+        self, experiment_key: str, event_type: str
+    ) -> list[tuple[str, dt.datetime, float]]:
         """Goal events of the experiment's people at or after their first exposure."""
         with Session(self.engine) as session:
             rows = session.exec(
@@ -449,4 +494,4 @@ class ExposureStore:
                     col(GoalEventRow.occurred_at) >= col(AssignmentRow.exposed_at),
                 )
             ).all()
-            return [GoalEvent(pid, _aware(at), float(revenue)) for pid, at, revenue in rows]
+            return [(pid, _aware(at), float(revenue)) for pid, at, revenue in rows]

@@ -69,6 +69,7 @@ def experiment_from_proto(message: experiments_pb2.Experiment) -> ExperimentDef:
         goal_event_type=message.goal.event_type,
         goal_kind=GOAL_FROM_PROTO[message.goal.kind],
         allocation=ALLOCATION_FROM_PROTO[message.allocation],
+        version=message.version,
     )
 
 

@@ -13,6 +13,7 @@ from tessera.convert import as_written, check_channel, dict_to_struct
 from tessera.definitions import DefinitionCache
 from tessera.errors import InvalidArgument, Unimplemented
 from tessera.experiments.application import exposures
+from tessera.experiments.application.results import ResultsReader
 from tessera.experiments.domain import ExperimentDef, assign_all, validate_experiment
 from tessera.experiments.storage import ExposureStore
 from tessera.experiments.transport.convert import (
@@ -20,6 +21,7 @@ from tessera.experiments.transport.convert import (
     experiment_from_proto,
     exposure_from_proto,
 )
+from tessera.experiments.transport.results import results_to_proto
 from tessera.experiments.v1 import experiments_pb2, experiments_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -48,11 +50,13 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
         catalog: Catalog[experiments_pb2.Experiment],
         cache: DefinitionCache[ExperimentDef],
         store: ExposureStore,
+        results: ResultsReader,
         sync: exposures.StickySync | None = None,
     ) -> None:
         self.catalog = catalog
         self.cache = cache
         self.store = store
+        self.results = results
         self.sync = sync
 
     async def CreateExperiment(
@@ -142,12 +146,11 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
     ) -> experiments_pb2.RecordExposuresResponse:
         received_at = dt.datetime.now(dt.UTC)
         batch = [exposure_from_proto(e, received_at) for e in request.exposures]
-        accepted, duplicates = await exposures.record(self.store, batch, self.sync)
+        splits = self.results.splits([e.experiment_key for e in batch])
+        accepted, duplicates = await exposures.record(self.store, batch, self.sync, splits)
         return experiments_pb2.RecordExposuresResponse(accepted=accepted, duplicates=duplicates)
 
     async def GetResults(
         self, request: experiments_pb2.GetResultsRequest, context: Context
     ) -> experiments_pb2.GetResultsResponse:
-        raise Unimplemented(
-            "GetResults is not built yet (results and statistics have their own issue)"
-        )
+        return results_to_proto(await self.results.read(request.experiment_key))
