@@ -6,8 +6,10 @@ a test may stop and start one of its services.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -31,29 +33,36 @@ APP = common_pb2.CHANNEL_APP
 WEB = common_pb2.CHANNEL_WEB
 
 
-@pytest.fixture(scope="module")
-def own_database(store_env: dict[str, str]) -> Iterator[str]:
+@contextlib.contextmanager
+def own_suite(store_env: dict[str, str], **settings: str) -> Iterator[Suite]:
+    """The whole suite on a PostgreSQL database and a Redis prefix of its own."""
     url = store_env["TESSERA_DATABASE_URL"]
     name = f"tessera_loop_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"{url.rsplit('/', 1)[0]}/{name}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="module")
-def loop_suite(store_env: dict[str, str], own_database: str) -> Iterator[Suite]:
     env = {
         **store_env,
-        "TESSERA_DATABASE_URL": own_database,
+        "TESSERA_DATABASE_URL": f"{url.rsplit('/', 1)[0]}/{name}",
         "TESSERA_KEY_PREFIX": f"{store_env['TESSERA_KEY_PREFIX']}loop-{uuid.uuid4().hex[:6]}:",
         "TESSERA_DATA_DIR": tempfile.mkdtemp(prefix="tessera-loop-"),
         "TESSERA_EXPOSURE_LINGER_S": "0.05",
+        **settings,
     }
-    running = start_suite(env, free_ports=True)
-    yield running
-    running.stop()
+    try:
+        running = start_suite(env, free_ports=True)
+        try:
+            yield running
+        finally:
+            running.stop()
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def loop_suite(store_env: dict[str, str]) -> Iterator[Suite]:
+    with own_suite(store_env) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -292,3 +301,101 @@ def test_restarts__experiment_then_decision_service__nothing_lost_nothing_counte
     loop_suite.start_one("experiments")
     track(shop, profile_of(shop, later[0]), "purchase", revenue=10.0)
     assert eventually(lambda: totals(shop, key) == (16, 5), timeout_s=20), totals(shop, key)
+
+
+def test_global_holdout__a_share_gets_no_personalization__programme_read_against_it(
+    store_env: dict[str, str],
+) -> None:
+    with own_suite(store_env, TESSERA_GLOBAL_HOLDOUT_FRACTION="0.3") as suite:
+        clients, channels = clients_for(suite)
+        try:
+            check_global_holdout(clients)
+        finally:
+            for channel in channels:
+                channel.close()
+
+
+def steady_results(shop: Clients, key: str) -> experiments_pb2.GetResultsResponse:
+    """Results once the exposures of earlier decisions have all arrived (two reads agree)."""
+
+    def counts(answer: experiments_pb2.GetResultsResponse) -> list[int]:
+        return [answer.holdout_exposures, *(v.exposures for v in answer.variants)]
+
+    answer = results(shop, key)
+    for _ in range(50):
+        time.sleep(0.3)
+        again = results(shop, key)
+        if counts(again) == counts(answer):
+            return again
+        answer = again
+    raise AssertionError(f"exposures of {key} kept changing")
+
+
+def check_global_holdout(shop: Clients) -> None:
+    created, placement, _ = running_campaign(shop)
+    # The campaign's own holdout keeps working beside the global one.
+    experiment = shop.experiments.GetExperiment(
+        experiments_pb2.GetExperimentRequest(key=created.experiment_key)
+    ).experiment
+    experiment.holdout.fraction = 0.2
+    shop.experiments.UpdateExperiment(
+        experiments_pb2.UpdateExperimentRequest(experiment=experiment)
+    )
+    assert eventually(
+        lambda: any(
+            "holdout: show the default"
+            in decide(shop, cookie(), placements=[placement]).decisions[0].reasons
+            for _ in range(20)
+        )
+    )
+    before = steady_results(shop, created.experiment_key)
+
+    held_globally: set[str] = set()
+    held_by_campaign: set[str] = set()
+    personalised: set[str] = set()
+    for _ in range(60):
+        who = cookie()
+        (decision,) = decide(shop, who, placements=[placement]).decisions
+        profile_id = profile_of(shop, who)
+        # Never nothing: a held-out visitor gets the campaign's control.
+        assert decision.campaign_key == created.key
+        if "global holdout: show the default" in decision.reasons:
+            assert (decision.variant_key, decision.is_control) == ("control", True)
+            assert dict(decision.payload) == {}
+            held_globally.add(profile_id)
+        elif "holdout: show the default" in decision.reasons:
+            assert decision.variant_key == "control"
+            held_by_campaign.add(profile_id)
+            personalised.add(profile_id)
+        else:
+            personalised.add(profile_id)
+    buyers = sorted(held_globally)[::3] + sorted(personalised)[::2]
+    for profile_id in buyers:
+        track(shop, profile_id, "purchase", revenue=15.0)
+
+    bought_held = len(sorted(held_globally)[::3])
+    bought_personalised = len(sorted(personalised)[::2])
+
+    def programme() -> experiments_pb2.GetResultsResponse | None:
+        answer = results(shop, "_global_holdout")
+        conversions = {v.variant_key: v.conversions for v in answer.variants}
+        wanted = {"holdout": bought_held, "personalized": bought_personalised}
+        return answer if conversions == wanted else None
+
+    answer = eventually(programme, timeout_s=20)
+    assert answer is not None, results(shop, "_global_holdout")
+
+    everyone_before = 1 + sum(v.exposures for v in before.variants) + before.holdout_exposures
+    holdout, personalized = answer.variants
+    assert (holdout.variant_key, personalized.variant_key) == ("holdout", "personalized")
+    assert holdout.weight == pytest.approx(0.3) and personalized.weight == pytest.approx(0.7)
+    assert holdout.exposures >= len(held_globally) > 5
+    assert holdout.exposures + personalized.exposures >= 60 + everyone_before - 1
+    assert answer.goal.event_type == "purchase"
+    assert personalized.relative_lift == pytest.approx(
+        personalized.conversion_rate / holdout.conversion_rate - 1
+    )
+    campaign_results = results(shop, created.experiment_key)
+    new_holdouts = campaign_results.holdout_exposures - before.holdout_exposures
+    assert new_holdouts == len(held_globally) + len(held_by_campaign)
+    assert held_by_campaign

@@ -12,12 +12,13 @@ from decision_fakes import FakeEvaluator, FakeProfiles, rpc_error, run_with_cata
 from prometheus_client import REGISTRY
 from test_decision_application_decide import NOW, Catalogue, juicers, query
 
-from tessera.decision.application.decide import Decider
+from tessera.decision.application.decide import Decider, Decisions
 from tessera.decision.application.exposures import EmitterSettings, ExposureEmitter
 from tessera.decision.domain.campaigns import CampaignDef
 from tessera.decision.transport.convert import campaign_from_proto
 from tessera.definitions import DefinitionCache
 from tessera.experiments.domain.exposures import Exposure, exposure_id_for
+from tessera.experiments.domain.hashing import bucket
 from tessera.experiments.v1 import experiments_pb2
 from tessera.sticky import StickyVariant, trait_name
 
@@ -33,7 +34,12 @@ class Sink:
 
 
 def decide_emitting(
-    tmp_path: Path, evaluator: FakeEvaluator, profiles: FakeProfiles, *placements: str
+    tmp_path: Path,
+    evaluator: FakeEvaluator,
+    profiles: FakeProfiles,
+    *placements: str,
+    global_holdout: float = 0.0,
+    decided: list[Decisions] | None = None,
 ) -> list[Exposure]:
     sink = Sink()
     caches: list[DefinitionCache[CampaignDef]] = []
@@ -44,9 +50,17 @@ def decide_emitting(
     async def scenario(catalog: Catalogue) -> None:
         await catalog.create(juicers(placements=["home", "footer"]))
         decider = Decider(
-            caches[0], evaluator, profiles.stub(), 0.5, now=lambda: NOW, exposures=sink
+            caches[0],
+            evaluator,
+            profiles.stub(),
+            0.5,
+            now=lambda: NOW,
+            exposures=sink,
+            global_holdout=global_holdout,
         )
-        await decider.decide(query(*placements))
+        answer = await decider.decide(query(*placements))
+        if decided is not None:
+            decided.append(answer)
 
     run_with_catalog(tmp_path, scenario, before_open=register)
     return sink.emitted
@@ -88,6 +102,80 @@ def test_decide__sticky_traits_on_profile__handed_to_assignment(tmp_path: Path) 
     decide_emitting(tmp_path, evaluator, profiles, "home")
 
     assert evaluator.sticky == [{"campaign-juicers": sticky}]
+
+
+# The global holdout
+
+HELD_OUT = bucket("_global_holdout", "p-c1")
+"""The global-holdout bucket of the fake profile p-c1: a fraction above it holds it out."""
+
+
+def test_decide__global_holdout__every_placement_its_default_and_holdout_exposures(
+    tmp_path: Path,
+) -> None:
+    evaluator = FakeEvaluator([], {"campaign-juicers": "treatment"})
+    decided: list[Decisions] = []
+
+    emitted = decide_emitting(
+        tmp_path,
+        evaluator,
+        FakeProfiles(),
+        "home",
+        "footer",
+        global_holdout=min(0.99, HELD_OUT + 0.01),
+        decided=decided,
+    )
+
+    assert evaluator.assigned == []  # held out of everything: nothing to assign
+    choices = decided[0].choices
+    assert [(c.placement, c.variant_key, c.is_control) for c in choices] == [
+        ("home", "control", True),
+        ("footer", "control", True),
+    ]
+    assert all("global holdout: show the default" in c.reasons for c in choices)
+    assert sorted((e.experiment_key, e.variant_key, e.in_holdout) for e in emitted) == [
+        ("_global_holdout", "holdout", False),
+        ("campaign-juicers", "control", True),
+        ("campaign-juicers", "control", True),  # one per placement; the same id
+    ]
+    assert len({e.exposure_id for e in emitted}) == 2
+
+
+def test_decide__outside_the_global_holdout__personalised_and_recorded_so(
+    tmp_path: Path,
+) -> None:
+    evaluator = FakeEvaluator([], {"campaign-juicers": "treatment"})
+
+    emitted = decide_emitting(
+        tmp_path, evaluator, FakeProfiles(), "home", global_holdout=HELD_OUT / 2
+    )
+
+    assert [(e.experiment_key, e.variant_key) for e in emitted] == [
+        ("campaign-juicers", "treatment"),
+        ("_global_holdout", "personalized"),
+    ]
+
+
+def test_decide__personalised_first__stays_personalised_when_the_holdout_grows(
+    tmp_path: Path,
+) -> None:
+    first = StickyVariant("personalized", False, dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    profiles = FakeProfiles(traits={trait_name("_global_holdout"): first.trait()})
+    evaluator = FakeEvaluator([], {"campaign-juicers": "treatment"})
+
+    emitted = decide_emitting(tmp_path, evaluator, profiles, "home", global_holdout=0.99)
+
+    assert ("campaign-juicers", "treatment", False) in {
+        (e.experiment_key, e.variant_key, e.in_holdout) for e in emitted
+    }
+
+
+def test_decide__no_global_holdout__no_programme_exposure(tmp_path: Path) -> None:
+    evaluator = FakeEvaluator([], {"campaign-juicers": "treatment"})
+
+    emitted = decide_emitting(tmp_path, evaluator, FakeProfiles(), "home", global_holdout=0.0)
+
+    assert [e.experiment_key for e in emitted] == ["campaign-juicers"]
 
 
 # The emitter

@@ -89,6 +89,7 @@ class DecisionService:
             profiles_pb2_grpc.ProfileServiceStub(self.channels["profiles"]),
             self.settings.decide_deadline_s,
             exposures=self.exposures,
+            global_holdout=self.settings.global_holdout_fraction,
         )
         self.campaigns = Campaigns(self.catalog, segments, experiments)
         self.servicer = DecisionServicer(self.decider, self.campaigns)

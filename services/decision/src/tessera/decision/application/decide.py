@@ -28,7 +28,13 @@ from tessera.decision.domain.campaigns import (
     choose,
 )
 from tessera.definitions import DefinitionCache
-from tessera.experiments.domain.exposures import Exposure, exposure_id_for
+from tessera.experiments.domain.exposures import (
+    GLOBAL_HOLDOUT_KEY,
+    GLOBAL_HOLDOUT_VARIANTS,
+    Exposure,
+    exposure_id_for,
+)
+from tessera.experiments.domain.hashing import bucket
 from tessera.profiles.v1 import profiles_pb2
 
 if TYPE_CHECKING:
@@ -79,6 +85,35 @@ def exposures_of(
         )
 
 
+def in_global_holdout(
+    profile_id: str, fraction: float, first_exposures: dict[str, sticky.StickyVariant]
+) -> bool | None:
+    """Whether the person is in the global holdout; None when there is none (fraction 0).
+
+    The bucket of the canonical profile id under the seed `_global_holdout`
+    (the assignment hash, docs/hashing.md) below `fraction`; once exposed, the
+    person's first answer sticks, whatever the fraction says later.
+    """
+    if fraction <= 0:
+        return None
+    first = first_exposures.get(GLOBAL_HOLDOUT_KEY)
+    if first is not None and first.variant_key in GLOBAL_HOLDOUT_VARIANTS:
+        return first.variant_key == GLOBAL_HOLDOUT_VARIANTS[0]
+    return bucket(GLOBAL_HOLDOUT_KEY, profile_id) < fraction
+
+
+def global_exposure(profile_id: str, held_out: bool, now: dt.datetime) -> Exposure:
+    """The person's exposure to the programme: held out, or personalised."""
+    variant = GLOBAL_HOLDOUT_VARIANTS[0] if held_out else GLOBAL_HOLDOUT_VARIANTS[1]
+    return Exposure(
+        exposure_id_for(profile_id, GLOBAL_HOLDOUT_KEY, variant, False, now.date()),
+        GLOBAL_HOLDOUT_KEY,
+        variant,
+        profile_id,
+        now,
+    )
+
+
 @dataclass(frozen=True)
 class DecideQuery:
     """What a Decide asks: for this visitor, on this channel, fill these placements."""
@@ -110,6 +145,7 @@ class Decider:
         deadline_s: float,
         now: Callable[[], dt.datetime] = utc_now,
         exposures: ExposureSink | None = None,
+        global_holdout: float = 0.0,
     ) -> None:
         self.campaigns = campaigns
         self.evaluator = evaluator
@@ -117,6 +153,8 @@ class Decider:
         self.deadline_s = deadline_s
         self.now = now
         self.exposures = exposures
+        self.global_holdout = global_holdout
+        """Share of all people held out of every campaign; 0 for none."""
 
     def timeout(self, time_remaining: float | None) -> float:
         """The deadline of each internal call: the setting, or less if the caller's is nearer."""
@@ -132,7 +170,8 @@ class Decider:
         steps run in turn; assignment is skipped when no campaign can fill a
         placement. The person's sticky variants come with the profile (its
         `_variant:` traits); every campaign shown is handed to the exposure
-        sink, which sends it later.
+        sink, which sends it later. A person in the global holdout gets every
+        campaign's control (their default) and no assignment is asked.
         """
         timeout = self.timeout(time_remaining)
         now = self.now()
@@ -146,15 +185,17 @@ class Decider:
             in_segments,
             now,
         )
+        first_exposures = sticky_of(profile.traits)
+        held = in_global_holdout(profile.profile_id, self.global_holdout, first_exposures)
         assignments = Assignments()
-        if ranked:
+        if ranked and not held:
             assignments = await self.evaluator.assign(
                 profile.profile_id,
                 segment_keys,
                 query.channel,
                 [c.experiment_key for c in ranked],
                 timeout,
-                sticky_of(profile.traits),
+                first_exposures,
             )
         choices = choose(
             query.placements,
@@ -163,9 +204,13 @@ class Decider:
             query.channel,
             in_segments,
             assignments.held_out,
+            global_holdout=bool(held),
         )
-        if self.exposures is not None and ranked:
-            self.exposures.emit(exposures_of(profile.profile_id, choices, now))
+        if self.exposures is not None:
+            if ranked:
+                self.exposures.emit(exposures_of(profile.profile_id, choices, now))
+            if held is not None:
+                self.exposures.emit([global_exposure(profile.profile_id, held, now)])
         return Decisions(
             profile_id=profile.profile_id,
             choices=choices,
