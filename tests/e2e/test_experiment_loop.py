@@ -227,9 +227,10 @@ def test_sticky__traffic_ramp_down__exposed_people_stay_in(shop: Clients) -> Non
     shop.experiments.UpdateExperiment(
         experiments_pb2.UpdateExperimentRequest(experiment=experiment)
     )
-    newcomers = [cookie() for _ in range(20)]
+    # Fresh newcomers at each look: one decided before the ramp arrived is
+    # exposed, and stays in.
     assert eventually(
-        lambda: sum(variant_of(shop, placement, who) == "" for who in newcomers) >= 15
+        lambda: sum(variant_of(shop, placement, cookie()) == "" for _ in range(20)) >= 15
     )
 
     again = {who.value: variant_of(shop, placement, who) for who in people}

@@ -26,7 +26,7 @@ from tessera.decision.v1 import decision_pb2
 from tessera.experiments.v1 import experiments_pb2
 from tessera.profiles.v1 import profiles_pb2
 from tessera.segments.v1 import segments_pb2
-from tessera.sticky import StickyVariant
+from tessera.sticky import Kept
 
 if TYPE_CHECKING:
     from tessera.experiments.v1.experiments_pb2_grpc import ExperimentServiceAsyncStub
@@ -164,7 +164,7 @@ class FakeEvaluator:
         self.variants = variants
         self.held_out = frozenset(held_out)
         self.assigned: list[list[str]] = []
-        self.sticky: list[dict[str, StickyVariant]] = []
+        self.sticky: list[dict[str, Kept]] = []
         self.timeouts: list[float] = []
 
     async def start(self) -> None:
@@ -190,7 +190,7 @@ class FakeEvaluator:
         channel: common_pb2.Channel.ValueType,
         experiment_keys: Sequence[str],
         timeout: float,
-        sticky: Mapping[str, StickyVariant] = NO_STICKY,
+        sticky: Mapping[str, Kept] = NO_STICKY,
     ) -> Assignments:
         self.timeouts.append(timeout)
         self.assigned.append(list(experiment_keys))

@@ -20,7 +20,7 @@ from tessera.definitions import DefinitionCache
 from tessera.experiments.domain.exposures import Exposure, exposure_id_for
 from tessera.experiments.domain.hashing import bucket
 from tessera.experiments.v1 import experiments_pb2
-from tessera.sticky import StickyVariant, trait_name
+from tessera.sticky import Kept, StickyVariant, trait_name
 
 
 class Sink:
@@ -101,7 +101,7 @@ def test_decide__sticky_traits_on_profile__handed_to_assignment(tmp_path: Path) 
 
     decide_emitting(tmp_path, evaluator, profiles, "home")
 
-    assert evaluator.sticky == [{"campaign-juicers": sticky}]
+    assert evaluator.sticky == [{"campaign-juicers": Kept("control", False)}]
 
 
 # The global holdout

@@ -9,8 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tessera.sticky import (
+    Kept,
     StickyVariant,
     earliest,
+    kept,
     merge_traits,
     patch_traits,
     sticky_from_traits,
@@ -20,8 +22,15 @@ from tessera.sticky import (
 T0 = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
 
 
-def value(variant: str, minutes: int, holdout: bool = False) -> dict[str, Any]:
+def value(variant: str, minutes: int, holdout: bool = False) -> str:
     return StickyVariant(variant, holdout, T0 + dt.timedelta(minutes=minutes)).trait()
+
+
+def test_trait__readable_string__variant_time_and_holdout() -> None:
+    assert value("treatment", 0) == "treatment 2025-03-01T09:00:00.000000Z"
+    assert value("control", 1, holdout=True) == "control 2025-03-01T09:01:00.000000Z holdout"
+    assert kept(value("control", 1, holdout=True)) == Kept("control", True)
+    assert kept("control 2025-03-01T09:01:00.000000Z maybe") is None
 
 
 def test_trait__round_trips_through_sticky_from_traits() -> None:
@@ -35,8 +44,9 @@ def test_trait__round_trips_through_sticky_from_traits() -> None:
 def test_sticky_from_traits__malformed_value__skipped() -> None:
     traits = {
         trait_name("a"): "treatment",
-        trait_name("b"): {"variant": "x", "exposed_at": "yesterday"},
-        trait_name("c"): {"variant": "", "exposed_at": "2025-03-01T09:00:00.000000Z"},
+        trait_name("b"): "x yesterday",
+        trait_name("c"): " 2025-03-01T09:00:00.000000Z",
+        trait_name("d"): {"variant": "x", "exposed_at": "2025-03-01T09:00:00.000000Z"},
     }
 
     assert sticky_from_traits(traits) == {}
@@ -88,14 +98,18 @@ def test_earliest__malformed_kept__well_formed_replaces_it() -> None:
 
 
 stickies = st.builds(
-    value, st.sampled_from(["control", "treatment", "b"]), st.integers(0, 10_000), st.booleans()
+    StickyVariant,
+    st.sampled_from(["control", "treatment", "b"]),
+    st.booleans(),
+    st.integers(0, 10_000).map(lambda m: T0 + dt.timedelta(minutes=m)),
 )
 
 
 @given(st.lists(stickies, min_size=1, max_size=8), st.randoms())
 def test_patch_traits__any_order_of_writes__ends_on_the_first_exposure(
-    writes: list[dict[str, Any]], rng: Any
+    exposures: list[StickyVariant], rng: Any
 ) -> None:
+    writes = [e.trait() for e in exposures]
     name = trait_name("e")
     shuffled = list(writes)
     rng.shuffle(shuffled)
@@ -104,5 +118,5 @@ def test_patch_traits__any_order_of_writes__ends_on_the_first_exposure(
     for write in shuffled:
         traits = patch_traits(traits, {name: write})
 
-    first = min(writes, key=lambda w: (w["exposed_at"], w["variant"], w["holdout"]))
-    assert traits[name] == first
+    first = min(exposures, key=StickyVariant.order)
+    assert traits[name] == first.trait()

@@ -19,7 +19,6 @@ from google.protobuf import struct_pb2
 from tessera import sticky
 from tessera.clients import peer_error
 from tessera.common.v1 import common_pb2
-from tessera.convert import struct_to_dict
 from tessera.decision.domain.campaigns import (
     Assignments,
     CampaignDef,
@@ -54,14 +53,15 @@ class ExposureSink(Protocol):
         """Take exposures to send to the experiment service."""
 
 
-def sticky_of(traits: struct_pb2.Struct) -> dict[str, sticky.StickyVariant]:
+def sticky_of(traits: struct_pb2.Struct) -> dict[str, sticky.Kept]:
     """The person's sticky variants, from the `_variant:` traits of their profile."""
-    found: dict[str, sticky.StickyVariant] = {}
+    found: dict[str, sticky.Kept] = {}
+    prefix = sticky.TRAIT_PREFIX
     for name, value in traits.fields.items():
-        if name.startswith(sticky.TRAIT_PREFIX) and value.WhichOneof("kind") == "struct_value":
-            parsed = sticky.parse(struct_to_dict(value.struct_value))
-            if parsed is not None:
-                found[name[len(sticky.TRAIT_PREFIX) :]] = parsed
+        if name.startswith(prefix):
+            held = sticky.kept(value.string_value)
+            if held is not None:
+                found[name[len(prefix) :]] = held
     return found
 
 
@@ -86,7 +86,7 @@ def exposures_of(
 
 
 def in_global_holdout(
-    profile_id: str, fraction: float, first_exposures: dict[str, sticky.StickyVariant]
+    profile_id: str, fraction: float, first_exposures: dict[str, sticky.Kept]
 ) -> bool | None:
     """Whether the person is in the global holdout; None when there is none (fraction 0).
 

@@ -38,7 +38,7 @@ from tessera.segments.domain import (
 )
 from tessera.segments.transport.convert import segment_from_proto, subject_from_profile
 from tessera.segments.v1 import segments_pb2
-from tessera.sticky import StickyVariant
+from tessera.sticky import Kept
 
 if TYPE_CHECKING:
     # Type-only: the generated stubs' async flavour exists only in the .pyi.
@@ -50,7 +50,7 @@ log = logging.getLogger("tessera.decision.evaluation")
 RECONNECT = Backoff(initial_s=0.1, max_s=2.0)
 """Backoff between attempts to reopen a watch on a peer."""
 
-NO_STICKY: Mapping[str, StickyVariant] = MappingProxyType({})
+NO_STICKY: Mapping[str, Kept] = MappingProxyType({})
 """A person with no sticky variant (never exposed)."""
 
 LOADING_NOTICE_S = 5.0
@@ -82,7 +82,7 @@ class Evaluator(Protocol):
         channel: int,
         experiment_keys: Sequence[str],
         timeout: float,
-        sticky: Mapping[str, StickyVariant] = NO_STICKY,
+        sticky: Mapping[str, Kept] = NO_STICKY,
     ) -> Assignments:
         """The profile's variants, and the experiments holding it out.
 
@@ -130,7 +130,7 @@ class RpcEvaluator:
         channel: int,
         experiment_keys: Sequence[str],
         timeout: float,
-        sticky: Mapping[str, StickyVariant] = NO_STICKY,
+        sticky: Mapping[str, Kept] = NO_STICKY,
     ) -> Assignments:
         """Variants and holdouts from ExperimentService.Assign (it reads its own sticky table)."""
         request = experiments_pb2.AssignRequest(
@@ -237,7 +237,7 @@ class InProcessEvaluator:
         channel: int,
         experiment_keys: Sequence[str],
         timeout: float,
-        sticky: Mapping[str, StickyVariant] = NO_STICKY,
+        sticky: Mapping[str, Kept] = NO_STICKY,
     ) -> Assignments:
         """Variants and holdouts by the experiments service's own assignment, here."""
         if not self._experiments.loaded:
