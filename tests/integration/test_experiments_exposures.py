@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import pytest
-from support import field_of
+from support import ServerThread, field_of
 from test_experiments_service import assign, experiment
 
 from tessera.common.v1 import common_pb2
+from tessera.experiments import results_report
 from tessera.experiments.v1 import experiments_pb2, experiments_pb2_grpc
 from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 from tessera.sticky import trait_name
@@ -280,3 +283,42 @@ def test_get_results__unknown_experiment__not_found(experiments: Experiments) ->
 
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
     assert field_of(raised.value) == "experiment_key"
+
+
+def test_report__live_experiment__table_and_chart_from_get_results(
+    experiments: Experiments,
+    profiles: Profiles,
+    experiments_server: ServerThread,
+    tmp_path: Path,
+) -> None:
+    # 200 people exposed over five days; the treatment converts more.
+    key = running(experiments)
+    now = dt.datetime.now(dt.UTC)
+    people = [person(profiles) for _ in range(200)]
+    exposures = []
+    for index, profile_id in enumerate(people):
+        variant = "treatment" if index % 2 else "control"
+        seen = now - dt.timedelta(days=5 - index % 5, hours=1)
+        exposures.append(exposure(key, variant, profile_id, seen))
+        # Every 5th control person converts (20 of 100), every 5th treatment
+        # person and the one after (40 of 100).
+        if (index // 2) % 5 == 0 or (variant == "treatment" and (index // 2) % 5 == 1):
+            track(profiles, profile_id, "purchase", seen + dt.timedelta(minutes=5), revenue=9.0)
+    record(experiments, *exposures)
+    assert eventually(lambda: results(experiments, key).variants[1].conversions == 40)
+    out, err = io.StringIO(), io.StringIO()
+
+    code = results_report.run(
+        experiments_server.address, key, tmp_path / "lift.png", out=out, err=err
+    )
+
+    assert code == 0, err.getvalue()
+    built = results_report.report_from_results(results(experiments, key))
+    control, treatment = built.variants
+    assert (control.exposures, control.conversions) == (100, 20)
+    assert (treatment.exposures, treatment.conversions) == (100, 40)
+    assert treatment.relative_lift == pytest.approx(1.0)
+    assert len({p.at for p in built.timeline}) >= 5
+    printed = out.getvalue()
+    assert "treatment" in printed and "+100.00%" in printed
+    assert (tmp_path / "lift.png").stat().st_size > 10_000
