@@ -12,11 +12,13 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
+from conftest import _settings
 from support import ServerThread, field_of
 from test_experiments_service import assign, experiment
 
 from tessera.common.v1 import common_pb2
 from tessera.experiments import results_report
+from tessera.experiments.server import ExperimentsService, ExperimentsSettings
 from tessera.experiments.v1 import experiments_pb2, experiments_pb2_grpc
 from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 from tessera.sticky import trait_name
@@ -322,3 +324,70 @@ def test_report__live_experiment__table_and_chart_from_get_results(
     printed = out.getvalue()
     assert "treatment" in printed and "+100.00%" in printed
     assert (tmp_path / "lift.png").stat().st_size > 10_000
+
+
+def test_bandit__best_arm_converts_more__new_version_sends_it_the_traffic(
+    experiments: Experiments,
+    profiles: Profiles,
+    store_env: dict[str, str],
+    profiles_server: ServerThread,
+) -> None:
+    bandit = experiment()
+    bandit.variants.add(key="one-click", weight=1)
+    bandit.allocation = experiments_pb2.ALLOCATION_BANDIT
+    key = experiments.CreateExperiment(
+        experiments_pb2.CreateExperimentRequest(experiment=bandit)
+    ).experiment.key
+    now = dt.datetime.now(dt.UTC)
+    people = {
+        variant: [person(profiles) for _ in range(60)]
+        for variant in ("control", "treatment", "one-click")
+    }
+    record(
+        experiments, *(exposure(key, v, p, now) for v, members in people.items() for p in members)
+    )
+    for variant, converting in (("control", 6), ("treatment", 3), ("one-click", 30)):
+        for profile_id in people[variant][:converting]:
+            track(profiles, profile_id, "purchase", now + dt.timedelta(seconds=1))
+    # A second replica of the experiment service, whose bandit runs every
+    # 0.3 s (the module's own replica keeps the default hour).
+    settings = {
+        **_settings(store_env),
+        "profiles_address": profiles_server.address,
+        "bandit_interval_s": 0.3,
+    }
+    replica = ServerThread(lambda: ExperimentsService(ExperimentsSettings(**settings))).start()
+    try:
+
+        def allocated() -> experiments_pb2.Experiment | None:
+            found = experiments.GetExperiment(experiments_pb2.GetExperimentRequest(key=key))
+            weights = {v.key: v.weight for v in found.experiment.variants}
+            best = weights["one-click"] / sum(weights.values())
+            return found.experiment if best > 0.6 else None
+
+        reallocated = eventually(allocated, timeout_s=20)
+    finally:
+        replica.stop()
+
+    assert reallocated is not None
+    weights = {v.key: v.weight for v in reallocated.variants}
+    assert weights["control"] == pytest.approx(1 / 3, abs=1e-5)  # the control keeps its share
+    assert weights["treatment"] < 0.01
+    assert reallocated.version > 1
+    kept = assign(experiments, key, people["treatment"][0])
+    assert (kept.variant_key, kept.reason) == (
+        "treatment",
+        experiments_pb2.ASSIGNMENT_REASON_STICKY,
+    )
+
+    def watched_version() -> int:
+        # The other replica's watchers get the new version within a second.
+        stream = experiments.WatchExperiments(experiments_pb2.WatchExperimentsRequest())
+        snapshot = next(stream)
+        stream.cancel()
+        return {e.key: e.version for e in snapshot.experiments}[key]
+
+    assert eventually(lambda: watched_version() >= reallocated.version)
+    # Everyone was exposed under the first, even split: no mismatch, although
+    # the weights are now far from even.
+    assert results(experiments, key).srm_p_value == pytest.approx(1.0)

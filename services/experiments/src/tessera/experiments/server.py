@@ -10,6 +10,7 @@ from pydantic import Field
 from tessera import db
 from tessera.catalog import Catalog
 from tessera.clients import peer_channel
+from tessera.experiments.application.bandit import BanditAllocator
 from tessera.experiments.application.conversions import Conversions
 from tessera.experiments.application.exposures import Goal, StickySync
 from tessera.experiments.application.results import GlobalHoldout, ResultsReader
@@ -17,7 +18,7 @@ from tessera.experiments.domain import ExperimentDef, GoalKind
 from tessera.experiments.domain.covariate import DEFAULT_WINDOW_DAYS
 from tessera.experiments.storage import ExposureStore
 from tessera.experiments.transport.convert import experiment_from_proto
-from tessera.experiments.transport.servicer import ExperimentServicer
+from tessera.experiments.transport.servicer import ExperimentServicer, normalised
 from tessera.experiments.v1 import experiments_pb2, experiments_pb2_grpc
 from tessera.feed import Cursors, profile_events
 from tessera.profiles.v1 import profiles_pb2_grpc
@@ -38,6 +39,12 @@ class ExperimentsSettings(RuntimeSettings):
     )
     results_min_sample: int = Field(
         100, ge=2, description="People each arm needs before results say more than collecting."
+    )
+    bandit_interval_s: float = Field(
+        3600.0, ge=0, description="Seconds between bandit allocations; 0 turns bandits off."
+    )
+    bandit_draws: int = Field(
+        10_000, ge=100, description="Posterior draws of one Thompson-sampling allocation."
     )
 
 
@@ -78,6 +85,14 @@ class ExperimentsService:
         self.servicer = ExperimentServicer(
             self.catalog, self.cache, self.exposures, self.results, self.sync
         )
+        self.bandit = BanditAllocator(
+            self.catalog,
+            lambda: self.cache.items,
+            self.results,
+            normalised,
+            interval_s=self.settings.bandit_interval_s,
+            draws=self.settings.bandit_draws,
+        )
 
     @property
     def global_goal(self) -> Goal:
@@ -105,6 +120,7 @@ class ExperimentsService:
         await self.database.run(db.migrate, self.database.engine, NAME, tables)
         await self.catalog.open()
         self.sync.start()
+        self.bandit.start()
 
     async def drain(self) -> None:
         await self.catalog.close()
@@ -114,6 +130,7 @@ class ExperimentsService:
         await self.database.ping()
 
     async def stop(self) -> None:
+        await self.bandit.stop()
         await self.conversions.stop()
         await self.sync.stop()
         await self.catalog.close()

@@ -82,7 +82,7 @@ class ResultsReader:
                 splits[key] = (experiment.version, {v.key: v.weight for v in experiment.variants})
         return splits
 
-    async def read(self, experiment_key: str) -> Answer:
+    async def read(self, experiment_key: str, *, timeline: bool = True) -> Answer:
         """The results of `experiment_key` now; NotFound when no such experiment exists."""
         require(bool(experiment_key), "experiment_key", "is required")
         now = dt.datetime.now(dt.UTC)
@@ -118,5 +118,6 @@ class ResultsReader:
             splits=splits,
             cuped=self.cuped,
             min_sample=self.min_sample,
+            timeline=timeline,
         )
         return Answer(experiment_key, goal_type, goal_kind, results, now)

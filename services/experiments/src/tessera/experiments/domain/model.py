@@ -216,6 +216,12 @@ def validate_experiment(exp: ExperimentDef) -> None:
         raise InvalidArgument(
             f"must be one of {', '.join(Allocation)}", field="experiment.allocation"
         )
+    if exp.allocation == Allocation.BANDIT and exp.goal_kind != GoalKind.CONVERSION:
+        # Thompson sampling draws conversion rates from Beta posteriors.
+        raise InvalidArgument(
+            "bandit allocation needs a conversion goal (GOAL_KIND_CONVERSION)",
+            field="experiment.allocation",
+        )
 
 
 def _check_key(value: object, path: str) -> None:

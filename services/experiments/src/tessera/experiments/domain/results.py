@@ -116,6 +116,7 @@ def compute_results(
     cuped: bool = True,
     min_sample: int = 100,
     alpha: float = 0.05,
+    timeline: bool = True,
 ) -> Results:
     """The results of one experiment at `now`.
 
@@ -213,7 +214,9 @@ def compute_results(
         status=status,
         status_reason=_reason(status, variants, srm, min_sample, alpha),
         holdout_exposures=holdout,
-        timeline=[DayResults(day, rows(end)) for day, end in _days(exposed, cutoff)],
+        timeline=[DayResults(day, rows(end)) for day, end in _days(exposed, cutoff)]
+        if timeline
+        else [],
     )
 
 

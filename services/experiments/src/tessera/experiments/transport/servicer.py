@@ -11,7 +11,7 @@ import grpc
 from tessera.catalog import Catalog
 from tessera.convert import as_written, check_channel, dict_to_struct
 from tessera.definitions import DefinitionCache
-from tessera.errors import InvalidArgument, Unimplemented
+from tessera.errors import InvalidArgument
 from tessera.experiments.application import exposures
 from tessera.experiments.application.results import ResultsReader
 from tessera.experiments.domain import ExperimentDef, assign_all, validate_experiment
@@ -27,7 +27,7 @@ from tessera.experiments.v1 import experiments_pb2, experiments_pb2_grpc
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def _normalise(experiment: experiments_pb2.Experiment) -> experiments_pb2.Experiment:
+def normalised(experiment: experiments_pb2.Experiment) -> experiments_pb2.Experiment:
     """The experiment as stored: service-owned fields cleared, status defaulted, validated."""
     message = as_written(experiment)
     if message.status == experiments_pb2.EXPERIMENT_STATUS_UNSPECIFIED:
@@ -36,8 +36,6 @@ def _normalise(experiment: experiments_pb2.Experiment) -> experiments_pb2.Experi
         raise InvalidArgument(
             "is required: every experiment serves a goal", field="experiment.goal"
         )
-    if message.allocation == experiments_pb2.ALLOCATION_BANDIT:
-        raise Unimplemented("bandit allocation is not built yet", field="experiment.allocation")
     validate_experiment(experiment_from_proto(message))
     return message
 
@@ -62,7 +60,7 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
     async def CreateExperiment(
         self, request: experiments_pb2.CreateExperimentRequest, context: Context
     ) -> experiments_pb2.CreateExperimentResponse:
-        stored = await self.catalog.create(_normalise(request.experiment))
+        stored = await self.catalog.create(normalised(request.experiment))
         return experiments_pb2.CreateExperimentResponse(experiment=stored)
 
     async def GetExperiment(
@@ -81,7 +79,7 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
     async def UpdateExperiment(
         self, request: experiments_pb2.UpdateExperimentRequest, context: Context
     ) -> experiments_pb2.UpdateExperimentResponse:
-        message = _normalise(request.experiment)
+        message = normalised(request.experiment)
         stored = await self.catalog.update(message, request.expected_version)
         return experiments_pb2.UpdateExperimentResponse(experiment=stored)
 
