@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import Clients, clients_for
+from prometheus_client.parser import text_string_to_metric_families
 from scenario import campaign, cookie, decide, email, eventually, segment, track, unique
 
 from tessera.common.v1 import common_pb2
@@ -267,6 +269,17 @@ def test_sticky__exposed_on_web_first_then_login_to_older_app_profile__web_varia
     assert differed > 0
 
 
+def metric(suite: Suite, name: str) -> float:
+    """One unlabelled sample of the decision service's Prometheus metrics."""
+    with urllib.request.urlopen(suite.metrics["decision"], timeout=5) as reply:
+        text = reply.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return float(sample.value)
+    return 0.0
+
+
 def totals(shop: Clients, key: str) -> tuple[int, int]:
     answer = results(shop, key)
     return sum(v.exposures for v in answer.variants), sum(v.conversions for v in answer.variants)
@@ -286,10 +299,15 @@ def test_restarts__experiment_then_decision_service__nothing_lost_nothing_counte
             assert variant_of(shop, placement, who) in {"control", "treatment"}
         for who in people[:4]:
             track(shop, profile_of(shop, who), "purchase", revenue=10.0)
+        waiting = metric(loop_suite, "tessera_exposure_queue_depth")
+        sent_before = metric(loop_suite, "tessera_exposures_sent_total")
     finally:
         loop_suite.start_one("experiments")
 
+    assert waiting >= 10  # the people decided meanwhile, queued in the decision service
     assert eventually(lambda: totals(shop, key) == (11, 4), timeout_s=20), totals(shop, key)
+    assert metric(loop_suite, "tessera_exposures_sent_total") >= sent_before + 10
+    assert metric(loop_suite, "tessera_exposure_queue_depth") == 0
 
     later = [cookie() for _ in range(5)]
     for who in later:
