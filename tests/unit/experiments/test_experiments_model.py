@@ -223,3 +223,13 @@ def test_validate__bandit_on_a_revenue_goal__invalid_argument_names_allocation()
         validate_experiment(experiment)
 
     assert raised.value.field == "experiment.allocation"
+
+
+@pytest.mark.parametrize("field", ["key", "salt"])
+def test_validate__global_holdout_key_or_salt__reserved(field: str) -> None:
+    experiment = build_experiment(**{field: "_global_holdout"})
+
+    with pytest.raises(InvalidArgument) as raised:
+        validate_experiment(experiment)
+
+    assert raised.value.field == f"experiment.{field}"
