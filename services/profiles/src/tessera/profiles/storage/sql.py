@@ -42,7 +42,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from tessera import db
+from tessera import db, sticky
 from tessera.db import Database
 from tessera.errors import AlreadyExists, NotFound
 from tessera.profiles.domain import identity
@@ -715,8 +715,9 @@ class ProfileStore:
             .values(profile_id=survivor.profile_id)
         )
         session.add(AliasRow(alias_id=other.profile_id, profile_id=survivor.profile_id))
-        # The survivor's traits win; the merged profile only fills gaps.
-        survivor.traits = {**other.traits, **survivor.traits}
+        # The survivor's traits win; the merged profile only fills gaps. Sticky
+        # variants keep the person's earliest exposure (tessera.sticky).
+        survivor.traits = sticky.merge_traits(survivor.traits, other.traits)
         survivor.history = history_to_json(
             merge_histories(history_from_json(survivor.history), history_from_json(other.history))
         )
@@ -738,18 +739,12 @@ class ProfileStore:
         session.delete(other)
 
     def update_traits(self, profile_id: str, patch: dict[str, Any]) -> ProfileRecord:
-        """Set traits; a None value removes the trait."""
+        """Set traits; a None value removes the trait, a sticky variant keeps its earliest."""
         with Session(self.engine) as session:
             row = self._lock_canonical(session, profile_id)
             if row is None:
                 raise NotFound(f"no profile {profile_id!r}", field="profile_id")
-            traits = dict(row.traits)
-            for name, value in patch.items():
-                if value is None:
-                    traits.pop(name, None)
-                else:
-                    traits[name] = value
-            row.traits = traits
+            row.traits = sticky.patch_traits(row.traits, patch)
             row.updated_at = _now()
             session.add(row)
             session.flush()
