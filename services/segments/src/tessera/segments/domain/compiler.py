@@ -16,6 +16,10 @@ Value semantics, the same in both notations:
 - `x in [..]` is true when some item `==` x; `x in "text"` tests a substring
   (both strings); `x in <attribute>` does either, by the attribute's value.
   Anything else is false; `not in` is exactly `not in`.
+- `a starts_with b` is true when both are strings and `a` begins with `b`;
+  anything else is false.
+- `days_since(x)` is today's UTC day number minus that of the date `x`
+  (`dates.date_day`); null when `x` is no date.
 - A value used as a condition is true unless it is false, null, 0, "" or [].
 - Counts (session counters, category and product views, event counts and
   sums, interests) are 0, never null, when absent.
@@ -31,6 +35,7 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .dates import date_day
 from .nodes import (
     And,
     CategoryViews,
@@ -38,6 +43,7 @@ from .nodes import (
     Compare,
     Condition,
     ContextRef,
+    DaysSince,
     EventCount,
     EventFilter,
     EventSum,
@@ -132,6 +138,10 @@ def _contains(container: object, item: object) -> bool:
     return False
 
 
+def _starts_with(text: object, prefix: object) -> bool:
+    return type(text) is str and type(prefix) is str and text.startswith(prefix)
+
+
 def _truthy(value: object) -> bool:
     if isinstance(value, Mapping):
         return True  # as in JsonLogic, an object is true even when empty
@@ -156,6 +166,8 @@ def compare_values(op: str, a: object, b: object) -> bool:
         return _contains(b, a)
     if op == "not in":
         return not _contains(b, a)
+    if op == "starts_with":
+        return _starts_with(a, b)
     return _ordered(_ORDERING[op], a, b)
 
 
@@ -309,7 +321,17 @@ def _getter(value: Value) -> _Getter:
         return _event_sum(
             _series_key(value.event_type, value.where), value.property, value.window_days
         )
+    if isinstance(value, DaysSince):
+        return _days_since(_getter(value.value))
     raise TypeError(f"not a rule value: {value!r}")
+
+
+def _days_since(get_date: _Getter) -> _Getter:
+    def days(s: Subject, m: Memberships) -> Any:
+        day = date_day(get_date(s, m))
+        return None if day is None else s.history.today - day
+
+    return days
 
 
 # --- conditions -------------------------------------------------------------
@@ -383,6 +405,15 @@ def _compare(node: Compare) -> _Predicate:
                 return _contains(get_container(s, m), get(s, m))
 
         return positive if op == "in" else _negate(positive)
+    if op == "starts_with":
+        get_text = _getter(left)
+        if isinstance(right, Literal):
+            prefix = right.value
+            if type(prefix) is not str:
+                return lambda s, m: False
+            return lambda s, m: type(v := get_text(s, m)) is str and v.startswith(prefix)
+        get_prefix = _getter(right)
+        return lambda s, m: _starts_with(get_text(s, m), get_prefix(s, m))
     # Put a literal on the right so that the specialised paths apply.
     if isinstance(left, Literal) and not isinstance(right, Literal):
         left, right, op = right, left, _MIRRORED[op]  # type: ignore[assignment]
