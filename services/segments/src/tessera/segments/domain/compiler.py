@@ -96,6 +96,11 @@ class CompiledRule:
     def __call__(self, subject: Subject, memberships: Memberships = _NO_MEMBERSHIPS) -> bool:
         return self._predicate(subject, memberships)
 
+    @property
+    def predicate(self) -> Callable[[Subject, Memberships], bool]:
+        """The compiled closure itself: `predicate(subject, memberships)`."""
+        return self._predicate
+
 
 def compile_rule(rule: Condition) -> CompiledRule:
     """Compile a rule tree into a callable `Subject -> bool`."""
@@ -269,20 +274,33 @@ def _series_key(event_type: str, where: EventFilter | None) -> tuple[str, str, s
 
 def _event_count(key: tuple[str, str, str], window_days: int) -> _Getter:
     back = window_days - 1
+    shared = ("count", key, window_days)
 
     def count(s: Subject, m: Memberships) -> Any:
-        series = s.history.series.get(key)
-        return series.count_since(s.history.today - back) if series is not None else 0
+        # Computed once per subject, however many segments read this window.
+        derived = s.derived
+        value = derived.get(shared)
+        if value is None:
+            series = s.history.series.get(key)
+            value = series.count_since(s.history.today - back) if series is not None else 0
+            derived[shared] = value
+        return value
 
     return count
 
 
 def _event_sum(key: tuple[str, str, str], prop: str, window_days: int) -> _Getter:
     back = window_days - 1
+    shared = ("sum", key, prop, window_days)
 
     def total(s: Subject, m: Memberships) -> Any:
-        series = s.history.series.get(key)
-        return series.sum_since(prop, s.history.today - back) if series is not None else 0.0
+        derived = s.derived
+        value = derived.get(shared)
+        if value is None:
+            series = s.history.series.get(key)
+            value = series.sum_since(prop, s.history.today - back) if series is not None else 0.0
+            derived[shared] = value
+        return value
 
     return total
 
