@@ -120,6 +120,29 @@ def test_validate_rule__error__reports_line_and_column(segments: Stub) -> None:
     assert "sesion" in reply.errors[0].message
 
 
+def test_validate_rule__days_since_and_starts_with_mistakes__each_positioned(
+    segments: Stub,
+) -> None:
+    text = (
+        'days_since(channel) <= 30\n  or trait.zip starts_with 75\n  or days_since(trait.d) == "x"'
+    )
+    json_logic = '{"days_since": {"var": "session.page_views"}}'
+
+    text_errors = segments.ValidateRule(
+        segments_pb2.ValidateRuleRequest(rule=segments_pb2.Rule(text=text))
+    ).errors
+    json_errors = segments.ValidateRule(
+        segments_pb2.ValidateRuleRequest(rule=segments_pb2.Rule(json_logic=json_logic))
+    ).errors
+
+    assert [(e.line, e.column) for e in text_errors] == [(1, 12), (2, 16), (3, 26)]
+    assert "reads a date in a trait or context field" in text_errors[0].message
+    assert "'starts_with' tests the start of a string, but 75 is a number" in text_errors[1].message
+    assert "compares a number" in text_errors[2].message
+    assert [(e.line, e.column) for e in json_errors] == [(1, 24)]
+    assert "not session.page_views" in json_errors[0].message
+
+
 def test_update__stale_expected_version__failed_precondition_and_unchanged(segments: Stub) -> None:
     segment_key = key("upd")
     create(segments, segment_key, "trait.a == 1")
