@@ -130,8 +130,11 @@ def test_delete__segment_another_refers_to__refused_on_one_line(tessera_cli: Tes
 
     assert run.code == 1
     assert run.err.count("\n") == 1
-    assert run.err.startswith("FAILED_PRECONDITION: key: segments ")
-    assert f"juicer-shoppers-{applied}" in run.err
+    assert run.err.startswith(
+        f"FAILED_PRECONDITION: key: segment 'juicer-fans-{applied}' is still used by "
+    )
+    assert f"segments juicer-shoppers-{applied};" in run.err
+    assert f"campaigns juicer-promo-{applied};" in run.err  # asked of the decision service
 
 
 def test_experiments_stop__running__stopped_and_shown(

@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from support import ServerThread
+from support import ServerThread, free_port
 
+from tessera.decision.server import DecisionService, DecisionSettings
 from tessera.experiments.server import ExperimentsService, ExperimentsSettings
 from tessera.experiments.v1 import experiments_pb2_grpc
 from tessera.profiles.server import ProfilesService, ProfilesSettings
@@ -34,17 +35,55 @@ def profiles(profiles_server: ServerThread) -> Iterator[profiles_pb2_grpc.Profil
 
 
 @pytest.fixture(scope="module")
+def decision_port() -> int:
+    """Where `decision_server` will listen: segments must know it first (DeleteSegment)."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
 def segments_server(
-    store_env: dict[str, str], profiles_server: ServerThread
+    store_env: dict[str, str],
+    profiles_server: ServerThread,
+    experiments_server: ServerThread,
+    decision_port: int,
 ) -> Iterator[ServerThread]:
-    settings = {**_settings(store_env), "profiles_address": profiles_server.address}
+    settings = {
+        **_settings(store_env),
+        "profiles_address": profiles_server.address,
+        "experiments_address": experiments_server.address,
+        "decision_address": f"127.0.0.1:{decision_port}",
+    }
     server = ServerThread(lambda: SegmentsService(SegmentsSettings(**settings))).start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def segments(segments_server: ServerThread) -> Iterator[segments_pb2_grpc.SegmentServiceStub]:
+def decision_server(
+    store_env: dict[str, str],
+    profiles_server: ServerThread,
+    segments_server: ServerThread,
+    experiments_server: ServerThread,
+    decision_port: int,
+) -> Iterator[ServerThread]:
+    """The decision service the segment service asks which campaigns use a segment."""
+    settings = {
+        **_settings(store_env),
+        "profiles_address": profiles_server.address,
+        "segments_address": segments_server.address,
+        "experiments_address": experiments_server.address,
+    }
+    server = ServerThread(
+        lambda: DecisionService(DecisionSettings(**settings)), port=decision_port
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def segments(
+    segments_server: ServerThread, decision_server: ServerThread
+) -> Iterator[segments_pb2_grpc.SegmentServiceStub]:
     with segments_server.channel() as channel:
         yield segments_pb2_grpc.SegmentServiceStub(channel)
 

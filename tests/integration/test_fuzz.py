@@ -50,7 +50,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import ServerThread
+from support import ServerThread, free_port
 
 from tessera.common.v1 import common_pb2
 from tessera.decision.server import DecisionService, DecisionSettings
@@ -408,16 +408,22 @@ def start_servers(env: dict[str, Any]) -> dict[str, ServerThread]:
     """The four services in this process, each on a free port, peers wired."""
     servers: dict[str, ServerThread] = {}
     servers["profiles"] = ServerThread(lambda: ProfilesService(ProfilesSettings(**env))).start()
-    peers = {"profiles_address": servers["profiles"].address}
-    servers["segments"] = ServerThread(
-        lambda: SegmentsService(SegmentsSettings(**env, **peers))
-    ).start()
     servers["experiments"] = ServerThread(
         lambda: ExperimentsService(ExperimentsSettings(**env, **peers))
     ).start()
+    # Segments and decision call each other (DeleteSegment asks for campaigns).
+    decision_port = free_port()
+    peers = {
+        "profiles_address": servers["profiles"].address,
+        "experiments_address": servers["experiments"].address,
+        "decision_address": f"127.0.0.1:{decision_port}",
+    }
+    servers["segments"] = ServerThread(
+        lambda: SegmentsService(SegmentsSettings(**env, **peers))
+    ).start()
     peers = {f"{name}_address": server.address for name, server in servers.items()}
     servers["decision"] = ServerThread(
-        lambda: DecisionService(DecisionSettings(**env, **peers))
+        lambda: DecisionService(DecisionSettings(**env, **peers)), port=decision_port
     ).start()
     return servers
 

@@ -6,9 +6,10 @@ import uuid
 
 import grpc
 import pytest
-from support import field_of
+from support import ServerThread, field_of, free_port
 
 from tessera.profiles.v1 import profiles_pb2
+from tessera.segments.server import SegmentsService, SegmentsSettings
 from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -117,6 +118,29 @@ def test_validate_rule__error__reports_line_and_column(segments: Stub) -> None:
 
     assert [(e.line, e.column) for e in reply.errors][:1] == [(2, 3)]
     assert "sesion" in reply.errors[0].message
+
+
+def test_validate_rule__days_since_and_starts_with_mistakes__each_positioned(
+    segments: Stub,
+) -> None:
+    text = (
+        'days_since(channel) <= 30\n  or trait.zip starts_with 75\n  or days_since(trait.d) == "x"'
+    )
+    json_logic = '{"days_since": {"var": "session.page_views"}}'
+
+    text_errors = segments.ValidateRule(
+        segments_pb2.ValidateRuleRequest(rule=segments_pb2.Rule(text=text))
+    ).errors
+    json_errors = segments.ValidateRule(
+        segments_pb2.ValidateRuleRequest(rule=segments_pb2.Rule(json_logic=json_logic))
+    ).errors
+
+    assert [(e.line, e.column) for e in text_errors] == [(1, 12), (2, 16), (3, 26)]
+    assert "reads a date in a trait or context field" in text_errors[0].message
+    assert "'starts_with' tests the start of a string, but 75 is a number" in text_errors[1].message
+    assert "compares a number" in text_errors[2].message
+    assert [(e.line, e.column) for e in json_errors] == [(1, 24)]
+    assert "not session.page_views" in json_errors[0].message
 
 
 def test_update__stale_expected_version__failed_precondition_and_unchanged(segments: Stub) -> None:
@@ -263,3 +287,50 @@ def test_get__rule_with_comment_and_layout__returned_as_written_in_its_notation(
 
     assert (text_rule.WhichOneof("rule"), text_rule.text) == ("text", text)
     assert (json_rule.WhichOneof("rule"), json_rule.json_logic) == ("json_logic", json_logic)
+
+
+@pytest.mark.parametrize("down", ["decision", "experiments"])
+def test_delete__peer_that_knows_the_users_unreachable__unavailable_naming_it_and_kept(
+    store_env: dict[str, str],
+    profiles_server: object,
+    experiments_server: ServerThread,
+    decision_server: ServerThread,
+    down: str,
+) -> None:
+    settings = {k.removeprefix("TESSERA_").lower(): v for k, v in store_env.items()}
+    peers = {
+        "profiles_address": profiles_server.address,  # type: ignore[attr-defined]
+        "experiments_address": experiments_server.address,
+        "decision_address": decision_server.address,
+        f"{down}_address": f"127.0.0.1:{free_port()}",  # nothing listens there
+    }
+    lonely = ServerThread(lambda: SegmentsService(SegmentsSettings(**settings, **peers))).start()
+    try:
+        with lonely.channel() as channel:
+            replica = segments_pb2_grpc.SegmentServiceStub(channel)
+            segment_key = key("kept")
+            create(replica, segment_key, "trait.a == 1")
+
+            with pytest.raises(grpc.RpcError) as raised:
+                replica.DeleteSegment(segments_pb2.DeleteSegmentRequest(key=segment_key))
+            still = replica.GetSegment(segments_pb2.GetSegmentRequest(key=segment_key)).segment
+    finally:
+        lonely.stop()
+
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert f"the {down} service answered UNAVAILABLE" in raised.value.details()
+    assert field_of(raised.value) == "key"
+    assert still.key == segment_key
+
+
+def test_delete__unused_segment__deleted_after_asking_decision_and_experiments(
+    segments: Stub,
+) -> None:
+    segment_key = key("unused")
+    create(segments, segment_key, "trait.a == 1")
+
+    segments.DeleteSegment(segments_pb2.DeleteSegmentRequest(key=segment_key))
+
+    with pytest.raises(grpc.RpcError) as raised:
+        segments.GetSegment(segments_pb2.GetSegmentRequest(key=segment_key))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND

@@ -39,6 +39,8 @@ from tessera.segments.domain import (
     ChannelRef,
     Compare,
     Condition,
+    ContextRef,
+    DaysSince,
     EventCount,
     EventFilter,
     EventSum,
@@ -235,8 +237,19 @@ def evaluate_segments_count(world: World, rule: Condition) -> int:
 # --- strategies ------------------------------------------------------------------
 
 quarters = st.integers(0, 400).map(lambda q: q / 4)
+# Dates around NOW: on either side of a UTC midnight by their offsets, and not dates.
+DATES = (
+    "2025-06-15",
+    "2025-05-20",
+    "2025-06-14T23:30:00-02:00",
+    "2025-06-16T00:30:00+02:00",
+    "2025-06-15 08:00Z",
+    "2024-02-30",
+    "soon",
+)
+TITLES = ("Head of Sales", "Sales Director", "head of IT")
 scalars = st.one_of(
-    st.sampled_from([*COUNTRIES, "juicers", ""]),
+    st.sampled_from([*COUNTRIES, "juicers", "", "F", "Head", "2025-06"]),
     st.integers(-2, 40),
     quarters,
     st.booleans(),
@@ -245,6 +258,8 @@ scalars = st.one_of(
 literals = st.one_of(scalars, st.lists(scalars, max_size=3).map(tuple))
 trait_values = st.one_of(
     st.sampled_from(COUNTRIES),
+    st.sampled_from(DATES),
+    st.sampled_from(TITLES),
     st.integers(0, 40),
     quarters,
     st.booleans(),
@@ -252,7 +267,8 @@ trait_values = st.one_of(
     st.fixed_dictionaries({"city": st.sampled_from(["Paris", "Lyon"])}),
 )
 traits = st.dictionaries(
-    st.sampled_from(["country", "age", "tags", "address", "vip"]), trait_values
+    st.sampled_from(["country", "age", "tags", "address", "vip", "signup", "title"]),
+    trait_values,
 )
 identity_types = st.sets(st.sampled_from(["cookie", "email", "crm_id"]))
 where = st.one_of(
@@ -281,12 +297,17 @@ values = st.one_of(
             CategoryViews("juicers"),
             ChannelRef(),
             InSegment("base"),
+            TraitRef(("title",)),
+            DaysSince(TraitRef(("signup",))),
+            DaysSince(TraitRef(("country",))),
+            DaysSince(TraitRef(("address", "city"))),
+            DaysSince(ContextRef(("date",))),
         ]
     ),
     st.builds(EventCount, st.sampled_from(TYPES), windows, where),
     st.builds(EventSum, st.sampled_from(TYPES), st.just("revenue"), windows, where),
 )
-ops = st.sampled_from(["==", "!=", "<", "<=", ">", ">=", "in", "not in"])
+ops = st.sampled_from(["==", "!=", "<", "<=", ">", ">=", "in", "not in", "starts_with"])
 comparisons = st.one_of(
     st.builds(Compare, ops, values, literals.map(Literal)),
     st.builds(Compare, ops, literals.map(Literal), values),

@@ -14,6 +14,7 @@ from tessera.segments.domain import (
     Compare,
     Condition,
     ContextRef,
+    DaysSince,
     EventCount,
     EventFilter,
     EventSum,
@@ -74,6 +75,8 @@ REFERENCES: st.SearchStrategy[Value] = st.one_of(
     KEYS.map(InSegment),
     st.builds(EventCount, NAMES, WINDOWS, FILTERS),
     st.builds(EventSum, NAMES, st.sampled_from(SUM_PROPERTIES), WINDOWS, FILTERS),
+    st.lists(NAMES, min_size=1, max_size=2).map(lambda p: DaysSince(TraitRef(tuple(p)))),
+    st.lists(NAMES, min_size=1, max_size=2).map(lambda p: DaysSince(ContextRef(tuple(p)))),
 )
 VALUES: st.SearchStrategy[Value] = st.one_of(REFERENCES, st.one_of(SCALARS, LISTS).map(Literal))
 
@@ -92,6 +95,8 @@ def literal_for(left: Value, op: str) -> st.SearchStrategy[Value]:
         "bool": st.booleans(),
     }
     scalar = by_kind.get(kind, SCALARS)
+    if op == "starts_with":
+        return STRINGS.map(Literal)
     if op in ("in", "not in"):
         return st.one_of(st.lists(scalar, max_size=4).map(tuple), STRINGS).map(Literal)
     if op in ("<", "<=", ">", ">="):

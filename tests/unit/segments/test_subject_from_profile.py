@@ -12,7 +12,16 @@ from tessera.profiles.domain.event_history import EventHistory, add_event
 from tessera.profiles.domain.model import EventData
 from tessera.profiles.transport.convert import event_history_message
 from tessera.profiles.v1 import profiles_pb2
-from tessera.segments.domain import compile_rule, parse_text
+from tessera.segments.domain import (
+    DailySeries,
+    EventHistoryView,
+    SegmentDefinition,
+    Subject,
+    compile_rule,
+    compile_segments,
+    parse_text,
+    utc_day,
+)
 from tessera.segments.domain.nodes import FEATURE_PATHS, SESSION_FIELDS
 from tessera.segments.transport.convert import subject_from_profile
 
@@ -139,3 +148,72 @@ def test_rule_language_bounds__match_what_the_profile_service_keeps() -> None:
     assert nodes.SUM_PROPERTIES == event_history.SUM_PROPERTIES
     assert nodes.MAX_FILTER_VALUE_LENGTH == event_history.MAX_FILTER_VALUE_LENGTH
     assert tuple(event_history.CHANNEL_NAMES.values()) == nodes.CHANNELS
+
+
+def test_subject_from_profile__series_read_from_the_message__same_windows_as_copied_series() -> (
+    None
+):
+    now = dt.datetime(2026, 3, 10, 9, 0, tzinfo=dt.UTC)
+    history = EventHistory()
+    for n in range(60):
+        event = EventData(
+            f"e-{n}",
+            ("purchase", "page_view", "add_to_cart")[n % 3],
+            now - dt.timedelta(hours=37 * n),
+            (common_pb2.CHANNEL_WEB, common_pb2.CHANNEL_STORE)[n % 2],
+            properties={"category": ("tv", "juicers")[n % 2], "revenue": n / 4, "quantity": n % 4},
+        )
+        history = add_event(history, event, now)
+    message = event_history_message(history)
+    today = utc_day(now)
+
+    series = subject_from_profile(
+        profiles_pb2.Profile(event_history=message), 0, None, now
+    ).history.series
+
+    assert len(series) == len(message.series) == len(set(series))
+    for item in message.series:
+        copied = DailySeries(
+            tuple(item.days), tuple(item.counts), {p.property: tuple(p.values) for p in item.sums}
+        )
+        read = series[(item.event_type, item.filter_property, item.filter_value)]
+        for first_day in range(today - 100, today + 2):
+            assert read.count_since(first_day) == copied.count_since(first_day)
+            for prop in ("revenue", "quantity", "price"):
+                assert read.sum_since(prop, first_day) == copied.sum_since(prop, first_day)
+    assert series.get(("purchase", "category", "radios")) is None
+    with pytest.raises(KeyError):
+        series[("radios", "", "")]
+
+
+class CountingSeries:
+    """A series that counts how often a window is read from it."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def count_since(self, first_day: int) -> int:
+        self.reads += 1
+        return 3
+
+    def sum_since(self, prop: str, first_day: int) -> float:
+        self.reads += 1
+        return 10.0
+
+
+def test_compiled_segments__same_window_in_many_segments__read_once_per_subject() -> None:
+    series = CountingSeries()
+    subject = Subject(history=EventHistoryView(today=100, series={("purchase", "", ""): series}))
+    segments = compile_segments(
+        SegmentDefinition(f"s{i}", parse_text(f"count(purchase, within=30d) >= {i}"))
+        for i in range(10)
+    )
+
+    members = segments.evaluate(subject)
+    again = segments.evaluate(subject)
+
+    assert members == again == ["s0", "s1", "s2", "s3"]
+    assert series.reads == 1
+    fresh = Subject(history=subject.history)
+    assert segments.evaluate(fresh) == members
+    assert series.reads == 2  # a new subject computes it again

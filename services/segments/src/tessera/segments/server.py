@@ -8,9 +8,12 @@ from pydantic import Field
 from tessera import db
 from tessera.catalog import Catalog
 from tessera.clients import peer_channel
+from tessera.decision.v1 import decision_pb2_grpc
+from tessera.experiments.v1 import experiments_pb2_grpc
 from tessera.feed import Cursors
 from tessera.profiles.v1 import profiles_pb2_grpc
 from tessera.segments.domain.estimate import InterestRules
+from tessera.segments.references import References
 from tessera.segments.sizing import ProjectionKeeper
 from tessera.segments.transport.servicer import SegmentServicer
 from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
@@ -23,6 +26,12 @@ class SegmentsSettings(RuntimeSettings):
     """Settings of the segment service (TESSERA_* variables)."""
 
     peer_deadline_s: float = 1.0
+    reference_check_deadline_s: float = Field(
+        5.0,
+        gt=0,
+        description="Deadline of each call DeleteSegment makes to the decision and experiment "
+        "services to find campaigns and experiments that still use the segment.",
+    )
     projection: bool = Field(
         True,
         description="Keep the projection of profiles from the change feed (EstimateSize); "
@@ -56,6 +65,9 @@ class SegmentsService:
         self.database = db.open_database(self.settings, NAME)
         self.catalog = Catalog(self.database, NAME, "segment", segments_pb2.Segment)
         self.channel = peer_channel(self.settings.address_of("profiles"))
+        # DeleteSegment asks these who still uses a segment (segments.references).
+        self.decision_channel = peer_channel(self.settings.address_of("decision"))
+        self.experiments_channel = peer_channel(self.settings.address_of("experiments"))
         self.cursors = Cursors(self.database, NAME)
         self.sizing = (
             ProjectionKeeper(
@@ -76,6 +88,11 @@ class SegmentsService:
             profiles_pb2_grpc.ProfileServiceStub(self.channel),
             self.settings.peer_deadline_s,
             self.sizing,
+            References(
+                decision_pb2_grpc.DecisionServiceStub(self.decision_channel),
+                experiments_pb2_grpc.ExperimentServiceStub(self.experiments_channel),
+                self.settings.reference_check_deadline_s,
+            ),
         )
 
     def add_to(self, server: grpc.aio.Server) -> None:
@@ -104,4 +121,6 @@ class SegmentsService:
         if self.sizing is not None:
             await self.sizing.stop()
         await self.channel.close()
+        await self.decision_channel.close()
+        await self.experiments_channel.close()
         self.database.dispose()

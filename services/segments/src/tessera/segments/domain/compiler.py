@@ -16,6 +16,10 @@ Value semantics, the same in both notations:
 - `x in [..]` is true when some item `==` x; `x in "text"` tests a substring
   (both strings); `x in <attribute>` does either, by the attribute's value.
   Anything else is false; `not in` is exactly `not in`.
+- `a starts_with b` is true when both are strings and `a` begins with `b`;
+  anything else is false.
+- `days_since(x)` is today's UTC day number minus that of the date `x`
+  (`dates.date_day`); null when `x` is no date.
 - A value used as a condition is true unless it is false, null, 0, "" or [].
 - Counts (session counters, category and product views, event counts and
   sums, interests) are 0, never null, when absent.
@@ -31,6 +35,7 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .dates import date_day
 from .nodes import (
     And,
     CategoryViews,
@@ -38,6 +43,7 @@ from .nodes import (
     Compare,
     Condition,
     ContextRef,
+    DaysSince,
     EventCount,
     EventFilter,
     EventSum,
@@ -90,6 +96,11 @@ class CompiledRule:
     def __call__(self, subject: Subject, memberships: Memberships = _NO_MEMBERSHIPS) -> bool:
         return self._predicate(subject, memberships)
 
+    @property
+    def predicate(self) -> Callable[[Subject, Memberships], bool]:
+        """The compiled closure itself: `predicate(subject, memberships)`."""
+        return self._predicate
+
 
 def compile_rule(rule: Condition) -> CompiledRule:
     """Compile a rule tree into a callable `Subject -> bool`."""
@@ -132,6 +143,10 @@ def _contains(container: object, item: object) -> bool:
     return False
 
 
+def _starts_with(text: object, prefix: object) -> bool:
+    return type(text) is str and type(prefix) is str and text.startswith(prefix)
+
+
 def _truthy(value: object) -> bool:
     if isinstance(value, Mapping):
         return True  # as in JsonLogic, an object is true even when empty
@@ -156,6 +171,8 @@ def compare_values(op: str, a: object, b: object) -> bool:
         return _contains(b, a)
     if op == "not in":
         return not _contains(b, a)
+    if op == "starts_with":
+        return _starts_with(a, b)
     return _ordered(_ORDERING[op], a, b)
 
 
@@ -257,20 +274,33 @@ def _series_key(event_type: str, where: EventFilter | None) -> tuple[str, str, s
 
 def _event_count(key: tuple[str, str, str], window_days: int) -> _Getter:
     back = window_days - 1
+    shared = ("count", key, window_days)
 
     def count(s: Subject, m: Memberships) -> Any:
-        series = s.history.series.get(key)
-        return series.count_since(s.history.today - back) if series is not None else 0
+        # Computed once per subject, however many segments read this window.
+        derived = s.derived
+        value = derived.get(shared)
+        if value is None:
+            series = s.history.series.get(key)
+            value = series.count_since(s.history.today - back) if series is not None else 0
+            derived[shared] = value
+        return value
 
     return count
 
 
 def _event_sum(key: tuple[str, str, str], prop: str, window_days: int) -> _Getter:
     back = window_days - 1
+    shared = ("sum", key, prop, window_days)
 
     def total(s: Subject, m: Memberships) -> Any:
-        series = s.history.series.get(key)
-        return series.sum_since(prop, s.history.today - back) if series is not None else 0.0
+        derived = s.derived
+        value = derived.get(shared)
+        if value is None:
+            series = s.history.series.get(key)
+            value = series.sum_since(prop, s.history.today - back) if series is not None else 0.0
+            derived[shared] = value
+        return value
 
     return total
 
@@ -309,7 +339,17 @@ def _getter(value: Value) -> _Getter:
         return _event_sum(
             _series_key(value.event_type, value.where), value.property, value.window_days
         )
+    if isinstance(value, DaysSince):
+        return _days_since(_getter(value.value))
     raise TypeError(f"not a rule value: {value!r}")
+
+
+def _days_since(get_date: _Getter) -> _Getter:
+    def days(s: Subject, m: Memberships) -> Any:
+        day = date_day(get_date(s, m))
+        return None if day is None else s.history.today - day
+
+    return days
 
 
 # --- conditions -------------------------------------------------------------
@@ -383,6 +423,15 @@ def _compare(node: Compare) -> _Predicate:
                 return _contains(get_container(s, m), get(s, m))
 
         return positive if op == "in" else _negate(positive)
+    if op == "starts_with":
+        get_text = _getter(left)
+        if isinstance(right, Literal):
+            prefix = right.value
+            if type(prefix) is not str:
+                return lambda s, m: False
+            return lambda s, m: type(v := get_text(s, m)) is str and v.startswith(prefix)
+        get_prefix = _getter(right)
+        return lambda s, m: _starts_with(get_text(s, m), get_prefix(s, m))
     # Put a literal on the right so that the specialised paths apply.
     if isinstance(left, Literal) and not isinstance(right, Literal):
         left, right, op = right, left, _MIRRORED[op]  # type: ignore[assignment]

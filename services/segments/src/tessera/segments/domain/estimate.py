@@ -34,6 +34,7 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from .compiler import compare_values, truthy
+from .dates import date_day
 from .nodes import (
     And,
     CategoryViews,
@@ -41,6 +42,7 @@ from .nodes import (
     Compare,
     Condition,
     ContextRef,
+    DaysSince,
     EventCount,
     EventSum,
     FeatureRef,
@@ -205,6 +207,8 @@ def _numbers_against(op: str, column: _Numbers, constant: Any) -> Array:
     n = len(column.values)
     present = ~column.null if column.null is not None else np.ones(n, dtype=np.bool_)
     is_number = type(constant) is int or type(constant) is float
+    if op == "starts_with":  # a number starts with nothing
+        return np.zeros(n, dtype=np.bool_)
     if op in ("in", "not in"):
         hit = np.zeros(n, dtype=np.bool_)
         if isinstance(constant, tuple):
@@ -282,7 +286,7 @@ class _Evaluation:
     def _compare(self, node: Compare) -> Array:
         op, left, right = node.op, node.left, node.right
         mirror = isinstance(left, Literal) and not isinstance(right, Literal)
-        if mirror and op not in ("in", "not in"):
+        if mirror and op not in ("in", "not in", "starts_with"):
             left, right, op = right, left, _MIRRORED[op]  # type: ignore[assignment]
         a, b = self.value(left), self.value(right)
         if isinstance(b, _Const):
@@ -299,7 +303,8 @@ class _Evaluation:
             item = a.value
             coded = _as_coded(b, self.n)
             return _lut(coded.values, lambda v: compare_values(op, item, v))[coded.codes]
-        if isinstance(a, _Numbers) and isinstance(b, _Numbers) and op not in ("in", "not in"):
+        symmetric = op not in ("in", "not in", "starts_with")
+        if isinstance(a, _Numbers) and isinstance(b, _Numbers) and symmetric:
             present = np.ones(self.n, dtype=np.bool_)
             for column in (a, b):
                 if column.null is not None:
@@ -378,7 +383,20 @@ class _Evaluation:
         if isinstance(node, ChannelRef | ContextRef):
             self._left_out(node, REQUEST_REASON)
             return _Const(None)
+        if isinstance(node, DaysSince):
+            return self._days_since(self.value(node.value))
         raise TypeError(f"not a rule value: {node!r}")
+
+    def _days_since(self, dates: _Column) -> _Column:
+        """Today's UTC day minus each row's date day; null where a row holds no date."""
+        if isinstance(dates, _Const):
+            day = date_day(dates.value)
+            return _Const(None if day is None else self.today - day)
+        coded = _as_coded(dates, self.n)
+        days = [date_day(v) for v in coded.values]
+        table = np.array([self.today - d if d is not None else 0 for d in days], dtype=np.float64)
+        missing = np.array([d is None for d in days], dtype=np.bool_)
+        return _Numbers(table[coded.codes], missing[coded.codes])
 
     def membership(self, key: str) -> Array:
         """Rows in segment `key` (not a member when the key is unknown)."""

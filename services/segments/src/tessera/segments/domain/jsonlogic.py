@@ -12,6 +12,10 @@ A rule is one JSON value. Standard operators read here:
 - `in`: `[x, [..]]` membership, `[x, "text"]` substring.
 - `and`, `or`, `!`, `!!`.
 
+json-logic-js's published behaviour for these, and where Tessera differs,
+is pinned in tests/unit/segments/test_jsonlogic_fidelity.py and listed in
+docs/rules.md.
+
 Tessera operators, one per text function:
 
 - `{"segment": "key"}`, `{"has_identity": "email"}`,
@@ -20,7 +24,11 @@ Tessera operators, one per text function:
 - `{"count": ["purchase", "30d"]}`, `{"sum": ["purchase", "revenue", "7d"]}`,
   each with an optional filter last: `{"count": ["purchase", "90d",
   {"category": "juicers"}]}` is `count(purchase where category ==
-  "juicers", within=90d)`.
+  "juicers", within=90d)`;
+- `{"starts_with": [{"var": "trait.postal_code"}, "75"]}` is
+  `trait.postal_code starts_with "75"`;
+- `{"days_since": {"var": "trait.signup_date"}}` is
+  `days_since(trait.signup_date)`.
 
 Errors carry the line and column of the operator's key (or of the offending
 value) in the JSON text.
@@ -42,6 +50,8 @@ from .nodes import (
     Compare,
     CompareOp,
     Condition,
+    ContextRef,
+    DaysSince,
     EventCount,
     EventFilter,
     EventSum,
@@ -74,11 +84,23 @@ _COMPARISONS: dict[str, CompareOp] = {
     ">": ">",
     ">=": ">=",
     "in": "in",
+    "starts_with": "starts_with",
 }
 _CONDITION_OPERATORS = frozenset({"and", "or", "!", "!!", *_COMPARISONS})
-_VALUE_OPERATORS = frozenset({"var", "count", "sum", *JSONLOGIC_STRING_OPERATORS})
+_VALUE_OPERATORS = frozenset({"var", "count", "sum", "days_since", *JSONLOGIC_STRING_OPERATORS})
 _SUPPORTED = ", ".join(
-    [*_COMPARISONS, "and", "or", "!", "!!", "var", *JSONLOGIC_STRING_OPERATORS, "count", "sum"]
+    [
+        *_COMPARISONS,
+        "and",
+        "or",
+        "!",
+        "!!",
+        "var",
+        *JSONLOGIC_STRING_OPERATORS,
+        "count",
+        "sum",
+        "days_since",
+    ]
 )
 
 
@@ -248,7 +270,29 @@ class _Reader:
                 return _PLACEHOLDER
         if op in ("count", "sum"):
             return self.window_function(op, at, args)
+        if op == "days_since":
+            return self.days_since(at, args)
         self.fail(at, f"unsupported operator {op!r}; supported: {_SUPPORTED}")
+
+    def days_since(self, at: int, args: list[_Json]) -> Value:
+        example = '{"days_since": {"var": "trait.signup_date"}}'
+        if len(args) != 1 or args[0].kind != "object":
+            self.fail(at, f"'days_since' takes one trait or context attribute: {example}")
+        argument = args[0]
+        op, key_at, inner = self.operation(argument)
+        if op != "var":
+            self.fail(key_at, f"'days_since' takes one trait or context attribute: {example}")
+        value = self.var(key_at, inner)
+        if value is _PLACEHOLDER:
+            return value
+        if not isinstance(value, TraitRef | ContextRef):
+            self.note(
+                inner[0].offset,
+                "'days_since' reads a date in a trait or context field, "
+                f"not {inner[0].value}; {example}",
+            )
+            return _PLACEHOLDER
+        return DaysSince(value)
 
     def strings(self, op: str, at: int, args: list[_Json], count: int, example: str) -> list[str]:
         if len(args) != count or any(not isinstance(a.value, str) for a in args):

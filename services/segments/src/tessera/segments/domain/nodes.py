@@ -22,14 +22,24 @@ from typing import TypeAlias
 Scalar: TypeAlias = str | int | float | bool | None
 LiteralValue: TypeAlias = Scalar | tuple[Scalar, ...]
 
-CompareOp: TypeAlias = Lit["==", "!=", "<", "<=", ">", ">=", "in", "not in"]
-COMPARE_OPS: tuple[CompareOp, ...] = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
+CompareOp: TypeAlias = Lit["==", "!=", "<", "<=", ">", ">=", "in", "not in", "starts_with"]
+COMPARE_OPS: tuple[CompareOp, ...] = (
+    "==",
+    "!=",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "in",
+    "not in",
+    "starts_with",
+)
 ORDERING_OPS: frozenset[str] = frozenset({"<", "<=", ">", ">="})
 
 # Words of the text notation; a path part may still be one (`trait.in`),
 # because after a dot the parser reads any word as a name.
 KEYWORDS: frozenset[str] = frozenset(
-    {"and", "or", "not", "in", "contains", "true", "false", "null", "within"}
+    {"and", "or", "not", "in", "contains", "starts_with", "true", "false", "null", "within"}
 )
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -327,6 +337,20 @@ class EventSum:
         _check_where(self.where)
 
 
+@dataclass(frozen=True, slots=True)
+class DaysSince:
+    """Whole UTC days from a date (a trait or context field) to today; null when no date.
+
+    `tessera.segments.domain.dates` says which strings are dates.
+    """
+
+    value: TraitRef | ContextRef
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.value, TraitRef | ContextRef):
+            raise RuleNodeError("days_since() reads a trait or a context field")
+
+
 Value: TypeAlias = (
     Literal
     | TraitRef
@@ -342,6 +366,7 @@ Value: TypeAlias = (
     | InSegment
     | EventCount
     | EventSum
+    | DaysSince
 )
 VALUE_TYPES: tuple[type, ...] = (
     Literal,
@@ -358,6 +383,7 @@ VALUE_TYPES: tuple[type, ...] = (
     InSegment,
     EventCount,
     EventSum,
+    DaysSince,
 )
 
 
@@ -366,7 +392,10 @@ VALUE_TYPES: tuple[type, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Compare:
-    """`left op right`; `a contains b` is stored as `b in a`."""
+    """`left op right`; `a contains b` is stored as `b in a`.
+
+    `a starts_with b`: both are strings and `a` begins with `b`.
+    """
 
     op: CompareOp
     left: Value

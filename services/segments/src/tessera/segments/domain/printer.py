@@ -15,6 +15,7 @@ from .nodes import (
     Compare,
     Condition,
     ContextRef,
+    DaysSince,
     EventCount,
     EventFilter,
     EventSum,
@@ -93,6 +94,8 @@ def print_value(value: Value) -> str:
             f"sum({value.event_type}.{value.property}{_where(value.where)}, "
             f"within={value.window_days}d)"
         )
+    if isinstance(value, DaysSince):
+        return f"days_since({print_value(value.value)})"
     raise TypeError(f"not a rule value: {value!r}")
 
 

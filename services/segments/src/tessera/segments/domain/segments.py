@@ -48,7 +48,7 @@ class CompiledSegments:
     new `CompiledSegments`, which can replace the old one atomically.
     """
 
-    __slots__ = ("_dependents", "_order", "_sorted_keys", "definitions")
+    __slots__ = ("_dependents", "_order", "_predicates", "_sorted_keys", "definitions")
 
     def __init__(
         self,
@@ -58,6 +58,8 @@ class CompiledSegments:
     ) -> None:
         self.definitions = definitions
         self._order = tuple(order)
+        # The rules' own closures, called without the CompiledRule wrapper.
+        self._predicates = tuple((key, rule.predicate) for key, rule in order)
         self._sorted_keys = tuple(sorted(definitions))
         self._dependents = dependents
 
@@ -75,8 +77,8 @@ class CompiledSegments:
     def memberships(self, subject: Subject) -> dict[str, bool]:
         """Membership of the subject in every segment, each computed once."""
         result: dict[str, bool] = {}
-        for key, rule in self._order:
-            result[key] = rule(subject, result)
+        for key, predicate in self._predicates:
+            result[key] = predicate(subject, result)
         return result
 
     def evaluate(self, subject: Subject) -> list[str]:

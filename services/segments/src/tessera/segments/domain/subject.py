@@ -7,7 +7,7 @@ import sys
 from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 _EPOCH = dt.date(1970, 1, 1)
 _DOUBLE_MAX = sys.float_info.max
@@ -92,6 +92,18 @@ class DailySeries:
         return min(max(total, -_DOUBLE_MAX), _DOUBLE_MAX)
 
 
+class SeriesReader(Protocol):
+    """What windows read of one series: `DailySeries`, or a series read in place."""
+
+    def count_since(self, first_day: int) -> int:
+        """Events on `first_day` and every day after it."""
+        ...
+
+    def sum_since(self, prop: str, first_day: int) -> float:
+        """The sum of `prop` on `first_day` and every day after it; a finite double."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class EventHistoryView:
     """The profile's daily event history as `count(...)` and `sum(...)` read it.
@@ -103,7 +115,7 @@ class EventHistoryView:
     """
 
     today: int = 0
-    series: Mapping[tuple[str, str, str], DailySeries] = field(default_factory=dict)
+    series: Mapping[tuple[str, str, str], SeriesReader] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +139,9 @@ class Subject:
     - `history`: daily event counts and sums, what `count(...)` and
       `sum(...)` read; the profile service fills them from every event it
       accepts (its domain.event_history).
+
+    A subject is one moment: build a new one when the profile changes, as
+    `derived` keeps what rules computed from this one.
     """
 
     profile_id: str = ""
@@ -137,3 +152,6 @@ class Subject:
     session: SessionView = field(default_factory=SessionView)
     features: FeaturesView | None = None
     history: EventHistoryView = field(default_factory=EventHistoryView)
+    derived: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+    """Values compiled rules derived from this subject (a window's count), kept so
+    that segments reading the same window compute it once per subject."""

@@ -8,12 +8,14 @@ Grammar (keywords are lowercase; `#` starts a comment to the end of a line)::
     not_expr   := "not" not_expr | comparison
     comparison := operand [compare_op operand]
     compare_op := "==" | "!=" | "<" | "<=" | ">" | ">=" | "in" | "not" "in" | "contains"
+                | "starts_with"
     operand    := "(" or_expr ")" | literal | list | attribute | call
     list       := "[" [literal ("," literal)*] "]"
     attribute  := NAME ("." NAME)*
     call       := attribute "(" STRING ")"
                 | "count" "(" EVENT [filter] "," "within" "=" WINDOW ")"
                 | "sum" "(" EVENT "." PROPERTY [filter] "," "within" "=" WINDOW ")"
+                | "days_since" "(" attribute ")"
     filter     := "where" NAME "==" STRING
 
 Strings are JSON strings (double quotes, JSON escapes). A syntax error stops
@@ -36,6 +38,8 @@ from .nodes import (
     Compare,
     CompareOp,
     Condition,
+    ContextRef,
+    DaysSince,
     EventCount,
     EventFilter,
     EventSum,
@@ -68,7 +72,7 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WORD_TAIL = re.compile(r"[A-Za-z0-9_]*")
 _OPERATORS = ("==", "!=", "<=", ">=", "<", ">")
 _PUNCTUATION = "()[],.="
-_RESERVED = frozenset({"and", "or", "not", "in", "contains"})
+_RESERVED = frozenset({"and", "or", "not", "in", "contains", "starts_with"})
 _CONSTANTS: dict[str, Scalar] = {"true": True, "false": False, "null": None}
 _DECODER = json.JSONDecoder()
 
@@ -274,7 +278,7 @@ class _Parser:
         token = self.peek()
         if token.kind == "op":
             return token.text
-        if self.is_word("in") or self.is_word("contains"):
+        if self.is_word("in") or self.is_word("contains") or self.is_word("starts_with"):
             return token.text
         if self.is_word("not") and self.is_word("in", 1):
             return "not in"
@@ -398,13 +402,42 @@ class _Parser:
                 return _PLACEHOLDER
         if name in ("count", "sum"):
             return self.window_function(name)
+        if name == "days_since":
+            return self.days_since()
         self.note(
             start.offset,
-            f"unknown function {name!r}; functions are count, sum, segment, has_identity, "
-            "session.category_views, session.product_views, session.searched, feature.interest",
+            f"unknown function {name!r}; functions are count, sum, days_since, segment, "
+            "has_identity, session.category_views, session.product_views, session.searched, "
+            "feature.interest",
         )
         self.skip_arguments()
         return _PLACEHOLDER
+
+    def days_since(self) -> Value:
+        example = "as in days_since(trait.signup_date)"
+        token = self.peek()
+        if token.kind != "word" or token.text in _CONSTANTS or token.text in _RESERVED:
+            self.advance()  # surfaces a lexer error first, if that is what it is
+            self.fail(token.offset, f"days_since() takes a trait or context attribute, {example}")
+        self.advance()
+        parts = [token.text]
+        while self.peek().kind == ".":
+            self.advance()
+            parts.append(self.expect("word", "a name after '.'").text)
+        self.expect(")", "')' after the argument of days_since()")
+        try:
+            value = resolve_attribute(parts)
+        except RuleNodeError as exc:
+            self.note(token.offset, str(exc))
+            return _PLACEHOLDER
+        if not isinstance(value, TraitRef | ContextRef):
+            self.note(
+                token.offset,
+                f"days_since() reads a date in a trait or context field, not {'.'.join(parts)}; "
+                f"{example}",
+            )
+            return _PLACEHOLDER
+        return DaysSince(value)
 
     def skip_arguments(self) -> None:
         # Skip to the matching ')' so that the rest of the rule is checked too.

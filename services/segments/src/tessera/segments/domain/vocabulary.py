@@ -55,6 +55,7 @@ JSONLOGIC_STRING_OPERATORS: dict[str, str] = {
     "segment": "segment",
 }
 WINDOW_FUNCTIONS: frozenset[str] = frozenset({"count", "sum"})
+DATE_FUNCTIONS: frozenset[str] = frozenset({"days_since"})
 
 ROOTS_HELP = (
     "attributes are trait.<name>, context.<name>, channel, identity.<type>, "
@@ -96,7 +97,7 @@ def resolve_attribute(parts: Sequence[str]) -> Value:
             raise RuleNodeError(f'{dotted} is a function: write {dotted}("...")')
         names = ", ".join(sorted(".".join(p) for p in FEATURE_PATHS))
         raise RuleNodeError(f"unknown attribute {dotted!r}: features are {names}, interest(...)")
-    if dotted in STRING_FUNCTIONS or dotted in WINDOW_FUNCTIONS:
+    if dotted in STRING_FUNCTIONS or dotted in WINDOW_FUNCTIONS or dotted in DATE_FUNCTIONS:
         raise RuleNodeError(f"{dotted} is a function: call it with arguments")
     raise RuleNodeError(f"unknown attribute {dotted!r}; {ROOTS_HELP}")
 
@@ -143,6 +144,11 @@ def check_compare(op: str, left: Value, right: Value) -> str | None:
             return (
                 f"'{op}' compares a {lk} ({print_value(left)}) with a {rk} ({print_value(right)})"
             )
+        return None
+    if op == "starts_with":
+        for side, kind in ((left, lk), (right, rk)):
+            if kind not in ("string", "any"):
+                return f"'{op}' tests the start of a string, but {print_value(side)} is a {kind}"
         return None
     if op in ("==", "!="):
         if "any" not in (lk, rk) and "null" not in (lk, rk) and lk != rk:

@@ -11,7 +11,7 @@ import grpc
 from tessera.catalog import Catalog
 from tessera.clients import peer_error
 from tessera.convert import check_channel
-from tessera.errors import FailedPrecondition, InvalidArgument, Unimplemented, require
+from tessera.errors import InvalidArgument, Unimplemented, require
 from tessera.profiles.v1 import profiles_pb2
 from tessera.segments.domain import (
     CompiledSegments,
@@ -22,6 +22,7 @@ from tessera.segments.domain import (
     validate,
     validate_segment_key,
 )
+from tessera.segments.references import References, Users, refuse_if_used
 from tessera.segments.sizing import ProjectionKeeper
 from tessera.segments.transport.convert import (
     estimate_response,
@@ -57,6 +58,7 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         profiles: ProfileServiceAsyncStub,
         deadline_s: float,
         sizing: ProjectionKeeper | None = None,
+        references: References | None = None,
     ) -> None:
         self.catalog = catalog
         self.cache = catalog.cache(segment_from_proto)
@@ -64,6 +66,8 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         self.profiles = profiles
         self.deadline_s = deadline_s
         self.sizing = sizing
+        self.references = references
+        """Campaigns and experiments using a segment; None checks segments only (unit tests)."""
         self.compiled: CompiledSegments = compile_segments([])
 
     def _recompile(self, items: dict[str, SegmentDefinition]) -> None:
@@ -107,17 +111,16 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
     async def DeleteSegment(
         self, request: segments_pb2.DeleteSegmentRequest, context: Context
     ) -> segments_pb2.DeleteSegmentResponse:
+        await self.catalog.get(request.key)  # NOT_FOUND before asking other services
+        users = await self.references.users(request.key) if self.references else Users()
+
         def unused(after: dict[str, segments_pb2.Segment]) -> None:
-            users = sorted(
+            segments = [
                 key
                 for key, segment in after.items()
                 if request.key in dependencies(segment_from_proto(segment).rule)
-            )
-            if users:
-                raise FailedPrecondition(
-                    f"segments {', '.join(users)} use segment({request.key!r}); change them first",
-                    field="key",
-                )
+            ]
+            refuse_if_used(request.key, users, segments)
 
         await self.catalog.delete(request.key, unused)
         return segments_pb2.DeleteSegmentResponse()
