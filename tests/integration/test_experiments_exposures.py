@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from conftest import _settings
 from support import ServerThread, field_of
 from test_experiments_service import assign, experiment
 
+from tessera import cli
 from tessera.common.v1 import common_pb2
 from tessera.experiments import results_report
 from tessera.experiments.server import ExperimentsService, ExperimentsSettings
@@ -287,11 +287,12 @@ def test_get_results__unknown_experiment__not_found(experiments: Experiments) ->
     assert field_of(raised.value) == "experiment_key"
 
 
-def test_report__live_experiment__table_and_chart_from_get_results(
+def test_report__live_experiment__tessera_report_prints_table_and_writes_chart(
     experiments: Experiments,
     profiles: Profiles,
     experiments_server: ServerThread,
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # 200 people exposed over five days; the treatment converts more.
     key = running(experiments)
@@ -308,22 +309,20 @@ def test_report__live_experiment__table_and_chart_from_get_results(
             track(profiles, profile_id, "purchase", seen + dt.timedelta(minutes=5), revenue=9.0)
     record(experiments, *exposures)
     assert eventually(lambda: results(experiments, key).variants[1].conversions == 40)
-    out, err = io.StringIO(), io.StringIO()
+    chart = tmp_path / "lift.png"
 
-    code = results_report.run(
-        experiments_server.address, key, tmp_path / "lift.png", out=out, err=err
-    )
+    code = cli.main(["report", key, "--address", experiments_server.address, "--out", str(chart)])
 
-    assert code == 0, err.getvalue()
+    printed, said = capsys.readouterr()
+    assert code == 0, said
     built = results_report.report_from_results(results(experiments, key))
     control, treatment = built.variants
     assert (control.exposures, control.conversions) == (100, 20)
     assert (treatment.exposures, treatment.conversions) == (100, 40)
     assert treatment.relative_lift == pytest.approx(1.0)
     assert len({p.at for p in built.timeline}) >= 5
-    printed = out.getvalue()
     assert "treatment" in printed and "+100.00%" in printed
-    assert (tmp_path / "lift.png").stat().st_size > 10_000
+    assert chart.stat().st_size > 10_000
 
 
 def test_bandit__best_arm_converts_more__new_version_sends_it_the_traffic(

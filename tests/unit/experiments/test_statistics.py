@@ -111,7 +111,7 @@ def test_compare__gbstats_sequential_proportions__default_tuning():
     assert rounded(result.sequential_p_value) == 0.0
 
 
-def test_compare__sequential_p_below_alpha_exactly_when_sequence_excludes_zero():
+def test_compare__sequential_p_below_alpha_exactly_when_relative_sequence_excludes_zero():
     control = Sample(3000, 1396.87, 52377.9767)
 
     for treatment_total in (1450.0, 1600.0, 1900.0, 2422.7):
@@ -125,7 +125,7 @@ def test_compare__sequential_p_below_alpha_exactly_when_sequence_excludes_zero()
             alpha=0.05,
             tuning=1000,
         )
-        excludes_zero = always.absolute_ci.low > 0 or always.absolute_ci.high < 0
+        excludes_zero = always.relative_ci.low > 0 or always.relative_ci.high < 0
         assert (always.p_value < 0.05) == excludes_zero
 
 

@@ -1,5 +1,7 @@
 """`tessera report`: the report of an experiment, as a table and a PNG.
 
+`tessera report KEY` reads GetResults of an experiment or a campaign from the
+running experiment service (TESSERA_EXPERIMENTS_ADDRESS, or --address).
 `tessera report --simulate` draws a 30-day experiment (control and two
 variants, one truly better) with `tessera.experiments.simulation` and renders
 its report, so the report can be seen without a running suite.
@@ -26,6 +28,10 @@ SIMULATED_START = datetime(2026, 1, 5, tzinfo=UTC)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `tessera report`."""
+    parser.add_argument(
+        "key", nargs="?", help="an experiment or campaign key (a campaign's experiment is read)"
+    )
+    parser.add_argument("--address", help="experiment service host:port (default: from settings)")
     parser.add_argument(
         "--simulate",
         action="store_true",
@@ -59,9 +65,15 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             file=err,
         )
         return 1
-    if not args.simulate:
-        print("say which experiment to report on: --simulate draws one", file=err)
+    if args.simulate == bool(args.key):
+        print("name one experiment or campaign to report on, or --simulate to draw one", file=err)
         return 2
+    if args.key:
+        from tessera.experiments import results_report
+        from tessera.settings import RuntimeSettings
+
+        address = args.address or RuntimeSettings().address_of("experiments")
+        return results_report.run(address, args.key, args.out, out, err)
     if args.days < 1 or args.visitors < 10:
         print("--days must be at least 1 and --visitors at least 10", file=err)
         return 2

@@ -81,7 +81,7 @@ def sequential_p_value(
 
 
 class Sequential(NamedTuple):
-    """The always-valid p-value (absolute difference) and relative-lift interval."""
+    """The always-valid p-value (of the relative lift) and the relative and absolute sequences."""
 
     p_value: FloatArray
     relative_ci: Interval
@@ -97,11 +97,17 @@ def sequential(
     """Always-valid p-value and confidence sequences for one look at the data."""
     rho = mixture_rho(alpha, DEFAULT_SEQUENTIAL_TUNING if tuning is None else tuning)
     valid = estimates.valid
-    raw_p = sequential_p_value(estimates.absolute, estimates.absolute_se, total_n, rho)
-    p = np.where(valid, raw_p, 1.0)
+    rel_ok = estimates.relative_valid
+    # The p-value tests the lift the report shows, the relative one, so that
+    # "p < alpha" and "the relative sequence excludes 0" are one statement;
+    # the absolute difference stands in only where the relative lift has no
+    # meaning (a control mean of 0). The delta method's relative z is smaller
+    # than the absolute one, so this is the stricter of the two tests.
+    absolute_p = sequential_p_value(estimates.absolute, estimates.absolute_se, total_n, rho)
+    relative_p = sequential_p_value(estimates.relative, estimates.relative_se, total_n, rho)
+    p = np.where(valid, np.where(rel_ok, relative_p, absolute_p), 1.0)
     abs_half = confidence_halfwidth(estimates.absolute_se, total_n, alpha, rho)
     rel_half = confidence_halfwidth(estimates.relative_se, total_n, alpha, rho)
-    rel_ok = estimates.relative_valid
     return Sequential(
         p_value=np.asarray(p, dtype=np.float64),
         relative_ci=Interval(
