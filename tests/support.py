@@ -65,3 +65,16 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def create_tables(engine: Any, tables: list[Any]) -> None:
+    """Create tables that belong to no service's migrations (a test's own prefix).
+
+    The services' own tables come from their Alembic revisions
+    (`tessera.migrations.upgrade`); tests that exercise shared plumbing
+    (definitions, feed cursors) under a prefix of their own create its
+    tables straight from the models.
+    """
+    from sqlmodel import SQLModel
+
+    SQLModel.metadata.create_all(engine, tables=[model.__table__ for model in tables])

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 from sqlmodel import Session
-from support import ServerThread, field_of, free_port
+from support import ServerThread, create_tables, field_of, free_port
 
 from tessera import db
 from tessera.common.v1 import common_pb2
@@ -320,7 +320,7 @@ class RunnerThread:
     def __init__(self, address: str, url: str) -> None:
         self.database = db.Database(url.replace("postgresql://", "postgresql+psycopg://", 1))
         self.cursors = Cursors(self.database, "feedtest")
-        db.migrate(self.database.engine, "feedtest", self.cursors.tables)
+        create_tables(self.database.engine, self.cursors.tables)
         with self.database.engine.begin() as connection:
             connection.execute(text(f"CREATE TABLE IF NOT EXISTS {SEEN} (event_id TEXT)"))
         self._loop = asyncio.new_event_loop()

@@ -4,6 +4,7 @@ tessera up                 start all four services, stop them on Ctrl-C
 tessera serve profiles     serve one service in this process
 tessera decide --identity cookie=abc --placement home_hero
 tessera train conversion   learn the conversion model from the stored events
+tessera migrate            create or upgrade every service's tables
 """
 
 from __future__ import annotations
@@ -76,6 +77,33 @@ def serve(name: str, worker: bool = False) -> int:
         logging.getLogger("tessera.cli").exception("could not serve", extra={"service": name})
         return 1
     return 0
+
+
+def migrate(services: list[str], check: bool) -> int:
+    """Upgrade (or with `check`, only report) the tables of `services`, all four by default."""
+    from tessera import db, migrations
+
+    settings = RuntimeSettings()
+    logs.configure("migrate", settings.log_level)
+    behind = False
+    for name in services or START_ORDER:
+        database = db.open_database(settings, name)
+        try:
+            if check:
+                at, head, known = migrations.state(database.engine, name)
+                verdict = "up to date" if at == head else "behind" if known else "ahead"
+                behind = behind or (at != head and known)
+                print(f"{name}: at {at or 'nothing'}, this release's head {head}: {verdict}")
+                continue
+            done = migrations.upgrade(database.engine, name)
+        except TesseraError as error:
+            print(f"{name}: {error}", file=sys.stderr)
+            return 1
+        finally:
+            database.dispose()
+        moved = f"{done.before or 'empty'} -> {done.after}" if done.changed else "nothing to do"
+        print(f"{name}: {moved} (at {done.after})")
+    return 1 if behind else 0
 
 
 def _take_terminal() -> Callable[[], None]:
@@ -350,7 +378,32 @@ def main(argv: list[str] | None = None) -> int:
     conversion_parser.add_argument(
         "--seed", type=int, default=0, help="seed of the held-out split (default: 0)"
     )
+    migrate_parser = commands.add_parser(
+        "migrate",
+        help="create or upgrade the services' tables",
+        description="Run the services' schema migrations (Alembic) against TESSERA_DATABASE_URL "
+        "(or the embedded files in TESSERA_DATA_DIR): each service's tables to this release's "
+        "revision. Safe to run again, and from several places at once.",
+    )
+    migrate_parser.add_argument(
+        "service",
+        nargs="*",
+        metavar="SERVICE",
+        help=f"services to migrate: {', '.join(SERVICES)} (default: all)",
+    )
+    migrate_parser.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; say where each schema stands, exit 1 if one is behind",
+    )
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        unknown = [name for name in args.service if name not in SERVICES]
+        if unknown:
+            migrate_parser.error(
+                f"no service {', '.join(unknown)}; choose from {', '.join(SERVICES)}"
+            )
+        return migrate(args.service, args.check)
     if args.command == "train":
         # The profile service's own command, imported only when it runs.
         training = importlib.import_module("tessera.profiles.train_cli")

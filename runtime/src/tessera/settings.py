@@ -51,6 +51,17 @@ class RuntimeSettings(BaseSettings):
     workers: int = Field(
         1, ge=1, description="Worker processes of one service on its port (SO_REUSEPORT)."
     )
+    migrate_on_start: bool = Field(
+        True,
+        description="Create and upgrade the service's tables at start; off where "
+        "`tessera migrate` runs beforehand (production's migration Job).",
+    )
+    schema_wait_s: float = Field(
+        30.0,
+        ge=0,
+        description="Without migrate_on_start: how long to wait at start for the schema "
+        "to reach this release's revision before refusing to start.",
+    )
     allow_unauthenticated: bool = Field(
         False, description="Serve a non-loopback address without API keys, on purpose."
     )

@@ -6,7 +6,7 @@ from typing import Literal
 
 import grpc
 
-from tessera import db
+from tessera import db, migrations
 from tessera.catalog import Catalog
 from tessera.clients import peer_channel
 from tessera.decision.application.campaigns import Campaigns
@@ -68,7 +68,7 @@ class DecisionService:
         decision_pb2_grpc.add_DecisionServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        await self.database.run(db.migrate, self.database.engine, NAME, self.catalog.tables)
+        await migrations.prepare(self.database, NAME, self.settings)
         await self.catalog.open()
         await self.evaluator.start()
 

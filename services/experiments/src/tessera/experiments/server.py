@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from tessera import db
+from tessera import db, migrations
 from tessera.catalog import Catalog
 from tessera.experiments.transport.servicer import ExperimentServicer
 from tessera.experiments.v1 import experiments_pb2, experiments_pb2_grpc
@@ -33,7 +33,7 @@ class ExperimentsService:
         experiments_pb2_grpc.add_ExperimentServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        await self.database.run(db.migrate, self.database.engine, NAME, self.catalog.tables)
+        await migrations.prepare(self.database, NAME, self.settings)
         await self.catalog.open()
 
     async def drain(self) -> None:

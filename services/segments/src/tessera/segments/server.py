@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from tessera import db
+from tessera import db, migrations
 from tessera.catalog import Catalog
 from tessera.clients import peer_channel
 from tessera.profiles.v1 import profiles_pb2_grpc
@@ -42,7 +42,7 @@ class SegmentsService:
         segments_pb2_grpc.add_SegmentServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        await self.database.run(db.migrate, self.database.engine, NAME, self.catalog.tables)
+        await migrations.prepare(self.database, NAME, self.settings)
         await self.catalog.open()
 
     async def drain(self) -> None:
