@@ -37,8 +37,11 @@ def upgrade() -> None:
         )
         op.create_index("ix_profiles_model_goal", "profiles_model", ["goal"])
         op.create_index("ix_profiles_model_trained_at", "profiles_model", ["trained_at"])
-    covering = [c["column_names"] for c in inspector.get_unique_constraints("profiles_log")]
-    covering += [i["column_names"] for i in inspector.get_indexes("profiles_log") if i["unique"]]
-    unique = [list(columns) for columns in covering]
+    unique: list[list[str | None]] = [
+        list(c["column_names"]) for c in inspector.get_unique_constraints("profiles_log")
+    ]
+    unique += [
+        list(i["column_names"]) for i in inspector.get_indexes("profiles_log") if i["unique"]
+    ]
     if ["position"] not in unique:
         op.create_index("ux_profiles_log_position", "profiles_log", ["position"], unique=True)
