@@ -78,3 +78,18 @@ def create_tables(engine: Any, tables: list[Any]) -> None:
     from sqlmodel import SQLModel
 
     SQLModel.metadata.create_all(engine, tables=[model.__table__ for model in tables])
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample a Prometheus endpoint serves, by name and labels."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        text = reply.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

@@ -87,8 +87,9 @@ def differences(database: db.Database, service: str) -> list[object]:
         context = MigrationContext.configure(
             connection,
             opts={
-                "include_name": lambda name, kind, _: kind != "table"
-                or migrations.owns(service, name),
+                "include_name": lambda name, kind, _: (
+                    kind != "table" or migrations.owns(service, name)
+                ),
                 "compare_type": True,
             },
         )
@@ -229,9 +230,9 @@ def test_migrate__previous_release_at_version_4__stamped_upgraded_data_kept(
             ],
         )
         connection.execute(
-            tables["profiles_identity"].insert().values(
-                id_type="cookie", id_value="c-old", profile_id="old-a", created_at=OLD
-            )
+            tables["profiles_identity"]
+            .insert()
+            .values(id_type="cookie", id_value="c-old", profile_id="old-a", created_at=OLD)
         )
         connection.execute(
             tables["profiles_alias"].insert().values(alias_id="old-b", profile_id="old-a")
@@ -259,7 +260,9 @@ def test_migrate__previous_release_at_version_4__stamped_upgraded_data_kept(
             tables["profiles_feed"].insert().values(id=1, last_position=2, purged_through=0)
         )
         connection.execute(
-            tables["profiles_model"].insert().values(
+            tables["profiles_model"]
+            .insert()
+            .values(
                 version="conv-old",
                 goal="purchase",
                 trained_at=OLD,

@@ -243,4 +243,3 @@ def test_identify__survivor_merged_away_right_after_commit__answers_without_erro
     assert result.profile.profile_id == survivor
     assert store.get(survivor).profile_id == older
     assert {k.value for k in store.get(older).identities} == {a.value, b.value, c.value}
-

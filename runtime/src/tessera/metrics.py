@@ -61,4 +61,4 @@ def record_rpc(method: str, code: str, seconds: float) -> None:
 def serve(host: str, port: int) -> None:
     """Serve /metrics on `host:port` from a background thread; port 0 serves nothing."""
     if port:
-        start_http_server(port, addr=host)
+        start_http_server(port, addr=host.strip("[]"))

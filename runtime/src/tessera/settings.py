@@ -107,8 +107,14 @@ class RuntimeSettings(BaseSettings):
         address: str = getattr(self, f"{service}_address")
         if address:
             return address
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"{host}:{self.port_of(service)}"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "[::]", "") else self.host
+        return host_port(host, self.port_of(service))
+
+
+def host_port(host: str, port: int) -> str:
+    """`host:port`, with an IPv6 address in brackets ([::1]:50052) as gRPC reads it."""
+    bare = host.strip("[]")
+    return f"[{bare}]:{port}" if ":" in bare else f"{host}:{port}"
 
 
 def is_loopback(host: str) -> bool:
