@@ -104,8 +104,9 @@ format: install $(BUF)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install  ## Decide against an echo RPC, at concurrency 1, 16 and 64
+bench: install  ## Decide against an echo RPC, at concurrency 1, 16 and 64; one worker vs two
 	$(PY) -m bench
+	$(PY) -m bench.workers
 
 clean:
 	-$(PY) tools/protogen.py --clean
