@@ -467,3 +467,30 @@ def test_stream_events__embedded_sqlite__same_feed_live(tmp_path: Path) -> None:
     assert kinds == ["event", "event", "merge", "deletion"]
     assert [r.event.event_id for r in records[:2]] == sent
     assert [r.sequence for r in records] == [1, 2, 3, 4]
+
+
+def test_feed_runner__records_handled__head_position_and_count_in_the_metrics(
+    server: ServerThread, profiles: Stub, feed_url: str
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    handled_before = sample("tessera_feed_records_total", consumer="test-consumer")
+    runner = RunnerThread(server.address, feed_url)
+    person = new_profile(profiles)
+    try:
+        tracked = [track(profiles, event(person)) for _ in range(3)]
+        runner.wait_seen(tracked)
+        position = runner.runner.position
+        checkpointed = sample("tessera_feed_consumer_sequence", consumer="test-consumer")
+        handled = sample("tessera_feed_records_total", consumer="test-consumer")
+        head = sample("tessera_feed_head_sequence")
+    finally:
+        runner.stop()
+
+    assert checkpointed == position > 0
+    assert handled >= handled_before + 3
+    # Lag in records, as the dashboard computes it: the head minus the checkpoint.
+    assert head >= position

@@ -48,6 +48,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col
 
+from tessera import metrics
 from tessera.db import Database
 from tessera.definitions.watcher import Backoff, _close
 
@@ -198,6 +199,7 @@ class FeedRunner(Generic[R]):
 
     def _advanced(self, position: int) -> None:
         self.position = position
+        metrics.FEED_POSITION.labels(self.consumer).set(position)
         moved, self._moved = self._moved, asyncio.Event()
         moved.set()
 
@@ -296,6 +298,7 @@ class FeedRunner(Generic[R]):
             assert self.handle is not None
             await self.handle(records)
             await database.run(self.cursors.set, self.consumer, cursor, last)
+        metrics.FEED_RECORDS.labels(self.consumer).inc(len(records))
         self._advanced(last)
         return last
 

@@ -8,7 +8,7 @@ import grpc
 
 from tessera import db, migrations
 from tessera.catalog import Catalog
-from tessera.clients import peer_channel
+from tessera.clients import observed, peer_channel
 from tessera.decision.application.campaigns import Campaigns
 from tessera.decision.application.decide import Decider
 from tessera.decision.transport.convert import campaign_from_proto
@@ -46,8 +46,11 @@ class DecisionService:
             peer: peer_channel(self.settings.address_of(peer))
             for peer in ("profiles", "segments", "experiments")
         }
-        segments = segments_pb2_grpc.SegmentServiceStub(self.channels["segments"])
-        experiments = experiments_pb2_grpc.ExperimentServiceStub(self.channels["experiments"])
+        # Every unary call to a peer is timed: fan-out latency per dependency.
+        segments = observed(segments_pb2_grpc.SegmentServiceStub(self.channels["segments"]))
+        experiments = observed(
+            experiments_pb2_grpc.ExperimentServiceStub(self.channels["experiments"])
+        )
         self.evaluator: Evaluator = (
             InProcessEvaluator(segments, experiments)
             if self.settings.evaluation == "in_process"
@@ -58,7 +61,7 @@ class DecisionService:
         self.decider = Decider(
             campaigns,
             self.evaluator,
-            profiles_pb2_grpc.ProfileServiceStub(self.channels["profiles"]),
+            observed(profiles_pb2_grpc.ProfileServiceStub(self.channels["profiles"])),
             self.settings.decide_deadline_s,
         )
         self.campaigns = Campaigns(self.catalog, segments, experiments)

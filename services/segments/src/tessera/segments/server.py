@@ -6,7 +6,7 @@ import grpc
 
 from tessera import db, migrations
 from tessera.catalog import Catalog
-from tessera.clients import peer_channel
+from tessera.clients import observed, peer_channel
 from tessera.profiles.v1 import profiles_pb2_grpc
 from tessera.segments.transport.servicer import SegmentServicer
 from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
@@ -34,7 +34,7 @@ class SegmentsService:
         self.channel = peer_channel(self.settings.address_of("profiles"))
         self.servicer = SegmentServicer(
             self.catalog,
-            profiles_pb2_grpc.ProfileServiceStub(self.channel),
+            observed(profiles_pb2_grpc.ProfileServiceStub(self.channel)),
             self.settings.peer_deadline_s,
         )
 
