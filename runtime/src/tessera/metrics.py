@@ -50,6 +50,21 @@ DEFINITIONS_HELD = Gauge(
     multiprocess_mode="max",
 )
 
+EXPOSURES_SENT = Counter(
+    "tessera_exposures_sent_total",
+    "Exposures the decision service delivered to the experiment service.",
+)
+EXPOSURES_DROPPED = Counter(
+    "tessera_exposures_dropped_total",
+    "Exposures the decision service gave up on, by reason (queue_full, refused, shutdown).",
+    ["reason"],
+)
+EXPOSURE_QUEUE_DEPTH = Gauge(
+    "tessera_exposure_queue_depth",
+    "Exposures waiting in the decision service to be sent, including a batch in flight.",
+    multiprocess_mode="livesum",
+)
+
 
 def record_rpc(method: str, code: str, seconds: float) -> None:
     """Count one finished RPC (`method` as gRPC names it: /package.Service/Method)."""

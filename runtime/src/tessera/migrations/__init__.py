@@ -53,8 +53,6 @@ from tessera.errors import FailedPrecondition
 from tessera.settings import RuntimeSettings
 
 log = logging.getLogger("tessera.migrations")
-# Alembic says "Context impl ..." at every command; what ran is logged here.
-logging.getLogger("alembic").setLevel(logging.WARNING)
 
 HERE = Path(__file__).resolve().parent
 
