@@ -91,7 +91,8 @@ class CursorMoved(Exception):
 class Cursors:
     """The feed cursors of one service's consumers, in its own database (blocking).
 
-    Add `tables` to the service's `db.migrate` tables.
+    Its table comes from a revision of the service's migrations (`tables` lists
+    it for the service's `migrations.tables()`).
     """
 
     def __init__(self, database: Database, service: str) -> None:
