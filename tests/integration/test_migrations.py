@@ -463,3 +463,48 @@ def test_cli_migrate__postgres__upgrades_then_nothing_to_do_and_check_says_so(
     assert second.stdout.splitlines() == ["profiles: nothing to do (at 0005)"]
     assert after.returncode == 0
     assert after.stdout.count("up to date") == 4
+
+
+def test_new_revision__model_adds_a_table__revision_creates_it_and_upgrades(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pathlib import Path
+
+    real = migrations.schema_of("decision")
+    extra = Table(
+        "decision_pressure",
+        MetaData(),
+        Column("profile_id", String(40), primary_key=True),
+        Column("spent", Integer, nullable=False),
+    )
+    grown = migrations.Schema(
+        real.service, real.versions, lambda: [*real.tables(), extra], real.legacy
+    )
+    monkeypatch.setattr(migrations, "schema_of", lambda service: grown)
+    into = Path(str(tmp_path)) / "versions"
+    into.mkdir()
+
+    written = migrations.new_revision("decision", "pressure counters", into=into)
+
+    source = written.read_text()
+    assert written.parent == into and written.name == "v0002_pressure_counters.py"
+    assert 'revision = "0002"' in source and 'down_revision = "0001"' in source
+    assert "op.create_table(" in source and "decision_pressure" in source
+    assert "sa.String(length=40)" in source
+    database = db.Database(f"sqlite:///{tmp_path}/grown.db")
+    try:
+        monkeypatch.setattr(migrations, "config", _with_extra(migrations.config, into))
+        migrations.upgrade(database.engine, "decision")
+        assert differences(database, "decision") == []
+        assert "decision_pressure" in tables_of(database)
+    finally:
+        database.dispose()
+
+
+def _with_extra(config: object, into: object) -> object:
+    """`migrations.config` reading revisions from `into` as well."""
+
+    def configured(service: str, connection: object = None, url: str = "", extra: object = None):
+        return config(service, connection, url, extra or into)  # type: ignore[operator]
+
+    return configured

@@ -79,9 +79,14 @@ def serve(name: str, worker: bool = False) -> int:
     return 0
 
 
-def migrate(services: list[str], check: bool) -> int:
+def migrate(services: list[str], check: bool, new_revision: str | None = None) -> int:
     """Upgrade (or with `check`, only report) the tables of `services`, all four by default."""
     from tessera import db, migrations
+
+    if new_revision is not None:
+        for name in services:
+            print(f"{name}: wrote {migrations.new_revision(name, new_revision)}")
+        return 0
 
     settings = RuntimeSettings()
     logs.configure("migrate", settings.log_level)
@@ -396,6 +401,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="change nothing; say where each schema stands, exit 1 if one is behind",
     )
+    migrate_parser.add_argument(
+        "--new-revision",
+        metavar="MESSAGE",
+        help="for developers: write the named service's next revision, what its models add "
+        "to its tables (Alembic autogenerate), to review before committing",
+    )
     args = parser.parse_args(argv)
     if args.command == "migrate":
         unknown = [name for name in args.service if name not in SERVICES]
@@ -403,7 +414,9 @@ def main(argv: list[str] | None = None) -> int:
             migrate_parser.error(
                 f"no service {', '.join(unknown)}; choose from {', '.join(SERVICES)}"
             )
-        return migrate(args.service, args.check)
+        if args.new_revision is not None and len(args.service) != 1:
+            migrate_parser.error("--new-revision writes one service's revision: name the service")
+        return migrate(args.service, args.check, args.new_revision)
     if args.command == "train":
         # The profile service's own command, imported only when it runs.
         training = importlib.import_module("tessera.profiles.train_cli")

@@ -33,6 +33,9 @@ import functools
 import hashlib
 import importlib
 import logging
+import os
+import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,15 +103,19 @@ def owns(service: str, name: str | None) -> bool:
     return bool(name) and str(name).startswith(f"{service}_") and name != version_table(service)
 
 
-def config(service: str, connection: Connection | None = None, url: str = "") -> Config:
+def config(
+    service: str, connection: Connection | None = None, url: str = "", extra: Path | None = None
+) -> Config:
     """Alembic's configuration for `service`, built here rather than read from a file.
 
     `env.py` runs on `connection` when given, else on a connection to `url`.
+    `extra` is one more folder of revisions (a new one written elsewhere).
     """
     cfg = Config()
     cfg.set_main_option("script_location", str(HERE))
     cfg.set_main_option("path_separator", "os")
-    cfg.set_main_option("version_locations", str(schema_of(service).versions))
+    folders = [str(schema_of(service).versions), *([str(extra)] if extra else [])]
+    cfg.set_main_option("version_locations", os.pathsep.join(folders))
     # Revision files are named v<id>_<slug>.py: importable names (mypy, ruff).
     cfg.set_main_option("file_template", "v%%(rev)s_%%(slug)s")
     cfg.attributes["service"] = service
@@ -174,6 +181,43 @@ def head(service: str) -> str:
     if found is None:
         raise RuntimeError(f"{service} has no migrations")
     return found
+
+
+def new_revision(service: str, message: str, into: Path | None = None) -> Path:
+    """Write `service`'s next revision: what its tables lack against its models.
+
+    For developers (`tessera migrate --new-revision`): Alembic's autogenerate
+    compares the models with a scratch SQLite database brought to the
+    current head, and writes the difference as `op.*` calls to review and
+    complete (data to move, defaults to fill). Into the service's
+    `versions/`, or `into`.
+    """
+    with tempfile.TemporaryDirectory(prefix="tessera-revision-") as scratch:
+        url = f"sqlite:///{scratch}/scratch.db"
+        engine = make_engine(url)
+        try:
+            upgrade(engine, service)
+        finally:
+            engine.dispose()
+        number = f"{int(head(service)) + 1:04d}"
+        cfg = config(service, url=url, extra=into)
+        ruff = Path(sys.executable).with_name("ruff")
+        if ruff.is_file():  # a developer's environment: the file in the project's format
+            cfg.set_section_option("post_write_hooks", "hooks", "ruff")
+            cfg.set_section_option("post_write_hooks", "ruff.type", "exec")
+            cfg.set_section_option("post_write_hooks", "ruff.executable", str(ruff))
+            cfg.set_section_option(
+                "post_write_hooks", "ruff.options", "format REVISION_SCRIPT_FILENAME"
+            )
+        written = command.revision(
+            cfg,
+            message=message,
+            autogenerate=True,
+            rev_id=number,
+            version_path=str(into) if into else None,
+        )
+    assert written is not None and not isinstance(written, list)
+    return Path(written.path)
 
 
 def _lock_key(service: str) -> int:
