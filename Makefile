@@ -15,8 +15,9 @@ BUF := .tools/node_modules/.bin/buf
 # Five editable distributions sharing the `tessera` namespace (see pyproject.toml).
 DISTRIBUTIONS := runtime services/profiles services/segments services/experiments services/decision
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(DISTRIBUTIONS))
-# What the venv installs: every distribution, profiles with its training extra.
-EDITABLES := $(subst services/profiles,'services/profiles[train]',$(DISTRIBUTIONS))
+# What the venv installs: every distribution, profiles with its training extra,
+# experiments with its report extra.
+EDITABLES := $(subst services/experiments,'services/experiments[report]',$(subst services/profiles,'services/profiles[train]',$(DISTRIBUTIONS)))
 
 $(INSTALLED): $(PYPROJECTS)
 	@$(PYTHON) -c 'import sys, ensurepip; sys.exit(0 if sys.version_info >= (3, 11) else "Tessera needs Python 3.11 or newer: make PYTHON=python3.11 ...")' \
@@ -104,8 +105,11 @@ format: install $(BUF)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install  ## Decide against an echo RPC, at concurrency 1, 16 and 64; one worker vs two
+bench: install  ## assignment against GrowthBook's SDK; Decide against an echo RPC, at concurrency 1, 16 and 64; EstimateSize over 1M profiles; one worker vs two
+	$(PY) -m pip install --quiet --disable-pip-version-check --group bench
+	$(PY) -m bench.assignment
 	$(PY) -m bench
+	$(PY) -m bench.segments --echo
 	$(PY) -m bench.workers
 
 clean:

@@ -143,11 +143,11 @@ def test_decide__known_on_app_then_cookie_login__merged_profile_keeps_app_varian
 ) -> None:
     # Known on the app as the account, then anonymous on the web as a second
     # profile, then logging in on the web merges the two. Each profile was
-    # shown a variant before anyone knew they were one person; the survivor
-    # (the older profile) keeps its variant on every channel from then on.
-    # The anonymous web variant is not kept when it differs: exposures are
-    # not recorded yet, so nothing remembers it (and two conflicting
-    # exposures would need a rule of their own).
+    # shown a variant before anyone knew they were one person; the person
+    # keeps the variant of their first exposure (docs/experiments.md,
+    # "Merges"), here the app's, on every channel from then on. The reverse
+    # order (exposed on the web first, the app profile older) is
+    # test_experiment_loop's merge test.
     everyone, placement = unique("all"), unique("slot")
     segment(tessera, everyone, "true")
     campaign(tessera, unique("omni"), [placement], [everyone])

@@ -50,8 +50,12 @@ def segments(segments_server: ServerThread) -> Iterator[segments_pb2_grpc.Segmen
 
 
 @pytest.fixture(scope="module")
-def experiments_server(store_env: dict[str, str]) -> Iterator[ServerThread]:
-    settings = _settings(store_env)
+def experiments_server(
+    store_env: dict[str, str], profiles_server: ServerThread
+) -> Iterator[ServerThread]:
+    # The profile service: its change feed brings conversions, and sticky
+    # variants are written onto profiles.
+    settings = {**_settings(store_env), "profiles_address": profiles_server.address}
     server = ServerThread(lambda: ExperimentsService(ExperimentsSettings(**settings))).start()
     yield server
     server.stop()

@@ -775,7 +775,8 @@ class StoredData:
 # committed before (by the seed or an accepted call): not the doing of the
 # call under test, so left out of the comparison. A row a refused call added
 # would still show.
-BACKGROUND_TABLES = frozenset({"profiles_feed"})
+# The segment service stores its projection of profiles in the background too.
+BACKGROUND_TABLES = frozenset({"profiles_feed", "segments_projection", "segments_feed_cursor"})
 BACKGROUND_COLUMNS = frozenset({"position", "sequenced_at"})
 
 

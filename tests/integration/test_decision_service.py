@@ -36,7 +36,9 @@ class Outage:
     ) -> None:
         settings = _settings(store_env)
         self.experiments_server = ServerThread(
-            lambda: ExperimentsService(ExperimentsSettings(**settings))
+            lambda: ExperimentsService(
+                ExperimentsSettings(**settings, profiles_address=profiles.address)
+            )
         ).start()
         peers = {
             "profiles_address": profiles.address,

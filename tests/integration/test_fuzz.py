@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -339,9 +340,37 @@ class Fuzz:
         """Dump the stored data again before the next call (something else wrote)."""
         self._known = None
 
+    def settle(self, timeout_s: float = 20.0) -> None:
+        """Wait until the background work of earlier calls is done.
+
+        An accepted Decide sends exposures later, the experiment service then
+        writes sticky variants onto profiles, and it follows the change feed
+        into its own tables: writes no refused call made, so they must all be
+        done before a dump is compared with the next one.
+        """
+        decision = self.servers["decision"]
+        experiments = self.servers["experiments"]
+        profiles = self.servers["profiles"]
+        assert decision.running and experiments.running and profiles.running
+        decision.call(decision.running.service.exposures.flushed())
+        service = experiments.running.service
+        experiments.call(service.sync.idle())
+        feed = profiles.running.service.feed.store
+        deadline = time.monotonic() + timeout_s
+        while True:
+            feed.sequence()
+            runner = service.conversions.runner
+            waiting = feed.read(runner.position, sorted(service.conversions.goal_types), 1)
+            if not waiting.records:
+                return
+            assert time.monotonic() < deadline, "the experiment service did not follow the feed"
+            time.sleep(0.02)
+
     def assert_sound(self, method: MethodDescriptor, requests: list[bytes]) -> Outcome:
         """Send `requests`; assert the status, the time, and no trace of a rejection."""
         rpc = self.rpc(method)
+        if self._known is None:
+            self.settle()
         before = self._known if self._known is not None else self.stored.dump()
         timeout = STREAM_TIMEOUT_S if rpc.streams_responses else CALL_TIMEOUT_S
         outcome = call(self.channel(rpc.address), rpc, requests, timeout)
@@ -355,6 +384,7 @@ class Fuzz:
         if outcome.answered or not _checkable(rpc, requests, outcome):
             self._known = None
             return outcome
+        self.settle()
         after = self.stored.dump()
         assert after == before, (
             f"{where} answered {outcome.code.name} ({outcome.details}) but changed stored data:\n"
@@ -383,7 +413,7 @@ def start_servers(env: dict[str, Any]) -> dict[str, ServerThread]:
         lambda: SegmentsService(SegmentsSettings(**env, **peers))
     ).start()
     servers["experiments"] = ServerThread(
-        lambda: ExperimentsService(ExperimentsSettings(**env))
+        lambda: ExperimentsService(ExperimentsSettings(**env, **peers))
     ).start()
     peers = {f"{name}_address": server.address for name, server in servers.items()}
     servers["decision"] = ServerThread(

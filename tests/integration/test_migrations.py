@@ -202,8 +202,9 @@ def test_migrate__empty_database__every_service_at_head_tables_as_the_code_expec
     assert not again.changed
 
 
-def test_migrate__previous_release_at_version_4__stamped_upgraded_data_kept(
-    fresh_database: db.Database,
+@pytest.mark.parametrize("version", [4, 5])
+def test_migrate__previous_release_at_version_4_or_5__stamped_upgraded_data_kept(
+    fresh_database: db.Database, version: int
 ) -> None:
     from tessera.profiles.domain.model import EventData, IdentityKey
     from tessera.profiles.storage.feed import FeedStore
@@ -215,7 +216,7 @@ def test_migrate__previous_release_at_version_4__stamped_upgraded_data_kept(
     metadata.create_all(engine)
     tables = metadata.tables
     with engine.begin() as connection:
-        connection.execute(tables["profiles_schema"].insert().values(version=4))
+        connection.execute(tables["profiles_schema"].insert().values(version=version))
         connection.execute(
             tables["profiles_profile"].insert(),
             [
@@ -256,8 +257,26 @@ def test_migrate__previous_release_at_version_4__stamped_upgraded_data_kept(
                 for n in (1, 2)
             ],
         )
+        if version == 5:  # its backfill: the profile's record, sequenced
+            connection.execute(
+                tables["profiles_log"]
+                .insert()
+                .values(
+                    kind="profile",
+                    profile_id="old-a",
+                    type="",
+                    channel=0,
+                    ts=OLD,
+                    properties={"traits": {"plan": "pro"}, "identity_types": ["cookie"]},
+                    identities=[],
+                    applied=True,
+                    position=3,
+                    sequenced_at=OLD,
+                )
+            )
+        last = 3 if version == 5 else 2
         connection.execute(
-            tables["profiles_feed"].insert().values(id=1, last_position=2, purged_through=0)
+            tables["profiles_feed"].insert().values(id=1, last_position=last, purged_through=0)
         )
         connection.execute(
             tables["profiles_model"]
@@ -290,7 +309,12 @@ def test_migrate__previous_release_at_version_4__stamped_upgraded_data_kept(
     feed = FeedStore(fresh_database)
     feed.sequence()
     served = [(r.sequence, r.event.event_id) for r in feed.read(0, [], 10).records if r.event]
-    assert served == [(1, "e-1"), (2, "e-2"), (3, "e-3")]
+    # 3: the profile's record, from version 5's backfill or from 0006 (once either way).
+    assert served == [(1, "e-1"), (2, "e-2"), (4, "e-3")]
+    records = feed.read(0, [], 10, profiles=True).records
+    assert [(r.sequence, r.profile_id, dict(r.traits)) for r in records if r.kind == "profile"] == [
+        (3, "old-a", {"plan": "pro"})
+    ]
     assert store.identify([IdentityKey("cookie", "c-old")]).profile.profile_id == "old-a"
 
 
@@ -344,6 +368,56 @@ def test_migrate__hand_written_version_1__each_step_runs_data_kept(
     assert [(key, s.counts) for key, s in series.items()] == [(("purchase", "", ""), (1,))]
 
 
+def test_migrate__profiles_at_0005__0006_gives_each_profile_one_profile_record(
+    fresh_database: db.Database,
+) -> None:
+    from tessera.profiles.storage.feed import FeedStore
+
+    engine = fresh_database.engine
+    migrations.upgrade(engine, "profiles", "0005")
+    with engine.begin() as connection:  # three profiles of 0005, one with identities
+        for profile_id, traits in (("old-a", '{"plan": "pro"}'), ("old-b", "{}"), ("old-c", "{}")):
+            connection.execute(
+                text(
+                    "INSERT INTO profiles_profile (profile_id, traits, history, created_at,"
+                    f" updated_at) VALUES ('{profile_id}', '{traits}', '{{}}',"
+                    " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                )
+            )
+        for id_type, value in (("email", "h1"), ("cookie", "c1"), ("cookie", "c2")):
+            connection.execute(
+                text(
+                    "INSERT INTO profiles_identity (id_type, id_value, profile_id, created_at)"
+                    f" VALUES ('{id_type}', '{value}', 'old-a', '2026-01-01 00:00:00')"
+                )
+            )
+        # old-c's record was written by a replica of this release before 0006 ran.
+        connection.execute(
+            text(
+                "INSERT INTO profiles_log (kind, profile_id, type, channel, ts, properties,"
+                " identities, applied) VALUES ('profile', 'old-c', '', 0, '2026-01-02 00:00:00',"
+                " '{\"traits\": {}, \"identity_types\": []}', '[]', true)"
+            )
+        )
+
+    done = migrations.upgrade(engine, "profiles")
+    feed = FeedStore(fresh_database)
+    feed.sequence()
+    records = feed.read(0, [], 100, profiles=True).records
+    hidden = feed.read(0, [], 100).records
+
+    assert (done.before, done.after) == ("0005", "0006")
+    assert sorted(
+        (r.kind, r.profile_id, dict(r.traits), list(r.identity_types)) for r in records
+    ) == [
+        ("profile", "old-a", {"plan": "pro"}, ["cookie", "email"]),
+        ("profile", "old-b", {}, []),
+        ("profile", "old-c", {}, []),
+    ]
+    assert hidden == []
+    assert differences(fresh_database, "profiles") == []
+
+
 def test_migrate__segments_of_hand_written_version_1__stamped_definitions_kept(
     fresh_database: db.Database,
 ) -> None:
@@ -358,7 +432,9 @@ def test_migrate__segments_of_hand_written_version_1__stamped_definitions_kept(
 
     done = migrations.upgrade(engine, "segments")
 
-    assert (done.before, done.after) == ("0001", "0001")
+    # Its version 1 created the cursor and projection tables from the models: 0002 keeps them.
+    assert (done.before, done.after) == ("0001", migrations.head("segments"))
+    assert differences(fresh_database, "segments") == []
     assert "segments_schema" not in tables_of(fresh_database)
     assert store.get("juicer-fans").body == '{"key": "juicer-fans"}'
 
@@ -454,13 +530,13 @@ def test_cli_migrate__postgres__upgrades_then_nothing_to_do_and_check_says_so(
         after = tessera("migrate", "--check")
 
     assert before.returncode == 1
-    assert "profiles: at nothing, this release's head 0005: behind" in before.stdout
+    assert "profiles: at nothing, this release's head 0006: behind" in before.stdout
     assert first.returncode == 0, first.stderr
     assert first.stdout.splitlines() == [
         f"{service}: empty -> {migrations.head(service)} (at {migrations.head(service)})"
         for service in ("profiles", "segments", "experiments", "decision")
     ]
-    assert second.stdout.splitlines() == ["profiles: nothing to do (at 0005)"]
+    assert second.stdout.splitlines() == ["profiles: nothing to do (at 0006)"]
     assert after.returncode == 0
     assert after.stdout.count("up to date") == 4
 

@@ -25,6 +25,7 @@ from support import ServerThread, create_tables, field_of, free_port
 
 from tessera import db
 from tessera.common.v1 import common_pb2
+from tessera.convert import dict_to_struct, struct_to_dict
 from tessera.definitions.watcher import Backoff
 from tessera.feed import Cursors, FeedRunner, profile_events, sequence_of
 from tessera.profiles.server import ProfilesService, ProfilesSettings
@@ -116,8 +117,12 @@ def track(profiles: Stub, message: common_pb2.Event) -> str:
 class Follower:
     """Reads StreamEvents live in a thread of its own, noting when each record arrived."""
 
-    def __init__(self, profiles: Stub, after: int = 0, types: Sequence[str] = ()) -> None:
-        request = profiles_pb2.StreamEventsRequest(after=after, types=list(types))
+    def __init__(
+        self, profiles: Stub, after: int = 0, types: Sequence[str] = (), with_profiles: bool = False
+    ) -> None:
+        request = profiles_pb2.StreamEventsRequest(
+            after=after, types=list(types), include_profiles=with_profiles
+        )
         self.call = profiles.StreamEvents(request, timeout=120)
         self.records: list[tuple[Record, float]] = []
         self.error: grpc.RpcError | None = None
@@ -440,7 +445,8 @@ def test_stream_events__cursor_older_than_retention__failed_precondition_then_ru
         server.stop()
 
     assert field_of(refused) == "after"
-    assert "oldest sequence still held is 4" in (refused.details() or "")
+    # Purged: the profile's snapshot record (1) and the three events (2 to 4).
+    assert "oldest sequence still held is 5" in (refused.details() or "")
     assert seen == [kept]
     assert not set(purged) & set(seen)
 
@@ -466,7 +472,9 @@ def test_stream_events__embedded_sqlite__same_feed_live(tmp_path: Path) -> None:
     kinds = [r.WhichOneof("record") for r in records]
     assert kinds == ["event", "event", "merge", "deletion"]
     assert [r.event.event_id for r in records[:2]] == sent
-    assert [r.sequence for r in records] == [1, 2, 3, 4]
+    # 1, 2 and 6 are profile records (the two new profiles, the survivor
+    # after the merge), served only to a follower that asks for them.
+    assert [r.sequence for r in records] == [3, 4, 5, 7]
 
 
 def test_feed_runner__records_handled__head_position_and_count_in_the_metrics(
@@ -494,3 +502,42 @@ def test_feed_runner__records_handled__head_position_and_count_in_the_metrics(
     assert handled >= handled_before + 3
     # Lag in records, as the dashboard computes it: the head minus the checkpoint.
     assert head >= position
+
+
+def test_stream_events__include_profiles__traits_and_identity_types_after_each_change(
+    tmp_path: Path,
+) -> None:
+    server = ServerThread(lambda: ProfilesService(ProfilesSettings(data_dir=str(tmp_path)))).start()
+    try:
+        with server.channel() as channel:
+            profiles = Stub(channel)
+            follower = Follower(profiles, with_profiles=True)
+            web = cookie()
+            email = common_pb2.Identity(type="email", value=f"{uuid.uuid4().hex}@example.com")
+            older, newer = new_profile(profiles, web), new_profile(profiles, email)
+            profiles.UpdateTraits(
+                profiles_pb2.UpdateTraitsRequest(
+                    profile_id=newer, traits=dict_to_struct({"plan": "pro", "country": "FR"})
+                )
+            )
+            profiles.UpdateTraits(
+                profiles_pb2.UpdateTraitsRequest(
+                    profile_id=older, traits=dict_to_struct({"plan": "free"})
+                )
+            )
+            profiles.Identify(profiles_pb2.IdentifyRequest(identities=[web, email]))
+            follower.wait_for(lambda f: len(f.records) == 6)
+            records = follower.close()
+    finally:
+        server.stop()
+
+    kinds = [r.WhichOneof("record") for r in records]
+    assert kinds == ["profile", "profile", "profile", "profile", "merge", "profile"]
+    assert [r.profile.profile_id for r in records[:2]] == [older, newer]
+    assert records[1].profile.identity_types == ["email"]
+    assert struct_to_dict(records[2].profile.traits) == {"plan": "pro", "country": "FR"}
+    # The survivor's state after the merge: its own traits win, identities join.
+    last = records[5].profile
+    assert last.profile_id == older
+    assert struct_to_dict(last.traits) == {"plan": "free", "country": "FR"}
+    assert list(last.identity_types) == ["cookie", "email"]

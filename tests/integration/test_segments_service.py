@@ -191,11 +191,11 @@ def test_list__pages__every_segment_once_in_key_order(segments: Stub) -> None:
     assert len(seen) == len(set(seen)) >= 3
 
 
-def test_estimate_size__not_built__unimplemented(segments: Stub) -> None:
+def test_estimate_size__unknown_segment__not_found(segments: Stub) -> None:
     with pytest.raises(grpc.RpcError) as raised:
-        segments.EstimateSize(segments_pb2.EstimateSizeRequest(segment_key="x"))
+        segments.EstimateSize(segments_pb2.EstimateSizeRequest(segment_key="x"), timeout=10)
 
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_two_replicas__reference_and_delete_on_different_replicas__checked_against_the_database(

@@ -4,6 +4,12 @@ tessera up                 start all four services, stop them on Ctrl-C
 tessera serve profiles     serve one service in this process
 tessera decide --identity cookie=abc --placement home_hero
 tessera train conversion   learn the conversion model from the stored events
+tessera report --simulate  the report of a simulated experiment: table and PNG
+tessera apply -f examples/juicer
+                           create or update segments, experiments, campaigns from YAML
+tessera segments list      (also experiments, campaigns: list, get, delete; profiles: get,
+                           export, delete; track): a table, or --output json / yaml
+tessera segments size KEY  size and value of a segment (or a rule)
 tessera migrate            create or upgrade every service's tables
 """
 
@@ -24,7 +30,8 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, struct_pb2
 
-from tessera import logs, metrics, tracing
+from tessera import admin, logs, metrics, tracing
+from tessera.console import error_line
 from tessera.errors import TesseraError
 from tessera.settings import SERVICES, RuntimeSettings, check_exposure
 from tessera.suite import START_ORDER, start_suite
@@ -198,7 +205,7 @@ def decide(args: argparse.Namespace) -> int:
                 request, timeout=args.timeout
             )
         except grpc.RpcError as error:
-            print(_explain(error, address), file=sys.stderr)
+            print(error_line(error, address), file=sys.stderr)
             return 1
     shown = json_format.MessageToDict(
         reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
@@ -263,7 +270,7 @@ def demo(args: argparse.Namespace) -> int:
                 event.properties.update({"category": "juicers", "product_id": product})
                 profiles.Track(profiles_pb2.TrackRequest(event=event), timeout=5)
     except grpc.RpcError as error:
-        print(_explain(error, settings.address_of("segments")), file=sys.stderr)
+        print(error_line(error, settings.address_of("segments")), file=sys.stderr)
         return 1
     print(
         "Defined segment juicer-fans and campaign juicer-promo (90% banner, 10% control);\n"
@@ -272,22 +279,6 @@ def demo(args: argparse.Namespace) -> int:
         "--placement home_hero --placement footer"
     )
     return 0
-
-
-def _explain(error: grpc.RpcError, address: str) -> str:
-    """One line for a failed call, with what to do when nothing listens."""
-    call: Any = error  # a grpc.Call as well
-    line = f"{call.code().name}: {call.details()}"
-    if call.code() == grpc.StatusCode.UNAVAILABLE:
-        line += f"\nIs the suite running at {address}? Start it with `make run` (or `tessera up`)."
-    return line
-
-
-def _identity(text: str) -> tuple[str, str]:
-    kind, equals, value = text.partition("=")
-    if not (kind and equals and value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not TYPE=VALUE, e.g. cookie=abc")
-    return kind, value
 
 
 def _context(text: str) -> struct_pb2.Struct:
@@ -300,9 +291,6 @@ def _context(text: str) -> struct_pb2.Struct:
     context = struct_pb2.Struct()
     context.update(value)
     return context
-
-
-CHANNELS = ("web", "app", "email", "sms", "push", "call_center", "store")
 
 
 def _create_once(create: Any) -> None:
@@ -334,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         "--identity",
         action="append",
         required=True,
-        type=_identity,
+        type=admin.identity_arg,
         metavar="TYPE=VALUE",
         help="an identity of the visitor, e.g. cookie=abc or email=a@b.c; repeatable",
     )
@@ -345,7 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         help="a placement to decide, e.g. home_hero; repeatable",
     )
     decide_parser.add_argument(
-        "--channel", default="web", choices=CHANNELS, help="the calling channel (default: web)"
+        "--channel",
+        default="web",
+        choices=admin.CHANNELS,
+        help="the calling channel (default: web)",
     )
     decide_parser.add_argument(
         "--context", type=_context, help="request context as a JSON object, e.g. '{\"page\": 1}'"
@@ -407,6 +398,19 @@ def main(argv: list[str] | None = None) -> int:
         help="for developers: write the named service's next revision, what its models add "
         "to its tables (Alembic autogenerate), to review before committing",
     )
+    report_parser = commands.add_parser(
+        "report",
+        help="an experiment's results: a table per variant and a chart of lift over time",
+        description="Print an experiment's results per variant (lift, intervals, p-values, "
+        "chance to beat control, status) and write a PNG of the cumulative lift with its "
+        "always-valid interval over time.",
+    )
+    # The experiments service's own command, imported only when it runs.
+    importlib.import_module("tessera.experiments.report_cli").add_arguments(report_parser)
+    actions = admin.add_commands(commands)
+    # `segments size` is the segment service's own command: tessera.segments.size_cli.
+    segments_cli = importlib.import_module("tessera.segments.size_cli")
+    segments_cli.configure(actions["segments"])
     args = parser.parse_args(argv)
     if args.command == "migrate":
         unknown = [name for name in args.service if name not in SERVICES]
@@ -417,6 +421,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.new_revision is not None and len(args.service) != 1:
             migrate_parser.error("--new-revision writes one service's revision: name the service")
         return migrate(args.service, args.check, args.new_revision)
+    if args.command == "report":
+        return int(importlib.import_module("tessera.experiments.report_cli").run(args))
+    if args.command == "segments" and args.action == "size":
+        return int(segments_cli.run(args))
+    if args.command in admin.COMMANDS:
+        return admin.run(args)
     if args.command == "train":
         # The profile service's own command, imported only when it runs.
         training = importlib.import_module("tessera.profiles.train_cli")

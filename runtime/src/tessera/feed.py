@@ -102,7 +102,7 @@ class Cursors:
 
     @property
     def tables(self) -> list[type[SQLModel]]:
-        """The tables to create at start."""
+        """Its tables (in the service's `migrations.tables()`, created by its revisions)."""
         return [self.model]
 
     def load(self, consumer: str) -> int:
@@ -323,16 +323,21 @@ async def _retrying(run: Callable[..., Awaitable[int]], *args: Any) -> int:
 
 
 def profile_events(
-    channel: grpc.aio.Channel, event_types: Sequence[str] = ()
+    channel: grpc.aio.Channel, event_types: Sequence[str] = (), include_profiles: bool = False
 ) -> Callable[[int], AsyncIterable[Any]]:
-    """`connect` for the profile service's StreamEvents over `channel`."""
+    """`connect` for the profile service's StreamEvents over `channel`.
+
+    `include_profiles` also asks for profile records (traits, identity types).
+    """
     from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 
     stub = profiles_pb2_grpc.ProfileServiceStub(channel)
 
     def connect(after: int) -> AsyncIterable[Any]:
         return stub.StreamEvents(
-            profiles_pb2.StreamEventsRequest(after=after, types=list(event_types))
+            profiles_pb2.StreamEventsRequest(
+                after=after, types=list(event_types), include_profiles=include_profiles
+            )
         )
 
     return connect

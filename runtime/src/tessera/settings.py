@@ -8,6 +8,7 @@ own fields in a subclass. The README lists every variable.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,6 +65,17 @@ class RuntimeSettings(BaseSettings):
     )
     allow_unauthenticated: bool = Field(
         False, description="Serve a non-loopback address without API keys, on purpose."
+    )
+    # The global holdout (docs/experiments.md): the decision service holds
+    # people out, the experiment service reads the programme's results.
+    global_holdout_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of all people who get no personalization."
+    )
+    global_holdout_goal: str = Field(
+        "purchase", min_length=1, description="Goal event type the programme is measured on."
+    )
+    global_holdout_goal_kind: Literal["conversion", "revenue"] = Field(
+        "conversion", description="How the programme's goal is measured."
     )
 
     # Request limits (tessera.guard): defaults no busy shop meets and every

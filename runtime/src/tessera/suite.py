@@ -78,6 +78,9 @@ class Suite:
     grace_s: float = 5.0
     metrics: dict[str, str] = field(default_factory=dict)
     """Where each service serves its Prometheus metrics."""
+    env: dict[str, str] = field(default_factory=dict)
+    """The environment the services were started with (ports included)."""
+    stdout: int | None = None
 
     def exited(self) -> str | None:
         """The name of a service whose process has exited, if any."""
@@ -89,6 +92,28 @@ class Suite:
     def stop(self) -> dict[str, int]:
         """SIGTERM every service, wait for the drain, return the exit codes."""
         return stop_processes(self.processes, self.grace_s)
+
+    def stop_one(self, name: str) -> int:
+        """SIGTERM one service and wait for its drain; its exit code."""
+        return stop_processes({name: self.processes[name]}, self.grace_s)[name]
+
+    def start_one(self, name: str, timeout_s: float = 60.0) -> None:
+        """Start one service again, on its port and settings, and wait until it is SERVING."""
+        self.processes[name] = _serve(name, self.env, self.stdout)
+        if not wait_serving(self.addresses[name], timeout_s, self.processes[name]):
+            raise RuntimeError(f"{name} did not come back at {self.addresses[name]}")
+
+
+def _serve(name: str, env: Mapping[str, str], stdout: int | None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tessera.cli", "serve", name],
+        env=dict(env),
+        # A session of its own: Ctrl-C in the terminal reaches only
+        # `tessera up`, which stops the services with one SIGTERM each.
+        start_new_session=True,
+        stdout=stdout,
+        stderr=stdout,
+    )
 
 
 def start_suite(
@@ -126,18 +151,12 @@ def start_suite(
             for name in START_ORDER
             if settings.metrics_port_of(name)
         },
+        env=full_env,
+        stdout=stdout,
     )
     try:
         for name in START_ORDER:
-            suite.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "tessera.cli", "serve", name],
-                env=full_env,
-                # A session of its own: Ctrl-C in the terminal reaches only
-                # `tessera up`, which stops the services with one SIGTERM each.
-                start_new_session=True,
-                stdout=stdout,
-                stderr=stdout,
-            )
+            suite.processes[name] = _serve(name, full_env, stdout)
             if not wait_serving(suite.addresses[name], timeout_s, suite.processes[name]):
                 code = suite.processes[name].poll()
                 why = f"exited with {code}" if code is not None else "did not become SERVING"

@@ -10,7 +10,7 @@ folder. Named apart from other folders' helpers so that
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -21,10 +21,12 @@ from tessera import db, migrations
 from tessera.catalog import Catalog
 from tessera.common.v1 import common_pb2
 from tessera.decision.domain.campaigns import Assignments
+from tessera.decision.transport.evaluation import NO_STICKY
 from tessera.decision.v1 import decision_pb2
 from tessera.experiments.v1 import experiments_pb2
 from tessera.profiles.v1 import profiles_pb2
 from tessera.segments.v1 import segments_pb2
+from tessera.sticky import Kept
 
 if TYPE_CHECKING:
     from tessera.experiments.v1.experiments_pb2_grpc import ExperimentServiceAsyncStub
@@ -124,8 +126,11 @@ class FakeSegments:
 class FakeProfiles:
     """ProfileService's Identify: one profile per first identity value."""
 
-    def __init__(self, conversion_probability: float = 0.0) -> None:
+    def __init__(
+        self, conversion_probability: float = 0.0, traits: dict[str, Any] | None = None
+    ) -> None:
         self.conversion_probability = conversion_probability
+        self.traits = traits or {}
         self.timeouts: list[float] = []
         self.fail_next: grpc.StatusCode | None = None
 
@@ -142,6 +147,7 @@ class FakeProfiles:
             raise rpc_error(code, "injected")
         profile = profiles_pb2.Profile(profile_id=f"p-{request.identities[0].value}")
         profile.features.conversion_probability = self.conversion_probability
+        profile.traits.update(self.traits)
         return profiles_pb2.IdentifyResponse(profile=profile)
 
 
@@ -158,6 +164,7 @@ class FakeEvaluator:
         self.variants = variants
         self.held_out = frozenset(held_out)
         self.assigned: list[list[str]] = []
+        self.sticky: list[dict[str, Kept]] = []
         self.timeouts: list[float] = []
 
     async def start(self) -> None:
@@ -183,9 +190,11 @@ class FakeEvaluator:
         channel: common_pb2.Channel.ValueType,
         experiment_keys: Sequence[str],
         timeout: float,
+        sticky: Mapping[str, Kept] = NO_STICKY,
     ) -> Assignments:
         self.timeouts.append(timeout)
         self.assigned.append(list(experiment_keys))
+        self.sticky.append(dict(sticky))
         return Assignments(
             {k: v for k, v in self.variants.items() if k in experiment_keys},
             frozenset(k for k in self.held_out if k in experiment_keys),

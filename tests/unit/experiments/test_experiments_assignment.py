@@ -1,8 +1,8 @@
 """Assignment of one experiment: order of checks, splits, stickiness, seeds.
 
-The sticky-variant tests pin `assign`'s domain rule only: nothing in
-production passes a sticky variant yet (exposures are not recorded), so they
-say nothing about a person keeping a variant end to end.
+The sticky-variant tests pin `assign`'s domain rule; a person keeping their
+variant end to end (exposures recorded, the sticky record on the profile) is
+pinned by tests/e2e/test_experiment_loop.py.
 """
 
 from __future__ import annotations

@@ -107,3 +107,12 @@ def test_bucket__seeds_differing_in_one_character__uncorrelated() -> None:
 
     # Null sd of r is 1/sqrt(n) ~ 0.014; 4 sd.
     assert abs(correlation) < 0.057
+
+
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_hash_v2__cached_seed_state__equals_hashing_seed_plus_value(seed, value):
+    # hash_v2 continues from the seed's cached FNV state; the definition
+    # hashes the concatenation (docs/hashing.md).
+    inner = fnv1a_32(seed + value)
+
+    assert hash_v2(seed, value) == (fnv1a_32(str(inner)) % BUCKET_RESOLUTION) / BUCKET_RESOLUTION

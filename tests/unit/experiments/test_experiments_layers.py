@@ -70,9 +70,8 @@ def test_assign_all__no_layer__profile_can_enter_every_experiment() -> None:
 def test_assign_all__sticky_in_layer__wins_the_layer() -> None:
     """A profile exposed to one experiment of a layer keeps that one.
 
-    Domain only: production does not reach this path yet. No caller passes
-    `sticky` (exposures are not recorded), so this pins the rule the
-    exposure-wiring issue will rely on, not end-to-end stickiness.
+    The domain rule; Decide passes the sticky variants the profile carries
+    (tests/e2e/test_experiment_loop.py keeps people through changes).
     """
     experiments = layer("banner", "button", "copy")
     # Profiles the hash sends elsewhere, but who were exposed to "copy".
@@ -96,9 +95,8 @@ def test_assign_all__sticky_in_layer__wins_the_layer() -> None:
 def test_assign_all__two_stickies_in_one_layer__only_one_kept() -> None:
     """After a merge, two exposures in one layer: exclusivity holds, choice is fixed.
 
-    Domain only: production does not reach this path yet. No caller passes
-    `sticky` (exposures are not recorded), so this pins the rule the
-    exposure-wiring issue will rely on, not end-to-end stickiness.
+    The domain rule; Decide passes the sticky variants the profile carries
+    (tests/e2e/test_experiment_loop.py keeps people through changes).
     """
     experiments = layer("banner", "button", "copy")
     sticky = {"banner": "control", "copy": "treatment"}
@@ -113,9 +111,8 @@ def test_assign_all__two_stickies_in_one_layer__only_one_kept() -> None:
 def test_assign_all__stale_sticky_in_layer__does_not_win() -> None:
     """A sticky variant that no longer exists holds no claim on the layer.
 
-    Domain only: production does not reach this path yet. No caller passes
-    `sticky` (exposures are not recorded), so this pins the rule the
-    exposure-wiring issue will rely on, not end-to-end stickiness.
+    The domain rule; Decide passes the sticky variants the profile carries
+    (tests/e2e/test_experiment_loop.py keeps people through changes).
     """
     experiments = layer("banner", "button", "copy")
 

@@ -156,13 +156,13 @@ def test_validate__plain_string_enums__accepted_and_assigns() -> None:
     # A caller may pass the str values. Validation accepts them, so assignment
     # must treat "running" as RUNNING too: an experiment that validates but
     # never assigns anybody is a silent outage.
-    experiment = build_experiment(status="running", goal_kind="revenue", allocation="bandit")
+    experiment = build_experiment(status="running", goal_kind="conversion", allocation="bandit")
 
     validate_experiment(experiment)
 
     # Normalised at the boundary, so identity checks elsewhere hold too.
     assert experiment.status is ExperimentStatus.RUNNING
-    assert experiment.goal_kind is GoalKind.REVENUE
+    assert experiment.goal_kind is GoalKind.CONVERSION
     assert experiment.allocation is Allocation.BANDIT
     assert experiment.is_live(NOW)
     result = assign(experiment, "profile-000001", frozenset(), NOW)
@@ -214,3 +214,22 @@ def test_experiment__time_window__live_from_start_until_before_end(
     experiment = build_experiment(start_time=NOW, end_time=NOW + timedelta(days=1))
 
     assert experiment.is_live(now) is live
+
+
+def test_validate__bandit_on_a_revenue_goal__invalid_argument_names_allocation() -> None:
+    experiment = build_experiment(goal_kind="revenue", allocation="bandit")
+
+    with pytest.raises(InvalidArgument) as raised:
+        validate_experiment(experiment)
+
+    assert raised.value.field == "experiment.allocation"
+
+
+@pytest.mark.parametrize("field", ["key", "salt"])
+def test_validate__global_holdout_key_or_salt__reserved(field: str) -> None:
+    experiment = build_experiment(**{field: "_global_holdout"})
+
+    with pytest.raises(InvalidArgument) as raised:
+        validate_experiment(experiment)
+
+    assert raised.value.field == f"experiment.{field}"

@@ -26,9 +26,11 @@ OVERLAYS = sorted(path.name for path in (ROOT / "k8s" / "overlays").iterdir() if
 SERVICES = {"decision": 50051, "profiles": 50052, "segments": 50053, "experiments": 50054}
 METRICS = {"decision": 9091, "profiles": 9092, "segments": 9093, "experiments": 9094}
 # Who calls whom inside the namespace (docs/operations.md, "Network policy").
-# segments reads profiles for EvaluateSegments by profile id.
+# segments reads profiles for EvaluateSegments by profile id; experiments
+# follows the profiles change feed and writes sticky variants onto profiles.
 CALLS = {("decision", "profiles"), ("decision", "segments"), ("decision", "experiments")} | {
-    ("segments", "profiles")
+    ("segments", "profiles"),
+    ("experiments", "profiles"),
 }
 INSTALL = "run `make k8s-tools` (installs kubectl into .tools/bin) or set KUBECTL=/path/to/kubectl"
 

@@ -64,7 +64,8 @@ def test_decide__suite_not_running__says_how_to_start_it(capsys):
 
     assert code == 1
     assert out.startswith("UNAVAILABLE")
-    assert f"Is the suite running at {address}?" in out
+    assert f"is the suite running at {address}? Start it with `make run`" in out
+    assert out.count("\n") == 1  # one line: status, message and what to do
     assert "Traceback" not in out
 
 

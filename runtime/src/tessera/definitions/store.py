@@ -118,7 +118,7 @@ class DefinitionStore:
 
     @property
     def tables(self) -> list[type[SQLModel]]:
-        """The tables to create at start."""
+        """Its tables (in the service's `migrations.tables()`, created by its revisions)."""
         return [self.model, self.counter]
 
     def prepare(self) -> None:

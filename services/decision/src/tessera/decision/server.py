@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Literal
 
 import grpc
+from pydantic import Field
 
 from tessera import db, migrations
 from tessera.catalog import Catalog
 from tessera.clients import observed, peer_channel
 from tessera.decision.application.campaigns import Campaigns
 from tessera.decision.application.decide import Decider
+from tessera.decision.application.exposures import EmitterSettings, ExposureEmitter
 from tessera.decision.transport.convert import campaign_from_proto
 from tessera.decision.transport.evaluation import Evaluator, InProcessEvaluator, RpcEvaluator
 from tessera.decision.transport.servicer import DecisionServicer
@@ -30,6 +32,22 @@ class DecisionSettings(RuntimeSettings):
     """TESSERA_EVALUATION: evaluate segments and assignments here or over RPC."""
     decide_deadline_s: float = 0.5
     """TESSERA_DECIDE_DEADLINE_S: deadline of each internal call of a Decide."""
+    exposure_queue_size: int = Field(
+        10_000, gt=0, description="Exposures held in memory at most; more are dropped, counted."
+    )
+    exposure_batch_size: int = Field(
+        500, gt=0, le=1000, description="Exposures per RecordExposures call."
+    )
+    exposure_linger_s: float = Field(
+        0.2, ge=0, description="How long a batch waits to fill before it is sent."
+    )
+    exposure_timeout_s: float = Field(2.0, gt=0, description="Deadline of one RecordExposures.")
+    exposure_retry_max_s: float = Field(
+        5.0, gt=0, description="Longest wait between retries of a failed batch."
+    )
+    exposure_flush_timeout_s: float = Field(
+        5.0, ge=0, description="Time the queue gets to be sent when the service stops."
+    )
 
 
 class DecisionService:
@@ -56,6 +74,16 @@ class DecisionService:
             if self.settings.evaluation == "in_process"
             else RpcEvaluator(segments, experiments)
         )
+        self.exposures = ExposureEmitter(
+            experiments,
+            EmitterSettings(
+                queue_size=self.settings.exposure_queue_size,
+                batch_size=self.settings.exposure_batch_size,
+                linger_s=self.settings.exposure_linger_s,
+                timeout_s=self.settings.exposure_timeout_s,
+                retry_max_s=self.settings.exposure_retry_max_s,
+            ),
+        )
         # Registered before the catalog opens, so it is filled with the snapshot.
         campaigns = self.catalog.cache(campaign_from_proto)
         self.decider = Decider(
@@ -63,6 +91,8 @@ class DecisionService:
             self.evaluator,
             observed(profiles_pb2_grpc.ProfileServiceStub(self.channels["profiles"])),
             self.settings.decide_deadline_s,
+            exposures=self.exposures,
+            global_holdout=self.settings.global_holdout_fraction,
         )
         self.campaigns = Campaigns(self.catalog, segments, experiments)
         self.servicer = DecisionServicer(self.decider, self.campaigns)
@@ -74,6 +104,7 @@ class DecisionService:
         await migrations.prepare(self.database, NAME, self.settings)
         await self.catalog.open()
         await self.evaluator.start()
+        self.exposures.start()
 
     async def drain(self) -> None:
         """Decide calls are short; nothing to end early."""
@@ -83,6 +114,8 @@ class DecisionService:
         await self.database.ping()
 
     async def stop(self) -> None:
+        # The server has stopped: no Decide adds to the queue any more.
+        await self.exposures.close(self.settings.exposure_flush_timeout_s)
         await self.evaluator.stop()
         await self.catalog.close()
         for channel in self.channels.values():

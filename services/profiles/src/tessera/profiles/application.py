@@ -115,8 +115,9 @@ async def _profile(stores: Stores, record: ProfileRecord) -> Profile:
 
 async def _resolve(stores: Stores, keys: list[IdentityKey]) -> IdentifyResult:
     result = await stores.profiles.database.run(stores.profiles.identify, keys)
-    if result.merged_ids:
+    if result.wrote:
         _written(stores)
+    if result.merged_ids:
         # The durable merge is committed; the merged profiles' live
         # sessions follow it into the survivor's.
         await stores.sessions.merge(result.profile.profile_id, result.merged_ids)
@@ -154,6 +155,7 @@ async def update_traits(stores: Stores, profile_id: str, patch: Mapping[str, Any
     record = await stores.profiles.database.run(
         stores.profiles.update_traits, profile_id, dict(patch)
     )
+    _written(stores)
     return await _profile(stores, record)
 
 
@@ -235,8 +237,13 @@ async def delete_profile(stores: Stores, profile_id: str) -> int:
     return erased.events
 
 
-def stream_events(stores: Stores, after: int, types: Sequence[str]) -> AsyncIterator[FeedRecord]:
-    """The change feed after `after`, live: events (of `types` if any), merges, erasures."""
+def stream_events(
+    stores: Stores, after: int, types: Sequence[str], profiles: bool = False
+) -> AsyncIterator[FeedRecord]:
+    """The change feed after `after`, live: events (of `types` if any), merges, erasures.
+
+    With `profiles`, also every profile's traits and identity types after each change.
+    """
     require(after >= 0, "after", "must not be negative")
     for index, event_type in enumerate(types):
         require(
@@ -246,7 +253,7 @@ def stream_events(stores: Stores, after: int, types: Sequence[str]) -> AsyncIter
         )
     if stores.feed is None:
         raise TesseraError("the change feed is not running")
-    return stores.feed.follow(after, list(dict.fromkeys(types)))
+    return stores.feed.follow(after, list(dict.fromkeys(types)), profiles)
 
 
 DEFAULT_EXPORT_PAGE_SIZE = 100

@@ -131,8 +131,12 @@ class Feed:
             except Exception:  # tried again at the next interval
                 log.exception("feed purge failed")
 
-    async def follow(self, after: int, types: Sequence[str]) -> AsyncIterator[FeedRecord]:
+    async def follow(
+        self, after: int, types: Sequence[str], profiles: bool = False
+    ) -> AsyncIterator[FeedRecord]:
         """Every record after `after` in position order, then new ones as they are numbered.
+
+        Profile records (traits and identity types) only with `profiles`.
 
         FAILED_PRECONDITION when retention purged records after `after`;
         UNAVAILABLE when this replica shuts down (reconnect with the last
@@ -145,7 +149,7 @@ class Feed:
             # Taken before reading: a run that numbers records after the
             # read wakes this wait instead of being missed until the poll.
             moved = self._moved
-            page = await self.database.run(self.store.read, cursor, types, READ_BATCH)
+            page = await self.database.run(self.store.read, cursor, types, READ_BATCH, profiles)
             for record in page.records:
                 yield record
             cursor = page.through

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import grpc
+from pydantic import Field
 
 from tessera import db, migrations
 from tessera.catalog import Catalog
 from tessera.clients import observed, peer_channel
+from tessera.feed import Cursors
 from tessera.profiles.v1 import profiles_pb2_grpc
+from tessera.segments.domain.estimate import InterestRules
+from tessera.segments.sizing import ProjectionKeeper
 from tessera.segments.transport.servicer import SegmentServicer
 from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
 from tessera.settings import RuntimeSettings
@@ -19,6 +23,26 @@ class SegmentsSettings(RuntimeSettings):
     """Settings of the segment service (TESSERA_* variables)."""
 
     peer_deadline_s: float = 1.0
+    projection: bool = Field(
+        True,
+        description="Keep the projection of profiles from the change feed (EstimateSize); "
+        "off: EstimateSize answers UNIMPLEMENTED.",
+    )
+    projection_snapshot_s: float = Field(
+        300.0, gt=0, description="Seconds between stores of the projection's snapshot."
+    )
+    projection_erasure_snapshot_s: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds after an erasure before the projection is stored without the person.",
+    )
+    # The profile service's settings of the same names: interest as sizing reads it.
+    interest_half_life_days: float = Field(
+        30.0, gt=0, description="As the profile service's: half-life of category interest."
+    )
+    interest_suppress_days: float = Field(
+        30.0, ge=0, description="As the profile service's: days a bought category is not pushed."
+    )
 
 
 class SegmentsService:
@@ -32,10 +56,26 @@ class SegmentsService:
         self.database = db.open_database(self.settings, NAME)
         self.catalog = Catalog(self.database, NAME, "segment", segments_pb2.Segment)
         self.channel = peer_channel(self.settings.address_of("profiles"))
+        self.cursors = Cursors(self.database, NAME)
+        self.sizing = (
+            ProjectionKeeper(
+                self.database,
+                self.cursors,
+                self.channel,
+                snapshot_s=self.settings.projection_snapshot_s,
+                erasure_snapshot_s=self.settings.projection_erasure_snapshot_s,
+                interests=InterestRules(
+                    self.settings.interest_half_life_days, self.settings.interest_suppress_days
+                ),
+            )
+            if self.settings.projection
+            else None
+        )
         self.servicer = SegmentServicer(
             self.catalog,
             observed(profiles_pb2_grpc.ProfileServiceStub(self.channel)),
             self.settings.peer_deadline_s,
+            self.sizing,
         )
 
     def add_to(self, server: grpc.aio.Server) -> None:
@@ -44,9 +84,13 @@ class SegmentsService:
     async def start(self) -> None:
         await migrations.prepare(self.database, NAME, self.settings)
         await self.catalog.open()
+        if self.sizing is not None:
+            self.sizing.start()
 
     async def drain(self) -> None:
         await self.catalog.close()
+        if self.sizing is not None:
+            await self.sizing.stop()
 
     async def check(self) -> None:
         """Health: its database answers."""
@@ -54,5 +98,7 @@ class SegmentsService:
 
     async def stop(self) -> None:
         await self.catalog.close()
+        if self.sizing is not None:
+            await self.sizing.stop()
         await self.channel.close()
         self.database.dispose()

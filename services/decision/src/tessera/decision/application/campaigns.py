@@ -329,8 +329,9 @@ class Campaigns:
         """Write the campaign's split to its experiment.
 
         With `keep_own_settings`, what the campaign does not carry and an
-        admin may have set on the experiment itself (holdout, layer, salt)
-        is kept, so changing a campaign does not drop its holdout.
+        admin may have set on the experiment itself (holdout, layer, salt,
+        a traffic ramp, bandit allocation and the weights a bandit set) is
+        kept, so changing a campaign does not drop its holdout or undo a ramp.
         """
         experiment = experiment_for(campaign)
         try:
@@ -344,6 +345,13 @@ class Campaigns:
                 experiment.holdout.CopyFrom(current.holdout)
                 experiment.layer_key = current.layer_key
                 experiment.salt = current.salt
+                experiment.traffic_fraction = current.traffic_fraction or 1.0
+                experiment.allocation = current.allocation
+                if current.allocation == experiments_pb2.ALLOCATION_BANDIT:
+                    # The bandit sets the weights: keep them for the variants kept.
+                    allocated = {v.key: v.weight for v in current.variants}
+                    for variant in experiment.variants:
+                        variant.weight = allocated.get(variant.key, variant.weight)
             await self.experiments.UpdateExperiment(
                 experiments_pb2.UpdateExperimentRequest(experiment=experiment),
                 timeout=self.peer_timeout_s,

@@ -9,13 +9,14 @@ peer is slow) grows this module, not the servicer.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 from google.protobuf import struct_pb2
 
+from tessera import sticky
 from tessera.clients import peer_error
 from tessera.common.v1 import common_pb2
 from tessera.decision.domain.campaigns import (
@@ -26,6 +27,13 @@ from tessera.decision.domain.campaigns import (
     choose,
 )
 from tessera.definitions import DefinitionCache
+from tessera.experiments.domain.exposures import (
+    GLOBAL_HOLDOUT_KEY,
+    GLOBAL_HOLDOUT_VARIANTS,
+    Exposure,
+    exposure_id_for,
+)
+from tessera.experiments.domain.hashing import bucket
 from tessera.profiles.v1 import profiles_pb2
 
 if TYPE_CHECKING:
@@ -36,6 +44,74 @@ if TYPE_CHECKING:
 def utc_now() -> dt.datetime:
     """The current time, aware, in UTC: what campaign schedules compare against."""
     return dt.datetime.now(dt.UTC)
+
+
+class ExposureSink(Protocol):
+    """Where Decide hands its exposures: queued, never waited for."""
+
+    def emit(self, exposures: Iterable[Exposure]) -> None:
+        """Take exposures to send to the experiment service."""
+
+
+def sticky_of(traits: struct_pb2.Struct) -> dict[str, sticky.Kept]:
+    """The person's sticky variants, from the `_variant:` traits of their profile."""
+    found: dict[str, sticky.Kept] = {}
+    prefix = sticky.TRAIT_PREFIX
+    for name, value in traits.fields.items():
+        if name.startswith(prefix):
+            held = sticky.kept(value.string_value)
+            if held is not None:
+                found[name[len(prefix) :]] = held
+    return found
+
+
+def exposures_of(
+    profile_id: str, choices: Iterable[Choice], now: dt.datetime
+) -> Iterable[Exposure]:
+    """One exposure per campaign shown: its variant or control, or held out on the control."""
+    day = now.date()
+    for choice in choices:
+        campaign = choice.campaign
+        if campaign is None:
+            continue
+        key, variant = campaign.experiment_key, choice.variant_key
+        yield Exposure(
+            exposure_id_for(profile_id, key, variant, choice.held_out, day),
+            key,
+            variant,
+            profile_id,
+            now,
+            choice.held_out,
+        )
+
+
+def in_global_holdout(
+    profile_id: str, fraction: float, first_exposures: dict[str, sticky.Kept]
+) -> bool | None:
+    """Whether the person is in the global holdout; None when there is none (fraction 0).
+
+    The bucket of the canonical profile id under the seed `_global_holdout`
+    (the assignment hash, docs/hashing.md) below `fraction`; once exposed, the
+    person's first answer sticks, whatever the fraction says later.
+    """
+    if fraction <= 0:
+        return None
+    first = first_exposures.get(GLOBAL_HOLDOUT_KEY)
+    if first is not None and first.variant_key in GLOBAL_HOLDOUT_VARIANTS:
+        return first.variant_key == GLOBAL_HOLDOUT_VARIANTS[0]
+    return bucket(GLOBAL_HOLDOUT_KEY, profile_id) < fraction
+
+
+def global_exposure(profile_id: str, held_out: bool, now: dt.datetime) -> Exposure:
+    """The person's exposure to the programme: held out, or personalised."""
+    variant = GLOBAL_HOLDOUT_VARIANTS[0] if held_out else GLOBAL_HOLDOUT_VARIANTS[1]
+    return Exposure(
+        exposure_id_for(profile_id, GLOBAL_HOLDOUT_KEY, variant, False, now.date()),
+        GLOBAL_HOLDOUT_KEY,
+        variant,
+        profile_id,
+        now,
+    )
 
 
 @dataclass(frozen=True)
@@ -68,12 +144,17 @@ class Decider:
         profiles: ProfileServiceAsyncStub,
         deadline_s: float,
         now: Callable[[], dt.datetime] = utc_now,
+        exposures: ExposureSink | None = None,
+        global_holdout: float = 0.0,
     ) -> None:
         self.campaigns = campaigns
         self.evaluator = evaluator
         self.profiles = profiles
         self.deadline_s = deadline_s
         self.now = now
+        self.exposures = exposures
+        self.global_holdout = global_holdout
+        """Share of all people held out of every campaign; 0 for none."""
 
     def timeout(self, time_remaining: float | None) -> float:
         """The deadline of each internal call: the setting, or less if the caller's is nearer."""
@@ -87,9 +168,13 @@ class Decider:
         `time_remaining` is the caller's own deadline, if it set one. Segments
         need the profile and assignments need the segments, so the three
         steps run in turn; assignment is skipped when no campaign can fill a
-        placement.
+        placement. The person's sticky variants come with the profile (its
+        `_variant:` traits); every campaign shown is handed to the exposure
+        sink, which sends it later. A person in the global holdout gets every
+        campaign's control (their default) and no assignment is asked.
         """
         timeout = self.timeout(time_remaining)
+        now = self.now()
         profile = await self._profile(query, timeout)
         segment_keys = await self.evaluator.segments(profile, query.channel, query.context, timeout)
         in_segments = frozenset(segment_keys)
@@ -98,27 +183,37 @@ class Decider:
             query.placements,
             query.channel,
             in_segments,
-            self.now(),
+            now,
         )
+        first_exposures = sticky_of(profile.traits)
+        held = in_global_holdout(profile.profile_id, self.global_holdout, first_exposures)
         assignments = Assignments()
-        if ranked:
+        if ranked and not held:
             assignments = await self.evaluator.assign(
                 profile.profile_id,
                 segment_keys,
                 query.channel,
                 [c.experiment_key for c in ranked],
                 timeout,
+                first_exposures,
             )
+        choices = choose(
+            query.placements,
+            ranked,
+            assignments.variants,
+            query.channel,
+            in_segments,
+            assignments.held_out,
+            global_holdout=bool(held),
+        )
+        if self.exposures is not None:
+            if ranked:
+                self.exposures.emit(exposures_of(profile.profile_id, choices, now))
+            if held is not None:
+                self.exposures.emit([global_exposure(profile.profile_id, held, now)])
         return Decisions(
             profile_id=profile.profile_id,
-            choices=choose(
-                query.placements,
-                ranked,
-                assignments.variants,
-                query.channel,
-                in_segments,
-                assignments.held_out,
-            ),
+            choices=choices,
             segment_keys=segment_keys,
             conversion_probability=profile.features.conversion_probability,
         )

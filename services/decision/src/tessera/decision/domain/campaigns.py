@@ -270,6 +270,7 @@ def choose(
     channel: int,
     segment_keys: frozenset[str],
     held_out: frozenset[str] = frozenset(),
+    global_holdout: bool = False,
 ) -> list[Choice]:
     """One choice per placement, in request order.
 
@@ -279,7 +280,9 @@ def choose(
     campaign's experiment (`held_out`) gets the campaign's control variant,
     as every control member does: the campaign still claims the placement
     and its conflict group, so the channel shows its default, not another
-    campaign. Campaigns claim placements in rank
+    campaign. A visitor in the global holdout (`global_holdout`) is held
+    out of every campaign the same way: no personalization at all, every
+    placement shows its default. Campaigns claim placements in rank
     order, so a conflict group goes to its best campaign whichever placement
     was asked for first; once a group has filled a placement, no other
     campaign of the group is shown in this decision.
@@ -287,7 +290,7 @@ def choose(
     filled: dict[str, Choice] = {}
     group_owner: dict[str, str] = {}
     for campaign in ranked:
-        holdout = campaign.experiment_key in held_out
+        holdout = global_holdout or campaign.experiment_key in held_out
         variant_key = (
             campaign.control_variant_key if holdout else variants.get(campaign.experiment_key, "")
         )
@@ -305,7 +308,7 @@ def choose(
                 placement,
                 campaign,
                 variant_key,
-                _reasons(campaign, variant_key, segment_keys, holdout),
+                _reasons(campaign, variant_key, segment_keys, holdout, global_holdout),
                 holdout,
             )
             if campaign.conflict_group:
@@ -317,14 +320,20 @@ def choose(
 
 
 def _reasons(
-    campaign: CampaignDef, variant_key: str, segment_keys: frozenset[str], held_out: bool
+    campaign: CampaignDef,
+    variant_key: str,
+    segment_keys: frozenset[str],
+    held_out: bool,
+    global_holdout: bool = False,
 ) -> tuple[str, ...]:
     reasons = [f"priority {campaign.priority}"]
     matched = sorted(set(campaign.audience_segment_keys) & segment_keys)
     reasons += [f"segment:{key}" for key in matched] or ["audience: everyone"]
     if campaign.conflict_group:
         reasons.append(f"conflict group {campaign.conflict_group}")
-    if held_out:
+    if global_holdout:
+        reasons.append("global holdout: show the default")
+    elif held_out:
         reasons.append("holdout: show the default")
     elif variant_key == campaign.control_variant_key:
         reasons.append("control group: show the default")

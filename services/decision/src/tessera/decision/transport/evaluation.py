@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
@@ -38,6 +39,7 @@ from tessera.segments.domain import (
 )
 from tessera.segments.transport.convert import segment_from_proto, subject_from_profile
 from tessera.segments.v1 import segments_pb2
+from tessera.sticky import Kept
 
 if TYPE_CHECKING:
     # Type-only: the generated stubs' async flavour exists only in the .pyi.
@@ -48,6 +50,9 @@ log = logging.getLogger("tessera.decision.evaluation")
 
 RECONNECT = Backoff(initial_s=0.1, max_s=2.0)
 """Backoff between attempts to reopen a watch on a peer."""
+
+NO_STICKY: Mapping[str, Kept] = MappingProxyType({})
+"""A person with no sticky variant (never exposed)."""
 
 LOADING_NOTICE_S = 5.0
 """How often `start` says it is still waiting for the snapshots."""
@@ -78,8 +83,13 @@ class Evaluator(Protocol):
         channel: int,
         experiment_keys: Sequence[str],
         timeout: float,
+        sticky: Mapping[str, Kept] = NO_STICKY,
     ) -> Assignments:
-        """The profile's variants, and the experiments holding it out."""
+        """The profile's variants, and the experiments holding it out.
+
+        `sticky` is the person's first exposure per experiment, as the
+        profile's `_variant:` traits carry it.
+        """
 
 
 class RpcEvaluator:
@@ -121,8 +131,9 @@ class RpcEvaluator:
         channel: int,
         experiment_keys: Sequence[str],
         timeout: float,
+        sticky: Mapping[str, Kept] = NO_STICKY,
     ) -> Assignments:
-        """Variants and holdouts from ExperimentService.Assign."""
+        """Variants and holdouts from ExperimentService.Assign (it reads its own sticky table)."""
         request = experiments_pb2.AssignRequest(
             profile_id=profile_id,
             segment_keys=segment_keys,
@@ -227,6 +238,7 @@ class InProcessEvaluator:
         channel: int,
         experiment_keys: Sequence[str],
         timeout: float,
+        sticky: Mapping[str, Kept] = NO_STICKY,
     ) -> Assignments:
         """Variants and holdouts by the experiments service's own assignment, here."""
         if not self._experiments.loaded:
@@ -242,6 +254,8 @@ class InProcessEvaluator:
             segment_keys,
             dt.datetime.now(dt.UTC),
             only_keys=known,
+            sticky={key: s.variant_key for key, s in sticky.items()},
+            sticky_holdout=frozenset(key for key, s in sticky.items() if s.in_holdout),
         )
         return Assignments(
             {r.experiment_key: r.variant_key for r in results if not r.in_holdout},

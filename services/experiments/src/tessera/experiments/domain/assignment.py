@@ -144,13 +144,16 @@ def assign(
     segment_keys: Collection[str],
     now: datetime,
     sticky_variant: str | None = None,
+    sticky_holdout: bool = False,
 ) -> AssignmentResult:
     """Assign one profile to one experiment, ignoring layers.
 
     In order: the experiment must be RUNNING with `now` in [start, end)
     (else NOT_RUNNING); the profile must be in one of the audience segments,
     if any (else NOT_IN_AUDIENCE); a `sticky_variant` that is still a variant
-    is kept (STICKY), whatever the weights, traffic or holdout now say; then
+    is kept (STICKY), whatever the weights, traffic or holdout now say, and
+    with `sticky_holdout` (the person was first exposed as held out) kept
+    in the holdout on that variant, the control (HOLDOUT); then
     the traffic bucket must fall below the traffic fraction (else
     NOT_IN_TRAFFIC); then a holdout bucket below the holdout fraction holds
     the profile out on the control (HOLDOUT); else the variant bucket picks a
@@ -168,6 +171,8 @@ def assign(
     if sticky_variant:
         kept = experiment.variant(sticky_variant)
         if kept is not None:
+            if sticky_holdout:
+                return AssignmentResult(key, kept.key, True, AssignmentReason.HOLDOUT, kept.payload)
             return AssignmentResult(key, kept.key, False, AssignmentReason.STICKY, kept.payload)
 
     salt = experiment.effective_salt
@@ -196,10 +201,13 @@ def assign_all(
     now: datetime,
     only_keys: Sequence[str] = (),
     sticky: Mapping[str, str] = _NO_STICKY,
+    sticky_holdout: Collection[str] = frozenset(),
 ) -> list[AssignmentResult]:
     """Assign one profile to many experiments, enforcing layers; sorted by key.
 
-    `sticky` maps experiment key to the variant the profile was exposed to.
+    `sticky` maps experiment key to the variant the profile was first exposed
+    to; `sticky_holdout` names the experiments of `sticky` whose first
+    exposure was held out.
     With `only_keys` empty, every RUNNING experiment is answered; otherwise
     exactly those keys (NotFound names the first unknown one). Layers are
     always resolved over all of `experiments`, so asking for one key gives
@@ -207,7 +215,7 @@ def assign_all(
 
     Among RUNNING experiments sharing a non-empty `layer_key`, the profile
     may enter one: an experiment whose sticky variant `assign` would keep
-    wins the layer (the hashed choice first, if it is one of them, else the
+    (held out or not) wins the layer (the hashed choice first, if it is one of them, else the
     lowest key); otherwise `choose_layer_experiment` picks. Every other live
     experiment of the layer whose audience holds the profile answers
     LAYER_TAKEN.
@@ -229,7 +237,7 @@ def assign_all(
         selected = sorted(k for k, e in by_key.items() if e.status == ExperimentStatus.RUNNING)
 
     segments = frozenset(segment_keys)
-    winners = _layer_winners(by_key.values(), profile_id, segments, now, sticky)
+    winners = _layer_winners(by_key.values(), profile_id, segments, now, sticky, sticky_holdout)
 
     results: list[AssignmentResult] = []
     for key in selected:
@@ -238,7 +246,11 @@ def assign_all(
         if layer and winners[layer] != key:
             results.append(_layer_loser(experiment, segments, now))
         else:
-            results.append(assign(experiment, profile_id, segments, now, sticky.get(key)))
+            results.append(
+                assign(
+                    experiment, profile_id, segments, now, sticky.get(key), key in sticky_holdout
+                )
+            )
     return results
 
 
@@ -257,6 +269,7 @@ def _layer_winners(
     segments: frozenset[str],
     now: datetime,
     sticky: Mapping[str, str],
+    sticky_holdout: Collection[str],
 ) -> dict[str, str]:
     layers: dict[str, list[ExperimentDef]] = defaultdict(list)
     for experiment in experiments:
@@ -271,14 +284,22 @@ def _layer_winners(
             m.key
             for m in members
             if m.key in sticky
-            and assign(m, profile_id, segments, now, sticky[m.key]).reason
-            is AssignmentReason.STICKY
+            and _kept(
+                assign(m, profile_id, segments, now, sticky[m.key], m.key in sticky_holdout),
+                sticky[m.key],
+            )
         )
         if not kept or hashed in kept:
             winners[layer] = hashed
         else:
             winners[layer] = kept[0]
     return winners
+
+
+def _kept(result: AssignmentResult, sticky_variant: str) -> bool:
+    """True when `assign` kept the sticky variant (held out or not)."""
+    kept = result.reason in (AssignmentReason.STICKY, AssignmentReason.HOLDOUT)
+    return kept and result.variant_key == sticky_variant
 
 
 def _layer_loser(

@@ -12,6 +12,8 @@ SDK hashes UTF-16 code units instead, so values may differ there.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 __all__ = [
     "BUCKET_RESOLUTION",
     "FNV32_OFFSET_BASIS",
@@ -24,7 +26,6 @@ __all__ = [
 
 FNV32_OFFSET_BASIS = 0x811C9DC5
 FNV32_PRIME = 0x01000193
-_MASK32 = 0xFFFFFFFF
 
 #: Number of distinct buckets of `bucket` (hash v2): values are multiples of 1e-4.
 BUCKET_RESOLUTION = 10_000
@@ -33,10 +34,25 @@ BUCKET_RESOLUTION = 10_000
 def fnv1a_32(data: str | bytes) -> int:
     """Return the 32-bit FNV-1a hash of `data` (a str is hashed as UTF-8)."""
     octets = data.encode("utf-8") if isinstance(data, str) else data
-    h = FNV32_OFFSET_BASIS
+    return _fnv1a_from(FNV32_OFFSET_BASIS, octets)
+
+
+def _fnv1a_from(state: int, octets: bytes) -> int:
+    # FNV-1a folds one octet at a time, so hashing a + b is hashing b from
+    # the state after a. The constants are literals: a global lookup per
+    # octet costs more than the arithmetic (this loop is most of an
+    # assignment's time, bench/assignment.py).
     for octet in octets:
-        h = ((h ^ octet) * FNV32_PRIME) & _MASK32
-    return h
+        state = ((state ^ octet) * 0x01000193) & 0xFFFFFFFF
+    return state
+
+
+@lru_cache(maxsize=4096)
+def _state_after_seed(seed: str) -> int:
+    # Seeds are few (a handful per experiment) and hashed for every profile:
+    # their state is computed once. UTF-8 of seed + value is UTF-8 of seed
+    # followed by UTF-8 of value, so the result is fnv1a_32(seed + value).
+    return fnv1a_32(seed)
 
 
 def hash_v1(seed: str, value: str) -> float:
@@ -56,7 +72,7 @@ def hash_v2(seed: str, value: str) -> float:
     over the decimal digits of the first hash spreads seeds that differ only in
     their last characters, which FNV alone leaves correlated.
     """
-    inner = fnv1a_32(seed + value)
+    inner = _fnv1a_from(_state_after_seed(seed), value.encode("utf-8"))
     return (fnv1a_32(str(inner)) % BUCKET_RESOLUTION) / BUCKET_RESOLUTION
 
 

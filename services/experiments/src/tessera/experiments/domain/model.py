@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from tessera.errors import InvalidArgument
+from tessera.sticky import GLOBAL_HOLDOUT_KEY
 
 __all__ = [
     "KEY_PATTERN",
@@ -96,6 +97,8 @@ class ExperimentDef:
     goal_event_type: str = ""
     goal_kind: GoalKind = GoalKind.CONVERSION
     allocation: Allocation = Allocation.FIXED
+    version: int = 0
+    """The stored version (raised on every change); 0 for one not stored."""
 
     def __post_init__(self) -> None:
         # A caller may pass the plain string values ("running"). Turn known
@@ -155,6 +158,10 @@ def validate_experiment(exp: ExperimentDef) -> None:
     fixes one named field at a time.
     """
     _check_key(exp.key, "experiment.key")
+    if exp.key == GLOBAL_HOLDOUT_KEY:
+        raise InvalidArgument(
+            f"{GLOBAL_HOLDOUT_KEY!r} is reserved for the global holdout", field="experiment.key"
+        )
     _check_variants(exp.variants)
 
     if exp.variant(exp.control_variant_key) is None:
@@ -192,6 +199,12 @@ def validate_experiment(exp: ExperimentDef) -> None:
     ):
         raise InvalidArgument("must be after start_time", field="experiment.end_time")
 
+    if exp.salt == GLOBAL_HOLDOUT_KEY:
+        # Its bucket would be the global holdout's: held-out people would all
+        # land on the same variants.
+        raise InvalidArgument(
+            f"{GLOBAL_HOLDOUT_KEY!r} is reserved for the global holdout", field="experiment.salt"
+        )
     if exp.salt and not SALT_PATTERN.fullmatch(exp.salt):
         raise InvalidArgument(
             'must be 1 to 128 letters, digits, "_", "." or "-" (no ":"), or empty for the key',
@@ -213,6 +226,12 @@ def validate_experiment(exp: ExperimentDef) -> None:
     if exp.allocation not in set(Allocation):
         raise InvalidArgument(
             f"must be one of {', '.join(Allocation)}", field="experiment.allocation"
+        )
+    if exp.allocation == Allocation.BANDIT and exp.goal_kind != GoalKind.CONVERSION:
+        # Thompson sampling draws conversion rates from Beta posteriors.
+        raise InvalidArgument(
+            "bandit allocation needs a conversion goal (GOAL_KIND_CONVERSION)",
+            field="experiment.allocation",
         )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from tessera.common.v1 import common_pb2
 from tessera.convert import struct_to_dict, timestamp_to_datetime
 from tessera.errors import InvalidArgument
@@ -13,6 +15,7 @@ from tessera.experiments.domain import (
     GoalKind,
     VariantDef,
 )
+from tessera.experiments.domain.exposures import Exposure
 from tessera.experiments.v1 import experiments_pb2
 
 STATUS_FROM_PROTO = {
@@ -66,4 +69,17 @@ def experiment_from_proto(message: experiments_pb2.Experiment) -> ExperimentDef:
         goal_event_type=message.goal.event_type,
         goal_kind=GOAL_FROM_PROTO[message.goal.kind],
         allocation=ALLOCATION_FROM_PROTO[message.allocation],
+        version=message.version,
+    )
+
+
+def exposure_from_proto(message: experiments_pb2.Exposure, received_at: dt.datetime) -> Exposure:
+    """The domain view of an exposure; an unset timestamp means `received_at`."""
+    return Exposure(
+        exposure_id=message.exposure_id,
+        experiment_key=message.experiment_key,
+        variant_key=message.variant_key,
+        profile_id=message.profile_id,
+        seen_at=timestamp_to_datetime(message.timestamp) or received_at,
+        in_holdout=message.in_holdout,
     )

@@ -1,4 +1,4 @@
-"""ExperimentService over gRPC: definitions, watch and assignment."""
+"""ExperimentService over gRPC: definitions, watch, assignment, exposures and results."""
 
 from __future__ import annotations
 
@@ -11,15 +11,24 @@ import grpc
 from tessera import metrics
 from tessera.catalog import Catalog
 from tessera.convert import as_written, check_channel, dict_to_struct
-from tessera.errors import InvalidArgument, Unimplemented
-from tessera.experiments.domain import assign_all, validate_experiment
-from tessera.experiments.transport.convert import REASON_TO_PROTO, experiment_from_proto
+from tessera.definitions import DefinitionCache
+from tessera.errors import InvalidArgument
+from tessera.experiments.application import exposures
+from tessera.experiments.application.results import ResultsReader
+from tessera.experiments.domain import ExperimentDef, assign_all, validate_experiment
+from tessera.experiments.storage import ExposureStore
+from tessera.experiments.transport.convert import (
+    REASON_TO_PROTO,
+    experiment_from_proto,
+    exposure_from_proto,
+)
+from tessera.experiments.transport.results import results_to_proto
 from tessera.experiments.v1 import experiments_pb2, experiments_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def _normalise(experiment: experiments_pb2.Experiment) -> experiments_pb2.Experiment:
+def normalised(experiment: experiments_pb2.Experiment) -> experiments_pb2.Experiment:
     """The experiment as stored: service-owned fields cleared, status defaulted, validated."""
     message = as_written(experiment)
     if message.status == experiments_pb2.EXPERIMENT_STATUS_UNSPECIFIED:
@@ -28,8 +37,6 @@ def _normalise(experiment: experiments_pb2.Experiment) -> experiments_pb2.Experi
         raise InvalidArgument(
             "is required: every experiment serves a goal", field="experiment.goal"
         )
-    if message.allocation == experiments_pb2.ALLOCATION_BANDIT:
-        raise Unimplemented("bandit allocation is not built yet", field="experiment.allocation")
     validate_experiment(experiment_from_proto(message))
     return message
 
@@ -37,14 +44,24 @@ def _normalise(experiment: experiments_pb2.Experiment) -> experiments_pb2.Experi
 class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
     """Implements tessera.experiments.v1.ExperimentService."""
 
-    def __init__(self, catalog: Catalog[experiments_pb2.Experiment]) -> None:
+    def __init__(
+        self,
+        catalog: Catalog[experiments_pb2.Experiment],
+        cache: DefinitionCache[ExperimentDef],
+        store: ExposureStore,
+        results: ResultsReader,
+        sync: exposures.StickySync | None = None,
+    ) -> None:
         self.catalog = catalog
-        self.cache = catalog.cache(experiment_from_proto)
+        self.cache = cache
+        self.store = store
+        self.results = results
+        self.sync = sync
 
     async def CreateExperiment(
         self, request: experiments_pb2.CreateExperimentRequest, context: Context
     ) -> experiments_pb2.CreateExperimentResponse:
-        stored = await self.catalog.create(_normalise(request.experiment))
+        stored = await self.catalog.create(normalised(request.experiment))
         return experiments_pb2.CreateExperimentResponse(experiment=stored)
 
     async def GetExperiment(
@@ -63,7 +80,7 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
     async def UpdateExperiment(
         self, request: experiments_pb2.UpdateExperimentRequest, context: Context
     ) -> experiments_pb2.UpdateExperimentResponse:
-        message = _normalise(request.experiment)
+        message = normalised(request.experiment)
         stored = await self.catalog.update(message, request.expected_version)
         return experiments_pb2.UpdateExperimentResponse(experiment=stored)
 
@@ -90,12 +107,20 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
         metrics.count_lookups("experiment", len(known), len(request.experiment_keys) - len(known))
         results = []
         if known or not request.experiment_keys:
+            if not request.profile_id:
+                raise InvalidArgument("a canonical profile id is required", field="profile_id")
+            # The sticky record of this service, so an exposed person keeps
+            # their variant over RPC as in process (where the profile's
+            # `_variant:` traits carry it).
+            sticky = await self.store.database.run(self.store.sticky, request.profile_id)
             results = assign_all(
                 experiments.values(),
                 request.profile_id,
                 request.segment_keys,
                 dt.datetime.now(dt.UTC),
                 only_keys=known,
+                sticky={key: s.variant_key for key, s in sticky.items()},
+                sticky_holdout=frozenset(key for key, s in sticky.items() if s.in_holdout),
             )
         assignments = [
             experiments_pb2.Assignment(
@@ -119,11 +144,13 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
     async def RecordExposures(
         self, request: experiments_pb2.RecordExposuresRequest, context: Context
     ) -> experiments_pb2.RecordExposuresResponse:
-        raise Unimplemented("RecordExposures is not built yet (exposure logging has its own issue)")
+        received_at = dt.datetime.now(dt.UTC)
+        batch = [exposure_from_proto(e, received_at) for e in request.exposures]
+        splits = self.results.splits([e.experiment_key for e in batch])
+        accepted, duplicates = await exposures.record(self.store, batch, self.sync, splits)
+        return experiments_pb2.RecordExposuresResponse(accepted=accepted, duplicates=duplicates)
 
     async def GetResults(
         self, request: experiments_pb2.GetResultsRequest, context: Context
     ) -> experiments_pb2.GetResultsResponse:
-        raise Unimplemented(
-            "GetResults is not built yet (results and statistics have their own issue)"
-        )
+        return results_to_proto(await self.results.read(request.experiment_key))

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, or_, text, update
 from sqlalchemy import select as sa_select
@@ -63,8 +64,9 @@ class FeedRecord:
     """One record of the change feed.
 
     `kind` is "event" (with `event`), "merge" (`merged_profile_ids` holds
-    the one id merged into `profile_id`) or "deletion" (`merged_profile_ids`
-    holds the ids that had been merged into the erased `profile_id`).
+    the one id merged into `profile_id`), "deletion" (`merged_profile_ids`
+    holds the ids that had been merged into the erased `profile_id`) or
+    "profile" (`traits` and `identity_types` after a change, `created_at`).
     """
 
     sequence: int
@@ -72,6 +74,9 @@ class FeedRecord:
     profile_id: str
     event: EventData | None = None
     merged_profile_ids: Sequence[str] = field(default_factory=tuple)
+    traits: Mapping[str, Any] = field(default_factory=dict)
+    identity_types: Sequence[str] = field(default_factory=tuple)
+    created_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,15 @@ def _record(row: LogRow) -> FeedRecord:
                 identities=[IdentityKey(t, v) for t, v in row.identities],
                 properties=dict(row.properties),
             ),
+        )
+    if row.kind == "profile":
+        return FeedRecord(
+            row.position,
+            row.kind,
+            row.profile_id,
+            traits=dict(row.properties.get("traits") or {}),
+            identity_types=tuple(str(t) for t in row.properties.get("identity_types") or ()),
+            created_at=_utc(row.ts),
         )
     if row.kind == "merge":
         merged = [str(row.properties.get("merged_profile_id", ""))]
@@ -198,12 +212,15 @@ class FeedStore:
             ).first()
         return (row.last_position, row.purged_through) if row else (0, 0)
 
-    def read(self, after: int, types: Sequence[str], limit: int) -> FeedPage:
+    def read(
+        self, after: int, types: Sequence[str], limit: int, profiles: bool = False
+    ) -> FeedPage:
         """Records with a position above `after`, in position order, at most `limit`.
 
         With `types`, only events of those types (merges and deletions
-        always). FAILED_PRECONDITION naming `after` when retention has
-        purged records above it: the follower would miss them.
+        always); profile records only with `profiles`. FAILED_PRECONDITION
+        naming `after` when retention has purged records above it: the
+        follower would miss them.
         """
         with Session(self.engine) as session:
             # Positions up to `last` are all committed (the counter moves in
@@ -224,6 +241,8 @@ class FeedStore:
                     query = query.where(
                         or_(col(LogRow.kind) != "event", col(LogRow.type).in_(list(types)))
                     )
+                if not profiles:
+                    query = query.where(col(LogRow.kind) != "profile")
                 rows = list(session.exec(query).all())
             # Read after the rows: a purge that committed before the rows were
             # read shows here, so a page with holes is never served.

@@ -15,7 +15,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from tessera import sticky
 from tessera.db import Database
 from tessera.errors import AlreadyExists, NotFound
 from tessera.profiles.domain import identity
@@ -172,7 +173,7 @@ class LogRow(SQLModel, table=True):
     )
 
     sequence: int | None = Field(default=None, primary_key=True)
-    kind: str = Field(max_length=16)  # "event", "merge" or "deletion"
+    kind: str = Field(max_length=16)  # "event", "merge", "deletion" or "profile"
     event_id: str | None = Field(default=None, unique=True, max_length=128)
     profile_id: str = Field(index=True, max_length=40)
     type: str = Field(default="", max_length=64)
@@ -272,6 +273,8 @@ class IdentifyResult:
     merged_ids: list[str]
     refused: list[identity.Refusal] = field(default_factory=list)
     """Identities left out under the identity rules, with the reason."""
+    wrote: bool = False
+    """Something was stored (a profile, identities, a merge): the feed has a record."""
 
 
 def new_profile_id() -> str:
@@ -324,6 +327,24 @@ def _stored_event(row: LogRow) -> EventData:
         profile_id=row.profile_id,
         identities=[IdentityKey(t, v) for t, v in row.identities],
         properties=dict(row.properties),
+    )
+
+
+def profile_snapshot(row: ProfileRow, identities: Iterable[IdentityKey]) -> LogRow:
+    """The feed record of a profile's traits and identity types as they are now.
+
+    Written in the transaction of every change to them (docs/change-feed.md,
+    "profile" records), so the latest one of a profile is its whole state.
+    Identity types only, never values: a consumer needs no more.
+    """
+    return LogRow(
+        kind="profile",
+        profile_id=row.profile_id,
+        ts=_utc(row.created_at),
+        properties={
+            "traits": dict(row.traits),
+            "identity_types": sorted({key.type for key in identities}),
+        },
     )
 
 
@@ -549,8 +570,10 @@ class ProfileStore:
             # concurrent merge may fold the survivor into an older profile at
             # once (its id then resolves as an alias), so it cannot be read back.
             record = self._record(session, survivor)
+            # After the merge records (a higher row id): the survivor's state.
+            session.add(profile_snapshot(survivor, record.identities))
             session.commit()
-            return IdentifyResult(record, created, merged, list(plan.refused))
+            return IdentifyResult(record, created, merged, list(plan.refused), wrote=True)
 
     def _merge_into(
         self, session: Session, survivor: ProfileRow, other: ProfileRow, now: dt.datetime
@@ -572,8 +595,9 @@ class ProfileStore:
             .values(profile_id=survivor.profile_id)
         )
         session.add(AliasRow(alias_id=other.profile_id, profile_id=survivor.profile_id))
-        # The survivor's traits win; the merged profile only fills gaps.
-        survivor.traits = {**other.traits, **survivor.traits}
+        # The survivor's traits win; the merged profile only fills gaps. Sticky
+        # variants keep the person's earliest exposure (tessera.sticky).
+        survivor.traits = sticky.merge_traits(survivor.traits, other.traits)
         survivor.history = history_to_json(
             merge_histories(history_from_json(survivor.history), history_from_json(other.history))
         )
@@ -595,23 +619,18 @@ class ProfileStore:
         session.delete(other)
 
     def update_traits(self, profile_id: str, patch: dict[str, Any]) -> ProfileRecord:
-        """Set traits; a None value removes the trait."""
+        """Set traits; a None value removes the trait, a sticky variant keeps its earliest."""
         with Session(self.engine) as session:
             row = self._lock_canonical(session, profile_id)
             if row is None:
                 raise NotFound(f"no profile {profile_id!r}", field="profile_id")
-            traits = dict(row.traits)
-            for name, value in patch.items():
-                if value is None:
-                    traits.pop(name, None)
-                else:
-                    traits[name] = value
-            row.traits = traits
+            row.traits = sticky.patch_traits(row.traits, patch)
             row.updated_at = _now()
             session.add(row)
             session.flush()
             # Read before the commit: see `_identify_once`.
             record = self._record(session, row)
+            session.add(profile_snapshot(row, record.identities))
             session.commit()
             return record
 

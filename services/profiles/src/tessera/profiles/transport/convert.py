@@ -187,6 +187,15 @@ def feed_message(record: FeedRecord) -> profiles_pb2.StreamEventsResponse:
         return profiles_pb2.StreamEventsResponse(
             sequence=record.sequence, event=event_message(record.event)
         )
+    if record.kind == "profile":
+        snapshot = profiles_pb2.ProfileSnapshot(
+            profile_id=record.profile_id,
+            traits=dict_to_struct(dict(record.traits)),
+            identity_types=list(record.identity_types),
+        )
+        if record.created_at is not None:
+            snapshot.created_at.FromDatetime(record.created_at)
+        return profiles_pb2.StreamEventsResponse(sequence=record.sequence, profile=snapshot)
     if record.kind == "merge":
         return profiles_pb2.StreamEventsResponse(
             sequence=record.sequence,

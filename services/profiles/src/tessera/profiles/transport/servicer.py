@@ -97,7 +97,9 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
     async def StreamEvents(
         self, request: profiles_pb2.StreamEventsRequest, context: Context
     ) -> AsyncIterator[profiles_pb2.StreamEventsResponse]:
-        records = application.stream_events(self.stores, request.after, list(request.types))
+        records = application.stream_events(
+            self.stores, request.after, list(request.types), request.include_profiles
+        )
         async for record in records:
             yield convert.feed_message(record)
 

@@ -141,6 +141,29 @@ def _truthy(value: object) -> bool:
         return False
 
 
+def compare_values(op: str, a: object, b: object) -> bool:
+    """`a op b` for any two values, as a compiled rule decides it.
+
+    The one definition that the fast paths above specialise; the vectorised
+    evaluation (`estimate`) decides a comparison with it once per distinct
+    value, so both give the same answer.
+    """
+    if op == "==":
+        return values_equal(a, b)
+    if op == "!=":
+        return not values_equal(a, b)
+    if op == "in":
+        return _contains(b, a)
+    if op == "not in":
+        return not _contains(b, a)
+    return _ordered(_ORDERING[op], a, b)
+
+
+def truthy(value: object) -> bool:
+    """Whether a value used as a condition holds (see the module docstring)."""
+    return _truthy(value)
+
+
 # --- values -----------------------------------------------------------------
 
 

@@ -1,4 +1,9 @@
-"""The segment service's schema: Alembic revisions in `versions/` (see `tessera.migrations`)."""
+"""The segment service's schema: Alembic revisions in `versions/` (see `tessera.migrations`).
+
+0001: the definitions. 0002: the feed cursors and the stored projection
+snapshot (which the hand-written migrator of earlier releases created from
+the models under its version 1, so a database stamped at 0001 may hold them).
+"""
 
 from __future__ import annotations
 
@@ -11,5 +16,8 @@ LEGACY_REVISIONS = {1: "0001"}
 def tables() -> list[Table]:
     """The tables the segment service's code reads and writes."""
     from tessera.definitions.store import tables_of
+    from tessera.feed import cursor_table
+    from tessera.segments.storage.projection import ProjectionPart
 
-    return [model.__table__ for model in tables_of("segments")]  # type: ignore[attr-defined]
+    models = [*tables_of("segments"), cursor_table("segments"), ProjectionPart]
+    return [model.__table__ for model in models]  # type: ignore[attr-defined]

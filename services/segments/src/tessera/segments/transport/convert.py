@@ -7,6 +7,8 @@ same way whether segments are evaluated here or in-process there.
 from __future__ import annotations
 
 import datetime as dt
+import re
+from typing import Any
 
 from google.protobuf import struct_pb2
 
@@ -26,6 +28,19 @@ from tessera.segments.domain import (
     Subject,
     parse_rule,
     utc_day,
+)
+from tessera.segments.domain.estimate import (
+    DEFAULT_GOAL_EVENT_TYPE,
+    DEFAULT_WINDOW_DAYS,
+    Estimate,
+)
+from tessera.segments.domain.nodes import MAX_WINDOW_DAYS, SUM_PROPERTIES
+from tessera.segments.domain.projection import (
+    Erasure,
+    Merge,
+    ProfileChange,
+    Record,
+    event_seen,
 )
 from tessera.segments.v1 import segments_pb2
 
@@ -109,4 +124,92 @@ def subject_from_profile(
             interests={i.category: i.score for i in features.interests},
         ),
         history=history_view(profile.event_history, now or dt.datetime.now(dt.UTC)),
+    )
+
+
+def _plain(value: struct_pb2.Value) -> Any:
+    """One Struct value as struct_to_dict reads it (whole numbers as int)."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind in ("struct_value", "list_value"):
+        return struct_to_dict(struct_pb2.Struct(fields={"v": value}))["v"]
+    return None
+
+
+EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
+"""An event type, as the profile service accepts it."""
+
+# What the projection reads of an event's properties: the filter and summed ones.
+_READ_PROPERTIES = ("category", "product_id", *SUM_PROPERTIES)
+
+
+def projection_record(message: profiles_pb2.StreamEventsResponse) -> Record | None:
+    """A record of the profile change feed as the projection takes it (None: not its kind)."""
+    kind = message.WhichOneof("record")
+    if kind == "event":
+        event = message.event
+        fields = event.properties.fields
+        properties = {name: _plain(fields[name]) for name in _READ_PROPERTIES if name in fields}
+        stamp = event.timestamp
+        return event_seen(
+            event.profile_id,
+            event.type,
+            stamp.seconds * 1_000_000 + stamp.nanos // 1000,
+            CHANNEL_NAMES.get(event.channel, ""),
+            properties,
+        )
+    if kind == "profile":
+        profile = message.profile
+        return ProfileChange(
+            profile.profile_id, struct_to_dict(profile.traits), tuple(profile.identity_types)
+        )
+    if kind == "merge":
+        return Merge(message.merge.survivor_profile_id, message.merge.merged_profile_id)
+    if kind == "deletion":
+        deletion = message.deletion
+        return Erasure(deletion.profile_id, tuple(deletion.merged_profile_ids))
+    return None
+
+
+def goal_window(goal_event_type: str, window_days: int) -> tuple[str, int]:
+    """An EstimateSize request's goal and window, defaults applied; INVALID_ARGUMENT naming them."""
+    goal = goal_event_type or DEFAULT_GOAL_EVENT_TYPE
+    window = window_days or DEFAULT_WINDOW_DAYS
+    if not EVENT_TYPE.match(goal):
+        raise InvalidArgument(
+            "must be an event type: lowercase letters, digits and '_', starting with a letter "
+            "(at most 64)",
+            field="goal_event_type",
+        )
+    if not 1 <= window <= MAX_WINDOW_DAYS:
+        raise InvalidArgument(
+            f"must be from 1 to {MAX_WINDOW_DAYS} days (0 for {DEFAULT_WINDOW_DAYS})",
+            field="window_days",
+        )
+    return goal, window
+
+
+def estimate_response(result: Estimate) -> segments_pb2.EstimateSizeResponse:
+    """The answer to EstimateSize."""
+    return segments_pb2.EstimateSizeResponse(
+        members=result.members,
+        total=result.total,
+        fraction=result.fraction,
+        conversion_rate=result.conversion_rate,
+        revenue_per_member=result.revenue_per_member,
+        converters=result.converters,
+        revenue=result.revenue,
+        goal_event_type=result.goal_event_type,
+        window_days=result.window_days,
+        as_of_sequence=result.as_of_sequence,
+        left_out=[
+            segments_pb2.LeftOut(attribute=item.attribute, reason=item.reason)
+            for item in result.left_out
+        ],
     )

@@ -22,7 +22,14 @@ from tessera.segments.domain import (
     validate,
     validate_segment_key,
 )
-from tessera.segments.transport.convert import segment_from_proto, subject_from_profile
+from tessera.segments.sizing import ProjectionKeeper
+from tessera.segments.transport.convert import (
+    estimate_response,
+    goal_window,
+    rule_from_proto,
+    segment_from_proto,
+    subject_from_profile,
+)
 from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
 
 if TYPE_CHECKING:
@@ -49,12 +56,14 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         catalog: Catalog[segments_pb2.Segment],
         profiles: ProfileServiceAsyncStub,
         deadline_s: float,
+        sizing: ProjectionKeeper | None = None,
     ) -> None:
         self.catalog = catalog
         self.cache = catalog.cache(segment_from_proto)
         self.cache.on_change = self._recompile
         self.profiles = profiles
         self.deadline_s = deadline_s
+        self.sizing = sizing
         self.compiled: CompiledSegments = compile_segments([])
 
     def _recompile(self, items: dict[str, SegmentDefinition]) -> None:
@@ -161,6 +170,22 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
     async def EstimateSize(
         self, request: segments_pb2.EstimateSizeRequest, context: Context
     ) -> segments_pb2.EstimateSizeResponse:
-        raise Unimplemented(
-            "EstimateSize is not built yet (the columnar projection has its own issue)"
-        )
+        if self.sizing is None:
+            raise Unimplemented("this segment service keeps no projection of profiles")
+        target = request.WhichOneof("target")
+        segments = {key: d.rule for key, d in self.compiled.definitions.items()}
+        if target == "segment_key":
+            rule = (await self.catalog.get(request.segment_key)).rule
+            condition = segment_from_proto(
+                segments_pb2.Segment(key=request.segment_key, rule=rule)
+            ).rule
+        elif target == "rule":
+            condition = rule_from_proto(request.rule, "rule")
+            unknown = sorted(dependencies(condition) - segments.keys())
+            if unknown:
+                raise InvalidArgument(f"refers to unknown segment {unknown[0]!r}", field="rule")
+        else:
+            raise InvalidArgument("set segment_key or rule", field="target")
+        goal, window = goal_window(request.goal_event_type, request.window_days)
+        result = await self.sizing.estimate(condition, segments, goal, window)
+        return estimate_response(result)

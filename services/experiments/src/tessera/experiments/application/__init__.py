@@ -1,0 +1,1 @@
+"""What the experiment service does beyond definitions: exposures, conversions, results."""
