@@ -105,12 +105,13 @@ format: install $(BUF)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install  ## assignment against GrowthBook's SDK; Decide against an echo RPC, at concurrency 1, 16 and 64; EstimateSize over 1M profiles; 100 segments against one profile
+bench: install  ## assignment against GrowthBook's SDK; Decide against an echo RPC, at concurrency 1, 16 and 64; EstimateSize over 1M profiles; 100 segments against one profile; one worker vs two
 	$(PY) -m pip install --quiet --disable-pip-version-check --group bench
 	$(PY) -m bench.assignment
 	$(PY) -m bench
 	$(PY) -m bench.segments --echo
 	$(PY) -m bench.evaluate --echo
+	$(PY) -m bench.workers
 
 clean:
 	-$(PY) tools/protogen.py --clean

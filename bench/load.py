@@ -32,8 +32,11 @@ from bench.stats import (
     summarise,
 )
 
-TARGETS = (BASELINE, *DECIDE_MODES, *PROFILE_TARGETS)
-"""echo, each Decide target (one per evaluation mode), then the profile service's."""
+EVALUATE = "evaluate-segments"
+"""EvaluateSegments with the profile in the request: the segment service alone."""
+
+TARGETS = (BASELINE, *DECIDE_MODES, *PROFILE_TARGETS, EVALUATE)
+"""echo, each Decide target (one per evaluation mode), the profile service's, segments'."""
 
 # Headroom on top of a level's own time bound before the parent gives up on a
 # load process: connecting, the barrier and draining the last calls.
@@ -60,6 +63,9 @@ class LevelSpec:
     timeout_s: float
     payload_bytes: int = 0
     cookies: Sequence[str] = ()
+    connections: int = 1
+    """Channels (each its own TCP connection) this process spreads its workers over:
+    workers of a server sharing a port (SO_REUSEPORT) each take whole connections."""
 
 
 @dataclass
@@ -89,6 +95,13 @@ def _call_for(
         return echo.Echo, lambda _: message
     if not spec.cookies:
         raise ValueError(f"{spec.target} needs at least one cookie to rotate over")
+    if spec.target == EVALUATE:
+        from bench.seed import evaluate_request
+        from tessera.segments.v1 import segments_pb2_grpc
+
+        segments = segments_pb2_grpc.SegmentServiceStub(channel)
+        evaluations = [evaluate_request(cookie) for cookie in spec.cookies]
+        return segments.EvaluateSegments, lambda position: evaluations[position % len(evaluations)]
     if spec.target in DECIDE_MODES:
         # The same Decide for every mode; only the decision service behind
         # `spec.address` differs.
@@ -134,50 +147,72 @@ def _call_for(
 
 
 async def _run_level(spec: LevelSpec, barrier: multiprocessing.synchronize.Barrier) -> LevelResult:
-    async with grpc.aio.insecure_channel(spec.address) as channel:
-        call, request_at = _call_for(spec, channel, f"{spec.target}-{time.time_ns()}")
-        # Connect before the barrier so connection setup is in nobody's window.
+    # A subchannel pool of each channel's own: otherwise channels to one
+    # address share a single connection.
+    options = [("grpc.use_local_subchannel_pool", 1)] if spec.connections > 1 else []
+    channels = [
+        grpc.aio.insecure_channel(spec.address, options=options)
+        for _ in range(max(1, spec.connections))
+    ]
+    try:
+        return await _run_level_on(spec, barrier, channels)
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+async def _run_level_on(
+    spec: LevelSpec,
+    barrier: multiprocessing.synchronize.Barrier,
+    channels: Sequence[grpc.aio.Channel],
+) -> LevelResult:
+    tag = f"{spec.target}-{time.time_ns()}"
+    calls = [_call_for(spec, channel, tag) for channel in channels]
+    request_at = calls[0][1]
+    # Connect before the barrier so connection setup is in nobody's window.
+    for channel in channels:
         await asyncio.wait_for(channel.channel_ready(), timeout=_SLACK_S)
-        await asyncio.to_thread(barrier.wait, _SLACK_S)
+    await asyncio.to_thread(barrier.wait, _SLACK_S)
 
-        start = time.perf_counter_ns()
-        warm_end = start + int(spec.warmup_s * 1e9)
-        if spec.requests is None:
-            measure_end = warm_end + int(spec.duration_s * 1e9)
-        else:
-            measure_end = warm_end + int(spec.max_s * 1e9)
-        latencies: list[int] = []
-        errors: Counter[str] = Counter()
-        remaining = spec.requests
-        last_done = warm_end
+    start = time.perf_counter_ns()
+    warm_end = start + int(spec.warmup_s * 1e9)
+    if spec.requests is None:
+        measure_end = warm_end + int(spec.duration_s * 1e9)
+    else:
+        measure_end = warm_end + int(spec.max_s * 1e9)
+    latencies: list[int] = []
+    errors: Counter[str] = Counter()
+    remaining = spec.requests
+    last_done = warm_end
 
-        async def worker(index: int) -> None:
-            nonlocal remaining, last_done
-            position = index
-            while True:
-                sent = time.perf_counter_ns()
-                if sent >= measure_end:
+    async def worker(index: int) -> None:
+        nonlocal remaining, last_done
+        call = calls[index % len(calls)][0]
+        position = index
+        while True:
+            sent = time.perf_counter_ns()
+            if sent >= measure_end:
+                return
+            measuring = sent >= warm_end
+            if measuring and remaining is not None:
+                if remaining <= 0:
                     return
-                measuring = sent >= warm_end
-                if measuring and remaining is not None:
-                    if remaining <= 0:
-                        return
-                    remaining -= 1
-                request = request_at(position)
-                position += spec.total_workers
-                try:
-                    await call(request, timeout=spec.timeout_s)
-                except grpc.aio.AioRpcError as error:
-                    if measuring:
-                        errors[error.code().name] += 1
-                        last_done = max(last_done, time.perf_counter_ns())
-                    continue
-                done = time.perf_counter_ns()
+                remaining -= 1
+            request = request_at(position)
+            position += spec.total_workers
+            try:
+                await call(request, timeout=spec.timeout_s)
+            except grpc.aio.AioRpcError as error:
                 if measuring:
-                    latencies.append(done - sent)
-                    last_done = max(last_done, done)
+                    errors[error.code().name] += 1
+                    last_done = max(last_done, time.perf_counter_ns())
+                continue
+            done = time.perf_counter_ns()
+            if measuring:
+                latencies.append(done - sent)
+                last_done = max(last_done, done)
 
-        await asyncio.gather(*(worker(spec.first_worker + k) for k in range(spec.workers)))
+    await asyncio.gather(*(worker(spec.first_worker + k) for k in range(spec.workers)))
 
     measured = len(latencies) + sum(errors.values())
     window_ns = last_done - warm_end if measured else 0
@@ -244,6 +279,7 @@ class LoadPool:
         timeout_s: float,
         payload_bytes: int = 0,
         cookies: Sequence[str] = (),
+        connections: int = 1,
     ) -> LevelSummary:
         """Run one level across all load processes and summarise it."""
         shares = split(concurrency, len(self.processes))
@@ -267,6 +303,7 @@ class LoadPool:
                     timeout_s=timeout_s,
                     payload_bytes=payload_bytes,
                     cookies=cookies,
+                    connections=connections,
                 )
             )
             first += workers

@@ -175,3 +175,67 @@ def decide_request(cookie: str) -> decision_pb2.DecideRequest:
         channel=common_pb2.CHANNEL_WEB,
         placements=[PLACEMENT],
     )
+
+
+RULE_SEGMENTS = 40
+"""Segments `seed_rule_segments` defines: a catalogue a shop of some size keeps."""
+
+CATEGORIES = ("juicers", "blenders", "kettles", "toasters", "mixers")
+
+
+def rule_segment(index: int) -> segments_pb2.Segment:
+    """One of the rule-heavy segments: traits, session views and event windows together."""
+    category = CATEGORIES[index % len(CATEGORIES)]
+    rule = (
+        f'trait.country in ["FR", "BE", "DE"] and session.category_views("{category}") >= '
+        f"{1 + index % 3} and count(purchase, within={7 + index}d) == 0 "
+        f'or trait.tier == "gold" and count(product_view where category == "{category}", '
+        f"within=90d) >= {index % 4}"
+    )
+    return segments_pb2.Segment(
+        key=f"rules-{index:02d}", name=f"Rules {index}", rule=segments_pb2.Rule(text=rule)
+    )
+
+
+async def seed_rule_segments(segments_address: str, count: int = RULE_SEGMENTS) -> None:
+    """Define `count` rule-heavy segments (safe to run again: existing keys are kept)."""
+    async with grpc.aio.insecure_channel(segments_address) as channel:
+        stub = segments_pb2_grpc.SegmentServiceStub(channel)
+        for index in range(count):
+            try:
+                await stub.CreateSegment(
+                    segments_pb2.CreateSegmentRequest(segment=rule_segment(index)),
+                    timeout=_SEED_TIMEOUT_S,
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+                    raise
+
+
+def evaluate_request(cookie: str) -> segments_pb2.EvaluateSegmentsRequest:
+    """EvaluateSegments for a visitor sent whole (no profile service call): traits, a
+    session with category views, and 60 days of product views and purchases."""
+    number = sum(cookie.encode())
+    profile = profiles_pb2.Profile(
+        profile_id=f"p-{cookie}",
+        identities=[common_pb2.Identity(type="cookie", value=cookie)],
+        session=profiles_pb2.Session(
+            page_views=12,
+            category_views={c: (number + k) % 4 for k, c in enumerate(CATEGORIES)},
+        ),
+    )
+    profile.traits.update({"country": ("FR", "US", "DE")[number % 3], "tier": "gold"})
+    today = (time.time_ns() // 86_400_000_000_000) - 1
+    days = list(range(today - 59, today + 1))
+    for category in CATEGORIES:
+        profile.event_history.series.add(
+            event_type="product_view",
+            filter_property="category",
+            filter_value=category,
+            days=days,
+            counts=[(number + day) % 3 for day in days],
+        )
+    profile.event_history.series.add(
+        event_type="purchase", days=days[::10], counts=[1] * len(days[::10])
+    )
+    return segments_pb2.EvaluateSegmentsRequest(profile=profile, channel=common_pb2.CHANNEL_WEB)

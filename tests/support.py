@@ -65,3 +65,31 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def create_tables(engine: Any, tables: list[Any]) -> None:
+    """Create tables that belong to no service's migrations (a test's own prefix).
+
+    The services' own tables come from their Alembic revisions
+    (`tessera.migrations.upgrade`); tests that exercise shared plumbing
+    (definitions, feed cursors) under a prefix of their own create its
+    tables straight from the models.
+    """
+    from sqlmodel import SQLModel
+
+    SQLModel.metadata.create_all(engine, tables=[model.__table__ for model in tables])
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample a Prometheus endpoint serves, by name and labels."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        text = reply.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

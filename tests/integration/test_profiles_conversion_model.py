@@ -25,14 +25,14 @@ import pytest
 from population import visitors
 from support import ServerThread
 
-from tessera import db
+from tessera import db, migrations
 from tessera.common.v1 import common_pb2
 from tessera.hot import MemoryHotStore
 from tessera.profiles.application import Stores, refresh_model
 from tessera.profiles.domain.conversion import PRIOR, ConversionModel, probability
 from tessera.profiles.server import ProfilesService, ProfilesSettings
 from tessera.profiles.storage.sessions import SessionStore
-from tessera.profiles.storage.sql import ProfileStore, migrate
+from tessera.profiles.storage.sql import ProfileStore
 from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -172,7 +172,7 @@ def test_refresh_model__newer_model_and_other_goal__newest_of_the_goal_used(
     tmp_path: Path,
 ) -> None:
     database = db.open_database(ProfilesSettings(data_dir=str(tmp_path)), "profiles")
-    migrate(database.engine)
+    migrations.upgrade(database.engine, "profiles")
     store = ProfileStore(database)
     stores = Stores(store, SessionStore(MemoryHotStore()))
     start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 from sqlmodel import Session
-from support import ServerThread, field_of, free_port
+from support import ServerThread, create_tables, field_of, free_port
 
 from tessera import db
 from tessera.common.v1 import common_pb2
@@ -325,7 +325,7 @@ class RunnerThread:
     def __init__(self, address: str, url: str) -> None:
         self.database = db.Database(url.replace("postgresql://", "postgresql+psycopg://", 1))
         self.cursors = Cursors(self.database, "feedtest")
-        db.migrate(self.database.engine, "feedtest", self.cursors.tables)
+        create_tables(self.database.engine, self.cursors.tables)
         with self.database.engine.begin() as connection:
             connection.execute(text(f"CREATE TABLE IF NOT EXISTS {SEEN} (event_id TEXT)"))
         self._loop = asyncio.new_event_loop()
@@ -475,6 +475,33 @@ def test_stream_events__embedded_sqlite__same_feed_live(tmp_path: Path) -> None:
     # 1, 2 and 6 are profile records (the two new profiles, the survivor
     # after the merge), served only to a follower that asks for them.
     assert [r.sequence for r in records] == [3, 4, 5, 7]
+
+
+def test_feed_runner__records_handled__head_position_and_count_in_the_metrics(
+    server: ServerThread, profiles: Stub, feed_url: str
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    handled_before = sample("tessera_feed_records_total", consumer="test-consumer")
+    runner = RunnerThread(server.address, feed_url)
+    person = new_profile(profiles)
+    try:
+        tracked = [track(profiles, event(person)) for _ in range(3)]
+        runner.wait_seen(tracked)
+        position = runner.runner.position
+        checkpointed = sample("tessera_feed_consumer_sequence", consumer="test-consumer")
+        handled = sample("tessera_feed_records_total", consumer="test-consumer")
+        head = sample("tessera_feed_head_sequence")
+    finally:
+        runner.stop()
+
+    assert checkpointed == position > 0
+    assert handled >= handled_before + 3
+    # Lag in records, as the dashboard computes it: the head minus the checkpoint.
+    assert head >= position
 
 
 def test_stream_events__include_profiles__traits_and_identity_types_after_each_change(

@@ -1,4 +1,4 @@
-"""The change feed's storage on PostgreSQL: the sequencer, retention, the v3 migration.
+"""The change feed's storage on PostgreSQL: the sequencer and retention.
 
 These drive transactions by hand, to put commits in the order that breaks a
 naive feed (ids taken at insert, committed in another order).
@@ -14,12 +14,9 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from tessera import db
+from tessera import db, migrations
 from tessera.errors import FailedPrecondition
-from tessera.profiles.domain.model import EventData, IdentityKey
-from tessera.profiles.storage import sql as profiles_sql
 from tessera.profiles.storage.feed import FEED_LOCK_KEY, FeedStore
-from tessera.profiles.storage.sql import MIGRATIONS, SCHEMA_VERSION, TABLES, ProfileStore
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +54,7 @@ def _event_ids(feed: FeedStore, after: int) -> list[tuple[int, str]]:
 def test_sequencer__lower_id_commits_after_higher__follower_reading_after_gets_it(
     database: db.Database,
 ) -> None:
-    profiles_sql.migrate(database.engine)
+    migrations.upgrade(database.engine, "profiles")
     feed = FeedStore(database)
     slow = database.engine.connect()
     slow_transaction = slow.begin()
@@ -80,7 +77,7 @@ def test_sequencer__lower_id_commits_after_higher__follower_reading_after_gets_i
 def test_sequencer__rolled_back_insert__no_position_given_and_no_gap_served(
     database: db.Database,
 ) -> None:
-    profiles_sql.migrate(database.engine)
+    migrations.upgrade(database.engine, "profiles")
     feed = FeedStore(database)
     with database.engine.connect() as connection:
         transaction = connection.begin()
@@ -98,7 +95,7 @@ def test_sequencer__rolled_back_insert__no_position_given_and_no_gap_served(
 def test_sequencer__another_run_holds_lock__skips_without_waiting(
     database: db.Database,
 ) -> None:
-    profiles_sql.migrate(database.engine)
+    migrations.upgrade(database.engine, "profiles")
     feed = FeedStore(database)
     with database.engine.begin() as connection:
         _insert_event(connection, "waiting")
@@ -118,7 +115,7 @@ def test_sequencer__another_run_holds_lock__skips_without_waiting(
 def test_purge__records_older_than_retention__oldest_prefix_gone_old_cursor_refused(
     database: db.Database,
 ) -> None:
-    profiles_sql.migrate(database.engine)
+    migrations.upgrade(database.engine, "profiles")
     feed = FeedStore(database)
     with database.engine.begin() as connection:
         for n in range(3):
@@ -137,34 +134,3 @@ def test_purge__records_older_than_retention__oldest_prefix_gone_old_cursor_refu
     assert refused.value.field == "after"
     assert "oldest sequence still held is 4" in refused.value.message
     assert _event_ids(feed, 3) == [(4, "young")]
-
-
-def test_migrate__log_of_version_2__records_get_positions_in_id_order(
-    database: db.Database,
-) -> None:
-    engine = database.engine
-    db.migrate(engine, "profiles", TABLES, version=2)
-    with engine.begin() as connection:  # the log as release 2 created it
-        connection.execute(text("DROP TABLE profiles_feed"))
-        connection.execute(text("DROP INDEX ix_profiles_log_unsequenced"))
-        connection.execute(text("ALTER TABLE profiles_log DROP COLUMN position"))
-        connection.execute(text("ALTER TABLE profiles_log DROP COLUMN sequenced_at"))
-        for n in range(3):
-            _insert_event(connection, f"v2-{n}")
-        connection.execute(text("DELETE FROM profiles_log WHERE event_id = 'v2-1'"))
-
-    db.migrate(engine, "profiles", TABLES, SCHEMA_VERSION, MIGRATIONS)
-    feed = FeedStore(database)
-    store = ProfileStore(database)
-    profile_id = store.identify([IdentityKey("cookie", uuid.uuid4().hex)]).profile.profile_id
-    now = dt.datetime.now(dt.UTC)
-    store.record_event(EventData("v3-0", "page_view", now), profile_id)
-    feed.sequence()
-
-    served = _event_ids(feed, 0)
-    assert [event_id for _, event_id in served] == ["v2-0", "v2-2", "v3-0"]
-    positions = [sequence for sequence, _ in served]
-    assert positions == sorted(positions) and len(set(positions)) == 3
-    with engine.connect() as connection:
-        version = connection.execute(text("SELECT version FROM profiles_schema")).scalar()
-    assert version == SCHEMA_VERSION

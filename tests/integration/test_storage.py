@@ -1,4 +1,4 @@
-"""Storage plumbing on PostgreSQL: migrations and definition revisions under concurrency."""
+"""Storage plumbing on PostgreSQL: definition revisions and merges under concurrency."""
 
 from __future__ import annotations
 
@@ -8,15 +8,12 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import text
+from support import create_tables
 
-from tessera import db
+from tessera import db, migrations
 from tessera.catalog import Catalog
 from tessera.convert import to_json
 from tessera.definitions import DefinitionStore
-from tessera.errors import FailedPrecondition
-from tessera.profiles.storage import sql as profiles_sql
-from tessera.profiles.storage.sql import TABLES
 from tessera.segments.v1 import segments_pb2
 
 pytestmark = pytest.mark.integration
@@ -48,33 +45,12 @@ def run_together(work: Callable[[], None], threads: int) -> list[BaseException]:
     return errors
 
 
-def test_migrate__replicas_start_together__one_schema_no_error(database: db.Database) -> None:
-    service = f"mig{uuid.uuid4().hex[:6]}"
-
-    errors = run_together(lambda: db.migrate(database.engine, service, TABLES), threads=6)
-
-    assert errors == []
-    with database.engine.connect() as connection:
-        rows = connection.execute(text(f"SELECT version FROM {service}_schema")).all()
-    assert rows == [(1,)]
-
-
-def test_migrate__database_from_newer_release__refused(database: db.Database) -> None:
-    service = f"mig{uuid.uuid4().hex[:6]}"
-    db.migrate(database.engine, service, TABLES, version=3)
-
-    with pytest.raises(FailedPrecondition) as raised:
-        db.migrate(database.engine, service, TABLES, version=2)
-
-    assert raised.value.field == "database_url"
-
-
 def test_definitions__concurrent_writers__every_change_once_in_revision_order(
     database: db.Database,
 ) -> None:
     prefix = f"defs{uuid.uuid4().hex[:6]}"
     store = DefinitionStore(database, prefix, "thing")
-    db.migrate(database.engine, prefix, store.tables)
+    create_tables(database.engine, store.tables)
     store.prepare()
     counter = iter(range(10_000))
     lock = threading.Lock()
@@ -118,7 +94,7 @@ def test_identify__overlapping_merges_at_once__every_identity_on_one_live_profil
     from tessera.profiles.domain.model import IdentityKey
     from tessera.profiles.storage.sql import IdentityRow, ProfileRow, ProfileStore
 
-    profiles_sql.migrate(database.engine)
+    migrations.upgrade(database.engine, "profiles")
     store = ProfileStore(database)
     for trial in range(10):
         a, b, c, d = (IdentityKey("cookie", f"{uuid.uuid4().hex}-{n}") for n in "abcd")
@@ -140,7 +116,7 @@ def test_definitions__same_new_key_created_at_once__one_wins_others_already_exis
 
     prefix = f"defs{uuid.uuid4().hex[:6]}"
     store = DefinitionStore(database, prefix, "thing")
-    db.migrate(database.engine, prefix, store.tables)
+    create_tables(database.engine, store.tables)
     store.prepare()
 
     errors = run_together(lambda: store.create("contested", "{}") and None, threads=8)
@@ -152,7 +128,7 @@ def test_definitions__same_new_key_created_at_once__one_wins_others_already_exis
 
 def _catalog(database: db.Database, prefix: str) -> Catalog[segments_pb2.Segment]:
     catalog = Catalog(database, prefix, "segment", segments_pb2.Segment)
-    db.migrate(database.engine, prefix, catalog.tables)
+    create_tables(database.engine, catalog.tables)
     return catalog
 
 
@@ -246,7 +222,7 @@ def test_identify__survivor_merged_away_right_after_commit__answers_without_erro
     from tessera.profiles.domain.model import IdentityKey
     from tessera.profiles.storage.sql import ProfileStore
 
-    profiles_sql.migrate(database.engine)
+    migrations.upgrade(database.engine, "profiles")
     store = ProfileStore(database)
     a, b, c = (IdentityKey("cookie", f"{uuid.uuid4().hex}-{n}") for n in "abc")
     older, survivor, _ = (store.identify([key]).profile.profile_id for key in (a, b, c))
@@ -267,139 +243,3 @@ def test_identify__survivor_merged_away_right_after_commit__answers_without_erro
     assert result.profile.profile_id == survivor
     assert store.get(survivor).profile_id == older
     assert {k.value for k in store.get(older).identities} == {a.value, b.value, c.value}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_database(
-    request: pytest.FixtureRequest, tmp_path: object, postgres_url: str
-) -> Iterator[db.Database]:
-    """An empty database of the test's own, so it can hold tables of an old release."""
-    import psycopg
-
-    if request.param == "sqlite":
-        database = db.Database(f"sqlite:///{tmp_path}/profiles.db")
-        yield database
-        database.dispose()
-        return
-    name = f"tessera_mig_{uuid.uuid4().hex[:12]}"
-    base, _ = postgres_url.rsplit("/", 1)
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    database = db.Database(f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1))
-    yield database
-    database.dispose()
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def test_migrate__profiles_log_of_version_1__gains_applied_and_old_events_count_as_applied(
-    fresh_database: db.Database,
-) -> None:
-    import datetime as dt
-
-    from tessera.profiles.domain.model import EventData
-    from tessera.profiles.storage.sql import MIGRATIONS, SCHEMA_VERSION, ProfileStore
-
-    engine = fresh_database.engine
-    db.migrate(engine, "profiles", TABLES, version=1)
-    with engine.begin() as connection:  # the log as release 1 created it
-        connection.execute(text("ALTER TABLE profiles_log DROP COLUMN applied"))
-        connection.execute(
-            text(
-                "INSERT INTO profiles_log (kind, event_id, profile_id, type, channel, ts,"
-                " properties, identities) VALUES ('event', 'old-1', 'p', 'page_view', 0,"
-                " '2026-01-01 00:00:00', '{}', '[]')"
-            )
-        )
-
-    db.migrate(engine, "profiles", TABLES, SCHEMA_VERSION, MIGRATIONS)
-
-    store = ProfileStore(fresh_database)
-    profile_id = store.identify([_cookie()]).profile.profile_id
-    old = EventData("old-1", "page_view", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
-    new = EventData("new-1", "page_view", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
-    assert store.record_event(old, profile_id).pending is None
-    assert store.record_event(new, profile_id).pending == new
-    with engine.connect() as connection:
-        version = connection.execute(text("SELECT version FROM profiles_schema")).scalar()
-    assert version == SCHEMA_VERSION
-
-
-def test_migrate__profiles_of_version_2__gain_an_empty_event_history_that_then_fills(
-    fresh_database: db.Database,
-) -> None:
-    import datetime as dt
-
-    from tessera.profiles.domain.model import EventData
-    from tessera.profiles.storage.sql import MIGRATIONS, SCHEMA_VERSION, ProfileStore
-
-    engine = fresh_database.engine
-    db.migrate(engine, "profiles", TABLES, 2, MIGRATIONS)
-    with engine.begin() as connection:  # the profile table as release 2 created it
-        connection.execute(text("ALTER TABLE profiles_profile DROP COLUMN event_history"))
-        connection.execute(
-            text(
-                "INSERT INTO profiles_profile (profile_id, traits, history, created_at,"
-                " updated_at) VALUES ('old', '{}', '{\"orders\": 0, \"revenue\": 0.0,"
-                ' "last_purchase_at": null, "categories": {}}\', '
-                " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
-            )
-        )
-
-    db.migrate(engine, "profiles", TABLES, SCHEMA_VERSION, MIGRATIONS)
-
-    store = ProfileStore(fresh_database)
-    assert store.get("old").event_history.series == {}
-    now = dt.datetime.now(dt.UTC)
-    store.record_event(EventData("e-1", "purchase", now, properties={"revenue": 5.0}), "old")
-    series = store.get("old").event_history.series
-    assert [(key, s.counts, dict(s.sums)) for key, s in series.items()] == [
-        (("purchase", "", ""), (1,), {"revenue": (5.0,)})
-    ]
-    with engine.connect() as connection:
-        version = connection.execute(text("SELECT version FROM profiles_schema")).scalar()
-    assert version == SCHEMA_VERSION
-
-
-def test_migrate__profiles_of_version_4__each_gets_a_profile_record_for_the_feed(
-    fresh_database: db.Database,
-) -> None:
-    from tessera.profiles.storage.feed import FeedStore
-    from tessera.profiles.storage.sql import MIGRATIONS, SCHEMA_VERSION
-
-    engine = fresh_database.engine
-    db.migrate(engine, "profiles", TABLES, 4, MIGRATIONS)
-    with engine.begin() as connection:  # two profiles of release 4, one with identities
-        for profile_id, traits in (("old-a", '{"plan": "pro"}'), ("old-b", "{}")):
-            connection.execute(
-                text(
-                    "INSERT INTO profiles_profile (profile_id, traits, history, created_at,"
-                    f" updated_at) VALUES ('{profile_id}', '{traits}', '{{}}',"
-                    " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
-                )
-            )
-        for id_type, value in (("email", "h1"), ("cookie", "c1"), ("cookie", "c2")):
-            connection.execute(
-                text(
-                    "INSERT INTO profiles_identity (id_type, id_value, profile_id, created_at)"
-                    f" VALUES ('{id_type}', '{value}', 'old-a', '2026-01-01 00:00:00')"
-                )
-            )
-
-    db.migrate(engine, "profiles", TABLES, SCHEMA_VERSION, MIGRATIONS)
-    feed = FeedStore(fresh_database)
-    feed.sequence()
-    records = feed.read(0, [], 100, profiles=True).records
-    hidden = feed.read(0, [], 100).records
-
-    assert [(r.kind, r.profile_id, dict(r.traits), list(r.identity_types)) for r in records] == [
-        ("profile", "old-a", {"plan": "pro"}, ["cookie", "email"]),
-        ("profile", "old-b", {}, []),
-    ]
-    assert hidden == []
-
-
-def _cookie() -> object:
-    from tessera.profiles.domain.model import IdentityKey
-
-    return IdentityKey("cookie", uuid.uuid4().hex)

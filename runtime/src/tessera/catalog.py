@@ -56,7 +56,7 @@ class Catalog(Generic[M]):
 
     @property
     def tables(self) -> list[type[SQLModel]]:
-        """The tables to create at start."""
+        """Its tables (in the service's `migrations.tables()`, created by its revisions)."""
         return self.store.tables
 
     def message(self, definition: Definition) -> M:

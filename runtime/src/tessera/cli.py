@@ -10,6 +10,7 @@ tessera apply -f examples/juicer
 tessera segments list      (also experiments, campaigns: list, get, delete; profiles: get,
                            export, delete; track): a table, or --output json / yaml
 tessera segments size KEY  size and value of a segment (or a rule)
+tessera migrate            create or upgrade every service's tables
 """
 
 from __future__ import annotations
@@ -83,6 +84,38 @@ def serve(name: str, worker: bool = False) -> int:
         logging.getLogger("tessera.cli").exception("could not serve", extra={"service": name})
         return 1
     return 0
+
+
+def migrate(services: list[str], check: bool, new_revision: str | None = None) -> int:
+    """Upgrade (or with `check`, only report) the tables of `services`, all four by default."""
+    from tessera import db, migrations
+
+    if new_revision is not None:
+        for name in services:
+            print(f"{name}: wrote {migrations.new_revision(name, new_revision)}")
+        return 0
+
+    settings = RuntimeSettings()
+    logs.configure("migrate", settings.log_level)
+    behind = False
+    for name in services or START_ORDER:
+        database = db.open_database(settings, name)
+        try:
+            if check:
+                at, head, known = migrations.state(database.engine, name)
+                verdict = "up to date" if at == head else "behind" if known else "ahead"
+                behind = behind or (at != head and known)
+                print(f"{name}: at {at or 'nothing'}, this release's head {head}: {verdict}")
+                continue
+            done = migrations.upgrade(database.engine, name)
+        except TesseraError as error:
+            print(f"{name}: {error}", file=sys.stderr)
+            return 1
+        finally:
+            database.dispose()
+        moved = f"{done.before or 'empty'} -> {done.after}" if done.changed else "nothing to do"
+        print(f"{name}: {moved} (at {done.after})")
+    return 1 if behind else 0
 
 
 def _take_terminal() -> Callable[[], None]:
@@ -341,6 +374,30 @@ def main(argv: list[str] | None = None) -> int:
     conversion_parser.add_argument(
         "--seed", type=int, default=0, help="seed of the held-out split (default: 0)"
     )
+    migrate_parser = commands.add_parser(
+        "migrate",
+        help="create or upgrade the services' tables",
+        description="Run the services' schema migrations (Alembic) against TESSERA_DATABASE_URL "
+        "(or the embedded files in TESSERA_DATA_DIR): each service's tables to this release's "
+        "revision. Safe to run again, and from several places at once.",
+    )
+    migrate_parser.add_argument(
+        "service",
+        nargs="*",
+        metavar="SERVICE",
+        help=f"services to migrate: {', '.join(SERVICES)} (default: all)",
+    )
+    migrate_parser.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; say where each schema stands, exit 1 if one is behind",
+    )
+    migrate_parser.add_argument(
+        "--new-revision",
+        metavar="MESSAGE",
+        help="for developers: write the named service's next revision, what its models add "
+        "to its tables (Alembic autogenerate), to review before committing",
+    )
     report_parser = commands.add_parser(
         "report",
         help="an experiment's results: a table per variant and a chart of lift over time",
@@ -355,6 +412,15 @@ def main(argv: list[str] | None = None) -> int:
     segments_cli = importlib.import_module("tessera.segments.size_cli")
     segments_cli.configure(actions["segments"])
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        unknown = [name for name in args.service if name not in SERVICES]
+        if unknown:
+            migrate_parser.error(
+                f"no service {', '.join(unknown)}; choose from {', '.join(SERVICES)}"
+            )
+        if args.new_revision is not None and len(args.service) != 1:
+            migrate_parser.error("--new-revision writes one service's revision: name the service")
+        return migrate(args.service, args.check, args.new_revision)
     if args.command == "report":
         return int(importlib.import_module("tessera.experiments.report_cli").run(args))
     if args.command == "segments" and args.action == "size":

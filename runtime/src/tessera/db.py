@@ -2,9 +2,9 @@
 
 Embedded default: a SQLite file per service in the data folder (WAL mode, so
 readers do not wait for the writer). Production: PostgreSQL through
-`TESSERA_DATABASE_URL`. Each service creates only its own tables, all named
-with the service's prefix, so services can share one database server without
-touching each other's data.
+`TESSERA_DATABASE_URL`. Each service has only its own tables, all named with
+the service's prefix, so services can share one database server without
+touching each other's data; `tessera.migrations` creates and upgrades them.
 
 SQL runs in worker threads (`run`), never on the event loop: a slow query
 must not stall every other call of the process.
@@ -14,27 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
-    Column,
-    Connection,
     Engine,
-    Integer,
-    MetaData,
-    Table,
     event,
     text,
 )
-from sqlalchemy import select as sa_select
-from sqlmodel import SQLModel, create_engine
+from sqlmodel import create_engine
 
-from tessera.errors import FailedPrecondition
 from tessera.settings import RuntimeSettings
 
 T = TypeVar("T")
@@ -86,65 +78,6 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _tune_sqlite)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=DB_THREADS, max_overflow=0)
-
-
-Migration = Callable[[Connection], None]
-
-
-@functools.cache
-def _schema_table(service: str) -> Table:
-    """`<service>_schema`: one row, the version the service's tables are at."""
-    return Table(f"{service}_schema", MetaData(), Column("version", Integer, nullable=False))
-
-
-def _lock_key(service: str) -> int:
-    """A stable 64-bit key for PostgreSQL's advisory lock of `service`'s schema."""
-    digest = hashlib.sha256(f"tessera-schema:{service}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def migrate(
-    engine: Engine,
-    service: str,
-    tables: Sequence[type[SQLModel]],
-    version: int = 1,
-    steps: dict[int, Migration] | None = None,
-) -> None:
-    """Create the service's tables, then run the migration steps it lacks.
-
-    `steps[n]` brings the schema from version n-1 to n. All in one
-    transaction; on PostgreSQL under an advisory lock, so replicas starting
-    together migrate one after the other instead of racing to create the
-    same tables. A database written by a newer release is refused rather
-    than misread.
-    """
-    schema = _schema_table(service)
-    with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(service)}
-            )
-        SQLModel.metadata.create_all(connection, tables=[_table(t) for t in tables])
-        schema.create(connection, checkfirst=True)
-        current = connection.execute(sa_select(schema.c.version)).scalar() or 0
-        if current > version:
-            raise FailedPrecondition(
-                f"database schema of {service} is at version {current}, newer than this "
-                f"release's {version}",
-                field="database_url",
-            )
-        for step in range(current + 1, version + 1):
-            if steps and step in steps and current > 0:
-                steps[step](connection)
-        if current == 0:
-            connection.execute(schema.insert().values(version=version))
-        elif current != version:
-            connection.execute(schema.update().values(version=version))
-
-
-def _table(model: type[SQLModel]) -> Table:
-    table: Table = model.__table__  # type: ignore[attr-defined]
-    return table
 
 
 _executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="tessera-db")

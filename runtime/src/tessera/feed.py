@@ -48,6 +48,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col
 
+from tessera import metrics
 from tessera.db import Database
 from tessera.definitions.watcher import Backoff, _close
 
@@ -90,7 +91,8 @@ class CursorMoved(Exception):
 class Cursors:
     """The feed cursors of one service's consumers, in its own database (blocking).
 
-    Add `tables` to the service's `db.migrate` tables.
+    Its table comes from a revision of the service's migrations (`tables` lists
+    it for the service's `migrations.tables()`).
     """
 
     def __init__(self, database: Database, service: str) -> None:
@@ -100,7 +102,7 @@ class Cursors:
 
     @property
     def tables(self) -> list[type[SQLModel]]:
-        """The tables to create at start."""
+        """Its tables (in the service's `migrations.tables()`, created by its revisions)."""
         return [self.model]
 
     def load(self, consumer: str) -> int:
@@ -198,6 +200,7 @@ class FeedRunner(Generic[R]):
 
     def _advanced(self, position: int) -> None:
         self.position = position
+        metrics.FEED_POSITION.labels(self.consumer).set(position)
         moved, self._moved = self._moved, asyncio.Event()
         moved.set()
 
@@ -296,6 +299,7 @@ class FeedRunner(Generic[R]):
             assert self.handle is not None
             await self.handle(records)
             await database.run(self.cursors.set, self.consumer, cursor, last)
+        metrics.FEED_RECORDS.labels(self.consumer).inc(len(records))
         self._advanced(last)
         return last
 

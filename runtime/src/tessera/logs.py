@@ -45,3 +45,6 @@ def configure(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic announces its plugins and "Context impl ..." at every command;
+    # tessera.migrations logs what a migration did instead.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))

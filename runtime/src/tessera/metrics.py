@@ -73,7 +73,57 @@ def record_rpc(method: str, code: str, seconds: float) -> None:
     RPC_SECONDS.labels(service, name).observe(seconds)
 
 
+PEER_CALLS = Counter(
+    "grpc_client_handled_total",
+    "Calls this service made to a peer (its fan-out), by the peer's status code.",
+    ["grpc_service", "grpc_method", "grpc_code"],
+)
+PEER_SECONDS = Histogram(
+    "grpc_client_handling_seconds",
+    "Time a call to a peer took, by the peer's service and method: fan-out latency per dependency.",
+    ["grpc_service", "grpc_method"],
+    buckets=LATENCY_BUCKETS,
+)
+DEFINITION_LOOKUPS = Counter(
+    "tessera_definition_lookups_total",
+    "Definitions the hot path asked a replica's in-memory cache for, by kind: hit when held, "
+    "miss when not (yet) held, e.g. created on another replica a moment ago.",
+    ["kind", "result"],
+)
+FEED_HEAD = Gauge(
+    "tessera_feed_head_sequence",
+    "The profile service's change feed: the highest sequence given out, as this replica last saw.",
+    multiprocess_mode="max",
+)
+FEED_POSITION = Gauge(
+    "tessera_feed_consumer_sequence",
+    "The last change-feed sequence a consumer handled and checkpointed; the feed's head minus "
+    "this is the consumer's lag in records.",
+    ["consumer"],
+    multiprocess_mode="max",
+)
+FEED_RECORDS = Counter(
+    "tessera_feed_records_total",
+    "Change-feed records a consumer handled.",
+    ["consumer"],
+)
+
+
+def record_peer_call(service: str, method: str, code: str, seconds: float) -> None:
+    """Count one finished call to a peer (`service` its full gRPC name)."""
+    PEER_CALLS.labels(service, method, code).inc()
+    PEER_SECONDS.labels(service, method).observe(seconds)
+
+
+def count_lookups(kind: str, hits: int, misses: int) -> None:
+    """Count definition lookups of `kind` in a replica's cache."""
+    if hits:
+        DEFINITION_LOOKUPS.labels(kind, "hit").inc(hits)
+    if misses:
+        DEFINITION_LOOKUPS.labels(kind, "miss").inc(misses)
+
+
 def serve(host: str, port: int) -> None:
     """Serve /metrics on `host:port` from a background thread; port 0 serves nothing."""
     if port:
-        start_http_server(port, addr=host)
+        start_http_server(port, addr=host.strip("[]"))

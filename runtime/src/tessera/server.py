@@ -32,7 +32,7 @@ from sqlalchemy import exc as sqlalchemy_errors
 
 from tessera import guard, metrics, tracing
 from tessera.errors import InvalidArgument, ResourceExhausted, TesseraError
-from tessera.settings import RuntimeSettings
+from tessera.settings import RuntimeSettings, host_port
 
 log = logging.getLogger("tessera.server")
 
@@ -394,7 +394,7 @@ async def start(
     reflection.enable_server_reflection(
         [*service.full_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = server.add_insecure_port(host_port(host, port))
     if bound == 0:
         raise OSError(f"cannot bind {host}:{port}")
     await service.start()
@@ -402,7 +402,10 @@ async def start(
     running = Running(server, bound, health_servicer, service, gate)
     await _check_stores(running)
     running.monitor = asyncio.create_task(_monitor(running))
-    log.info("serving", extra={"address": f"{host}:{bound}", "services": list(service.full_names)})
+    log.info(
+        "serving",
+        extra={"address": host_port(host, bound), "services": list(service.full_names)},
+    )
     return running
 
 
@@ -446,7 +449,7 @@ async def run(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    print(f"{service.name} listening on {host}:{running.port}", flush=True)
+    print(f"{service.name} listening on {host_port(host, running.port)}", flush=True)
     await stop.wait()
     log.info("shutting down", extra={"grace_s": grace})
     with contextlib.suppress(asyncio.CancelledError):

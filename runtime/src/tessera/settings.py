@@ -52,6 +52,17 @@ class RuntimeSettings(BaseSettings):
     workers: int = Field(
         1, ge=1, description="Worker processes of one service on its port (SO_REUSEPORT)."
     )
+    migrate_on_start: bool = Field(
+        True,
+        description="Create and upgrade the service's tables at start; off where "
+        "`tessera migrate` runs beforehand (production's migration Job).",
+    )
+    schema_wait_s: float = Field(
+        30.0,
+        ge=0,
+        description="Without migrate_on_start: how long to wait at start for the schema "
+        "to reach this release's revision before refusing to start.",
+    )
     allow_unauthenticated: bool = Field(
         False, description="Serve a non-loopback address without API keys, on purpose."
     )
@@ -108,8 +119,14 @@ class RuntimeSettings(BaseSettings):
         address: str = getattr(self, f"{service}_address")
         if address:
             return address
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"{host}:{self.port_of(service)}"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "[::]", "") else self.host
+        return host_port(host, self.port_of(service))
+
+
+def host_port(host: str, port: int) -> str:
+    """`host:port`, with an IPv6 address in brackets ([::1]:50052) as gRPC reads it."""
+    bare = host.strip("[]")
+    return f"[{bare}]:{port}" if ":" in bare else f"{host}:{port}"
 
 
 def is_loopback(host: str) -> bool:

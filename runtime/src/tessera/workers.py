@@ -76,7 +76,9 @@ def supervise(name: str, settings: RuntimeSettings) -> int:
     if settings.metrics_port_of(name):
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
-        start_http_server(settings.metrics_port_of(name), addr=settings.host, registry=registry)
+        start_http_server(
+            settings.metrics_port_of(name), addr=settings.host.strip("[]"), registry=registry
+        )
     code = 0
     try:
         while not stopping:

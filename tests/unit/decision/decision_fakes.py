@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import grpc
 from google.protobuf import struct_pb2
 
-from tessera import db
+from tessera import db, migrations
 from tessera.catalog import Catalog
 from tessera.common.v1 import common_pb2
 from tessera.decision.domain.campaigns import Assignments
@@ -217,7 +217,7 @@ def run_with_catalog(
         catalog = Catalog(database, "decision", "campaign", decision_pb2.Campaign)
         if before_open is not None:
             before_open(catalog)
-        await database.run(db.migrate, database.engine, "decision", catalog.tables)
+        await database.run(migrations.upgrade, database.engine, "decision")
         await catalog.open()
         try:
             return await scenario(catalog)

@@ -396,3 +396,36 @@ def test_production_has_an_autoscaler_and_a_disruption_budget_per_service(
 
 def test_production_keeps_the_store_urls_out_of_git(rendered: dict[str, list[Object]]) -> None:
     assert of_kind(rendered["production"], "Secret") == []
+
+
+def test_production_migrates_in_a_job_not_at_every_pod_start(
+    rendered: dict[str, list[Object]],
+) -> None:
+    objects = rendered["production"]
+    (job,) = of_kind(objects, "Job")
+    pod = job["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    (config,) = of_kind(objects, "ConfigMap")
+    (dev_config,) = of_kind(rendered["dev"], "ConfigMap")
+    policies = of_kind(objects, "NetworkPolicy")
+    migrator = Pod(namespace_of(objects), pod["metadata"]["labels"])
+    postgres = outside("data", {"app": "postgresql"}, **{"tessera-stores": "true"})
+
+    assert container["args"] == ["migrate"]
+    assert container["image"] == next(
+        c["image"]
+        for d in of_kind(objects, "Deployment")
+        for c in d["spec"]["template"]["spec"]["containers"]
+    )
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    env = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in container["env"]}
+    assert env["TESSERA_DATABASE_URL"] == {"name": "tessera-stores", "key": "database-url"}
+    assert config["data"]["TESSERA_MIGRATE_ON_START"] == "false"
+    assert "TESSERA_MIGRATE_ON_START" not in dev_config["data"]  # embedded: each service migrates
+    assert reaches(policies, migrator, postgres, 5432)
+    assert reaches(policies, migrator, Pod("kube-system", {"k8s-app": "kube-dns"}), 53, "UDP")
+    for name, target in service_pods(objects).items():
+        assert not reaches(policies, migrator, target, SERVICES[name]), name
+    assert of_kind(rendered["dev"], "Job") == []

@@ -98,6 +98,11 @@ def _tables(prefix: str) -> tuple[type[DefinitionRow], type[RevisionRow]]:
     return definition, counter
 
 
+def tables_of(prefix: str) -> list[type[SQLModel]]:
+    """The tables of `prefix`'s definitions (its migrations compare against them)."""
+    return list(_tables(prefix))
+
+
 RowChange = Callable[[DefinitionRow | None, int, dt.datetime], DefinitionRow]
 """How a write changes the row under its key: (row or None, revision, now) -> row to store."""
 
@@ -113,7 +118,7 @@ class DefinitionStore:
 
     @property
     def tables(self) -> list[type[SQLModel]]:
-        """The tables to create at start."""
+        """Its tables (in the service's `migrations.tables()`, created by its revisions)."""
         return [self.model, self.counter]
 
     def prepare(self) -> None:

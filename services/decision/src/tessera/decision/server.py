@@ -7,9 +7,9 @@ from typing import Literal
 import grpc
 from pydantic import Field
 
-from tessera import db
+from tessera import db, migrations
 from tessera.catalog import Catalog
-from tessera.clients import peer_channel
+from tessera.clients import observed, peer_channel
 from tessera.decision.application.campaigns import Campaigns
 from tessera.decision.application.decide import Decider
 from tessera.decision.application.exposures import EmitterSettings, ExposureEmitter
@@ -64,8 +64,11 @@ class DecisionService:
             peer: peer_channel(self.settings.address_of(peer))
             for peer in ("profiles", "segments", "experiments")
         }
-        segments = segments_pb2_grpc.SegmentServiceStub(self.channels["segments"])
-        experiments = experiments_pb2_grpc.ExperimentServiceStub(self.channels["experiments"])
+        # Every unary call to a peer is timed: fan-out latency per dependency.
+        segments = observed(segments_pb2_grpc.SegmentServiceStub(self.channels["segments"]))
+        experiments = observed(
+            experiments_pb2_grpc.ExperimentServiceStub(self.channels["experiments"])
+        )
         self.evaluator: Evaluator = (
             InProcessEvaluator(segments, experiments)
             if self.settings.evaluation == "in_process"
@@ -86,7 +89,7 @@ class DecisionService:
         self.decider = Decider(
             campaigns,
             self.evaluator,
-            profiles_pb2_grpc.ProfileServiceStub(self.channels["profiles"]),
+            observed(profiles_pb2_grpc.ProfileServiceStub(self.channels["profiles"])),
             self.settings.decide_deadline_s,
             exposures=self.exposures,
             global_holdout=self.settings.global_holdout_fraction,
@@ -98,7 +101,7 @@ class DecisionService:
         decision_pb2_grpc.add_DecisionServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        await self.database.run(db.migrate, self.database.engine, NAME, self.catalog.tables)
+        await migrations.prepare(self.database, NAME, self.settings)
         await self.catalog.open()
         await self.evaluator.start()
         self.exposures.start()

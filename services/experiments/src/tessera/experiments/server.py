@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import grpc
 from pydantic import Field
 
-from tessera import db
+from tessera import db, migrations
 from tessera.catalog import Catalog
 from tessera.clients import peer_channel
 from tessera.experiments.application.bandit import BanditAllocator
@@ -116,8 +116,7 @@ class ExperimentsService:
         experiments_pb2_grpc.add_ExperimentServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        tables = [*self.catalog.tables, *self.exposures.tables, *self.cursors.tables]
-        await self.database.run(db.migrate, self.database.engine, NAME, tables)
+        await migrations.prepare(self.database, NAME, self.settings)
         await self.catalog.open()
         self.sync.start()
         self.bandit.start()

@@ -23,6 +23,7 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Sequence
 
+from tessera import metrics
 from tessera.db import Database
 from tessera.errors import Unavailable
 from tessera.profiles.storage.feed import SEQUENCE_BATCH, FeedRecord, FeedStore
@@ -59,6 +60,8 @@ class Feed:
     async def start(self) -> None:
         """Start the sequencer and the purge; number what is waiting first."""
         await self._sequence()
+        head, _ = await self.database.run(self.store.state)
+        metrics.FEED_HEAD.set(head)
         self._tasks = [
             asyncio.create_task(self._sequencer(), name="feed:sequencer"),
             asyncio.create_task(self._purger(), name="feed:purge"),
@@ -93,6 +96,7 @@ class Feed:
     async def _sequence(self) -> int | None:
         numbered = await self.database.run(self.store.sequence)
         if numbered:
+            metrics.FEED_HEAD.set(self.store.head)
             self._wake()
         return numbered
 
@@ -149,6 +153,8 @@ class Feed:
             for record in page.records:
                 yield record
             cursor = page.through
+            if not page.more:  # read up to the counter: the head, as of this read
+                metrics.FEED_HEAD.set(cursor)
             if not page.more:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(moved.wait(), self.poll_s)

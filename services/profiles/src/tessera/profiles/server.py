@@ -10,14 +10,13 @@ import logging
 import grpc
 from pydantic import Field, field_validator
 
-from tessera import db
+from tessera import db, migrations
 from tessera.hot import open_hot_store
 from tessera.profiles import application
 from tessera.profiles.application import Scoring
 from tessera.profiles.domain import identity
 from tessera.profiles.domain.features import InterestRules
 from tessera.profiles.feed import Feed
-from tessera.profiles.storage import sql
 from tessera.profiles.storage.sessions import SessionStore
 from tessera.profiles.storage.sql import ProfileStore
 from tessera.profiles.transport.servicer import ProfileServicer
@@ -133,7 +132,7 @@ class ProfilesService:
         profiles_pb2_grpc.add_ProfileServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        await self.database.run(sql.migrate, self.database.engine)
+        await migrations.prepare(self.database, NAME, self.settings)
         await self.feed.start()
         await self._refresh_model()
         self._poller = asyncio.create_task(self._poll_model())

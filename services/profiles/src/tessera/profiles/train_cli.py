@@ -15,11 +15,10 @@ import datetime as dt
 import sys
 from typing import TextIO
 
-from tessera import db
+from tessera import db, migrations
 from tessera.errors import TesseraError
 from tessera.profiles.domain.conversion import SIGNALS
 from tessera.profiles.server import NAME, ProfilesSettings
-from tessera.profiles.storage import sql
 from tessera.profiles.storage.sql import ProfileStore
 
 
@@ -49,7 +48,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
     database = db.open_database(settings, NAME)
     where = database.engine.url.render_as_string(hide_password=True)
     try:
-        sql.migrate(database.engine)
+        migrations.upgrade(database.engine, NAME)
         store = ProfileStore(database)
         total = store.count_events()
         if total == 0:

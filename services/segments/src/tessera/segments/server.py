@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 from pydantic import Field
 
-from tessera import db
+from tessera import db, migrations
 from tessera.catalog import Catalog
-from tessera.clients import peer_channel
+from tessera.clients import observed, peer_channel
 from tessera.decision.v1 import decision_pb2_grpc
 from tessera.experiments.v1 import experiments_pb2_grpc
 from tessera.feed import Cursors
@@ -85,12 +85,12 @@ class SegmentsService:
         )
         self.servicer = SegmentServicer(
             self.catalog,
-            profiles_pb2_grpc.ProfileServiceStub(self.channel),
+            observed(profiles_pb2_grpc.ProfileServiceStub(self.channel)),
             self.settings.peer_deadline_s,
             self.sizing,
             References(
-                decision_pb2_grpc.DecisionServiceStub(self.decision_channel),
-                experiments_pb2_grpc.ExperimentServiceStub(self.experiments_channel),
+                observed(decision_pb2_grpc.DecisionServiceStub(self.decision_channel)),
+                observed(experiments_pb2_grpc.ExperimentServiceStub(self.experiments_channel)),
                 self.settings.reference_check_deadline_s,
             ),
         )
@@ -99,10 +99,7 @@ class SegmentsService:
         segments_pb2_grpc.add_SegmentServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        tables = [*self.catalog.tables, *self.cursors.tables]
-        if self.sizing is not None:
-            tables.extend(self.sizing.tables)
-        await self.database.run(db.migrate, self.database.engine, NAME, tables)
+        await migrations.prepare(self.database, NAME, self.settings)
         await self.catalog.open()
         if self.sizing is not None:
             self.sizing.start()

@@ -98,7 +98,7 @@ class ProjectionKeeper:
 
     @property
     def tables(self) -> list[Any]:
-        """The tables to create at start."""
+        """The tables it reads and writes (created by the service's migrations)."""
         return self.store.tables
 
     def start(self) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 from google.protobuf import struct_pb2
 
+from tessera import metrics
 from tessera.clients import peer_error
 from tessera.common.v1 import common_pb2
 from tessera.decision.domain.campaigns import Assignments
@@ -244,6 +245,7 @@ class InProcessEvaluator:
             raise Unavailable("experiment definitions are not loaded yet")
         experiments = self._experiments.items
         known = [key for key in experiment_keys if key in experiments]
+        metrics.count_lookups("experiment", len(known), len(experiment_keys) - len(known))
         if not known:
             return Assignments()
         results = assign_all(

@@ -120,6 +120,10 @@ class AliasRow(SQLModel, table=True):
     profile_id: str = Field(index=True, max_length=_ID)
 
 
+TABLES: list[type[SQLModel]] = [ExposureRow, AssignmentRow, GoalEventRow, SplitRow, AliasRow]
+"""This module's tables (the service's `migrations.tables()` lists them)."""
+
+
 @dataclass(frozen=True, slots=True)
 class PendingSticky:
     """A sticky record whose copy on the profile is not written yet."""
@@ -140,8 +144,8 @@ class ExposureStore:
 
     @property
     def tables(self) -> list[type[SQLModel]]:
-        """The tables to create at start."""
-        return [ExposureRow, AssignmentRow, GoalEventRow, SplitRow, AliasRow]
+        """The tables it reads and writes (created by the service's migrations)."""
+        return list(TABLES)
 
     def _insert(self, model: type[SQLModel]) -> Any:
         table = model.__table__  # type: ignore[attr-defined]

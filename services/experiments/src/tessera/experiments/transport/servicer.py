@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 
+from tessera import metrics
 from tessera.catalog import Catalog
 from tessera.convert import as_written, check_channel, dict_to_struct
 from tessera.definitions import DefinitionCache
@@ -103,6 +104,7 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
         # replicas catch up.
         unknown = sorted({k for k in request.experiment_keys if k not in experiments})
         known = [k for k in request.experiment_keys if k in experiments]
+        metrics.count_lookups("experiment", len(known), len(request.experiment_keys) - len(known))
         results = []
         if known or not request.experiment_keys:
             if not request.profile_id:

@@ -133,6 +133,8 @@ class FeedStore:
         self.database = database
         self.engine = database.engine
         self.postgres = self.engine.dialect.name == "postgresql"
+        self.head = 0
+        """The highest position this store's sequencer gave out (0 before its first)."""
 
     def _lock(self, connection: Connection) -> bool:
         """Take the feed's lock for this transaction; False when another holds it."""
@@ -197,7 +199,8 @@ class FeedStore:
             connection.execute(
                 update(FeedRow).where(col(FeedRow.id) == 1).values(last_position=last + len(rows))
             )
-            return len(rows)
+        self.head = last + len(rows)
+        return len(rows)
 
     def state(self) -> tuple[int, int]:
         """(last position given, last position purged)."""

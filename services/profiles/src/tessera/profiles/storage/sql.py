@@ -15,7 +15,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,15 +23,12 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
-    Connection,
-    Engine,
     Index,
     Select,
     and_,
     bindparam,
     delete,
     func,
-    inspect,
     or_,
     text,
     true,
@@ -42,7 +39,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from tessera import db, sticky
+from tessera import sticky
 from tessera.db import Database
 from tessera.errors import AlreadyExists, NotFound
 from tessera.profiles.domain import identity
@@ -127,7 +124,7 @@ class ProfileRow(SQLModel, table=True):
         default_factory=list, sa_column=Column(JSON, nullable=True)
     )
     """Daily counts and sums per event series (domain.event_history); None on
-    rows written before schema version 4, read as an empty history."""
+    rows written before revision 0004 (migrations/), read as an empty history."""
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -172,6 +169,7 @@ class LogRow(SQLModel, table=True):
             postgresql_where=text("position IS NULL"),
             sqlite_where=text("position IS NULL"),
         ),
+        Index("ux_profiles_log_position", "position", unique=True),
     )
 
     sequence: int | None = Field(default=None, primary_key=True)
@@ -190,17 +188,14 @@ class LogRow(SQLModel, table=True):
     retry of an event still False completes it, a retry of one True is a
     plain duplicate (docs/profile-writes.md). Merge and deletion records are
     always True."""
-    position: int | None = Field(default=None, sa_type=BigInteger, unique=True)
-    """Place in the change feed; NULL until the sequencer reaches the row."""
+    position: int | None = Field(default=None, sa_type=BigInteger)
+    """Place in the change feed (unique); NULL until the sequencer reaches the row."""
     sequenced_at: dt.datetime | None = None
     """When the record got its position: retention counts from here."""
 
 
 class ModelRow(SQLModel, table=True):
-    """One trained conversion model (`tessera train conversion`); the newest per goal is used.
-
-    A table added without a schema step: `migrate` creates missing tables.
-    """
+    """One trained conversion model (`tessera train conversion`); the newest per goal is used."""
 
     __tablename__ = "profiles_model"
 
@@ -230,121 +225,6 @@ class FeedRow(SQLModel, table=True):
 
 
 TABLES: list[type[SQLModel]] = [ProfileRow, IdentityRow, AliasRow, LogRow, FeedRow, ModelRow]
-
-SCHEMA_VERSION = 5
-"""1: the first tables. 2: `profiles_log.applied`. 3: feed positions.
-4: `profiles_profile.event_history`. 5: a "profile" feed record per profile."""
-
-
-def _add_applied(connection: Connection) -> None:
-    """Version 2: events stored before the flag were applied when stored.
-
-    Skipped when the column is there already (tables created by this
-    release's models under an older version number).
-    """
-    if "applied" in {c["name"] for c in inspect(connection).get_columns("profiles_log")}:
-        return
-    literal = "true" if connection.dialect.name == "postgresql" else "1"
-    connection.execute(
-        text(f"ALTER TABLE profiles_log ADD COLUMN applied BOOLEAN NOT NULL DEFAULT {literal}")
-    )
-
-
-def _add_positions(connection: Connection) -> None:
-    """Version 3: feed positions; the records already held get theirs in id order.
-
-    Each takes its row id as position (ids grow with inserts, so that is id
-    order); the counter starts after the highest. Records written meanwhile
-    by replicas of the previous release (rolling upgrade) have no position
-    and are sequenced like any new record. The `profiles_feed` table itself
-    was created from the model before this step ran.
-    """
-    columns = {c["name"] for c in inspect(connection).get_columns("profiles_log")}
-    if "position" not in columns:
-        connection.execute(text("ALTER TABLE profiles_log ADD COLUMN position BIGINT"))
-    if "sequenced_at" not in columns:
-        stamp = (
-            "TIMESTAMP WITHOUT TIME ZONE" if connection.dialect.name == "postgresql" else "DATETIME"
-        )
-        connection.execute(text(f"ALTER TABLE profiles_log ADD COLUMN sequenced_at {stamp}"))
-    indexes = {i["name"] for i in inspect(connection).get_indexes("profiles_log")}
-    for index in LogRow.__table__.indexes:  # type: ignore[attr-defined]
-        if index.name not in indexes:
-            index.create(connection)
-    connection.execute(
-        update(LogRow)
-        .where(col(LogRow.position).is_(None))
-        .values(position=col(LogRow.sequence), sequenced_at=_now())
-    )
-    last = connection.execute(sa_select(func.max(col(LogRow.position)))).scalar() or 0
-    if connection.execute(sa_select(col(FeedRow.id))).first() is None:
-        connection.execute(FeedRow.__table__.insert().values(id=1, last_position=last))  # type: ignore[attr-defined]
-
-
-def _add_event_history(connection: Connection) -> None:
-    """Version 4: a nullable JSON column; profiles stored before read as no history.
-
-    Events already in the log are not replayed into it: windows fill from
-    the first event after the upgrade (docs/rules.md says so).
-    """
-    columns = {c["name"] for c in inspect(connection).get_columns("profiles_profile")}
-    if "event_history" in columns:
-        return
-    # The type SQLAlchemy's JSON creates on both databases.
-    connection.execute(text("ALTER TABLE profiles_profile ADD COLUMN event_history JSON"))
-
-
-def _add_profile_records(connection: Connection) -> None:
-    """Version 5: one "profile" feed record for every profile held.
-
-    Profiles written before traits and identity types reached the feed get
-    their snapshot now, without a position: the sequencer numbers them like
-    any new record, so a follower that keeps traits learns of every profile.
-    """
-    profile = ProfileRow.__table__  # type: ignore[attr-defined]
-    owned = IdentityRow.__table__  # type: ignore[attr-defined]
-    log = LogRow.__table__  # type: ignore[attr-defined]
-    types: dict[str, set[str]] = {}
-    for profile_id, id_type in connection.execute(sa_select(owned.c.profile_id, owned.c.id_type)):
-        types.setdefault(profile_id, set()).add(id_type)
-    rows = connection.execute(
-        sa_select(profile.c.profile_id, profile.c.traits, profile.c.created_at).order_by(
-            profile.c.created_at, profile.c.profile_id
-        )
-    ).all()
-    for start in range(0, len(rows), 1000):
-        connection.execute(
-            log.insert(),
-            [
-                {
-                    "kind": "profile",
-                    "profile_id": profile_id,
-                    "type": "",
-                    "channel": 0,
-                    "ts": created_at,
-                    "properties": {
-                        "traits": dict(traits or {}),
-                        "identity_types": sorted(types.get(profile_id, ())),
-                    },
-                    "identities": [],
-                    "applied": True,
-                }
-                for profile_id, traits, created_at in rows[start : start + 1000]
-            ],
-        )
-
-
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {
-    2: _add_applied,
-    3: _add_positions,
-    4: _add_event_history,
-    5: _add_profile_records,
-}
-
-
-def migrate(engine: Engine) -> None:
-    """Bring the profile tables to this release's schema (see `tessera.db.migrate`)."""
-    db.migrate(engine, "profiles", TABLES, SCHEMA_VERSION, MIGRATIONS)
 
 
 @dataclass(frozen=True)

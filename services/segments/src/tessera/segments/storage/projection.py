@@ -42,7 +42,7 @@ class SnapshotStore:
 
     @property
     def tables(self) -> list[type[SQLModel]]:
-        """The tables to create at start (the cursor table comes with `cursors`)."""
+        """The tables it reads and writes (the cursor table comes with `cursors`)."""
         return [ProjectionPart]
 
     def position(self) -> int:

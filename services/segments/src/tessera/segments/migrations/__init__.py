@@ -1,0 +1,23 @@
+"""The segment service's schema: Alembic revisions in `versions/` (see `tessera.migrations`).
+
+0001: the definitions. 0002: the feed cursors and the stored projection
+snapshot (which the hand-written migrator of earlier releases created from
+the models under its version 1, so a database stamped at 0001 may hold them).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Table
+
+LEGACY_REVISIONS = {1: "0001"}
+"""Hand-written schema version -> the revision that stands for it."""
+
+
+def tables() -> list[Table]:
+    """The tables the segment service's code reads and writes."""
+    from tessera.definitions.store import tables_of
+    from tessera.feed import cursor_table
+    from tessera.segments.storage.projection import ProjectionPart
+
+    models = [*tables_of("segments"), cursor_table("segments"), ProjectionPart]
+    return [model.__table__ for model in models]  # type: ignore[attr-defined]
