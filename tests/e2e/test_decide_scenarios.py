@@ -25,6 +25,7 @@ from scenario import (
 from tessera.common.v1 import common_pb2
 from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
 from tessera.profiles.v1 import profiles_pb2
+from tessera.sticky import TRAIT_PREFIX
 from tessera.suite import Suite, free_port, start_suite, wait_serving
 
 pytestmark = pytest.mark.e2e
@@ -138,6 +139,14 @@ def test_decide__cookie_then_login_on_other_channel__same_profile_same_variant(
         ] * 4
 
 
+def has_sticky_trait(tessera: object, profile_id: str) -> bool:
+    """Whether the profile carries a sticky variant (a `_variant:` trait) yet."""
+    profile = tessera.profiles.GetProfile(  # type: ignore[attr-defined]
+        profiles_pb2.GetProfileRequest(profile_id=profile_id)
+    ).profile
+    return any(name.startswith(TRAIT_PREFIX) for name in profile.traits.fields)
+
+
 def test_decide__known_on_app_then_cookie_login__merged_profile_keeps_app_variant(
     tessera: object,
 ) -> None:
@@ -159,6 +168,11 @@ def test_decide__known_on_app_then_cookie_login__merged_profile_keeps_app_varian
         account, browser = email(), cookie()
         on_app = decide(tessera, account, placements=[placement], channel=app)
         before_login = decide(tessera, browser, placements=[placement])
+        # The exposures reach the profiles as sticky traits off the request
+        # path (milliseconds to a second); a login inside that moment can show
+        # the other profile's variant until the first exposure's trait lands.
+        for shown in (on_app, before_login):
+            assert eventually(lambda shown=shown: has_sticky_trait(tessera, shown.profile_id))
 
         logged_in = decide(tessera, browser, account, placements=[placement])
         later_on_web = decide(tessera, browser, placements=[placement])
