@@ -49,6 +49,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col
 
 from tessera import metrics
+from tessera.background import Background
 from tessera.db import Database
 from tessera.definitions.watcher import Backoff, _close
 
@@ -177,20 +178,15 @@ class FeedRunner(Generic[R]):
         self.position = 0
         """The last sequence handled and checkpointed."""
         self._moved = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background()
 
     def start(self) -> None:
         """Follow in the background until `stop`."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"feed:{self.consumer}")
+        self._background.start(self._run, name=f"feed:{self.consumer}")
 
     async def stop(self) -> None:
         """Stop following; what was checkpointed stays. Safe to call twice."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._background.stop()
 
     async def reached(self, position: int) -> None:
         """Return once the cursor is at `position` or beyond."""

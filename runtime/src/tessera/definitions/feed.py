@@ -10,11 +10,11 @@ next tick, and watchers keep what they have meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from tessera.background import Background
 from tessera.definitions.store import Definition, DefinitionStore
 
 log = logging.getLogger("tessera.definitions")
@@ -48,19 +48,16 @@ class DefinitionFeed:
         self._live: dict[str, Definition] = {}
         self._subscribers: set[asyncio.Queue[Change]] = set()
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background()
 
     async def start(self) -> None:
         """Load the current state and start polling."""
         await self._poll()
-        self._task = asyncio.create_task(self._run(), name=f"feed:{self.store.noun}")
+        self._background.start(self._run, name=f"feed:{self.store.noun}")
 
     async def stop(self) -> None:
         """Stop polling and end every watch."""
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._background.stop()
         for queue in self._subscribers:
             queue.put_nowait(_END)
 

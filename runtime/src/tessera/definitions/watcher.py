@@ -16,7 +16,6 @@ stream goes on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import (
@@ -34,6 +33,7 @@ from typing import Generic, TypeVar
 import grpc
 
 from tessera import metrics
+from tessera.background import Background
 
 log = logging.getLogger("tessera.definitions.watcher")
 
@@ -152,7 +152,7 @@ class Watcher(Generic[M, S, T]):
         self._position = -1
         self._moved = asyncio.Event()
         self._stopped = False
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background()
 
     @property
     def items(self) -> Mapping[str, T]:
@@ -166,9 +166,9 @@ class Watcher(Generic[M, S, T]):
 
     def start(self) -> None:
         """Start following in the background; `wait_loaded` tells when the snapshot is in."""
-        if self._task is None:
+        if not self._background.started:
             self._stopped = False
-            self._task = asyncio.create_task(self._run(), name=f"watch:{self.name}")
+            self._background.start(self._run, name=f"watch:{self.name}")
 
     async def wait_loaded(self) -> None:
         """Return once the first snapshot has been folded."""
@@ -184,11 +184,7 @@ class Watcher(Generic[M, S, T]):
         """Stop following; `items` keeps the last state. Safe to call twice."""
         self._stopped = True
         self._wake()
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._background.stop()
 
     def _wake(self) -> None:
         # A fresh event per move: waiters re-check their position and wait again.

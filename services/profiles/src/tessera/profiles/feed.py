@@ -24,6 +24,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 from tessera import metrics
+from tessera.background import Background
 from tessera.db import Database
 from tessera.errors import Unavailable
 from tessera.profiles.storage.feed import SEQUENCE_BATCH, FeedRecord, FeedStore
@@ -55,17 +56,16 @@ class Feed:
         self._kicked = asyncio.Event()
         self._moved = asyncio.Event()
         self._stopping = False
-        self._tasks: list[asyncio.Task[None]] = []
+        self._sequencing = Background()
+        self._purging = Background()
 
     async def start(self) -> None:
         """Start the sequencer and the purge; number what is waiting first."""
         await self._sequence()
         head, _ = await self.database.run(self.store.state)
         metrics.FEED_HEAD.set(head)
-        self._tasks = [
-            asyncio.create_task(self._sequencer(), name="feed:sequencer"),
-            asyncio.create_task(self._purger(), name="feed:purge"),
-        ]
+        self._sequencing.start(self._sequencer, name="feed:sequencer")
+        self._purging.start(self._purger, name="feed:purge")
 
     def kick(self) -> None:
         """A write of this replica committed: sequence soon. Never blocks."""
@@ -79,12 +79,8 @@ class Feed:
     async def stop(self) -> None:
         """Stop the loops after a last run, so what this replica wrote is numbered."""
         self.drain()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await self._sequencing.stop()
+        await self._purging.stop()
         with contextlib.suppress(Exception):  # another replica's run numbers it
             await self._sequence()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 
@@ -11,6 +10,7 @@ import grpc
 from pydantic import Field, field_validator
 
 from tessera import db, migrations
+from tessera.background import Background
 from tessera.hot import open_hot_store
 from tessera.profiles import application
 from tessera.profiles.application import Scoring
@@ -126,7 +126,7 @@ class ProfilesService:
             feed=self.feed,
             max_export_page_size=self.settings.max_export_page_size,
         )
-        self._poller: asyncio.Task[None] | None = None
+        self._poller = Background()
 
     def add_to(self, server: grpc.aio.Server) -> None:
         profiles_pb2_grpc.add_ProfileServiceServicer_to_server(self.servicer, server)
@@ -135,7 +135,7 @@ class ProfilesService:
         await migrations.prepare(self.database, NAME, self.settings)
         await self.feed.start()
         await self._refresh_model()
-        self._poller = asyncio.create_task(self._poll_model())
+        self._poller.start(self._poll_model, name="profiles:model-poll")
 
     async def _refresh_model(self) -> None:
         stores = self.servicer.stores
@@ -159,11 +159,7 @@ class ProfilesService:
         """End the change feed's streams (followers reconnect to another replica);
         stop looking for new models."""
         self.feed.drain()
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+        await self._poller.stop()
 
     async def check(self) -> None:
         """Health: its database, and its hot store, answer."""

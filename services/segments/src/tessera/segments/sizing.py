@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tessera.background import Background
 from tessera.db import Database
 from tessera.errors import Unavailable
 from tessera.feed import Cursors, FeedRunner, profile_events, sequence_of
@@ -94,7 +95,8 @@ class ProjectionKeeper:
         )
         self._saved = 0
         self._erased = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loading = Background()
+        self._saving = Background()
 
     @property
     def tables(self) -> list[Any]:
@@ -103,17 +105,13 @@ class ProjectionKeeper:
 
     def start(self) -> None:
         """Load the stored snapshot, then follow the feed and store snapshots, in the background."""
-        self._tasks = [asyncio.create_task(self._begin(), name="projection:start")]
+        self._loading.start(self._begin, name="projection:start")
 
     async def stop(self, save: bool = True) -> None:
         """Stop following; store a last snapshot when anything changed since the last one."""
         await self.runner.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await self._loading.stop()  # first: the loader starts the saver
+        await self._saving.stop()
         if save and self.ready:
             with contextlib.suppress(Exception):  # the next start follows the feed from older
                 await self.save()
@@ -145,7 +143,7 @@ class ProjectionKeeper:
             },
         )
         self.runner.start()
-        self._tasks.append(asyncio.create_task(self._saver(), name="projection:save"))
+        self._saving.start(self._saver, name="projection:save")
 
     async def _apply(self, batch: Sequence[Any]) -> None:
         records = [r for r in batch if sequence_of(r) > self.projection.position]

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from tessera import metrics
+from tessera.background import Background
 from tessera.definitions import Backoff
 from tessera.experiments.domain.exposures import Exposure
 from tessera.experiments.v1 import experiments_pb2
@@ -89,7 +90,7 @@ class ExposureEmitter:
         """Set when a batch is full (or a flush is asked for): the sender stops lingering."""
         self._idle = asyncio.Event()
         self._idle.set()
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background()
         self._dropped_unlogged = 0
         self._last_drop_log = 0.0
 
@@ -139,8 +140,7 @@ class ExposureEmitter:
 
     def start(self) -> None:
         """Send in the background until `close`."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="exposure-emitter")
+        self._background.start(self._run, name="exposure-emitter")
 
     async def flushed(self) -> None:
         """Return once everything emitted so far was sent or dropped."""
@@ -149,17 +149,14 @@ class ExposureEmitter:
 
     async def close(self, timeout_s: float) -> None:
         """Send what is queued within `timeout_s`, then stop; what is left is dropped."""
-        if self._task is None:
+        if not self._background.started:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await self.flushed()
         # Taken before the sender is cancelled: its batch in flight counts too.
         left = [*self._in_flight, *self._queue]
-        task, self._task = self._task, None
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await self._background.stop()
         self._queue.clear()
         self._in_flight = []
         if left:

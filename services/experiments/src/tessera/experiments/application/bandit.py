@@ -20,12 +20,12 @@ other's update is refused and dropped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from tessera.background import Background
 from tessera.catalog import Catalog
 from tessera.errors import FailedPrecondition, NotFound
 from tessera.experiments.application.results import ResultsReader
@@ -69,20 +69,16 @@ class BanditAllocator:
         self.interval_s = interval_s
         self.draws = draws
         self.rng = np.random.default_rng(seed)
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background()
 
     def start(self) -> None:
         """Run until `stop`; an interval of 0 turns the bandit off."""
-        if self._task is None and self.interval_s > 0:
-            self._task = asyncio.create_task(self._run(), name="bandit")
+        if self.interval_s > 0:
+            self._background.start(self._run, name="bandit")
 
     async def stop(self) -> None:
         """Stop; nothing is left half-written (each update is one write)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._background.stop()
 
     async def _run(self) -> None:
         while True:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from tessera.background import Background
 from tessera.convert import dict_to_struct
 from tessera.definitions import Backoff
 from tessera.experiments.domain.covariate import pre_exposure_value
@@ -102,7 +103,7 @@ class StickySync:
         self.backoff = backoff or Backoff(initial_s=0.2, max_s=10.0)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background()
 
     def kick(self) -> None:
         """Look at the outbox now."""
@@ -111,16 +112,11 @@ class StickySync:
 
     def start(self) -> None:
         """Run until `stop`."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="sticky-sync")
+        self._background.start(self._run, name="sticky-sync")
 
     async def stop(self) -> None:
         """Stop; pending records stay pending (and are written after the next start)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._background.stop()
 
     async def idle(self) -> None:
         """Return once a round found nothing left to write."""
