@@ -408,8 +408,10 @@ def start_servers(env: dict[str, Any]) -> dict[str, ServerThread]:
     """The four services in this process, each on a free port, peers wired."""
     servers: dict[str, ServerThread] = {}
     servers["profiles"] = ServerThread(lambda: ProfilesService(ProfilesSettings(**env))).start()
+    # Experiments follows the profiles change feed and writes sticky traits.
+    profiles_peer = {"profiles_address": servers["profiles"].address}
     servers["experiments"] = ServerThread(
-        lambda: ExperimentsService(ExperimentsSettings(**env, **peers))
+        lambda: ExperimentsService(ExperimentsSettings(**env, **profiles_peer))
     ).start()
     # Segments and decision call each other (DeleteSegment asks for campaigns).
     decision_port = free_port()
