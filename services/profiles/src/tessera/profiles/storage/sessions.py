@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tessera.hot import HotStore
@@ -148,26 +148,48 @@ class SessionStore:
         Follows forwarding marks: the event lands in the session of the
         profile this one was merged into.
         """
-        target = profile_id
+        await self.apply_many({profile_id: [event]})
+
+    async def apply_many(self, events: Mapping[str, Sequence[EventData]]) -> None:
+        """Fold each profile's events, in order, into its session: one atomic step
+        over all the sessions (one round trip of reads, one of writes on Redis),
+        each session read and written once whatever its number of events.
+
+        Idempotent by event id. A key holding a forwarding mark is left as it
+        is and its events follow the mark, as `apply` does.
+        """
+        targets = {profile_id: list(taken) for profile_id, taken in events.items()}
         for _ in range(MAX_FORWARDS):
-            forward: list[str] = []
-
-            def change(current: bytes | None, forward: list[str] = forward) -> bytes | None:
-                forward.clear()  # Redis may call this again after a conflict
-                moved = _forwarded_to(current)
-                if moved is not None:
-                    forward.append(moved)
-                    return current
-                state = _load(current)
-                after = sessions.apply_event(state, event)
-                if after is state:
-                    return current
-                return _dump(after)
-
-            await self.hot.update(_key(target), change, SESSION_TTL_S)
-            if not forward:
+            if not targets:
                 return
-            target = forward[0]
+            ids = list(targets)
+            forward: dict[str, str] = {}
+
+            def change(
+                current: list[bytes | None],
+                ids: list[str] = ids,
+                targets: dict[str, list[EventData]] = targets,
+                forward: dict[str, str] = forward,
+            ) -> list[bytes | None]:
+                forward.clear()  # Redis may call this again after a conflict
+                after: list[bytes | None] = []
+                for profile_id, raw in zip(ids, current, strict=True):
+                    moved = _forwarded_to(raw)
+                    if moved is not None:
+                        forward[profile_id] = moved
+                        after.append(raw)
+                        continue
+                    state = before = _load(raw)
+                    for event in targets[profile_id]:
+                        state = sessions.apply_event(state, event)
+                    after.append(raw if state is before else _dump(state))
+                return after
+
+            await self.hot.update_many([_key(i) for i in ids], change, SESSION_TTL_S)
+            moved_on: dict[str, list[EventData]] = {}
+            for profile_id, survivor in forward.items():
+                moved_on.setdefault(survivor, []).extend(targets[profile_id])
+            targets = moved_on
 
     async def merge(self, survivor: str, merged: Iterable[str]) -> None:
         """Fold the sessions of merged profiles into the survivor's, leaving forwarding marks.

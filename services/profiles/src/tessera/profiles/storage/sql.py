@@ -15,7 +15,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,9 +35,12 @@ from sqlalchemy import (
     or_,
     text,
     true,
+    tuple_,
     update,
 )
 from sqlalchemy import select as sa_select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Session, SQLModel, col, select
@@ -394,8 +397,8 @@ def _known_profile_query(count: int) -> Select[Any]:
     )
 
 
-def _stored_event(row: LogRow) -> EventData:
-    """The event a log row holds, as it was accepted."""
+def _stored_event(row: LogRow | Any) -> EventData:
+    """The event a log row (or a row of `_STORED_EVENTS`) holds, as it was accepted."""
     return EventData(
         event_id=row.event_id or "",
         type=row.type,
@@ -405,6 +408,123 @@ def _stored_event(row: LogRow) -> EventData:
         identities=[IdentityKey(t, v) for t, v in row.identities],
         properties=dict(row.properties),
     )
+
+
+_PROFILE = ProfileRow.__table__  # type: ignore[attr-defined]
+_ALIAS = AliasRow.__table__  # type: ignore[attr-defined]
+_IDENTITY = IdentityRow.__table__  # type: ignore[attr-defined]
+_LOG = LogRow.__table__  # type: ignore[attr-defined]
+
+# Statements of the batched write path, built once from Core tables with
+# expanding parameters: building them per call costs more than running them.
+_OWNERS = sa_select(_IDENTITY.c.id_type, _IDENTITY.c.id_value, _IDENTITY.c.profile_id).where(
+    tuple_(_IDENTITY.c.id_type, _IDENTITY.c.id_value).in_(bindparam("keys", expanding=True))
+)
+_PROFILES_NAMED = sa_select(_PROFILE.c.profile_id).where(
+    _PROFILE.c.profile_id.in_(bindparam("ids", expanding=True))
+)
+_ALIASES_NAMED = sa_select(_ALIAS.c.alias_id, _ALIAS.c.profile_id).where(
+    _ALIAS.c.alias_id.in_(bindparam("ids", expanding=True))
+)
+_STORED_EVENTS = sa_select(
+    _LOG.c.event_id,
+    _LOG.c.profile_id,
+    _LOG.c.applied,
+    _LOG.c.type,
+    _LOG.c.ts,
+    _LOG.c.channel,
+    _LOG.c.properties,
+    _LOG.c.identities,
+).where(_LOG.c.event_id.in_(bindparam("ids", expanding=True)))
+_LOCK_PROFILES = (
+    sa_select(_PROFILE.c.profile_id, _PROFILE.c.history, _PROFILE.c.event_history)
+    .where(_PROFILE.c.profile_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_PROFILE.c.profile_id)
+    .with_for_update()  # PostgreSQL; SQLite has one writer and renders none
+)
+_UPDATE_HISTORIES = (
+    update(_PROFILE)
+    .where(_PROFILE.c.profile_id == bindparam("owner"))
+    .values(
+        history=bindparam("new_history"),
+        event_history=bindparam("new_event_history"),
+        updated_at=bindparam("now"),
+    )
+)
+_MARK_APPLIED = (
+    update(_LOG)
+    .where(_LOG.c.event_id.in_(bindparam("ids", expanding=True)), _LOG.c.applied.is_(False))
+    .values(applied=True)
+)
+
+
+@functools.cache
+def _insert_events_for(dialect: str) -> Any:
+    """Insert log rows, leaving out (not failing on) an event_id stored already; the
+    ids inserted are returned."""
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        insert(_LOG).on_conflict_do_nothing(index_elements=["event_id"]).returning(_LOG.c.event_id)
+    )
+
+
+def _insert_events(connection: Connection) -> Any:
+    return _insert_events_for(connection.dialect.name)
+
+
+def _canonical_ids(connection: Connection, profile_ids: Collection[str]) -> dict[str, str]:
+    """The canonical id of each profile id or merged id; unknown ids are left out."""
+    if not profile_ids:
+        return {}
+    found = {
+        p: p for p in connection.execute(_PROFILES_NAMED, {"ids": list(profile_ids)}).scalars()
+    }
+    rest = [p for p in profile_ids if p not in found]
+    if rest:
+        found.update((a, p) for a, p in connection.execute(_ALIASES_NAMED, {"ids": rest}).all())
+    return found
+
+
+def _stored_events(connection: Connection, event_ids: Sequence[str]) -> dict[str, Any]:
+    """The log rows of those of `event_ids` that are stored, by event_id."""
+    if not event_ids:
+        return {}
+    rows = connection.execute(_STORED_EVENTS, {"ids": list(event_ids)}).all()
+    return {row.event_id: row for row in rows}
+
+
+def _log_values(event: EventData, owner: str) -> dict[str, Any]:
+    """The log row of a new event (not yet applied) on profile `owner`."""
+    return {
+        "kind": "event",
+        "applied": False,
+        "event_id": event.event_id,
+        "profile_id": owner,
+        "type": event.type,
+        "channel": event.channel,
+        "ts": event.timestamp,
+        "properties": event.properties,
+        "identities": [[k.type, k.value] for k in event.identities],
+    }
+
+
+def _folded(row: Any, events: Sequence[EventData], now: dt.datetime) -> dict[str, Any]:
+    """The `_UPDATE_HISTORIES` parameters of a locked profile row after `events`.
+
+    Each event is added as `Track` of that one event would add it; the JSON
+    columns are decoded and encoded once for all of them.
+    """
+    history = history_from_json(row.history)
+    event_history = event_history_from_json(row.event_history)
+    for event in events:
+        history = add_to_history(history, event)
+        event_history = add_event(event_history, event, now)
+    return {
+        "owner": row.profile_id,
+        "new_history": history_to_json(history),
+        "new_event_history": event_history_to_json(event_history),
+        "now": now,
+    }
 
 
 class _Moved(Exception):
@@ -488,6 +608,18 @@ class ProfileStore:
         if record is None:
             raise NotFound(f"no profile with identity {key.type}", field="identity")
         return record
+
+    def owners(self, keys: Collection[IdentityKey]) -> dict[IdentityKey, str]:
+        """The profile each identity is attached to; identities of no profile are left out.
+
+        One query for a whole batch of events: what `Track` of an event sent
+        with identities resolves, for the common case of identities seen before.
+        """
+        if not keys:
+            return {}
+        with self.engine.connect() as connection:
+            rows = connection.execute(_OWNERS, {"keys": [(k.type, k.value) for k in keys]})
+            return {IdentityKey(t, v): profile_id for t, v, profile_id in rows}
 
     # Writes
 
@@ -696,49 +828,105 @@ class ProfileStore:
             return record
 
     def record_event(self, event: EventData, profile_id: str) -> Recorded:
-        """Append the event to the log (not yet applied) and fold it into history.
+        """Append one event to the log (not yet applied) and fold it into history.
 
-        A repeated event_id changes nothing and reports the profile it was
-        stored on, and, when the session never took it, the stored event.
+        `record_events` of a single event: NOT_FOUND when the profile does not exist.
         """
-        with Session(self.engine) as session:
-            row = self._lock_canonical(session, profile_id)
-            if row is None:
-                raise NotFound(f"no profile {profile_id!r}", field="event.profile_id")
-            session.add(
-                LogRow(
-                    kind="event",
-                    applied=False,
-                    event_id=event.event_id,
-                    profile_id=row.profile_id,
-                    type=event.type,
-                    channel=event.channel,
-                    ts=event.timestamp,
-                    properties=event.properties,
-                    identities=[[k.type, k.value] for k in event.identities],
-                )
-            )
+        (outcome,) = self.record_events([event], [profile_id])
+        if isinstance(outcome, NotFound):
+            raise outcome
+        return outcome
+
+    def record_events(
+        self, events: Sequence[EventData], profile_ids: Sequence[str]
+    ) -> list[Recorded | NotFound]:
+        """Append events to the log (not yet applied) and fold them into history, in one
+        transaction; one outcome per event, in order.
+
+        `profile_ids[i]` is the profile (or merged id) event i is for. An event
+        whose profile does not exist gets NotFound and changes nothing; the
+        others are stored. An event_id stored before (or earlier in the same
+        batch) is a duplicate: it changes nothing and reports the profile it
+        was stored on and, when the session never took it, the stored event.
+        A merge committing meanwhile makes the batch start again, as does a
+        deadlock with another writer (PostgreSQL picks a victim).
+        """
+        for attempt in range(MAX_IDENTIFY_ATTEMPTS):
             try:
-                session.flush()
-            except IntegrityError:
-                session.rollback()
-                existing = session.exec(
-                    select(LogRow).where(LogRow.event_id == event.event_id)
-                ).one()
-                owner = self._canonical(session, existing.profile_id) or existing.profile_id
-                pending = None if existing.applied else _stored_event(existing)
-                return Recorded(owner, True, pending)
-            history = add_to_history(history_from_json(row.history), event)
-            if history_to_json(history) != row.history:
-                row.history = history_to_json(history)
+                return self._record_events_once(events, profile_ids)
+            except (OperationalError, _Moved):
+                if attempt == MAX_IDENTIFY_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0.001, 0.01) * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _record_events_once(
+        self, events: Sequence[EventData], profile_ids: Sequence[str]
+    ) -> list[Recorded | NotFound]:
+        outcomes: list[Recorded | NotFound | None] = [None] * len(events)
+        with self.engine.begin() as connection:
+            canonical = _canonical_ids(connection, set(profile_ids))
+            # The first occurrence of each event_id is the one stored; a later
+            # one in the same batch is its duplicate (as if sent after it).
+            first: dict[str, int] = {}
+            repeats: list[tuple[int, int]] = []
+            for index, (event, profile_id) in enumerate(zip(events, profile_ids, strict=True)):
+                if profile_id not in canonical:
+                    outcomes[index] = NotFound(
+                        f"no profile {profile_id!r}", field="event.profile_id"
+                    )
+                elif event.event_id in first:
+                    repeats.append((index, first[event.event_id]))
+                else:
+                    first[event.event_id] = index
+            stored = _stored_events(connection, list(first))
+            new = [i for i in first.values() if events[i].event_id not in stored]
+            # Lock the profiles written, in id order like a merge, so that no
+            # merge moves them (nor their events) until this commits.
+            owners = sorted({canonical[profile_ids[i]] for i in new})
+            rows = {r.profile_id: r for r in connection.execute(_LOCK_PROFILES, {"ids": owners})}
+            if len(rows) != len(owners):
+                raise _Moved()  # merged or erased since resolved: resolve again
+            inserted: set[str] = set()
+            if new:
+                inserted = set(
+                    connection.execute(
+                        _insert_events(connection),
+                        [_log_values(events[i], canonical[profile_ids[i]]) for i in new],
+                    ).scalars()
+                )
+            if len(inserted) != len(new):
+                # Stored by a concurrent writer between our read and our insert.
+                lost = [events[i].event_id for i in new if events[i].event_id not in inserted]
+                stored.update(_stored_events(connection, lost))
+            by_owner: dict[str, list[EventData]] = {}
+            for index in new:
+                event = events[index]
+                if event.event_id in inserted:
+                    owner = canonical[profile_ids[index]]
+                    by_owner.setdefault(owner, []).append(event)
+                    outcomes[index] = Recorded(owner, False, event)
             now = _now()
-            row.event_history = event_history_to_json(
-                add_event(event_history_from_json(row.event_history), event, now)
-            )
-            row.updated_at = now
-            session.add(row)
-            session.commit()
-            return Recorded(row.profile_id, False, event)
+            if by_owner:
+                connection.execute(
+                    _UPDATE_HISTORIES,
+                    [_folded(rows[owner], taken, now) for owner, taken in by_owner.items()],
+                )
+            earlier = [s.profile_id for s in stored.values()]
+            stored_owners = _canonical_ids(connection, set(earlier) - set(canonical))
+            stored_owners.update(canonical)
+            for event_id, index in first.items():
+                if outcomes[index] is None:
+                    row = stored[event_id]
+                    pending = None if row.applied else _stored_event(row)
+                    owner = stored_owners.get(row.profile_id, row.profile_id)
+                    outcomes[index] = Recorded(owner, True, pending)
+        for index, original in repeats:
+            done = outcomes[original]
+            assert isinstance(done, Recorded)
+            outcomes[index] = Recorded(done.profile_id, True, None)
+        assert all(o is not None for o in outcomes)
+        return outcomes  # type: ignore[return-value]
 
     # The conversion model
 
@@ -822,14 +1010,12 @@ class ProfileStore:
                     properties=dict(row.properties),
                 )
 
-    def mark_applied(self, event_id: str) -> None:
-        """Record that the hot session has taken the event: retries are duplicates now."""
+    def mark_applied(self, event_ids: Sequence[str]) -> None:
+        """Record that the hot sessions have taken the events: retries are duplicates now."""
+        if not event_ids:
+            return
         with self.engine.begin() as connection:
-            connection.execute(
-                update(LogRow)
-                .where(col(LogRow.event_id) == event_id, col(LogRow.applied).is_(False))
-                .values(applied=True)
-            )
+            connection.execute(_MARK_APPLIED, {"ids": list(event_ids)})
 
     def delete_profile(self, profile_id: str) -> Erased:
         """Erase a profile and everything of it, leaving nothing readable on disk."""
