@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy import select as sa_select
 from sqlmodel import SQLModel, create_engine
 
+from tessera import jsoncodec
 from tessera.errors import FailedPrecondition
 from tessera.settings import RuntimeSettings
 
@@ -73,7 +74,8 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for `url`, tuned for SQLite or PostgreSQL."""
+    """An engine for `url`, tuned for SQLite or PostgreSQL; JSON columns through
+    `tessera.jsoncodec`."""
     if url.startswith("sqlite"):
         # One pooled connection per database thread: opening SQLite connections
         # per call (the default pool's overflow) costs more than the query.
@@ -82,10 +84,19 @@ def make_engine(url: str) -> Engine:
             connect_args={"check_same_thread": False, "timeout": 10},
             pool_size=DB_THREADS,
             max_overflow=0,
+            json_serializer=jsoncodec.dumps,
+            json_deserializer=jsoncodec.loads,
         )
         event.listen(engine, "connect", _tune_sqlite)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=DB_THREADS, max_overflow=0)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=DB_THREADS,
+        max_overflow=0,
+        json_serializer=jsoncodec.dumps,
+        json_deserializer=jsoncodec.loads,
+    )
 
 
 Migration = Callable[[Connection], None]

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from tessera import jsoncodec
 from tessera.hot import HotStore
 from tessera.profiles.domain import session as sessions
 from tessera.profiles.domain.model import EventData, finite_add, saturating_add
@@ -114,22 +114,22 @@ def _forwarded_to(raw: bytes | None) -> str | None:
     """The survivor a merged profile's key forwards to, if it holds a forwarding mark."""
     if not raw or not raw.startswith(b'{"merged_into"'):
         return None
-    target = json.loads(raw)["merged_into"]
+    target = jsoncodec.loads(raw)["merged_into"]
     return str(target)
 
 
 def _mark(survivor: str) -> bytes:
-    return json.dumps({"merged_into": survivor}).encode()
+    return jsoncodec.dump_bytes({"merged_into": survivor})
 
 
 def _load(raw: bytes | None) -> Session | None:
     if not raw or _forwarded_to(raw) is not None:
         return None
-    return session_from_json(json.loads(raw))
+    return session_from_json(jsoncodec.loads(raw))
 
 
 def _dump(session: Session | None) -> bytes | None:
-    return json.dumps(session_to_json(session)).encode() if session else None
+    return jsoncodec.dump_bytes(session_to_json(session)) if session else None
 
 
 class SessionStore:
