@@ -57,7 +57,12 @@ from tessera.profiles.domain.event_history import (
     event_history_to_json,
     merge_event_histories,
 )
-from tessera.profiles.domain.history import History, add_to_history, merge_histories
+from tessera.profiles.domain.history import (
+    History,
+    add_to_history,
+    changes_history,
+    merge_histories,
+)
 from tessera.profiles.domain.model import EventData, IdentityKey, finite_add, saturating_add
 
 MAX_IDENTIFY_ATTEMPTS = 5
@@ -442,15 +447,12 @@ _LOCK_PROFILES = (
     .order_by(_PROFILE.c.profile_id)
     .with_for_update()  # PostgreSQL; SQLite has one writer and renders none
 )
-_UPDATE_HISTORIES = (
+_UPDATE_EVENT_HISTORY = (
     update(_PROFILE)
     .where(_PROFILE.c.profile_id == bindparam("owner"))
-    .values(
-        history=bindparam("new_history"),
-        event_history=bindparam("new_event_history"),
-        updated_at=bindparam("now"),
-    )
+    .values(event_history=bindparam("new_event_history"), updated_at=bindparam("now"))
 )
+_UPDATE_HISTORIES = _UPDATE_EVENT_HISTORY.values(history=bindparam("new_history"))
 _MARK_APPLIED = (
     update(_LOG)
     .where(_LOG.c.event_id.in_(bindparam("ids", expanding=True)), _LOG.c.applied.is_(False))
@@ -512,19 +514,23 @@ def _folded(row: Any, events: Sequence[EventData], now: dt.datetime) -> dict[str
     """The `_UPDATE_HISTORIES` parameters of a locked profile row after `events`.
 
     Each event is added as `Track` of that one event would add it; the JSON
-    columns are decoded and encoded once for all of them.
+    columns are decoded and encoded once for all of them, and the purchase
+    history not at all when none of the events is a purchase.
     """
-    history = history_from_json(row.history)
     event_history = event_history_from_json(row.event_history)
     for event in events:
-        history = add_to_history(history, event)
         event_history = add_event(event_history, event, now)
-    return {
+    values = {
         "owner": row.profile_id,
-        "new_history": history_to_json(history),
         "new_event_history": event_history_to_json(event_history),
         "now": now,
     }
+    if any(changes_history(event) for event in events):
+        history = history_from_json(row.history)
+        for event in events:
+            history = add_to_history(history, event)
+        values["new_history"] = history_to_json(history)
+    return values
 
 
 class _Moved(Exception):
@@ -907,11 +913,11 @@ class ProfileStore:
                     by_owner.setdefault(owner, []).append(event)
                     outcomes[index] = Recorded(owner, False, event)
             now = _now()
-            if by_owner:
-                connection.execute(
-                    _UPDATE_HISTORIES,
-                    [_folded(rows[owner], taken, now) for owner, taken in by_owner.items()],
-                )
+            folded = [_folded(rows[owner], taken, now) for owner, taken in by_owner.items()]
+            for statement, purchases in ((_UPDATE_HISTORIES, True), (_UPDATE_EVENT_HISTORY, False)):
+                chosen = [f for f in folded if ("new_history" in f) == purchases]
+                if chosen:
+                    connection.execute(statement, chosen)
             earlier = [s.profile_id for s in stored.values()]
             stored_owners = _canonical_ids(connection, set(earlier) - set(canonical))
             stored_owners.update(canonical)
