@@ -258,7 +258,7 @@ async def track_batch(
 
 TRACK_BATCH = 250
 """Most events of a stream written together (one transaction, one hot-store step)."""
-BATCH_IDLE_S = 0.01
+BATCH_IDLE_S = 0.025
 """A stream's batch is written once its next message has not come for this long ..."""
 BATCH_IDLE_SPINS = 8
 """... and for this many turns of the event loop after that."""
