@@ -261,7 +261,7 @@ TRACK_BATCH = 250
 BATCH_IDLE_S = 0.025
 """A stream's batch is written once its next message has not come for this long ..."""
 BATCH_IDLE_SPINS = 8
-"""... and for this many turns of the event loop after that."""
+"""... nor within this many turns of the event loop before and after that."""
 
 _END = object()
 
@@ -272,15 +272,17 @@ async def _arrives(pending: asyncio.Future[Any]) -> bool:
     Time alone does not tell: while other calls keep the event loop busy
     (a SQLite write runs on it), a message that had arrived long ago is
     handed over only some turns of the loop later. So a pause is
-    BATCH_IDLE_S of waiting and then BATCH_IDLE_SPINS turns of the loop
-    without the message.
+    BATCH_IDLE_SPINS turns of the loop without the message, then
+    BATCH_IDLE_S of waiting, then as many turns again. A message already
+    received comes within the first turns, without a timer.
     """
-    if not pending.done():
-        await asyncio.wait({pending}, timeout=BATCH_IDLE_S)
-    for _ in range(BATCH_IDLE_SPINS):
-        if pending.done():
-            return True
-        await asyncio.sleep(0)
+    for attempt in range(2):
+        for _ in range(BATCH_IDLE_SPINS):
+            if pending.done():
+                return True
+            await asyncio.sleep(0)
+        if attempt == 0 and not pending.done():
+            await asyncio.wait({pending}, timeout=BATCH_IDLE_S)
     return pending.done()
 
 
