@@ -890,7 +890,11 @@ class ProfileStore:
             # Lock the profiles written, in id order like a merge, so that no
             # merge moves them (nor their events) until this commits.
             owners = sorted({canonical[profile_ids[i]] for i in new})
-            rows = {r.profile_id: r for r in connection.execute(_LOCK_PROFILES, {"ids": owners})}
+            rows = (
+                {r.profile_id: r for r in connection.execute(_LOCK_PROFILES, {"ids": owners})}
+                if owners
+                else {}
+            )
             if len(rows) != len(owners):
                 raise _Moved()  # merged or erased since resolved: resolve again
             inserted: set[str] = set()
