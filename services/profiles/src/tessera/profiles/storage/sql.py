@@ -24,6 +24,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    Dialect,
     Engine,
     Index,
     Select,
@@ -45,7 +46,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from tessera import db
+from tessera import db, jsoncodec
 from tessera.db import Database
 from tessera.errors import AlreadyExists, NotFound
 from tessera.profiles.domain import identity
@@ -402,6 +403,24 @@ def _known_profile_query(count: int) -> Select[Any]:
     )
 
 
+@functools.cache
+def _known_profile_sql(dialect: Dialect, count: int) -> tuple[str, Sequence[str] | None]:
+    """`_known_profile_query(count)` as the driver takes it: SQL text, and the
+    order of its parameters for a positional paramstyle (None for named)."""
+    compiled = _known_profile_query(count).compile(dialect=dialect)
+    return str(compiled), compiled.positiontup
+
+
+def _json_value(raw: Any) -> Any:
+    """A JSON column as the driver gave it: text (SQLite) or already decoded."""
+    return jsoncodec.loads(raw) if isinstance(raw, str | bytes) else raw
+
+
+def _stamp(raw: Any) -> dt.datetime:
+    """A timestamp column as the driver gave it: ISO text (SQLite) or a datetime, as UTC."""
+    return _utc(dt.datetime.fromisoformat(raw) if isinstance(raw, str) else raw)
+
+
 def _stored_event(row: LogRow | Any) -> EventData:
     """The event a log row (or a row of `_STORED_EVENTS`) holds, as it was accepted."""
     return EventData(
@@ -660,23 +679,43 @@ class ProfileStore:
         wanted = {(k.type, k.value) for k in keys}
         params = {f"t{i}": t for i, (t, _) in enumerate(wanted)}
         params.update({f"v{i}": v for i, (_, v) in enumerate(wanted)})
-        with self.engine.connect() as connection:
-            rows = connection.execute(_known_profile_query(len(wanted)), params).all()
-        if not rows or len({row.profile_id for row in rows}) != 1:
+        rows = self._known_rows(params, len(wanted))
+        if not rows or len({row[0] for row in rows}) != 1:
             return None
-        identities = sorted({(row.identity_created_at, row.id_type, row.id_value) for row in rows})
+        identities = sorted({(_stamp(row[8]), row[6], row[7]) for row in rows})
         if not wanted <= {(t, v) for _, t, v in identities}:
             return None
-        first = rows[0]
+        profile_id, traits, history, event_history, created_at, updated_at = rows[0][:6]
         return ProfileRecord(
-            first.profile_id,
+            profile_id,
             [IdentityKey(t, v) for _, t, v in identities],
-            dict(first.traits),
-            history_from_json(first.history),
-            _utc(first.created_at),
-            _utc(first.updated_at),
-            event_history_from_json(first.event_history),
+            dict(_json_value(traits)),
+            history_from_json(_json_value(history)),
+            _stamp(created_at),
+            _stamp(updated_at),
+            event_history_from_json(_json_value(event_history)),
         )
+
+    def _known_rows(self, params: dict[str, str], count: int) -> list[Sequence[Any]]:
+        """The rows of `_known_profile_query(count)`, straight from the driver.
+
+        The read behind every GetProfile by identity and every Decide of a
+        known visitor: SQLAlchemy's execution and result layers cost several
+        times the query itself, so the statement is compiled once per
+        dialect and run on the pooled DBAPI connection; `_json_value` and
+        `_stamp` read what the driver gives.
+        """
+        sql, order = _known_profile_sql(self.engine.dialect, count)
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql, params if order is None else [params[n] for n in order])
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+        finally:
+            connection.close()
 
     def _identities(self, session: Session, keys: list[IdentityKey]) -> list[IdentityRow]:
         condition = or_(
