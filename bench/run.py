@@ -80,6 +80,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="skip the profile service targets (get-profile, track, track-stream)",
     )
     parser.add_argument(
+        "--skip-decide",
+        action="store_true",
+        help="skip both Decide targets (and the rpc decision service): echo and the profile "
+        "service only",
+    )
+    parser.add_argument(
         "--modes",
         default=",".join(MODES),
         help="comma-separated evaluation modes of Decide to measure: in_process, rpc",
@@ -110,7 +116,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     chosen = {m.strip() for m in args.modes.split(",") if m.strip()}
     if not chosen or chosen - set(MODES):
         parser.error(f"--modes {args.modes!r}: expected a comma-separated subset of {MODES}")
-    args.modes = [m for m in MODES if m in chosen]
+    args.modes = [] if args.skip_decide else [m for m in MODES if m in chosen]
+    if args.skip_decide and args.skip_profiles:
+        parser.error("--skip-decide with --skip-profiles leaves echo alone: use --echo-only")
     return args
 
 

@@ -409,3 +409,150 @@ def test_track__fractional_quantity__invalid_argument_names_it(profiles: Stub) -
 
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_of(raised.value) == "event.properties.quantity"
+
+
+def _logged(postgres_url: str, event_ids: list[str]) -> dict[str, tuple[str, bool]]:
+    """The log rows of `event_ids`: event_id -> (profile_id, applied)."""
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute(
+            "SELECT event_id, profile_id, applied FROM profiles_log WHERE event_id = ANY(%s)",
+            (event_ids,),
+        ).fetchall()
+    return {event_id: (profile_id, applied) for event_id, profile_id, applied in rows}
+
+
+def test_track_stream__one_bad_event_amid_a_batch__others_stored_and_it_alone_rejected(
+    profiles: Stub, postgres_url: str
+) -> None:
+    # Three visitors, one known only by a cookie it has never been seen with
+    # before the stream: its first event creates its profile.
+    known = [
+        profiles.Identify(profiles_pb2.IdentifyRequest(identities=[cookie()])).profile.profile_id
+        for _ in range(2)
+    ]
+    newcomer = cookie()
+    good: list[common_pb2.Event] = []
+    for k in range(60):
+        view = event(known[k % 2], "product_view", category="juicers", product_id=f"j{k}")
+        if k % 3 == 0:
+            view.ClearField("profile_id")
+            view.identities.append(newcomer)
+        good.append(view)
+    unknown_profile = event("no-such-profile", "page_view")
+    bad_type = event(known[0], "Page View")
+    stream = [*good[:20], unknown_profile, *good[20:40], bad_type, *good[40:]]
+
+    reply = profiles.TrackStream(profiles_pb2.TrackStreamRequest(event=e) for e in stream)
+
+    assert (reply.accepted, reply.duplicates, reply.rejected) == (60, 0, 2)
+    logged = _logged(postgres_url, [e.event_id for e in stream])
+    assert set(logged) == {e.event_id for e in good}
+    assert all(applied for _, applied in logged.values())
+    newcomer_id = profiles.GetProfile(
+        profiles_pb2.GetProfileRequest(identity=newcomer)
+    ).profile.profile_id
+    expected = {known[0]: 20, known[1]: 20, newcomer_id: 20}
+    for profile_id, views in expected.items():
+        read = profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=profile_id)).profile
+        assert read.session.events == views, profile_id
+        assert dict(read.session.category_views) == {"juicers": views}
+        series = {(s.event_type, s.filter_property): s for s in read.event_history.series}
+        assert list(series[("product_view", "")].counts) == [views]
+    # Each single event answers alone what the stream counted.
+    with pytest.raises(grpc.RpcError) as missing:
+        profiles.Track(profiles_pb2.TrackRequest(event=unknown_profile))
+    assert (missing.value.code(), field_of(missing.value)) == (
+        grpc.StatusCode.NOT_FOUND,
+        "event.profile_id",
+    )
+    with pytest.raises(grpc.RpcError) as invalid:
+        profiles.Track(profiles_pb2.TrackRequest(event=bad_type))
+    assert (invalid.value.code(), field_of(invalid.value)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "event.type",
+    )
+
+
+def test_track_stream__retried_batch__counts_nothing_twice(
+    profiles: Stub, postgres_url: str, redis_url: str, key_prefix: str
+) -> None:
+    buyers = [
+        profiles.Identify(profiles_pb2.IdentifyRequest(identities=[cookie()])).profile.profile_id
+        for _ in range(3)
+    ]
+    batch: list[common_pb2.Event] = []
+    for buyer in buyers:
+        batch += [
+            event(buyer, "page_view", category="juicers", duration_ms=1000),
+            event(buyer, "add_to_cart", category="juicers", product_id="j1", price=80.0),
+            event(buyer, "purchase", category="juicers", revenue=80.0),
+            event(buyer, "product_view", category="blenders", product_id="b1"),
+        ]
+    requests = [profiles_pb2.TrackStreamRequest(event=e) for e in batch]
+
+    def read(profile_id: str) -> tuple[object, ...]:
+        p = profiles.GetProfile(profiles_pb2.GetProfileRequest(profile_id=profile_id)).profile
+        return (
+            p.session.events,
+            p.session.page_views,
+            dict(p.session.category_views),
+            p.session.time_spent_ms,
+            len(p.session.cart),
+            p.features.rfm.frequency,
+            p.features.lifetime_value,
+            sorted((s.event_type, s.filter_value, tuple(s.counts)) for s in p.event_history.series),
+        )
+
+    first = profiles.TrackStream(iter(requests))
+    after_first = {b: read(b) for b in buyers}
+    # A retry of the whole batch, as a client whose stream broke sends it.
+    again = profiles.TrackStream(iter(requests))
+    # And one whose first try stopped between the log and the hot session
+    # for some of its events: stored, not applied, the session gone.
+    half = [e.event_id for e in batch[::2]]
+    with psycopg.connect(postgres_url) as db:
+        db.execute("UPDATE profiles_log SET applied = false WHERE event_id = ANY(%s)", (half,))
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.delete(f"{key_prefix}profiles:session:{buyers[0]}")
+    finally:
+        client.close()
+    completed = profiles.TrackStream(iter(requests))
+
+    assert (first.accepted, first.duplicates, first.rejected) == (12, 0, 0)
+    assert (again.accepted, again.duplicates, again.rejected) == (0, 12, 0)
+    assert (completed.accepted, completed.duplicates, completed.rejected) == (0, 12, 0)
+    assert after_first[buyers[1]] == (
+        4,
+        1,
+        {"juicers": 1, "blenders": 1},
+        1000,
+        0,  # bought what it had put in the cart
+        1,
+        80.0,
+        [
+            ("add_to_cart", "", (1,)),
+            ("add_to_cart", "j1", (1,)),
+            ("add_to_cart", "juicers", (1,)),
+            ("add_to_cart", "web", (1,)),
+            ("page_view", "", (1,)),
+            ("page_view", "juicers", (1,)),
+            ("page_view", "web", (1,)),
+            ("product_view", "", (1,)),
+            ("product_view", "b1", (1,)),
+            ("product_view", "blenders", (1,)),
+            ("product_view", "web", (1,)),
+            ("purchase", "", (1,)),
+            ("purchase", "juicers", (1,)),
+            ("purchase", "web", (1,)),
+        ],
+    )
+    assert {b: read(b) for b in buyers[1:]} == {b: after_first[b] for b in buyers[1:]}
+    # The session lost for buyers[0] holds again what the events not yet
+    # applied bring (page view, purchase), each once; the history is as it was.
+    rebuilt = read(buyers[0])
+    assert rebuilt[:4] == (2, 1, {"juicers": 1}, 1000)
+    assert rebuilt[5:] == after_first[buyers[0]][5:]
+    logged = _logged(postgres_url, [e.event_id for e in batch])
+    assert len(logged) == 12
+    assert all(applied for _, applied in logged.values())

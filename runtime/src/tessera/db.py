@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlmodel import create_engine
 
+from tessera import jsoncodec
 from tessera.settings import RuntimeSettings
 
 T = TypeVar("T")
@@ -65,7 +66,8 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for `url`, tuned for SQLite or PostgreSQL."""
+    """An engine for `url`, tuned for SQLite or PostgreSQL; JSON columns through
+    `tessera.jsoncodec`."""
     if url.startswith("sqlite"):
         # One pooled connection per database thread: opening SQLite connections
         # per call (the default pool's overflow) costs more than the query.
@@ -74,10 +76,19 @@ def make_engine(url: str) -> Engine:
             connect_args={"check_same_thread": False, "timeout": 10},
             pool_size=DB_THREADS,
             max_overflow=0,
+            json_serializer=jsoncodec.dumps,
+            json_deserializer=jsoncodec.loads,
         )
         event.listen(engine, "connect", _tune_sqlite)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=DB_THREADS, max_overflow=0)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=DB_THREADS,
+        max_overflow=0,
+        json_serializer=jsoncodec.dumps,
+        json_deserializer=jsoncodec.loads,
+    )
 
 
 _executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="tessera-db")

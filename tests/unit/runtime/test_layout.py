@@ -65,9 +65,18 @@ def test_layout__environment__no_editable_import_hook():
     assert site_hooks == []
 
 
+# Parsed while the test module is collected, before any test runs: CPython
+# 3.11 keeps ast.parse's recursion counter in interpreter-wide state
+# (gh-106905). In a full run on 3.11.7 it was left off by earlier tests (the
+# suite runs servers in threads, whose logged tracebacks parse source), and
+# every later parse in the process failed with "AST constructor recursion
+# depth mismatch".
+TREES = {name: ast.parse(path.read_text()) for name, path in MODULES.items()}
+
+
 def imports_of(path: Path, name: str) -> Iterator[str]:
     """First-party modules `path` imports, outside `if TYPE_CHECKING:` blocks."""
-    tree = ast.parse(path.read_text())
+    tree = TREES[name]
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
 
     def walk(node: ast.AST) -> Iterator[ast.AST]:

@@ -7,14 +7,29 @@ a client sent happens before (at the edge); these take domain values.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import datetime as dt
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from tessera.errors import InvalidArgument, ResourceExhausted, TesseraError, require
+from tessera.errors import (
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    TesseraError,
+    require,
+)
 from tessera.profiles.domain.conversion import PRIOR, ConversionModel
 from tessera.profiles.domain.event_history import bounded
 from tessera.profiles.domain.features import (
@@ -29,7 +44,7 @@ from tessera.profiles.domain.profile import Profile
 from tessera.profiles.feed import Feed
 from tessera.profiles.storage.feed import FeedRecord
 from tessera.profiles.storage.sessions import SessionStore
-from tessera.profiles.storage.sql import IdentifyResult, ProfileRecord, ProfileStore
+from tessera.profiles.storage.sql import IdentifyResult, ProfileRecord, ProfileStore, Recorded
 
 T = TypeVar("T")
 
@@ -162,52 +177,179 @@ async def update_traits(stores: Stores, profile_id: str, patch: Mapping[str, Any
 async def track(stores: Stores, event: EventData) -> Tracked:
     """Record a validated event exactly once: log and history, then the hot session.
 
-    The log row is stored not yet applied; once the session has taken the
-    event the row is marked applied. A retry finding the row applied is a
-    duplicate and changes nothing, however late it comes; a retry finding
-    it not applied (the first try failed between the two writes) completes
-    the stored event. Two tries racing through that window are kept to one
-    count by the session's memory of recent event ids.
+    `track_batch` of one event; its error (NOT_FOUND for a profile that
+    does not exist) is raised.
     """
-    profile_id = event.profile_id
-    if not profile_id:
-        profile_id = (await _resolve(stores, event.identities)).profile.profile_id
+    (outcome,) = await track_batch(stores, [event])
+    if isinstance(outcome, TesseraError):
+        raise outcome
+    return outcome
+
+
+async def _profile_ids(
+    stores: Stores, events: Sequence[EventData]
+) -> list[str | InvalidArgument | ResourceExhausted | NotFound]:
+    """The profile each event is for: its profile_id, else the one its identities resolve to.
+
+    Identities seen before on one profile are looked up in one query for the
+    whole batch; the others are resolved one event at a time, in order, as
+    `Identify` would (creating or merging profiles), so a later event finds
+    what an earlier one created.
+    """
+    wanted = {key for e in events if not e.profile_id for key in e.identities}
+    owners = await stores.profiles.database.run(stores.profiles.owners, wanted) if wanted else {}
+    found: list[str | InvalidArgument | ResourceExhausted | NotFound] = []
+    for event in events:
+        if event.profile_id:
+            found.append(event.profile_id)
+            continue
+        known = {owners.get(key) for key in event.identities}
+        if len(known) == 1 and None not in known:
+            found.append(str(known.pop()))
+            continue
+        try:
+            found.append((await _resolve(stores, event.identities)).profile.profile_id)
+        except (InvalidArgument, ResourceExhausted, NotFound) as error:
+            found.append(error)
+    return found
+
+
+async def track_batch(
+    stores: Stores, events: Sequence[EventData]
+) -> list[Tracked | InvalidArgument | ResourceExhausted | NotFound]:
+    """Record validated events, each exactly once, with one write per store for the batch.
+
+    As `track` of each event in turn (docs/profile-writes.md, "Speed"): one
+    SQL transaction stores the new events in the log, not yet applied, and
+    folds them into the histories; one atomic step folds them into the hot
+    sessions; one statement marks them applied. A retry of an event finds
+    its row as `track` would. The outcome of each event, in order: where it
+    landed, or the error that kept it out (an unknown profile: NOT_FOUND),
+    which leaves the other events of the batch as they are.
+    """
+    outcomes: list[Tracked | InvalidArgument | ResourceExhausted | NotFound] = []
+    resolved = await _profile_ids(stores, events)
+    kept = [i for i, found in enumerate(resolved) if isinstance(found, str)]
     database = stores.profiles.database
-    recorded = await database.run(stores.profiles.record_event, event, profile_id)
-    if not recorded.duplicate:
+    recorded = await database.run(
+        stores.profiles.record_events,
+        [events[i] for i in kept],
+        [str(resolved[i]) for i in kept],
+    )
+    if any(isinstance(r, Recorded) and not r.duplicate for r in recorded):
         _written(stores)
-    if recorded.pending is not None:
-        await stores.sessions.apply(recorded.profile_id, recorded.pending)
-        await database.run(stores.profiles.mark_applied, event.event_id)
-    return Tracked(recorded.profile_id, recorded.duplicate)
+    pending: dict[str, list[EventData]] = {}
+    for result in recorded:
+        if isinstance(result, Recorded) and result.pending is not None:
+            pending.setdefault(result.profile_id, []).append(result.pending)
+    if pending:
+        await stores.sessions.apply_many(pending)
+        applied = [event.event_id for taken in pending.values() for event in taken]
+        await database.run(stores.profiles.mark_applied, applied)
+    results = iter(recorded)
+    for found in resolved:
+        if not isinstance(found, str):
+            outcomes.append(found)
+            continue
+        result = next(results)
+        outcomes.append(
+            result if isinstance(result, NotFound) else Tracked(result.profile_id, result.duplicate)
+        )
+    return outcomes
+
+
+TRACK_BATCH = 250
+"""Most events of a stream written together (one transaction, one hot-store step)."""
+BATCH_IDLE_S = 0.025
+"""A stream's batch is written once its next message has not come for this long ..."""
+BATCH_IDLE_SPINS = 8
+"""... nor within this many turns of the event loop before and after that."""
+
+_END = object()
+
+
+async def _arrives(pending: asyncio.Future[Any]) -> bool:
+    """Whether the next message of a stream is there, or comes without a pause.
+
+    Time alone does not tell: while other calls keep the event loop busy
+    (a SQLite write runs on it), a message that had arrived long ago is
+    handed over only some turns of the loop later. So a pause is
+    BATCH_IDLE_SPINS turns of the loop without the message, then
+    BATCH_IDLE_S of waiting, then as many turns again. A message already
+    received comes within the first turns, without a timer.
+    """
+    for attempt in range(2):
+        for _ in range(BATCH_IDLE_SPINS):
+            if pending.done():
+                return True
+            await asyncio.sleep(0)
+        if attempt == 0 and not pending.done():
+            await asyncio.wait({pending}, timeout=BATCH_IDLE_S)
+    return pending.done()
+
+
+async def stream_batches(
+    items: AsyncIterable[T], size: int = TRACK_BATCH
+) -> AsyncGenerator[list[T], None]:
+    """The items of a stream in lists of at most `size`, in order.
+
+    A list ends early when the stream pauses (`_arrives`), so that the
+    events of a slow stream are written, and seen by the next Decide,
+    without waiting for more. The next item is read while the consumer
+    writes.
+    """
+    iterator = aiter(items)
+
+    def read_next() -> asyncio.Future[Any]:
+        return asyncio.ensure_future(anext(iterator, _END))
+
+    pending = read_next()
+    try:
+        batch: list[T] = []
+        while True:
+            if batch and (len(batch) >= size or not await _arrives(pending)):
+                yield batch
+                batch = []
+                continue
+            item = await pending
+            if item is _END:
+                break
+            batch.append(item)
+            pending = read_next()
+        if batch:
+            yield batch
+    finally:
+        if not pending.done():
+            pending.cancel()
 
 
 async def track_stream(
     stores: Stores, items: AsyncIterable[T], event_of: Callable[[T], EventData]
 ) -> StreamCounts:
-    """Track every event of a stream; one bad event is counted, not fatal.
+    """Track every event of a stream in batches; one bad event is counted, not fatal.
 
     `event_of` turns an item into a validated event (raising InvalidArgument,
     or ResourceExhausted for a message over a size limit, when it cannot), so
     a malformed item is counted as rejected like an event for a profile that
-    does not exist; any other error ends the stream.
+    does not exist; the other events of its batch are stored. Any other
+    error ends the stream.
     """
     accepted = duplicates = rejected = 0
-    async for item in items:
-        try:
-            tracked = await track(stores, event_of(item))
-        except (InvalidArgument, ResourceExhausted):
-            rejected += 1
-            continue
-        except TesseraError as error:
-            if error.code_name == "NOT_FOUND":
-                rejected += 1
-                continue
-            raise
-        if tracked.duplicate:
-            duplicates += 1
-        else:
-            accepted += 1
+    async with contextlib.aclosing(stream_batches(items)) as batches:
+        async for batch in batches:
+            events: list[EventData] = []
+            for item in batch:
+                try:
+                    events.append(event_of(item))
+                except (InvalidArgument, ResourceExhausted):
+                    rejected += 1
+            for outcome in await track_batch(stores, events) if events else []:
+                if not isinstance(outcome, Tracked):
+                    rejected += 1
+                elif outcome.duplicate:
+                    duplicates += 1
+                else:
+                    accepted += 1
     return StreamCounts(accepted, duplicates, rejected)
 
 

@@ -32,9 +32,14 @@ class History:
     """Latest purchase per product category: interests decay and are suppressed from it."""
 
 
+def changes_history(event: EventData) -> bool:
+    """Whether `event` changes a history: only purchases do."""
+    return event.type == "purchase"
+
+
 def add_to_history(history: History, event: EventData) -> History:
     """History after `event`; only purchases change it."""
-    if event.type != "purchase":
+    if not changes_history(event):
         return history
     last = history.last_purchase_at
     categories = history.categories

@@ -111,32 +111,32 @@ def apply_event(session: Session | None, event: EventData) -> Session | None:
     category = str(props.get("category") or "")
     product = str(props.get("product_id") or "")
     duration = props.get("duration_ms")
-    state = replace(
-        state,
-        started_at=min(state.started_at, at),
-        last_seen_at=max(state.last_seen_at, at),
-        event_ids=(*state.event_ids, event.event_id)[-MAX_RECENT_EVENT_IDS:],
-        channel=event.channel or state.channel,
-        events=saturating_add(state.events, 1),
-        time_spent_ms=saturating_add(
+    # Every change of the event, then one copy of the session: a session is
+    # copied once per event however many of its fields the event touches.
+    changes: dict[str, Any] = {
+        "started_at": min(state.started_at, at),
+        "last_seen_at": max(state.last_seen_at, at),
+        "event_ids": (*state.event_ids, event.event_id)[-MAX_RECENT_EVENT_IDS:],
+        "channel": event.channel or state.channel,
+        "events": saturating_add(state.events, 1),
+        "time_spent_ms": saturating_add(
             state.time_spent_ms, int(duration) if isinstance(duration, int | float) else 0
         ),
-    )
-
+    }
     kind = event.type
     if kind in ("page_view", "product_view") and category:
-        state = replace(state, category_views=_counted(state.category_views, category))
+        changes["category_views"] = _counted(state.category_views, category)
     if kind == "page_view":
-        return replace(state, page_views=saturating_add(state.page_views, 1))
-    if kind == "product_view" and product:
-        return replace(state, product_views=_counted(state.product_views, product))
-    if kind in CART_EVENTS:
-        return _change_cart(state, kind, product, category, props, at)
-    if kind == "favorite" and product and product not in state.favorites:
-        return replace(state, favorites=(*state.favorites, product)[-MAX_FAVORITES:])
-    if kind == "search" and props.get("query"):
-        return replace(state, searches=(*state.searches, str(props["query"]))[-MAX_SEARCHES:])
-    return state
+        changes["page_views"] = saturating_add(state.page_views, 1)
+    elif kind == "product_view" and product:
+        changes["product_views"] = _counted(state.product_views, product)
+    elif kind in CART_EVENTS:
+        return _change_cart(replace(state, **changes), kind, product, category, props, at)
+    elif kind == "favorite" and product and product not in state.favorites:
+        changes["favorites"] = (*state.favorites, product)[-MAX_FAVORITES:]
+    elif kind == "search" and props.get("query"):
+        changes["searches"] = (*state.searches, str(props["query"]))[-MAX_SEARCHES:]
+    return replace(state, **changes)
 
 
 def _later(a: dt.datetime | None, b: dt.datetime) -> dt.datetime:

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, or_, text, update
+from sqlalchemy import Connection, bindparam, delete, func, or_, text, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -126,6 +126,23 @@ def _record(row: LogRow) -> FeedRecord:
     return FeedRecord(row.position, row.kind, row.profile_id, None, tuple(merged))
 
 
+_LOG = LogRow.__table__  # type: ignore[attr-defined]
+_NUMBERED = (
+    sa_select(
+        _LOG.c.sequence,
+        (bindparam("last") + func.row_number().over(order_by=_LOG.c.sequence)).label("position"),
+    )
+    .where(_LOG.c.sequence.in_(bindparam("ids", expanding=True)))
+    .subquery()
+)
+_NUMBER_ROWS = (
+    update(_LOG)
+    .where(_LOG.c.sequence == _NUMBERED.c.sequence)
+    .values(position=_NUMBERED.c.position, sequenced_at=bindparam("now"))
+)
+"""One statement numbers a run's rows: `last` + their rank in row-id order."""
+
+
 class FeedStore:
     """The profile service's change feed over its event log (blocking)."""
 
@@ -189,13 +206,7 @@ class FeedStore:
             if not rows:
                 return 0
             last, _ = self._counter(connection)
-            now = _now()
-            connection.execute(
-                update(LogRow)
-                .where(col(LogRow.sequence) == bindparam("row_id"))
-                .values(position=bindparam("new_position"), sequenced_at=now),
-                [{"row_id": row, "new_position": last + n} for n, row in enumerate(rows, 1)],
-            )
+            connection.execute(_NUMBER_ROWS, {"last": last, "ids": rows, "now": _now()})
             connection.execute(
                 update(FeedRow).where(col(FeedRow.id) == 1).values(last_position=last + len(rows))
             )

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from tessera import jsoncodec
 from tessera.hot import HotStore
 from tessera.profiles.domain import session as sessions
 from tessera.profiles.domain.model import EventData, finite_add, saturating_add
@@ -114,22 +114,22 @@ def _forwarded_to(raw: bytes | None) -> str | None:
     """The survivor a merged profile's key forwards to, if it holds a forwarding mark."""
     if not raw or not raw.startswith(b'{"merged_into"'):
         return None
-    target = json.loads(raw)["merged_into"]
+    target = jsoncodec.loads(raw)["merged_into"]
     return str(target)
 
 
 def _mark(survivor: str) -> bytes:
-    return json.dumps({"merged_into": survivor}).encode()
+    return jsoncodec.dump_bytes({"merged_into": survivor})
 
 
 def _load(raw: bytes | None) -> Session | None:
     if not raw or _forwarded_to(raw) is not None:
         return None
-    return session_from_json(json.loads(raw))
+    return session_from_json(jsoncodec.loads(raw))
 
 
 def _dump(session: Session | None) -> bytes | None:
-    return json.dumps(session_to_json(session)).encode() if session else None
+    return jsoncodec.dump_bytes(session_to_json(session)) if session else None
 
 
 class SessionStore:
@@ -148,26 +148,48 @@ class SessionStore:
         Follows forwarding marks: the event lands in the session of the
         profile this one was merged into.
         """
-        target = profile_id
+        await self.apply_many({profile_id: [event]})
+
+    async def apply_many(self, events: Mapping[str, Sequence[EventData]]) -> None:
+        """Fold each profile's events, in order, into its session: one atomic step
+        over all the sessions (one round trip of reads, one of writes on Redis),
+        each session read and written once whatever its number of events.
+
+        Idempotent by event id. A key holding a forwarding mark is left as it
+        is and its events follow the mark, as `apply` does.
+        """
+        targets = {profile_id: list(taken) for profile_id, taken in events.items()}
         for _ in range(MAX_FORWARDS):
-            forward: list[str] = []
-
-            def change(current: bytes | None, forward: list[str] = forward) -> bytes | None:
-                forward.clear()  # Redis may call this again after a conflict
-                moved = _forwarded_to(current)
-                if moved is not None:
-                    forward.append(moved)
-                    return current
-                state = _load(current)
-                after = sessions.apply_event(state, event)
-                if after is state:
-                    return current
-                return _dump(after)
-
-            await self.hot.update(_key(target), change, SESSION_TTL_S)
-            if not forward:
+            if not targets:
                 return
-            target = forward[0]
+            ids = list(targets)
+            forward: dict[str, str] = {}
+
+            def change(
+                current: list[bytes | None],
+                ids: list[str] = ids,
+                targets: dict[str, list[EventData]] = targets,
+                forward: dict[str, str] = forward,
+            ) -> list[bytes | None]:
+                forward.clear()  # Redis may call this again after a conflict
+                after: list[bytes | None] = []
+                for profile_id, raw in zip(ids, current, strict=True):
+                    moved = _forwarded_to(raw)
+                    if moved is not None:
+                        forward[profile_id] = moved
+                        after.append(raw)
+                        continue
+                    state = before = _load(raw)
+                    for event in targets[profile_id]:
+                        state = sessions.apply_event(state, event)
+                    after.append(raw if state is before else _dump(state))
+                return after
+
+            await self.hot.update_many([_key(i) for i in ids], change, SESSION_TTL_S)
+            moved_on: dict[str, list[EventData]] = {}
+            for profile_id, survivor in forward.items():
+                moved_on.setdefault(survivor, []).extend(targets[profile_id])
+            targets = moved_on
 
     async def merge(self, survivor: str, merged: Iterable[str]) -> None:
         """Fold the sessions of merged profiles into the survivor's, leaving forwarding marks.

@@ -15,7 +15,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,8 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Connection,
+    Dialect,
     Index,
     Select,
     and_,
@@ -32,14 +34,17 @@ from sqlalchemy import (
     or_,
     text,
     true,
+    tuple_,
     update,
 )
 from sqlalchemy import select as sa_select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from tessera import sticky
+from tessera import jsoncodec, sticky
 from tessera.db import Database
 from tessera.errors import AlreadyExists, NotFound
 from tessera.profiles.domain import identity
@@ -51,7 +56,12 @@ from tessera.profiles.domain.event_history import (
     event_history_to_json,
     merge_event_histories,
 )
-from tessera.profiles.domain.history import History, add_to_history, merge_histories
+from tessera.profiles.domain.history import (
+    History,
+    add_to_history,
+    changes_history,
+    merge_histories,
+)
 from tessera.profiles.domain.model import EventData, IdentityKey, finite_add, saturating_add
 
 MAX_IDENTIFY_ATTEMPTS = 5
@@ -317,8 +327,26 @@ def _known_profile_query(count: int) -> Select[Any]:
     )
 
 
-def _stored_event(row: LogRow) -> EventData:
-    """The event a log row holds, as it was accepted."""
+@functools.cache
+def _known_profile_sql(dialect: Dialect, count: int) -> tuple[str, Sequence[str] | None]:
+    """`_known_profile_query(count)` as the driver takes it: SQL text, and the
+    order of its parameters for a positional paramstyle (None for named)."""
+    compiled = _known_profile_query(count).compile(dialect=dialect)
+    return str(compiled), compiled.positiontup
+
+
+def _json_value(raw: Any) -> Any:
+    """A JSON column as the driver gave it: text (SQLite) or already decoded."""
+    return jsoncodec.loads(raw) if isinstance(raw, str | bytes) else raw
+
+
+def _stamp(raw: Any) -> dt.datetime:
+    """A timestamp column as the driver gave it: ISO text (SQLite) or a datetime, as UTC."""
+    return _utc(dt.datetime.fromisoformat(raw) if isinstance(raw, str) else raw)
+
+
+def _stored_event(row: LogRow | Any) -> EventData:
+    """The event a log row (or a row of `_STORED_EVENTS`) holds, as it was accepted."""
     return EventData(
         event_id=row.event_id or "",
         type=row.type,
@@ -346,6 +374,124 @@ def profile_snapshot(row: ProfileRow, identities: Iterable[IdentityKey]) -> LogR
             "identity_types": sorted({key.type for key in identities}),
         },
     )
+
+
+_PROFILE = ProfileRow.__table__  # type: ignore[attr-defined]
+_ALIAS = AliasRow.__table__  # type: ignore[attr-defined]
+_IDENTITY = IdentityRow.__table__  # type: ignore[attr-defined]
+_LOG = LogRow.__table__  # type: ignore[attr-defined]
+
+# Statements of the batched write path, built once from Core tables with
+# expanding parameters: building them per call costs more than running them.
+_OWNERS = sa_select(_IDENTITY.c.id_type, _IDENTITY.c.id_value, _IDENTITY.c.profile_id).where(
+    tuple_(_IDENTITY.c.id_type, _IDENTITY.c.id_value).in_(bindparam("keys", expanding=True))
+)
+_PROFILES_NAMED = sa_select(_PROFILE.c.profile_id).where(
+    _PROFILE.c.profile_id.in_(bindparam("ids", expanding=True))
+)
+_ALIASES_NAMED = sa_select(_ALIAS.c.alias_id, _ALIAS.c.profile_id).where(
+    _ALIAS.c.alias_id.in_(bindparam("ids", expanding=True))
+)
+_STORED_EVENTS = sa_select(
+    _LOG.c.event_id,
+    _LOG.c.profile_id,
+    _LOG.c.applied,
+    _LOG.c.type,
+    _LOG.c.ts,
+    _LOG.c.channel,
+    _LOG.c.properties,
+    _LOG.c.identities,
+).where(_LOG.c.event_id.in_(bindparam("ids", expanding=True)))
+_LOCK_PROFILES = (
+    sa_select(_PROFILE.c.profile_id, _PROFILE.c.history, _PROFILE.c.event_history)
+    .where(_PROFILE.c.profile_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_PROFILE.c.profile_id)
+    .with_for_update()  # PostgreSQL; SQLite has one writer and renders none
+)
+_UPDATE_EVENT_HISTORY = (
+    update(_PROFILE)
+    .where(_PROFILE.c.profile_id == bindparam("owner"))
+    .values(event_history=bindparam("new_event_history"), updated_at=bindparam("now"))
+)
+_UPDATE_HISTORIES = _UPDATE_EVENT_HISTORY.values(history=bindparam("new_history"))
+_MARK_APPLIED = (
+    update(_LOG)
+    .where(_LOG.c.event_id.in_(bindparam("ids", expanding=True)), _LOG.c.applied.is_(False))
+    .values(applied=True)
+)
+
+
+@functools.cache
+def _insert_events_for(dialect: str) -> Any:
+    """Insert log rows, leaving out (not failing on) an event_id stored already; the
+    ids inserted are returned."""
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        insert(_LOG).on_conflict_do_nothing(index_elements=["event_id"]).returning(_LOG.c.event_id)
+    )
+
+
+def _insert_events(connection: Connection) -> Any:
+    return _insert_events_for(connection.dialect.name)
+
+
+def _canonical_ids(connection: Connection, profile_ids: Collection[str]) -> dict[str, str]:
+    """The canonical id of each profile id or merged id; unknown ids are left out."""
+    if not profile_ids:
+        return {}
+    found = {
+        p: p for p in connection.execute(_PROFILES_NAMED, {"ids": list(profile_ids)}).scalars()
+    }
+    rest = [p for p in profile_ids if p not in found]
+    if rest:
+        found.update((a, p) for a, p in connection.execute(_ALIASES_NAMED, {"ids": rest}).all())
+    return found
+
+
+def _stored_events(connection: Connection, event_ids: Sequence[str]) -> dict[str, Any]:
+    """The log rows of those of `event_ids` that are stored, by event_id."""
+    if not event_ids:
+        return {}
+    rows = connection.execute(_STORED_EVENTS, {"ids": list(event_ids)}).all()
+    return {row.event_id: row for row in rows}
+
+
+def _log_values(event: EventData, owner: str) -> dict[str, Any]:
+    """The log row of a new event (not yet applied) on profile `owner`."""
+    return {
+        "kind": "event",
+        "applied": False,
+        "event_id": event.event_id,
+        "profile_id": owner,
+        "type": event.type,
+        "channel": event.channel,
+        "ts": event.timestamp,
+        "properties": event.properties,
+        "identities": [[k.type, k.value] for k in event.identities],
+    }
+
+
+def _folded(row: Any, events: Sequence[EventData], now: dt.datetime) -> dict[str, Any]:
+    """The `_UPDATE_HISTORIES` parameters of a locked profile row after `events`.
+
+    Each event is added as `Track` of that one event would add it; the JSON
+    columns are decoded and encoded once for all of them, and the purchase
+    history not at all when none of the events is a purchase.
+    """
+    event_history = event_history_from_json(row.event_history)
+    for event in events:
+        event_history = add_event(event_history, event, now)
+    values = {
+        "owner": row.profile_id,
+        "new_event_history": event_history_to_json(event_history),
+        "now": now,
+    }
+    if any(changes_history(event) for event in events):
+        history = history_from_json(row.history)
+        for event in events:
+            history = add_to_history(history, event)
+        values["new_history"] = history_to_json(history)
+    return values
 
 
 class _Moved(Exception):
@@ -430,6 +576,18 @@ class ProfileStore:
             raise NotFound(f"no profile with identity {key.type}", field="identity")
         return record
 
+    def owners(self, keys: Collection[IdentityKey]) -> dict[IdentityKey, str]:
+        """The profile each identity is attached to; identities of no profile are left out.
+
+        One query for a whole batch of events: what `Track` of an event sent
+        with identities resolves, for the common case of identities seen before.
+        """
+        if not keys:
+            return {}
+        with self.engine.connect() as connection:
+            rows = connection.execute(_OWNERS, {"keys": [(k.type, k.value) for k in keys]})
+            return {IdentityKey(t, v): profile_id for t, v, profile_id in rows}
+
     # Writes
 
     def identify(self, keys: list[IdentityKey]) -> IdentifyResult:
@@ -463,23 +621,43 @@ class ProfileStore:
         wanted = {(k.type, k.value) for k in keys}
         params = {f"t{i}": t for i, (t, _) in enumerate(wanted)}
         params.update({f"v{i}": v for i, (_, v) in enumerate(wanted)})
-        with self.engine.connect() as connection:
-            rows = connection.execute(_known_profile_query(len(wanted)), params).all()
-        if not rows or len({row.profile_id for row in rows}) != 1:
+        rows = self._known_rows(params, len(wanted))
+        if not rows or len({row[0] for row in rows}) != 1:
             return None
-        identities = sorted({(row.identity_created_at, row.id_type, row.id_value) for row in rows})
+        identities = sorted({(_stamp(row[8]), row[6], row[7]) for row in rows})
         if not wanted <= {(t, v) for _, t, v in identities}:
             return None
-        first = rows[0]
+        profile_id, traits, history, event_history, created_at, updated_at = rows[0][:6]
         return ProfileRecord(
-            first.profile_id,
+            profile_id,
             [IdentityKey(t, v) for _, t, v in identities],
-            dict(first.traits),
-            history_from_json(first.history),
-            _utc(first.created_at),
-            _utc(first.updated_at),
-            event_history_from_json(first.event_history),
+            dict(_json_value(traits)),
+            history_from_json(_json_value(history)),
+            _stamp(created_at),
+            _stamp(updated_at),
+            event_history_from_json(_json_value(event_history)),
         )
+
+    def _known_rows(self, params: dict[str, str], count: int) -> list[Sequence[Any]]:
+        """The rows of `_known_profile_query(count)`, straight from the driver.
+
+        The read behind every GetProfile by identity and every Decide of a
+        known visitor: SQLAlchemy's execution and result layers cost several
+        times the query itself, so the statement is compiled once per
+        dialect and run on the pooled DBAPI connection; `_json_value` and
+        `_stamp` read what the driver gives.
+        """
+        sql, order = _known_profile_sql(self.engine.dialect, count)
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql, params if order is None else [params[n] for n in order])
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+        finally:
+            connection.close()
 
     def _identities(self, session: Session, keys: list[IdentityKey]) -> list[IdentityRow]:
         condition = or_(
@@ -635,49 +813,109 @@ class ProfileStore:
             return record
 
     def record_event(self, event: EventData, profile_id: str) -> Recorded:
-        """Append the event to the log (not yet applied) and fold it into history.
+        """Append one event to the log (not yet applied) and fold it into history.
 
-        A repeated event_id changes nothing and reports the profile it was
-        stored on, and, when the session never took it, the stored event.
+        `record_events` of a single event: NOT_FOUND when the profile does not exist.
         """
-        with Session(self.engine) as session:
-            row = self._lock_canonical(session, profile_id)
-            if row is None:
-                raise NotFound(f"no profile {profile_id!r}", field="event.profile_id")
-            session.add(
-                LogRow(
-                    kind="event",
-                    applied=False,
-                    event_id=event.event_id,
-                    profile_id=row.profile_id,
-                    type=event.type,
-                    channel=event.channel,
-                    ts=event.timestamp,
-                    properties=event.properties,
-                    identities=[[k.type, k.value] for k in event.identities],
-                )
-            )
+        (outcome,) = self.record_events([event], [profile_id])
+        if isinstance(outcome, NotFound):
+            raise outcome
+        return outcome
+
+    def record_events(
+        self, events: Sequence[EventData], profile_ids: Sequence[str]
+    ) -> list[Recorded | NotFound]:
+        """Append events to the log (not yet applied) and fold them into history, in one
+        transaction; one outcome per event, in order.
+
+        `profile_ids[i]` is the profile (or merged id) event i is for. An event
+        whose profile does not exist gets NotFound and changes nothing; the
+        others are stored. An event_id stored before (or earlier in the same
+        batch) is a duplicate: it changes nothing and reports the profile it
+        was stored on and, when the session never took it, the stored event.
+        A merge committing meanwhile makes the batch start again, as does a
+        deadlock with another writer (PostgreSQL picks a victim).
+        """
+        for attempt in range(MAX_IDENTIFY_ATTEMPTS):
             try:
-                session.flush()
-            except IntegrityError:
-                session.rollback()
-                existing = session.exec(
-                    select(LogRow).where(LogRow.event_id == event.event_id)
-                ).one()
-                owner = self._canonical(session, existing.profile_id) or existing.profile_id
-                pending = None if existing.applied else _stored_event(existing)
-                return Recorded(owner, True, pending)
-            history = add_to_history(history_from_json(row.history), event)
-            if history_to_json(history) != row.history:
-                row.history = history_to_json(history)
-            now = _now()
-            row.event_history = event_history_to_json(
-                add_event(event_history_from_json(row.event_history), event, now)
+                return self._record_events_once(events, profile_ids)
+            except (OperationalError, _Moved):
+                if attempt == MAX_IDENTIFY_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0.001, 0.01) * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _record_events_once(
+        self, events: Sequence[EventData], profile_ids: Sequence[str]
+    ) -> list[Recorded | NotFound]:
+        outcomes: list[Recorded | NotFound | None] = [None] * len(events)
+        with self.engine.begin() as connection:
+            canonical = _canonical_ids(connection, set(profile_ids))
+            # The first occurrence of each event_id is the one stored; a later
+            # one in the same batch is its duplicate (as if sent after it).
+            first: dict[str, int] = {}
+            repeats: list[tuple[int, int]] = []
+            for index, (event, profile_id) in enumerate(zip(events, profile_ids, strict=True)):
+                if profile_id not in canonical:
+                    outcomes[index] = NotFound(
+                        f"no profile {profile_id!r}", field="event.profile_id"
+                    )
+                elif event.event_id in first:
+                    repeats.append((index, first[event.event_id]))
+                else:
+                    first[event.event_id] = index
+            stored = _stored_events(connection, list(first))
+            new = [i for i in first.values() if events[i].event_id not in stored]
+            # Lock the profiles written, in id order like a merge, so that no
+            # merge moves them (nor their events) until this commits.
+            owners = sorted({canonical[profile_ids[i]] for i in new})
+            rows = (
+                {r.profile_id: r for r in connection.execute(_LOCK_PROFILES, {"ids": owners})}
+                if owners
+                else {}
             )
-            row.updated_at = now
-            session.add(row)
-            session.commit()
-            return Recorded(row.profile_id, False, event)
+            if len(rows) != len(owners):
+                raise _Moved()  # merged or erased since resolved: resolve again
+            inserted: set[str] = set()
+            if new:
+                inserted = set(
+                    connection.execute(
+                        _insert_events(connection),
+                        [_log_values(events[i], canonical[profile_ids[i]]) for i in new],
+                    ).scalars()
+                )
+            if len(inserted) != len(new):
+                # Stored by a concurrent writer between our read and our insert.
+                lost = [events[i].event_id for i in new if events[i].event_id not in inserted]
+                stored.update(_stored_events(connection, lost))
+            by_owner: dict[str, list[EventData]] = {}
+            for index in new:
+                event = events[index]
+                if event.event_id in inserted:
+                    owner = canonical[profile_ids[index]]
+                    by_owner.setdefault(owner, []).append(event)
+                    outcomes[index] = Recorded(owner, False, event)
+            now = _now()
+            folded = [_folded(rows[owner], taken, now) for owner, taken in by_owner.items()]
+            for statement, purchases in ((_UPDATE_HISTORIES, True), (_UPDATE_EVENT_HISTORY, False)):
+                chosen = [f for f in folded if ("new_history" in f) == purchases]
+                if chosen:
+                    connection.execute(statement, chosen)
+            earlier = [s.profile_id for s in stored.values()]
+            stored_owners = _canonical_ids(connection, set(earlier) - set(canonical))
+            stored_owners.update(canonical)
+            for event_id, index in first.items():
+                if outcomes[index] is None:
+                    row = stored[event_id]
+                    pending = None if row.applied else _stored_event(row)
+                    owner = stored_owners.get(row.profile_id, row.profile_id)
+                    outcomes[index] = Recorded(owner, True, pending)
+        for index, original in repeats:
+            done = outcomes[original]
+            assert isinstance(done, Recorded)
+            outcomes[index] = Recorded(done.profile_id, True, None)
+        assert all(o is not None for o in outcomes)
+        return outcomes  # type: ignore[return-value]
 
     # The conversion model
 
@@ -761,14 +999,12 @@ class ProfileStore:
                     properties=dict(row.properties),
                 )
 
-    def mark_applied(self, event_id: str) -> None:
-        """Record that the hot session has taken the event: retries are duplicates now."""
+    def mark_applied(self, event_ids: Sequence[str]) -> None:
+        """Record that the hot sessions have taken the events: retries are duplicates now."""
+        if not event_ids:
+            return
         with self.engine.begin() as connection:
-            connection.execute(
-                update(LogRow)
-                .where(col(LogRow.event_id) == event_id, col(LogRow.applied).is_(False))
-                .values(applied=True)
-            )
+            connection.execute(_MARK_APPLIED, {"ids": list(event_ids)})
 
     def delete_profile(self, profile_id: str) -> Erased:
         """Erase a profile and everything of it, leaving nothing readable on disk."""
