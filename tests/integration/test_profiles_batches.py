@@ -16,14 +16,14 @@ from collections.abc import Awaitable, Callable, Iterator
 import psycopg
 import pytest
 
-from tessera import db
+from tessera import db, migrations
 from tessera.errors import NotFound
 from tessera.hot import RedisHotStore
 from tessera.profiles.application import Stores, Tracked, identify, track_batch
 from tessera.profiles.domain.model import EventData, IdentityKey
 from tessera.profiles.server import ProfilesSettings
 from tessera.profiles.storage.sessions import SessionStore
-from tessera.profiles.storage.sql import ProfileStore, migrate
+from tessera.profiles.storage.sql import ProfileStore
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ Body = Callable[[Stores], Awaitable[None]]
 def run(postgres_url: str, redis_url: str, key_prefix: str) -> Iterator[Callable[[Body], None]]:
     """Run a test body in one event loop, on a profile store and a hot store of its own."""
     database = db.open_database(ProfilesSettings(database_url=postgres_url), "profiles")
-    migrate(database.engine)
+    migrations.upgrade(database.engine, "profiles")
 
     async def within(body: Body) -> None:
         hot = RedisHotStore(redis_url, f"{key_prefix}batches-{uuid.uuid4().hex[:8]}:")
