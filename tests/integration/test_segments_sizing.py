@@ -271,3 +271,24 @@ def test_estimate_size__bad_requests__invalid_argument_naming_the_field(
         assert codes[name][0] == grpc.StatusCode.INVALID_ARGUMENT, name
         assert codes[name][1].startswith(name), codes[name]
     assert missing == grpc.StatusCode.NOT_FOUND
+
+
+def test_estimate_size__projection_turned_off__failed_precondition_naming_the_setting(
+    url: str, store_env: dict[str, str]
+) -> None:
+    env = _env(url, store_env)
+    profiles_server = _profiles(env)
+    settings = {**env, "profiles_address": profiles_server.address, "projection": False}
+    segments_server = ServerThread(lambda: SegmentsService(SegmentsSettings(**settings))).start()
+    try:
+        with segments_server.channel() as s, pytest.raises(grpc.RpcError) as raised:
+            segments_pb2_grpc.SegmentServiceStub(s).EstimateSize(
+                segments_pb2.EstimateSizeRequest(rule=segments_pb2.Rule(text="true")),
+                timeout=5,
+            )
+    finally:
+        segments_server.stop()
+        profiles_server.stop()
+
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+    assert "TESSERA_PROJECTION=false" in raised.value.details()  # type: ignore[attr-defined]

@@ -35,7 +35,7 @@ class SegmentsSettings(RuntimeSettings):
     projection: bool = Field(
         True,
         description="Keep the projection of profiles from the change feed (EstimateSize); "
-        "off: EstimateSize answers UNIMPLEMENTED.",
+        "off: EstimateSize answers FAILED_PRECONDITION.",
     )
     projection_snapshot_s: float = Field(
         300.0, gt=0, description="Seconds between stores of the projection's snapshot."

@@ -11,7 +11,7 @@ import grpc
 from tessera.catalog import Catalog
 from tessera.clients import peer_error
 from tessera.convert import check_channel
-from tessera.errors import InvalidArgument, Unimplemented, require
+from tessera.errors import FailedPrecondition, InvalidArgument, require
 from tessera.profiles.v1 import profiles_pb2
 from tessera.segments.domain import (
     CompiledSegments,
@@ -174,7 +174,10 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         self, request: segments_pb2.EstimateSizeRequest, context: Context
     ) -> segments_pb2.EstimateSizeResponse:
         if self.sizing is None:
-            raise Unimplemented("this segment service keeps no projection of profiles")
+            raise FailedPrecondition(
+                "this segment service keeps no projection of profiles "
+                "(TESSERA_PROJECTION=false); ask a replica that keeps one"
+            )
         target = request.WhichOneof("target")
         segments = {key: d.rule for key, d in self.compiled.definitions.items()}
         if target == "segment_key":
