@@ -92,7 +92,7 @@ def normalised(campaign: decision_pb2.Campaign) -> decision_pb2.Campaign:
         stamp = getattr(message.schedule, bound)
         if message.schedule.HasField(bound) and stamp.seconds == 0 and stamp.nanos == 0:
             message.schedule.ClearField(bound)
-    validate_campaign(campaign_from_proto(message))
+    validate_campaign(campaign_from_proto(message, strict_templates=True))
     _validate_frequency_cap(message.frequency_cap)
     # Stored but not yet enforced would mislead: refuse until they are built.
     # Only valid settings get here, so an invalid one is named as such.

@@ -9,9 +9,9 @@ peer is slow) grows this module, not the servicer.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from google.protobuf import struct_pb2
@@ -19,6 +19,7 @@ from google.protobuf import struct_pb2
 from tessera import sticky
 from tessera.clients import peer_error
 from tessera.common.v1 import common_pb2
+from tessera.decision.application.payloads import render_payloads
 from tessera.decision.domain.campaigns import (
     Assignments,
     CampaignDef,
@@ -132,6 +133,8 @@ class Decisions:
     choices: Sequence[Choice]
     segment_keys: Sequence[str]
     conversion_probability: float
+    payloads: Sequence[Mapping[str, Any] | None] = ()
+    """Per choice, its payload with placeholders filled in (None: as written); empty: all."""
 
 
 class Decider:
@@ -216,6 +219,7 @@ class Decider:
             choices=choices,
             segment_keys=segment_keys,
             conversion_probability=profile.features.conversion_probability,
+            payloads=render_payloads(choices, profile, query.context),
         )
 
     async def _profile(self, query: DecideQuery, timeout: float) -> profiles_pb2.Profile:

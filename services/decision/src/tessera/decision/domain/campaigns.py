@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from tessera.decision.domain.payloads import PayloadTemplate
 from tessera.errors import InvalidArgument, require
 
 EXPERIMENT_PREFIX = "campaign-"
@@ -86,6 +87,8 @@ class CampaignVariant:
     key: str
     weight: float
     payload: Mapping[str, Any] = field(default_factory=dict)
+    template: PayloadTemplate | None = None
+    """The payload's placeholders, compiled once; None to serve it as written."""
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from typing import Any
+
 from tessera.common.v1 import common_pb2
 from tessera.convert import check_channel, struct_to_dict, timestamp_to_datetime
 from tessera.decision.application.decide import DecideQuery, Decisions
@@ -13,8 +17,11 @@ from tessera.decision.domain.campaigns import (
     Choice,
     Schedule,
 )
+from tessera.decision.domain.payloads import PayloadTemplate, TemplateError, compile_payload
 from tessera.decision.v1 import decision_pb2
 from tessera.errors import InvalidArgument, require
+
+log = logging.getLogger("tessera.decision")
 
 STATUS_FROM_PROTO: dict[decision_pb2.CampaignStatus.ValueType, CampaignStatus] = {
     decision_pb2.CAMPAIGN_STATUS_UNSPECIFIED: CampaignStatus.DRAFT,
@@ -29,8 +36,16 @@ GOAL_KINDS: dict[common_pb2.GoalKind.ValueType, str] = {
 }
 
 
-def campaign_from_proto(message: decision_pb2.Campaign) -> CampaignDef:
-    """The domain view of a stored (normalised) campaign."""
+def campaign_from_proto(
+    message: decision_pb2.Campaign, strict_templates: bool = False
+) -> CampaignDef:
+    """The domain view of a stored (normalised) campaign, payload templates compiled.
+
+    With `strict_templates` (a write), a payload string whose placeholders
+    cannot be read is INVALID_ARGUMENT naming it. Otherwise (the campaign
+    cache) such a payload, stored before templates existed, is served as
+    written, as it was then, and logged.
+    """
     if message.status not in STATUS_FROM_PROTO:
         raise InvalidArgument(f"unknown status {message.status}", field="campaign.status")
     for index, channel in enumerate(message.channels):
@@ -41,7 +56,8 @@ def campaign_from_proto(message: decision_pb2.Campaign) -> CampaignDef:
         key=message.key,
         placements=tuple(message.placements),
         variants=tuple(
-            CampaignVariant(v.key, v.weight, struct_to_dict(v.payload)) for v in message.variants
+            _variant(message.key, index, v, strict_templates)
+            for index, v in enumerate(message.variants)
         ),
         control_variant_key=message.control_variant_key,
         experiment_key=message.experiment_key,
@@ -65,6 +81,24 @@ def campaign_from_proto(message: decision_pb2.Campaign) -> CampaignDef:
     )
 
 
+def _variant(
+    campaign_key: str, index: int, variant: decision_pb2.CampaignVariant, strict: bool
+) -> CampaignVariant:
+    payload = struct_to_dict(variant.payload)
+    template: PayloadTemplate | None = None
+    try:
+        template = compile_payload(payload, f"campaign.variants[{index}].payload")
+    except TemplateError:
+        if strict:
+            raise
+        log.warning(
+            "payload placeholders cannot be read: served as written",
+            extra={"campaign": campaign_key, "variant": variant.key},
+            exc_info=True,
+        )
+    return CampaignVariant(variant.key, variant.weight, payload, template)
+
+
 def decide_query_from_proto(request: decision_pb2.DecideRequest) -> DecideQuery:
     """A Decide request as the application takes it; INVALID_ARGUMENT names a bad field."""
     require(bool(request.identities), "identities", "at least one identity is required")
@@ -80,8 +114,14 @@ def decide_query_from_proto(request: decision_pb2.DecideRequest) -> DecideQuery:
     )
 
 
-def decision_to_proto(choice: Choice) -> decision_pb2.Decision:
-    """What one placement shows, as a Decision: empty but for its reasons when nothing fits."""
+def decision_to_proto(
+    choice: Choice, rendered: Mapping[str, Any] | None = None
+) -> decision_pb2.Decision:
+    """What one placement shows, as a Decision: empty but for its reasons when nothing fits.
+
+    `rendered` is the variant's payload with its placeholders filled in; None
+    serves the payload as written.
+    """
     decision = decision_pb2.Decision(placement=choice.placement, reasons=choice.reasons)
     if choice.campaign is not None:
         variant = choice.campaign.variant(choice.variant_key)
@@ -89,8 +129,9 @@ def decision_to_proto(choice: Choice) -> decision_pb2.Decision:
         decision.experiment_key = choice.campaign.experiment_key
         decision.variant_key = choice.variant_key
         decision.is_control = choice.is_control
-        if variant is not None and variant.payload:
-            decision.payload.update(dict(variant.payload))
+        payload = rendered if rendered is not None else variant.payload if variant else None
+        if payload:
+            decision.payload.update(dict(payload))
     return decision
 
 
@@ -98,7 +139,14 @@ def decide_response_to_proto(decisions: Decisions) -> decision_pb2.DecideRespons
     """The answer of a Decide."""
     return decision_pb2.DecideResponse(
         profile_id=decisions.profile_id,
-        decisions=[decision_to_proto(choice) for choice in decisions.choices],
+        decisions=[
+            decision_to_proto(choice, rendered)
+            for choice, rendered in zip(
+                decisions.choices,
+                decisions.payloads or [None] * len(decisions.choices),
+                strict=True,
+            )
+        ],
         segment_keys=decisions.segment_keys,
         conversion_probability=decisions.conversion_probability,
     )
