@@ -407,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     # The experiments service's own command, imported only when it runs.
     importlib.import_module("tessera.experiments.report_cli").add_arguments(report_parser)
+    # The decision service's own command, imported only when it runs.
+    roadmap_cli = importlib.import_module("tessera.decision.roadmap_cli")
+    roadmap_cli.configure(commands)
     actions = admin.add_commands(commands)
     # `segments size` is the segment service's own command: tessera.segments.size_cli.
     segments_cli = importlib.import_module("tessera.segments.size_cli")
@@ -423,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         return migrate(args.service, args.check, args.new_revision)
     if args.command == "report":
         return int(importlib.import_module("tessera.experiments.report_cli").run(args))
+    if args.command == "roadmap":
+        return int(roadmap_cli.run(args))
     if args.command == "segments" and args.action == "size":
         return int(segments_cli.run(args))
     if args.command in admin.COMMANDS:

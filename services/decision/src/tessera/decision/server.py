@@ -13,6 +13,7 @@ from tessera.clients import observed, peer_channel
 from tessera.decision.application.campaigns import Campaigns
 from tessera.decision.application.decide import Decider
 from tessera.decision.application.exposures import EmitterSettings, ExposureEmitter
+from tessera.decision.application.roadmap import RoadmapCheck, RoadmapSettings
 from tessera.decision.transport.convert import campaign_from_proto
 from tessera.decision.transport.evaluation import Evaluator, InProcessEvaluator, RpcEvaluator
 from tessera.decision.transport.servicer import DecisionServicer
@@ -47,6 +48,14 @@ class DecisionSettings(RuntimeSettings):
     )
     exposure_flush_timeout_s: float = Field(
         5.0, ge=0, description="Time the queue gets to be sent when the service stops."
+    )
+    roadmap_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        description="Time the roadmap check of one campaign write may spend sizing overlaps.",
+    )
+    roadmap_concurrency: int = Field(
+        8, gt=0, le=64, description="EstimateSize calls of one roadmap check in flight at once."
     )
 
 
@@ -95,7 +104,15 @@ class DecisionService:
             global_holdout=self.settings.global_holdout_fraction,
         )
         self.campaigns = Campaigns(self.catalog, segments, experiments)
-        self.servicer = DecisionServicer(self.decider, self.campaigns)
+        self.roadmap = RoadmapCheck(
+            self.catalog,
+            segments,
+            RoadmapSettings(
+                timeout_s=self.settings.roadmap_timeout_s,
+                concurrency=self.settings.roadmap_concurrency,
+            ),
+        )
+        self.servicer = DecisionServicer(self.decider, self.campaigns, self.roadmap)
 
     def add_to(self, server: grpc.aio.Server) -> None:
         decision_pb2_grpc.add_DecisionServiceServicer_to_server(self.servicer, server)

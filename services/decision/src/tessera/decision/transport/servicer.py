@@ -8,7 +8,9 @@ import grpc
 
 from tessera.decision.application.campaigns import Campaigns
 from tessera.decision.application.decide import Decider
+from tessera.decision.application.roadmap import RoadmapCheck
 from tessera.decision.transport.convert import decide_query_from_proto, decide_response_to_proto
+from tessera.decision.transport.roadmap import collision_to_proto, roadmap_query, roadmap_to_proto
 from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -17,9 +19,10 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     """Implements tessera.decision.v1.DecisionService."""
 
-    def __init__(self, decider: Decider, campaigns: Campaigns) -> None:
+    def __init__(self, decider: Decider, campaigns: Campaigns, roadmap: RoadmapCheck) -> None:
         self.decider = decider
         self.campaigns = campaigns
+        self.roadmap = roadmap
 
     async def Decide(
         self, request: decision_pb2.DecideRequest, context: Context
@@ -32,7 +35,10 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         self, request: decision_pb2.CreateCampaignRequest, context: Context
     ) -> decision_pb2.CreateCampaignResponse:
         campaign = await self.campaigns.create(request.campaign)
-        return decision_pb2.CreateCampaignResponse(campaign=campaign)
+        collisions = await self.roadmap.collisions(campaign, context.time_remaining())
+        return decision_pb2.CreateCampaignResponse(
+            campaign=campaign, collisions=[collision_to_proto(c) for c in collisions]
+        )
 
     async def GetCampaign(
         self, request: decision_pb2.GetCampaignRequest, context: Context
@@ -49,10 +55,20 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         self, request: decision_pb2.UpdateCampaignRequest, context: Context
     ) -> decision_pb2.UpdateCampaignResponse:
         campaign = await self.campaigns.update(request.campaign, request.expected_version)
-        return decision_pb2.UpdateCampaignResponse(campaign=campaign)
+        collisions = await self.roadmap.collisions(campaign, context.time_remaining())
+        return decision_pb2.UpdateCampaignResponse(
+            campaign=campaign, collisions=[collision_to_proto(c) for c in collisions]
+        )
 
     async def DeleteCampaign(
         self, request: decision_pb2.DeleteCampaignRequest, context: Context
     ) -> decision_pb2.DeleteCampaignResponse:
         await self.campaigns.delete(request.key)
         return decision_pb2.DeleteCampaignResponse()
+
+    async def GetRoadmap(
+        self, request: decision_pb2.GetRoadmapRequest, context: Context
+    ) -> decision_pb2.GetRoadmapResponse:
+        placements, start, end = roadmap_query(request)
+        roadmap = await self.roadmap.roadmap(placements, start, end, context.time_remaining())
+        return roadmap_to_proto(roadmap)

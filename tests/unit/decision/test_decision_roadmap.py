@@ -1,0 +1,358 @@
+"""The roadmap check (docs/roadmap.md): schedules, placements, channels, audiences, sizes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+import grpc
+import pytest
+from decision_fakes import campaign, rpc_error, run_with_catalog
+
+from tessera.catalog import Catalog
+from tessera.decision.application.campaigns import normalised
+from tessera.decision.application.roadmap import RoadmapCheck, RoadmapSettings
+from tessera.decision.domain.campaigns import (
+    CalendarWindow,
+    CampaignDef,
+    CampaignStatus,
+    CampaignVariant,
+    Schedule,
+)
+from tessera.decision.domain.roadmap import (
+    Size,
+    audience_rule,
+    first_live_day,
+    overlap,
+    reported,
+    summary,
+)
+from tessera.decision.v1 import decision_pb2
+from tessera.errors import InvalidArgument
+from tessera.segments.v1 import segments_pb2
+
+NOW = dt.datetime(2026, 12, 2, 9, 0, tzinfo=dt.UTC)
+WEB, APP, EMAIL = 1, 2, 3
+CHRISTMAS = CalendarWindow("christmas", 12, 20, 12, 26)
+WINTER = CalendarWindow("winter", 12, 24, 1, 5)
+SUMMER = CalendarWindow("summer", 7, 1, 8, 31)
+
+
+def at(month: int, day: int, year: int = 2026) -> dt.datetime:
+    return dt.datetime(year, month, day, tzinfo=dt.UTC)
+
+
+def make(key: str, **fields: object) -> CampaignDef:
+    base = CampaignDef(
+        key=key,
+        placements=("home",),
+        variants=(CampaignVariant("treatment", 1.0), CampaignVariant("control", 1.0)),
+        control_variant_key="control",
+        experiment_key=f"campaign-{key}",
+        status=CampaignStatus.RUNNING,
+    )
+    return dataclasses.replace(base, **fields)  # type: ignore[arg-type]
+
+
+# -- schedules ----------------------------------------------------------------
+
+
+def test_first_live_day__always_on__today() -> None:
+    assert first_live_day([Schedule(), Schedule()], NOW) == NOW.date()
+
+
+def test_first_live_day__bounds_meet_without_overlap__none() -> None:
+    first = Schedule(end_time=at(12, 10))
+    second = Schedule(start_time=at(12, 10))
+
+    assert first_live_day([first, second], NOW) is None
+
+
+def test_first_live_day__bounds_overlap__the_later_start() -> None:
+    first = Schedule(start_time=at(12, 5), end_time=at(12, 20))
+    second = Schedule(start_time=at(12, 15))
+
+    assert first_live_day([first, second], NOW) == dt.date(2026, 12, 15)
+
+
+def test_first_live_day__ended_before_now__none() -> None:
+    assert first_live_day([Schedule(end_time=at(11, 1)), Schedule()], NOW) is None
+
+
+def test_first_live_day__windows_share_days_across_new_year__first_shared_day() -> None:
+    assert first_live_day([Schedule(windows=(CHRISTMAS,)), Schedule(windows=(WINTER,))], NOW) == (
+        dt.date(2026, 12, 24)
+    )
+
+
+def test_first_live_day__windows_share_no_day__none() -> None:
+    assert first_live_day([Schedule(windows=(CHRISTMAS,)), Schedule(windows=(SUMMER,))], NOW) is (
+        None
+    )
+
+
+def test_first_live_day__window_and_bounds__window_day_inside_bounds() -> None:
+    summer_only = Schedule(windows=(SUMMER,))
+    from_next_year = Schedule(start_time=at(3, 1, 2027))
+
+    assert first_live_day([summer_only, from_next_year], NOW) == dt.date(2027, 7, 1)
+
+
+def test_first_live_day__window_outside_the_period__none() -> None:
+    assert first_live_day([Schedule(windows=(SUMMER,))], NOW, at(3, 1, 2027)) is None
+
+
+def test_first_live_day__leap_day_window__found_in_the_next_leap_year() -> None:
+    leap = CalendarWindow("leap", 2, 29, 2, 29)
+
+    assert first_live_day([Schedule(windows=(leap,))], NOW) == dt.date(2028, 2, 29)
+
+
+def test_first_live_day__end_of_the_calendar__none_not_overflow() -> None:
+    late = Schedule(start_time=dt.datetime(9999, 12, 30, tzinfo=dt.UTC), windows=(SUMMER,))
+
+    assert first_live_day([late], NOW) is None
+
+
+# -- campaigns ----------------------------------------------------------------
+
+
+def test_overlap__same_placement_everyone_always__collides_with_true_rule() -> None:
+    found = overlap(make("a"), make("b"), NOW)
+
+    assert found is not None
+    assert (found.placements, found.channels) == (("home",), frozenset())
+    assert found.first_day == NOW.date()
+    assert found.audience_rule == "true"
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs"),
+    [
+        ({"placements": ("home",)}, {"placements": ("cart",)}),
+        ({"channels": frozenset({WEB})}, {"channels": frozenset({APP, EMAIL})}),
+        ({"schedule": Schedule(windows=(SUMMER,))}, {"schedule": Schedule(windows=(CHRISTMAS,))}),
+        ({"status": CampaignStatus.DRAFT}, {"status": CampaignStatus.PAUSED}),
+        ({"status": CampaignStatus.STOPPED}, {}),
+        ({}, {"status": CampaignStatus.STOPPED}),
+    ],
+    ids=["placements", "channels", "windows", "neither-running", "stopped", "other-stopped"],
+)
+def test_overlap__one_dimension_apart__no_collision(
+    mine: dict[str, object], theirs: dict[str, object]
+) -> None:
+    assert overlap(make("a", **mine), make("b", **theirs), NOW) is None
+
+
+def test_overlap__draft_against_running__collides() -> None:
+    assert overlap(make("a", status=CampaignStatus.DRAFT), make("b"), NOW) is not None
+
+
+def test_overlap__channels_all_and_some__the_some() -> None:
+    found = overlap(make("a", channels=frozenset({WEB, APP})), make("b"), NOW)
+
+    assert found is not None and found.channels == {WEB, APP}
+
+
+def test_overlap__itself__no_collision() -> None:
+    assert overlap(make("a"), make("a", priority=3), NOW) is None
+
+
+def test_audience_rule__both_sides_any_of_their_segments() -> None:
+    assert audience_rule(["fr", "be"], ["vip"]) == (
+        '(segment("fr") or segment("be")) and (segment("vip"))'
+    )
+    assert audience_rule([], ["vip"]) == 'segment("vip")'
+    assert audience_rule([], []) == "true"
+
+
+def test_reported__disjoint_today_left_out__only_known_zero_without_live_data_is_dropped() -> None:
+    assert not reported(Size(members=0, total=10))
+    assert reported(Size(members=0, total=10, left_out=("session.page_views",)))
+    assert reported(Size(members=3, total=10))
+    assert reported(Size(error="segments: UNAVAILABLE"))
+
+
+def test_summary__sized__where_when_how_many_and_who_wins() -> None:
+    found = overlap(
+        make("spring", priority=5, channels=frozenset({WEB})), make("gifts", priority=10), NOW
+    )
+    assert found is not None
+
+    text = summary(found, Size(members=1234, total=10_000))
+
+    assert text == (
+        "gifts shares home on web from 2026-12-02: about 1,234 profiles (12.3% of 10,000) "
+        "are in both audiences; gifts wins there (priority 10 over 5)"
+    )
+
+
+def test_summary__unknown_size_same_group__says_why_and_one_is_shown() -> None:
+    found = overlap(make("a", conflict_group="promo"), make("b", conflict_group="promo"), NOW)
+    assert found is not None
+
+    text = summary(found, Size(error="segments: FAILED_PRECONDITION: projection off"))
+
+    assert "overlap size unknown (segments: FAILED_PRECONDITION: projection off)" in text
+    assert text.endswith("both are in conflict group promo: a is shown, b not")
+
+
+# -- the check, against the catalog and a segment service -----------------------
+
+
+class SizingSegments:
+    """EstimateSize answering from a table of rules, or failing, or too slow."""
+
+    def __init__(self, sizes: dict[str, int], total: int = 100) -> None:
+        self.sizes = sizes
+        self.total = total
+        self.fail: grpc.StatusCode | None = None
+        self.delay_s = 0.0
+        self.asked: list[str] = []
+
+    async def EstimateSize(
+        self, request: segments_pb2.EstimateSizeRequest, timeout: float
+    ) -> segments_pb2.EstimateSizeResponse:
+        self.asked.append(request.rule.text)
+        if self.delay_s > timeout:
+            await asyncio.sleep(timeout)
+            raise rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        if self.fail is not None:
+            raise rpc_error(self.fail, "EstimateSize needs the projection: TESSERA_PROJECTION")
+        reply = segments_pb2.EstimateSizeResponse(
+            members=self.sizes[request.rule.text], total=self.total
+        )
+        if "session" in request.rule.text:
+            reply.left_out.add(attribute="session.page_views", reason="reads the live visit")
+        return reply
+
+
+def stored(key: str, **fields: object) -> decision_pb2.Campaign:
+    return normalised(campaign(key, status=decision_pb2.CAMPAIGN_STATUS_RUNNING, **fields))
+
+
+def check_with(
+    tmp_path: Path,
+    segments: SizingSegments,
+    mine: decision_pb2.Campaign,
+    others: list[decision_pb2.Campaign],
+    settings: RoadmapSettings | None = None,
+) -> list[tuple[str, int, float, str]]:
+    Found = list[tuple[str, int, float, str]]
+
+    async def scenario(catalog: Catalog[decision_pb2.Campaign]) -> Found:
+        for other in others:
+            await catalog.create(other)
+        mine_stored = await catalog.create(mine)
+        check = RoadmapCheck(catalog, segments, settings, now=lambda: NOW)  # type: ignore[arg-type]
+        found = await check.collisions(mine_stored)
+        return [(c.overlap.other.key, c.size.members, c.size.fraction, c.summary) for c in found]
+
+    return run_with_catalog(tmp_path, scenario)
+
+
+def test_collisions__running_on_same_placement__sized_by_their_audiences(tmp_path: Path) -> None:
+    segments = SizingSegments({'(segment("fr")) and (segment("vip"))': 12})
+
+    found = check_with(
+        tmp_path,
+        segments,
+        stored("mine", audience_segment_keys=["fr"]),
+        [stored("theirs", audience_segment_keys=["vip"]), stored("elsewhere", placements=["cart"])],
+    )
+
+    assert [(key, members, fraction) for key, members, fraction, _ in found] == [
+        ("theirs", 12, 0.12)
+    ]
+    assert segments.asked == ['(segment("fr")) and (segment("vip"))']
+
+
+def test_collisions__disjoint_audiences_today__not_reported(tmp_path: Path) -> None:
+    segments = SizingSegments({'(segment("fr")) and (segment("be"))': 0})
+
+    found = check_with(
+        tmp_path,
+        segments,
+        stored("mine", audience_segment_keys=["fr"]),
+        [stored("theirs", audience_segment_keys=["be"])],
+    )
+
+    assert found == []
+
+
+def test_collisions__segment_service_refuses__size_unknown_and_reason_given(
+    tmp_path: Path,
+) -> None:
+    segments = SizingSegments({})
+    segments.fail = grpc.StatusCode.FAILED_PRECONDITION
+
+    ((key, members, fraction, text),) = check_with(
+        tmp_path, segments, stored("mine"), [stored("theirs")]
+    )
+
+    assert (key, members, fraction) == ("theirs", -1, -1.0)
+    assert "overlap size unknown (segments: FAILED_PRECONDITION: EstimateSize needs" in text
+
+
+def test_collisions__sizing_slower_than_the_budget__size_unknown_deadline(
+    tmp_path: Path,
+) -> None:
+    segments = SizingSegments({"true": 100})
+    segments.delay_s = 60.0
+
+    ((_, members, _, text),) = check_with(
+        tmp_path, segments, stored("mine"), [stored("theirs")], RoadmapSettings(timeout_s=0.05)
+    )
+
+    assert members == -1
+    assert "DEADLINE_EXCEEDED" in text
+
+
+def test_collisions__over_the_sizing_limit__rest_unsized_with_reason(tmp_path: Path) -> None:
+    segments = SizingSegments({'segment("a")': 5, 'segment("b")': 6})
+
+    found = check_with(
+        tmp_path,
+        segments,
+        stored("mine"),
+        [stored("x", audience_segment_keys=["a"]), stored("y", audience_segment_keys=["b"])],
+        RoadmapSettings(max_sized=1),
+    )
+
+    assert [(key, members) for key, members, _, _ in found] == [("x", 5), ("y", -1)]
+    assert "more than 1 overlaps at once" in found[1][3]
+
+
+def test_roadmap__period__campaigns_live_in_it_and_their_collisions(tmp_path: Path) -> None:
+    segments = SizingSegments({"true": 40})
+    summer = decision_pb2.Schedule(
+        windows=[decision_pb2.CalendarWindow(start_month=7, start_day=1, end_month=8, end_day=31)]
+    )
+
+    async def scenario(catalog: Catalog[decision_pb2.Campaign]) -> decision_pb2.Campaign | None:
+        for message in (
+            stored("low", priority=1),
+            stored("high", priority=9),
+            stored("summer", schedule=summer),
+            normalised(campaign("draft")),
+        ):
+            await catalog.create(message)
+        check = RoadmapCheck(catalog, segments, now=lambda: NOW)  # type: ignore[arg-type]
+        roadmap = await check.roadmap([], None, None)
+        # By priority; summer is not live in the 13 weeks from 2 December.
+        assert [c.key for c in roadmap.campaigns] == ["high", "low", "draft"]
+        pairs = [(c.overlap.campaign.key, c.overlap.other.key) for c in roadmap.collisions]
+        assert pairs == [("high", "low"), ("high", "draft"), ("low", "draft")]
+        assert roadmap.end - roadmap.start == dt.timedelta(days=91)
+        with pytest.raises(InvalidArgument, match="end_time: must be after start_time"):
+            await check.roadmap([], at(12, 5), at(12, 1))
+        with pytest.raises(InvalidArgument, match="end_time: a roadmap covers at most 731 days"):
+            await check.roadmap([], at(12, 5), at(12, 5, 2030))
+        summer_map = await check.roadmap(["home"], at(7, 1, 2027), at(7, 8, 2027))
+        return summer_map.campaigns[-1] if summer_map.campaigns else None
+
+    last = run_with_catalog(tmp_path, scenario)
+
+    assert last is not None and last.key == "summer"
