@@ -114,6 +114,19 @@ RULES = [
     '{"in": [{"var": "trait.country"}, ["FR", 1e400]]}',
 ]
 
+# Payload templates (docs/payloads.md) that reach the template parser's corners.
+TEMPLATES = [
+    '{{traits.plan | default: "gifts"}}',
+    "For {{traits.first_name}}: {{interests.top}} ({{session.category_views.juicers}})",
+    "{{",
+    "{{}}",
+    "\\{{kept}}",
+    '{{traits.x | default: "unclosed}}',
+    "{{traits.x | default: 1e999}}",
+    "{{interests.99999999999999999999}}",
+    "{{" * 2000,
+]
+
 
 M = TypeVar("M", bound=Message)
 
@@ -161,6 +174,7 @@ class Seeded:
             "control",
             "treatment",
             *RULES,
+            *TEMPLATES,
         ]
 
     def requests(self) -> dict[str, Message]:
@@ -194,11 +208,16 @@ class Seeded:
             variants=[decision_pb2.CampaignVariant(key="treatment", weight=1)],
             status=decision_pb2.CAMPAIGN_STATUS_RUNNING,
         )
-        campaign.variants[0].payload.update({"title": "Juicers"})
+        campaign.variants[0].payload.update(
+            {"title": "Juicers", "reco": {"items": [TEMPLATES[0], TEMPLATES[1]]}}
+        )
         decide = decision_pb2.DecideRequest(
             identities=[cookie], channel=web, placements=[self.placement]
         )
         decide.context.update({"page": "home"})
+        roadmap = decision_pb2.GetRoadmapRequest(placements=[self.placement])
+        roadmap.start_time.FromSeconds(1_800_000_000)
+        roadmap.end_time.FromSeconds(1_800_000_000 + 91 * 86_400)
         exposure = experiments_pb2.Exposure(
             exposure_id="x1",
             experiment_key=self.experiment,
@@ -245,6 +264,7 @@ class Seeded:
             "ListCampaigns": decision_pb2.ListCampaignsRequest(page_size=10),
             "UpdateCampaign": decision_pb2.UpdateCampaignRequest(campaign=campaign),
             "DeleteCampaign": decision_pb2.DeleteCampaignRequest(key=self.spare_campaign),
+            "GetRoadmap": roadmap,
         }
 
 

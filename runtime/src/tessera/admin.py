@@ -604,11 +604,13 @@ def apply(args: argparse.Namespace) -> int:
         counts = {"created": 0, "configured": 0, "unchanged": 0}
         for change in changes:
             counts[change.action] += 1
-            written = "" if args.dry_run else _write(change, services)
+            written, collisions = ("", []) if args.dry_run else _write(change, services)
             suffix = " (dry run)" if args.dry_run and change.action != "unchanged" else written
             out.print(f"{change.definition.name} {change.action}{suffix}", soft_wrap=True)
             for line in change.diff:
                 out.print(Text(line, style=_diff_style(line)), soft_wrap=True)
+            for collision in collisions:  # the roadmap check of a campaign write
+                out.print(Text(f"  collides with {collision}", style="yellow"), soft_wrap=True)
     summary = ", ".join(f"{n} {action}" for action, n in counts.items())
     if args.dry_run:
         out.print(f"dry run: {summary}; nothing written", soft_wrap=True)
@@ -639,13 +641,17 @@ def _plan(definition: Definition, service: Service) -> Change:
     return Change(definition, stored, "configured", lines)
 
 
-def _write(change: Change, services: dict[str, Service]) -> str:
-    """Create or update one definition; what to add to its line (its new version)."""
+def _write(change: Change, services: dict[str, Service]) -> tuple[str, list[str]]:
+    """Create or update one definition; what to add to its line (its new version).
+
+    And, for a campaign, the collisions the roadmap check reported
+    (docs/roadmap.md), one line each.
+    """
     definition = change.definition
     kind = definition.kind
     service = services[kind.service]
     if change.action == "unchanged":
-        return ""
+        return "", []
     try:
         if change.stored is None:
             reply = service.call(
@@ -666,7 +672,8 @@ def _write(change: Change, services: dict[str, Service]) -> str:
         field_path = str(failure).partition(": ")[2].partition(": ")[0]
         where = definition.where(field_path if " " not in field_path else "")
         raise Failed(f"{where}: {definition.name}: {failure}") from None
-    return f" (version {getattr(reply, kind.noun).version})"
+    collisions = [f"{c.campaign_key}: {c.summary}" for c in getattr(reply, "collisions", ())]
+    return f" (version {getattr(reply, kind.noun).version})", collisions
 
 
 def _diff_style(line: str) -> str:

@@ -29,6 +29,7 @@ from tessera.decision.domain.roadmap import (
     reported,
     summary,
 )
+from tessera.decision.roadmap_cli import columns
 from tessera.decision.v1 import decision_pb2
 from tessera.errors import InvalidArgument
 from tessera.segments.v1 import segments_pb2
@@ -356,3 +357,26 @@ def test_roadmap__period__campaigns_live_in_it_and_their_collisions(tmp_path: Pa
     last = run_with_catalog(tmp_path, scenario)
 
     assert last is not None and last.key == "summer"
+
+
+# -- the calendar of `tessera roadmap` -----------------------------------------
+
+
+def test_columns__weeks__from_this_weeks_monday() -> None:
+    spans = columns(None, 3, None, dt.date(2026, 12, 2))
+
+    assert spans == [
+        (dt.date(2026, 11, 30), dt.date(2026, 12, 7)),
+        (dt.date(2026, 12, 7), dt.date(2026, 12, 14)),
+        (dt.date(2026, 12, 14), dt.date(2026, 12, 21)),
+    ]
+
+
+def test_columns__months__calendar_months_across_the_year() -> None:
+    spans = columns(None, None, 3, dt.date(2026, 12, 2))
+
+    assert spans == [
+        (dt.date(2026, 12, 1), dt.date(2027, 1, 1)),
+        (dt.date(2027, 1, 1), dt.date(2027, 2, 1)),
+        (dt.date(2027, 2, 1), dt.date(2027, 3, 1)),
+    ]
