@@ -195,3 +195,29 @@ def test_apply__printed_by_get__applies_unchanged(
     assert (
         run.out.splitlines()[-1] == "dry run: 0 created, 0 configured, 6 unchanged; nothing written"
     )
+
+
+def test_apply__bad_payload_placeholder__dry_run_names_file_line_and_path(
+    tessera_cli: Tessera, tmp_path: Path
+):
+    (tmp_path / "personal.yaml").write_text(
+        "kind: Campaign\n"
+        "key: personal\n"
+        "name: Personal\n"
+        "goal: {event_type: purchase, kind: GOAL_KIND_CONVERSION}\n"
+        "placements: [home_hero]\n"
+        "variants:\n"
+        "  - key: treatment\n"
+        "    weight: 1\n"
+        "    payload:\n"
+        "      title: 'Ideas for {{traits.first_name | default: you}}'\n"
+    )
+
+    run = tessera_cli("apply", "-f", str(tmp_path), "--dry-run")
+
+    assert run.code == 1
+    assert run.err.strip() == (
+        f"{tmp_path / 'personal.yaml'}:10: campaign/personal: INVALID_ARGUMENT: "
+        "campaign.variants[0].payload.title: placeholder at character 11: the default must be "
+        'a JSON string ("gifts"), a number, true, false or null'
+    )

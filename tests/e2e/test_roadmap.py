@@ -217,3 +217,17 @@ def test_roadmap_cli__json__the_get_roadmap_answer(
     (pair,) = answer["collisions"]
     assert pair["campaign_key"] == min(first.key, second.key)
     assert pair["collision"]["estimated_overlap"] == str(YOUNG_AND_FRENCH)
+
+
+def test_roadmap_cli__nothing_listening__unavailable_on_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tessera.suite import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+
+    run = Tessera(capsys)("roadmap", "--address", address, "--timeout", "1")
+
+    assert run.code == 1
+    assert run.out == ""
+    assert run.err.startswith("UNAVAILABLE: ") or run.err.startswith("DEADLINE_EXCEEDED: ")

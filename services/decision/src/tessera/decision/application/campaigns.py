@@ -80,7 +80,7 @@ def normalised(campaign: decision_pb2.Campaign) -> decision_pb2.Campaign:
         raise InvalidArgument(
             "add at least one variant besides the control", field="campaign.variants"
         )
-    domain = campaign_from_proto(message)
+    domain = campaign_from_proto(message, strict_templates=True)
     variants, control_key = with_control(domain.variants, message.control_variant_key)
     if len(variants) > len(domain.variants):
         message.variants.add(key=control_key, weight=variants[-1].weight)

@@ -88,13 +88,12 @@ def _variant(
     template: PayloadTemplate | None = None
     try:
         template = compile_payload(payload, f"campaign.variants[{index}].payload")
-    except TemplateError:
+    except TemplateError as error:
         if strict:
             raise
         log.warning(
             "payload placeholders cannot be read: served as written",
-            extra={"campaign": campaign_key, "variant": variant.key},
-            exc_info=True,
+            extra={"campaign": campaign_key, "variant": variant.key, "error": str(error)},
         )
     return CampaignVariant(variant.key, variant.weight, payload, template)
 
