@@ -227,3 +227,26 @@ def test_decide_query_from_proto__valid_request__channel_placements_and_identiti
     assert asked.channel == common_pb2.CHANNEL_APP
     assert list(asked.placements) == ["home", "footer"]
     assert [i.value for i in asked.identities] == ["c1"]
+
+
+def test_decide__templated_payload__rendered_from_profile_and_context_in_the_response(
+    tmp_path: Path,
+) -> None:
+    treatment = decision_pb2.CampaignVariant(key="treatment", weight=1.0)
+    treatment.payload.update(
+        {"title": 'Hi {{traits.first_name | default: "there"}}', "page": "{{context.page}}"}
+    )
+    stored = [normalised(campaign("personal", status=RUNNING, variants=[treatment]))]
+    evaluator = FakeEvaluator([], {"campaign-personal": "treatment"})
+    asked = query("home")
+    asked.context.update({"page": "cart"})
+
+    decisions = decide_with(
+        tmp_path, stored, evaluator, FakeProfiles(traits={"first_name": "Ana"}), asked
+    )
+
+    (decision,) = decide_response_to_proto(decisions).decisions
+    assert dict(decision.payload) == {"title": "Hi Ana", "page": "cart"}
+    # The stored campaign keeps its template: the next visitor gets their own.
+    variant = decisions.choices[0].campaign.variant("treatment")  # type: ignore[union-attr]
+    assert variant is not None and variant.payload["title"].startswith("Hi {{")
