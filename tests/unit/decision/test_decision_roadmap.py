@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -380,3 +381,15 @@ def test_columns__months__calendar_months_across_the_year() -> None:
         (dt.date(2027, 1, 1), dt.date(2027, 2, 1)),
         (dt.date(2027, 2, 1), dt.date(2027, 3, 1)),
     ]
+
+
+def test_collisions__stored_campaigns_unreadable__no_collisions_not_an_error(
+    tmp_path: Path,
+) -> None:
+    class Broken:
+        async def page(self, page_size: int, page_token: str) -> Any:
+            raise OSError("database went away")
+
+    check = RoadmapCheck(Broken(), SizingSegments({}))  # type: ignore[arg-type]
+
+    assert asyncio.run(check.collisions(stored("mine"))) == []
