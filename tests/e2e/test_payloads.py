@@ -19,6 +19,7 @@ PAYLOAD = {
     "views": "{{session.category_views.juicers}}",
     "page": "{{context.page}}",
     "cards": [{"category": "{{interests.2}}", "text": "\\{{kept}}"}],
+    "coffee": "{{features.interest.coffee}}",
 }
 
 
@@ -54,6 +55,8 @@ def test_decide__washing_machine_bought_then_juicer_views__payload_says_juicers(
         category="washing_machines",
         revenue=499.0,
     )
+    # Coffee 45 days ago: past the 30-day suppression, decayed by its own timestamp.
+    track(tessera, profile_id, "purchase", ago=dt.timedelta(days=45), category="coffee")
     for _ in range(3):
         track(tessera, profile_id, "product_view", category="juicers", product_id="j-1")
     request = decision_pb2.DecideRequest(
@@ -68,14 +71,16 @@ def test_decide__washing_machine_bought_then_juicer_views__payload_says_juicers(
 
     payload = eventually(rendered)
 
+    coffee = payload.pop("coffee")
     assert payload == {
         "title": "Ideas for Ana",
         "category": "juicers",
         "views": 3,  # one whole placeholder: a number stays a number
         "page": "home",
-        # Washing machines, bought 14 days ago, are suppressed: no second interest.
-        "cards": [{"category": "", "text": "{{kept}}"}],
+        # Washing machines, bought 14 days ago, are suppressed: coffee comes second.
+        "cards": [{"category": "coffee", "text": "{{kept}}"}],
     }
+    assert coffee == pytest.approx(2 ** (-45 / 30), abs=1e-3)  # docs/interests.md
 
 
 def test_decide__new_visitor_without_data__payload_takes_the_defaults(tessera: Any) -> None:
