@@ -13,6 +13,13 @@ from tessera.clients import observed, peer_channel
 from tessera.decision.application.campaigns import Campaigns
 from tessera.decision.application.decide import Decider
 from tessera.decision.application.exposures import EmitterSettings, ExposureEmitter
+from tessera.decision.application.pressure import PressureGate
+from tessera.decision.domain.pressure import PressureRules
+from tessera.decision.storage.counters import (
+    CounterStore,
+    MemoryCounterStore,
+    RedisCounterStore,
+)
 from tessera.decision.transport.convert import campaign_from_proto
 from tessera.decision.transport.evaluation import Evaluator, InProcessEvaluator, RpcEvaluator
 from tessera.decision.transport.servicer import DecisionServicer
@@ -47,6 +54,20 @@ class DecisionSettings(RuntimeSettings):
     )
     exposure_flush_timeout_s: float = Field(
         5.0, ge=0, description="Time the queue gets to be sent when the service stops."
+    )
+    pressure_budget: int = Field(
+        10,
+        ge=0,
+        description="Pressure a person may take per period over all channels; 0 for no budget.",
+    )
+    pressure_period_s: int = Field(
+        86_400, gt=0, le=366 * 86_400, description="Length of a pressure budget's window."
+    )
+    conflict_hold_s: int = Field(
+        86_400,
+        ge=1,
+        le=366 * 86_400,
+        description="How long the first campaign of a conflict group shown keeps the group.",
     )
 
 
@@ -84,6 +105,13 @@ class DecisionService:
                 retry_max_s=self.settings.exposure_retry_max_s,
             ),
         )
+        self.counters: CounterStore = (
+            RedisCounterStore(
+                self.settings.redis_url, f"{self.settings.key_prefix}{NAME}:pressure:"
+            )
+            if self.settings.redis_url
+            else MemoryCounterStore()
+        )
         # Registered before the catalog opens, so it is filled with the snapshot.
         campaigns = self.catalog.cache(campaign_from_proto)
         self.decider = Decider(
@@ -93,6 +121,14 @@ class DecisionService:
             self.settings.decide_deadline_s,
             exposures=self.exposures,
             global_holdout=self.settings.global_holdout_fraction,
+            pressure=PressureGate(
+                self.counters,
+                PressureRules(
+                    budget=self.settings.pressure_budget,
+                    period_s=self.settings.pressure_period_s,
+                    hold_s=self.settings.conflict_hold_s,
+                ),
+            ),
         )
         self.campaigns = Campaigns(self.catalog, segments, experiments)
         self.servicer = DecisionServicer(self.decider, self.campaigns)
@@ -110,14 +146,16 @@ class DecisionService:
         """Decide calls are short; nothing to end early."""
 
     async def check(self) -> None:
-        """Health: its database answers."""
+        """Health: its database and its counter store answer."""
         await self.database.ping()
+        await self.counters.ping()
 
     async def stop(self) -> None:
         # The server has stopped: no Decide adds to the queue any more.
         await self.exposures.close(self.settings.exposure_flush_timeout_s)
         await self.evaluator.stop()
         await self.catalog.close()
+        await self.counters.close()
         for channel in self.channels.values():
             await channel.close()
         self.database.dispose()
