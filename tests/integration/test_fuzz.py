@@ -193,10 +193,16 @@ class Seeded:
             audience_segment_keys=[self.segment],
             variants=[decision_pb2.CampaignVariant(key="treatment", weight=1)],
             status=decision_pb2.CAMPAIGN_STATUS_RUNNING,
+            # Every rule of Decide set, so the fuzzed fields start from valid ones.
+            conflict_group="hero",
+            pressure_cost=1,
+            frequency_cap=decision_pb2.FrequencyCap(max_decisions=5),
+            conversion_probability=decision_pb2.ProbabilityRange(min=0.0, max=1.0),
         )
+        campaign.frequency_cap.period.FromSeconds(3600)
         campaign.variants[0].payload.update({"title": "Juicers"})
         decide = decision_pb2.DecideRequest(
-            identities=[cookie], channel=web, placements=[self.placement]
+            identities=[cookie], channel=web, placements=[self.placement], explain=True
         )
         decide.context.update({"page": "home"})
         exposure = experiments_pb2.Exposure(

@@ -141,7 +141,7 @@ class Counters:
     holds: Mapping[str, str] = field(default_factory=dict)
     """Conflict group to the campaign holding it (live holds only)."""
     raw_holds: Mapping[str, str] = field(default_factory=dict)
-    """Conflict group to the hold as stored (possibly ended), for compare-and-set."""
+    """Conflict group to the live hold as stored ("" for none), for compare-and-set."""
 
 
 @dataclass(frozen=True)
@@ -191,8 +191,9 @@ def counters_from(spec: CounterSpec, values: Sequence[str | None], now_s: int) -
     raw: dict[str, str] = {}
     for group, name in spec.groups.items():
         value = found.get(name)
-        raw[group] = value or ""
         held = held_campaign(value, now_s)
+        # An ended hold is dropped by the store before it compares: claim it as free.
+        raw[group] = (value or "") if held is not None else ""
         if held is not None:
             holds[group] = held
     return Counters(spent, decisions, holds, raw)
