@@ -144,6 +144,41 @@ def test_decide__email_web_then_login_on_app__one_variant_and_one_budget_for_the
     assert again_on_web.decisions[0].campaign_key == plain
 
 
+def spent_by(tessera: Any, identity: common_pb2.Identity, probe_placement: str) -> str:
+    """The reason that names the person's spent budget, read without spending it.
+
+    The probe campaign costs more than the whole budget, so it is never shown
+    (nothing is charged) and its skip reason says what was spent.
+    """
+    reasons = decide(tessera, identity, placements=[probe_placement]).decisions[0].reasons
+    return next((r for r in reasons if "pressure budget" in r), "")
+
+
+def test_decide__login_merged_by_a_backend_not_by_decide__budgets_folded_from_the_feed(
+    suite_of: Any,
+) -> None:
+    # The login is an Identify a backend makes itself, so no Decide sees the
+    # merge: the change feed's merge record folds the counters.
+    tessera = suite_of
+    everyone, placement, probe_at = unique("all"), unique("feed-slot"), unique("probe-slot")
+    segment(tessera, everyone, "true")
+    omni = create(tessera, unique("omni"), [placement], [everyone], pressure_cost=3)
+    probe = create(tessera, unique("probe"), [probe_at], [everyone], pressure_cost=11)
+    assert eventually(lambda: shows(tessera, omni, placement))
+    account, browser = email(), cookie()
+    visitor(tessera, account)  # known by e-mail first: the older profile survives
+
+    on_web = decide(tessera, browser, placements=[placement])
+    on_email = decide(tessera, account, placements=[placement], channel=EMAIL)
+    tessera.profiles.Identify(profiles_pb2.IdentifyRequest(identities=[browser, account]))
+    folded = f"skipped {probe}: pressure budget (6 spent + 11 over 10)"
+    seen = eventually(lambda: spent_by(tessera, account, probe_at) == folded)
+
+    assert [on_web.decisions[0].campaign_key, on_email.decisions[0].campaign_key] == [omni] * 2
+    assert on_web.profile_id != on_email.profile_id
+    assert seen, spent_by(tessera, account, probe_at)
+
+
 def test_decide__frequency_cap__n_decisions_then_the_next_campaign_with_the_reason(
     suite_of: Any,
 ) -> None:

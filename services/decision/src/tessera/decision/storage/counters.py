@@ -46,6 +46,9 @@ class CounterStore(Protocol):
         without another read.
         """
 
+    async def forget(self, people: Sequence[str]) -> None:
+        """Remove every counter of `people` (an erased person and their aliases)."""
+
     async def ping(self) -> None:
         """Raise when the store cannot be reached."""
 
@@ -89,6 +92,10 @@ class MemoryCounterStore:
         else:
             self._records.pop(person, None)
         return applied, [record.get(name) for name in fields]
+
+    async def forget(self, people: Sequence[str]) -> None:
+        for person in people:
+            self._records.pop(person, None)
 
     async def ping(self) -> None:
         """Always reachable."""
@@ -227,6 +234,10 @@ class RedisCounterStore:
         args += list(fields)
         reply = await self._charge(keys=keys, args=args)
         return bool(int(reply[0])), [_text(v) for v in reply[1:]]
+
+    async def forget(self, people: Sequence[str]) -> None:
+        if people:
+            await self._redis.delete(*(self._key(p) for p in people))
 
     async def ping(self) -> None:
         await self._redis.ping()
