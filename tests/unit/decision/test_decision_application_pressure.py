@@ -21,7 +21,7 @@ from tessera.decision.application.decide import DecideQuery, Decider
 from tessera.decision.application.pressure import PressureGate
 from tessera.decision.domain.campaigns import CampaignDef
 from tessera.decision.domain.pressure import ChargePlan, PressureRules
-from tessera.decision.storage.counters import MemoryCounterStore
+from tessera.decision.storage.counters import CountersUnavailable, MemoryCounterStore
 from tessera.decision.transport.convert import campaign_from_proto
 from tessera.decision.v1 import decision_pb2
 from tessera.definitions import DefinitionCache
@@ -51,9 +51,12 @@ class CountingStore(MemoryCounterStore):
         super().__init__(clock=clock.seconds)
         self.reads: list[str] = []
         self.refuse_next: Callable[[], None] | None = None
+        self.down = False
 
     async def read(self, person: str, fields: Sequence[str]) -> list[str | None]:
         self.reads.append(person)
+        if self.down:
+            raise CountersUnavailable("connection refused")
         return await super().read(person, fields)
 
     async def charge(
@@ -192,3 +195,25 @@ def test_decide__concurrent_decide_filled_the_cap__chosen_again_with_the_next_ca
 
     assert refused == [True]
     assert shown == ["fallback"]
+
+
+def test_decide__counter_store_down__counted_campaigns_left_out_the_others_shown(
+    tmp_path: Path,
+) -> None:
+    stored = [
+        running(
+            "capped", priority=9, frequency_cap={"max_decisions": 3, "period": {"seconds": 60}}
+        ),
+        running("grouped", priority=5, conflict_group="promo"),
+        running("plain", priority=1),
+    ]
+
+    def down(store: CountingStore) -> None:
+        store.down = True
+
+    shown, store = decide_many(
+        tmp_path, stored, [(dt.timedelta(0), query())], PressureRules(), store_hook=down
+    )
+
+    assert shown == ["plain"]
+    assert store.reads == ["p-c1"]

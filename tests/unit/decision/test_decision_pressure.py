@@ -343,3 +343,24 @@ def test_possible__members_of_a_group_on_other_placements_included() -> None:
         "here",
         "there",
     ]
+
+
+def test_choose__counters_unavailable__counted_campaigns_skipped_with_reason() -> None:
+    costly = make("costly", priority=9, pressure_cost=1)
+    free = make("free", priority=1)
+
+    (choice,) = choose(
+        ("home",),
+        [costly, free],
+        treatment_for(costly, free),
+        WEB,
+        EVERYONE,
+        counters=Counters(unavailable=True),
+        budget=10,
+    )
+
+    assert choice.campaign is free
+    assert (
+        "skipped costly: counters unavailable (its cap, budget or group cannot be checked)"
+        in choice.reasons
+    )

@@ -146,9 +146,14 @@ class DecisionService:
         """Decide calls are short; nothing to end early."""
 
     async def check(self) -> None:
-        """Health: its database and its counter store answer."""
+        """Health: its database answers.
+
+        Not the counter store: without it Decide still answers, leaving out
+        the campaigns whose cap, budget or group it cannot check
+        (docs/decide.md); NOT_SERVING on every replica at once would turn
+        that into an outage.
+        """
         await self.database.ping()
-        await self.counters.ping()
 
     async def stop(self) -> None:
         # The server has stopped: no Decide adds to the queue any more.

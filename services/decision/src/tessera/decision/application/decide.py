@@ -249,6 +249,7 @@ class Decider:
                 choices,
                 rechoose,
                 now_s,
+                timeout,
             )
         if self.exposures is not None:
             if ranked:
@@ -285,7 +286,7 @@ class Decider:
         counters = Counters()
         if guess is not None:
             identified, counters = await asyncio.gather(
-                self._identify(query, timeout), gate.read(guess, spec, now_s)
+                self._identify(query, timeout), gate.read(guess, spec, now_s, timeout)
             )
         else:
             identified = await self._identify(query, timeout)
@@ -293,7 +294,7 @@ class Decider:
         if not spec.empty:
             gate.guesses.learn(query.identities, profile_id)
             if guess != profile_id:
-                counters = await gate.read(profile_id, spec, now_s)
+                counters = await gate.read(profile_id, spec, now_s, timeout)
         return identified, counters, spec, now_s
 
     async def _profile(self, query: DecideQuery, timeout: float) -> profiles_pb2.Profile:

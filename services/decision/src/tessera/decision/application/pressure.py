@@ -16,6 +16,7 @@ placement is chosen again with the counters the store sent back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -30,7 +31,7 @@ from tessera.decision.domain.pressure import (
     counter_spec,
     counters_from,
 )
-from tessera.decision.storage.counters import CounterStore
+from tessera.decision.storage.counters import CounterStore, CountersUnavailable
 
 log = logging.getLogger("tessera.decision")
 
@@ -83,11 +84,21 @@ class PressureGate:
         """The fields a Decide over these possible campaigns reads."""
         return counter_spec(campaigns, self.rules, now_s)
 
-    async def read(self, person: str, spec: CounterSpec, now_s: int) -> Counters:
-        """The person's counters named by `spec` (none when it names nothing)."""
+    async def read(self, person: str, spec: CounterSpec, now_s: int, timeout: float) -> Counters:
+        """The person's counters named by `spec` (none when it names nothing).
+
+        Within `timeout` (the Decide's deadline); a store that is away or late
+        gives `Counters(unavailable=True)`: the campaigns that need counters
+        are not shown, the others are (docs/decide.md).
+        """
         if spec.empty or not person:
             return Counters()
-        return counters_from(spec, await self.store.read(person, spec.fields), now_s)
+        try:
+            values = await asyncio.wait_for(self.store.read(person, spec.fields), timeout)
+        except (CountersUnavailable, TimeoutError):
+            log.warning("pressure counters unavailable; counted campaigns left out", exc_info=True)
+            return Counters(unavailable=True)
+        return counters_from(spec, values, now_s)
 
     async def charge(
         self,
@@ -98,20 +109,31 @@ class PressureGate:
         choices: list[Choice],
         rechoose: Callable[[Counters], list[Choice]],
         now_s: int,
+        timeout: float,
     ) -> list[Choice]:
         """Charge the campaigns shown, folding `merged` ids in first; the choices kept.
 
         Every campaign shown is charged, treatment and control alike
         (docs/decide.md). When the store refuses (a concurrent Decide of the
         person spent the budget, filled the cap or took the group), the
-        choice is made again with the counters it sent back.
+        choice is made again with the counters it sent back. A store that is
+        away or late (beyond `timeout`) leaves the choice as it is, uncharged:
+        the fold is left to the change feed's merge record.
         """
+        if counters.unavailable:
+            return choices  # nothing counted was chosen
         fields = spec.fields
         for _ in range(CHARGE_ATTEMPTS):
             plan = charge_plan(shown(choices), counters, self.rules, now_s)
             if plan.empty and not merged:
                 return choices
-            applied, values = await self.store.charge(person, plan, merged, now_s, fields)
+            try:
+                applied, values = await asyncio.wait_for(
+                    self.store.charge(person, plan, merged, now_s, fields), timeout
+                )
+            except (CountersUnavailable, TimeoutError):
+                log.warning("pressure counters unavailable; decision not charged", exc_info=True)
+                return choices
             merged = ()  # folded, once
             if applied:
                 return choices

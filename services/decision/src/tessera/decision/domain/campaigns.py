@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tessera.decision.domain.pressure import Counters, FrequencyCap, ProbabilityRange
+from tessera.decision.domain.pressure import Counters, FrequencyCap, ProbabilityRange, counted
 from tessera.errors import InvalidArgument, require
 
 EXPERIMENT_PREFIX = "campaign-"
@@ -316,7 +316,8 @@ SKIP_CONFLICT = "conflict group"
 SKIP_CAP = "frequency cap"
 SKIP_BUDGET = "pressure budget"
 SKIP_PRIORITY = "lower priority"
-RULE_SKIPS = frozenset({SKIP_CONFLICT, SKIP_CAP, SKIP_BUDGET})
+SKIP_UNCOUNTED = "counters unavailable"
+RULE_SKIPS = frozenset({SKIP_CONFLICT, SKIP_CAP, SKIP_BUDGET, SKIP_UNCOUNTED})
 """Skips said even without explain: why a better campaign gave way (docs/decide.md)."""
 NOTHING_FITS = "no live campaign fits this placement"
 
@@ -467,6 +468,8 @@ def choose(
     the placements of this decision; a conflict group in `holders` (held by
     a campaign still eligible, neither capped nor over budget) belongs to
     that campaign. A skipped campaign's placement goes to the next one.
+    When the counters could not be read (`counters.unavailable`), every
+    campaign that needs them is skipped and the others still decide.
 
     `explain`, when given, holds per placement the campaigns that were not
     candidates and why; every choice then lists every skip of its
@@ -518,6 +521,10 @@ def choose(
             # Outside the experiment's traffic, or an experiment not yet in
             # line with its campaign: show nothing rather than a wrong thing.
             skip(campaign, SKIP_EXPERIMENT, "outside its traffic, or not running or loaded")
+            continue
+        if counters.unavailable and counted(campaign, budget):
+            # Its cap, budget or group cannot be checked: not shown rather than over-shown.
+            skip(campaign, SKIP_UNCOUNTED, "its cap, budget or group cannot be checked")
             continue
         owner = group_owner.get(campaign.conflict_group)
         if campaign.conflict_group and owner not in (None, campaign.key):

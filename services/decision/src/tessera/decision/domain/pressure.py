@@ -142,6 +142,8 @@ class Counters:
     """Conflict group to the campaign holding it (live holds only)."""
     raw_holds: Mapping[str, str] = field(default_factory=dict)
     """Conflict group to the live hold as stored ("" for none), for compare-and-set."""
+    unavailable: bool = False
+    """The store could not be read: campaigns that need counters are not shown."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,15 @@ class CounterSpec:
     def empty(self) -> bool:
         """True when nothing needs reading."""
         return not self.fields
+
+
+def counted(campaign: Countable, budget: int) -> bool:
+    """Whether showing the campaign needs the person's counters (cost, cap or group)."""
+    return (
+        (budget > 0 and campaign.pressure_cost > 0)
+        or campaign.frequency_cap is not None
+        or bool(campaign.conflict_group)
+    )
 
 
 def counter_spec(campaigns: Iterable[Countable], rules: PressureRules, now_s: int) -> CounterSpec:

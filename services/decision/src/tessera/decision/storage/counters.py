@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from redis import asyncio as aioredis
+from redis import exceptions as redis_errors
 
 from tessera.decision.domain.pressure import (
     ChargePlan,
@@ -24,11 +25,18 @@ from tessera.decision.domain.pressure import (
 )
 
 
+class CountersUnavailable(Exception):
+    """The counter store could not be reached (down, restarting, network cut)."""
+
+
 class CounterStore(Protocol):
     """A person's counters: read some fields, charge a decision, fold merged people in."""
 
     async def read(self, person: str, fields: Sequence[str]) -> list[str | None]:
-        """The values of `fields` of `person`'s record (None where unset), in one round trip."""
+        """The values of `fields` of `person`'s record (None where unset), in one round trip.
+
+        Every method raises CountersUnavailable when the store cannot be reached.
+        """
 
     async def charge(
         self,
@@ -213,7 +221,10 @@ class RedisCounterStore:
     async def read(self, person: str, fields: Sequence[str]) -> list[str | None]:
         if not fields:
             return []
-        values = await self._redis.hmget(self._key(person), list(fields))
+        try:
+            values = await self._redis.hmget(self._key(person), list(fields))
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as error:
+            raise CountersUnavailable(str(error)) from error
         return [_text(v) for v in values]
 
     async def charge(
@@ -232,12 +243,19 @@ class RedisCounterStore:
         for claim in plan.holds:
             args += [claim.field, claim.value, claim.expected]
         args += list(fields)
-        reply = await self._charge(keys=keys, args=args)
+        try:
+            reply = await self._charge(keys=keys, args=args)
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as error:
+            raise CountersUnavailable(str(error)) from error
         return bool(int(reply[0])), [_text(v) for v in reply[1:]]
 
     async def forget(self, people: Sequence[str]) -> None:
-        if people:
+        if not people:
+            return
+        try:
             await self._redis.delete(*(self._key(p) for p in people))
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as error:
+            raise CountersUnavailable(str(error)) from error
 
     async def ping(self) -> None:
         await self._redis.ping()
