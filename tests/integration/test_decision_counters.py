@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Iterator
 from typing import TypeVar
 
 import pytest
+import redis
 
 from tessera.decision.domain.pressure import (
     ChargePlan,
@@ -18,9 +19,11 @@ from tessera.decision.domain.pressure import (
 )
 from tessera.decision.storage.counters import (
     CounterStore,
+    CountersUnavailable,
     MemoryCounterStore,
     RedisCounterStore,
 )
+from tessera.suite import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +147,42 @@ def test_charge__ended_window__not_counted_and_dropped(store: CounterStore) -> N
         return await store.charge("eve", spend(9), (), NOW_S, [ended, SPENT])
 
     assert run(store, scenario()) == (True, [None, "9"])
+
+
+def test_redis_charge__record_expires_with_its_latest_field(
+    redis_url: str, key_prefix: str
+) -> None:
+    prefix = f"{key_prefix}counters-{uuid.uuid4().hex[:6]}:"
+    store = RedisCounterStore(redis_url, prefix)
+    hold_until = NOW_S + 7200
+    plan = ChargePlan(
+        (Increment(SPENT, 1, 10),), (HoldClaim("h:g", hold_value("c", hold_until), ""),)
+    )
+
+    run(store, store.charge("fay", plan, (), NOW_S, []))
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        expires_at = client.expiretime(f"{prefix}fay")
+    finally:
+        client.close()
+    assert expires_at == hold_until
+
+
+def test_redis__server_away__counters_unavailable_not_a_connection_error() -> None:
+    store = RedisCounterStore(f"redis://127.0.0.1:{free_port()}/0", "nowhere:")
+
+    async def scenario() -> list[str]:
+        failures = []
+        for attempt in (
+            store.read("gus", [SPENT]),
+            store.charge("gus", spend(1), (), NOW_S, []),
+            store.forget(["gus"]),
+        ):
+            try:
+                await attempt
+            except CountersUnavailable:
+                failures.append("unavailable")
+        return failures
+
+    assert run(store, scenario()) == ["unavailable"] * 3

@@ -164,7 +164,7 @@ def test_holding__holder_no_longer_eligible__group_freed() -> None:
     held = make("held", conflict_group="promo", audience_segment_keys=("vip",))
     paused = make("paused", conflict_group="other", status=CampaignStatus.PAUSED)
     moved = make("moved", conflict_group="elsewhere")
-    campaigns = {c.key: c for c in (held, paused, moved)}
+    campaigns = [held, paused, moved]
     holds = {"promo": "held", "other": "paused", "third": "moved", "gone": "deleted"}
 
     in_vip = holding(holds, campaigns, WEB, frozenset({"vip"}), NOW, 0.5)

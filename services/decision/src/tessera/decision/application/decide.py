@@ -182,6 +182,11 @@ class Decider:
         `_variant:` traits); every campaign shown is handed to the exposure
         sink, which sends it later. A person in the global holdout gets every
         campaign's control (their default) and no assignment is asked.
+
+        With a pressure gate, the person's budget, caps and conflict-group
+        holds are read beside Identify, the choice respects them, and the
+        campaigns shown are charged (docs/decide.md); a campaign outside
+        its probability range is not a candidate.
         """
         timeout = self.timeout(time_remaining)
         now = self.now()
@@ -221,7 +226,6 @@ class Decider:
             if query.explain
             else None
         )
-        by_key = {c.key: c for c in everyone}
         budget = self.pressure.rules.budget if self.pressure else 0
 
         def rechoose(known: Counters) -> list[Choice]:
@@ -235,7 +239,9 @@ class Decider:
                 global_holdout=bool(held),
                 counters=known,
                 budget=budget,
-                holders=holding(known.holds, by_key, query.channel, in_segments, now, probability),
+                holders=holding(
+                    known.holds, everyone, query.channel, in_segments, now, probability
+                ),
                 explain=explained,
             )
 
@@ -297,12 +303,11 @@ class Decider:
                 counters = await gate.read(profile_id, spec, now_s, timeout)
         return identified, counters, spec, now_s
 
-    async def _profile(self, query: DecideQuery, timeout: float) -> profiles_pb2.Profile:
-        """The visitor's profile, created on first sight, with session and features."""
-        return (await self._identify(query, timeout)).profile
-
     async def _identify(self, query: DecideQuery, timeout: float) -> profiles_pb2.IdentifyResponse:
-        """Identify the visitor: their profile, and the ids merged into it by this call."""
+        """Identify the visitor: the profile and the ids this call merged into it.
+
+        The profile is created on first sight and comes with session and features.
+        """
         try:
             identified = await self.profiles.Identify(
                 profiles_pb2.IdentifyRequest(identities=query.identities, channel=query.channel),

@@ -410,7 +410,7 @@ def static_skips(
 
 def holding(
     holds: Mapping[str, str],
-    campaigns: Mapping[str, CampaignDef],
+    campaigns: Iterable[CampaignDef],
     channel: int,
     segment_keys: frozenset[str],
     now: dt.datetime,
@@ -422,8 +422,11 @@ def holding(
     for this person (channel, audience, probability) frees its group.
     """
     found: dict[str, CampaignDef] = {}
+    if not holds:
+        return found
+    by_key = {c.key: c for c in campaigns}
     for group, key in holds.items():
-        campaign = campaigns.get(key)
+        campaign = by_key.get(key)
         if (
             campaign is not None
             and campaign.conflict_group == group
