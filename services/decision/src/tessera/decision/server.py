@@ -13,6 +13,7 @@ from tessera.clients import observed, peer_channel
 from tessera.decision.application.campaigns import Campaigns
 from tessera.decision.application.decide import Decider
 from tessera.decision.application.exposures import EmitterSettings, ExposureEmitter
+from tessera.decision.application.merges import NO_EVENTS, MergeFollower
 from tessera.decision.application.pressure import PressureGate
 from tessera.decision.domain.pressure import PressureRules
 from tessera.decision.storage.counters import (
@@ -25,6 +26,7 @@ from tessera.decision.transport.evaluation import Evaluator, InProcessEvaluator,
 from tessera.decision.transport.servicer import DecisionServicer
 from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
 from tessera.experiments.v1 import experiments_pb2_grpc
+from tessera.feed import Cursors, profile_events
 from tessera.profiles.v1 import profiles_pb2_grpc
 from tessera.segments.v1 import segments_pb2_grpc
 from tessera.settings import RuntimeSettings
@@ -112,6 +114,12 @@ class DecisionService:
             if self.settings.redis_url
             else MemoryCounterStore()
         )
+        # Merges made outside Decide and erasures reach the counters by the feed.
+        self.merges = MergeFollower(
+            self.counters,
+            Cursors(self.database, NAME),
+            profile_events(self.channels["profiles"], [NO_EVENTS]),
+        )
         # Registered before the catalog opens, so it is filled with the snapshot.
         campaigns = self.catalog.cache(campaign_from_proto)
         self.decider = Decider(
@@ -141,6 +149,7 @@ class DecisionService:
         await self.catalog.open()
         await self.evaluator.start()
         self.exposures.start()
+        self.merges.start()
 
     async def drain(self) -> None:
         """Decide calls are short; nothing to end early."""
@@ -158,6 +167,7 @@ class DecisionService:
     async def stop(self) -> None:
         # The server has stopped: no Decide adds to the queue any more.
         await self.exposures.close(self.settings.exposure_flush_timeout_s)
+        await self.merges.stop()
         await self.evaluator.stop()
         await self.catalog.close()
         await self.counters.close()
