@@ -13,6 +13,7 @@ from pathlib import Path
 from decision_fakes import FakeEvaluator, FakeProfiles, campaign, run_with_catalog
 from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import REGISTRY
 
 from tessera.catalog import Catalog
 from tessera.common.v1 import common_pb2
@@ -189,12 +190,18 @@ def test_decide__concurrent_decide_filled_the_cap__chosen_again_with_the_next_ca
     def hook(store: CountingStore) -> None:
         store.refuse_next = lambda: refused.append(True)
 
+    def refusals() -> float:
+        labels = {"operation": "charge", "result": "refused"}
+        return REGISTRY.get_sample_value("tessera_pressure_store_calls_total", labels) or 0.0
+
+    before = refusals()
     shown, _ = decide_many(
         tmp_path, stored, [(dt.timedelta(0), query())], PressureRules(), store_hook=hook
     )
 
     assert refused == [True]
     assert shown == ["fallback"]
+    assert refusals() - before == 1
 
 
 def test_decide__counter_store_down__counted_campaigns_left_out_the_others_shown(

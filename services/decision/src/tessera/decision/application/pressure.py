@@ -21,6 +21,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 
+from tessera import metrics
 from tessera.common.v1 import common_pb2
 from tessera.decision.domain.campaigns import CampaignDef, Choice, shown
 from tessera.decision.domain.pressure import (
@@ -96,8 +97,10 @@ class PressureGate:
         try:
             values = await asyncio.wait_for(self.store.read(person, spec.fields), timeout)
         except (CountersUnavailable, TimeoutError):
+            metrics.PRESSURE_STORE_CALLS.labels("read", "unavailable").inc()
             log.warning("pressure counters unavailable; counted campaigns left out", exc_info=True)
             return Counters(unavailable=True)
+        metrics.PRESSURE_STORE_CALLS.labels("read", "ok").inc()
         return counters_from(spec, values, now_s)
 
     async def charge(
@@ -132,9 +135,11 @@ class PressureGate:
                     self.store.charge(person, plan, merged, now_s, fields), timeout
                 )
             except (CountersUnavailable, TimeoutError):
+                metrics.PRESSURE_STORE_CALLS.labels("charge", "unavailable").inc()
                 log.warning("pressure counters unavailable; decision not charged", exc_info=True)
                 return choices
             merged = ()  # folded, once
+            metrics.PRESSURE_STORE_CALLS.labels("charge", "ok" if applied else "refused").inc()
             if applied:
                 return choices
             counters = counters_from(spec, values, now_s)
