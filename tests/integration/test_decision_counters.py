@@ -13,6 +13,7 @@ import redis
 
 from tessera.decision.domain.pressure import (
     ChargePlan,
+    HoldCheck,
     HoldClaim,
     Increment,
     hold_value,
@@ -186,3 +187,20 @@ def test_redis__server_away__counters_unavailable_not_a_connection_error() -> No
         return failures
 
     assert run(store, scenario()) == ["unavailable"] * 3
+
+
+def test_charge__hold_relied_on_changed__refused_then_accepted_with_the_truth(
+    store: CounterStore,
+) -> None:
+    theirs = hold_value("theirs", NOW_S + 60)
+
+    async def scenario() -> tuple[object, ...]:
+        await store.charge("hal", ChargePlan(holds=(HoldClaim("h:g", theirs, ""),)), (), NOW_S, [])
+        stale = ChargePlan((Increment(SPENT, 1, 10),), checks=(HoldCheck("h:g", ""),))
+        fresh = ChargePlan((Increment(SPENT, 1, 10),), checks=(HoldCheck("h:g", theirs),))
+        return (
+            await store.charge("hal", stale, (), NOW_S, ["h:g", SPENT]),
+            await store.charge("hal", fresh, (), NOW_S, ["h:g", SPENT]),
+        )
+
+    assert run(store, scenario()) == ((False, [theirs, None]), (True, [theirs, "1"]))

@@ -21,7 +21,7 @@ from tessera.decision.application.campaigns import normalised
 from tessera.decision.application.decide import DecideQuery, Decider
 from tessera.decision.application.pressure import PressureGate
 from tessera.decision.domain.campaigns import CampaignDef
-from tessera.decision.domain.pressure import ChargePlan, PressureRules
+from tessera.decision.domain.pressure import ChargePlan, Increment, PressureRules, window_end
 from tessera.decision.storage.counters import CountersUnavailable, MemoryCounterStore
 from tessera.decision.transport.convert import campaign_from_proto
 from tessera.decision.v1 import decision_pb2
@@ -53,6 +53,9 @@ class CountingStore(MemoryCounterStore):
         self.reads: list[str] = []
         self.refuse_next: Callable[[], None] | None = None
         self.down = False
+        self.charges = 0
+        self.preset: tuple[str, str] | None = None
+        """(person, campaign): one decision of the campaign charged before the first Decide."""
 
     async def read(self, person: str, fields: Sequence[str]) -> list[str | None]:
         self.reads.append(person)
@@ -68,6 +71,13 @@ class CountingStore(MemoryCounterStore):
         now_s: int,
         fields: Sequence[str],
     ) -> tuple[bool, list[str | None]]:
+        self.charges += 1
+        if self.down:
+            raise CountersUnavailable("connection refused")
+        if self.preset is not None:
+            (person_seen, key), self.preset = self.preset, None
+            cap = f"c:{key}:{window_end(now_s, 60)}"
+            await super().charge(person_seen, ChargePlan((Increment(cap, 1, 0),)), (), now_s, [])
         if self.refuse_next is not None:
             # Another Decide of the person lands first, between read and charge.
             concurrent, self.refuse_next = self.refuse_next, None
@@ -163,9 +173,36 @@ def test_decide__identities_seen_before__counters_read_under_the_guess_only(
 
     shown, store = decide_many(tmp_path, stored, steps, PressureRules())
 
-    # First sight: read after Identify. Then: read with the guess beside it, once.
+    # First sight: nothing read (chosen on empty counters, the charge checks).
+    # Then: read with the guess, beside Identify, once.
     assert shown == ["capped", "capped"]
-    assert store.reads == ["p-c1", "p-c1"]
+    assert store.reads == ["p-c1"]
+    assert store.charges == 2
+
+
+def test_decide__first_sight_on_this_replica_but_capped_elsewhere__charge_refused_next_campaign(
+    tmp_path: Path,
+) -> None:
+    stored = [
+        running(
+            "capped", priority=9, frequency_cap={"max_decisions": 1, "period": {"seconds": 60}}
+        ),
+        running("fallback", priority=1),
+    ]
+
+    def capped_on_another_replica(store: CountingStore) -> None:
+        store.preset = ("p-c1", "capped")
+
+    shown, store = decide_many(
+        tmp_path,
+        stored,
+        [(dt.timedelta(0), query())],
+        PressureRules(),
+        store_hook=capped_on_another_replica,
+    )
+
+    assert shown == ["fallback"]
+    assert (store.reads, store.charges) == ([], 1)  # refused; the fallback costs nothing
 
 
 def test_decide__nothing_counted__store_never_read(tmp_path: Path) -> None:
@@ -218,9 +255,10 @@ def test_decide__counter_store_down__counted_campaigns_left_out_the_others_shown
     def down(store: CountingStore) -> None:
         store.down = True
 
-    shown, store = decide_many(
-        tmp_path, stored, [(dt.timedelta(0), query())], PressureRules(), store_hook=down
-    )
+    steps = [(dt.timedelta(0), query()), (dt.timedelta(seconds=1), query())]
 
-    assert shown == ["plain"]
-    assert store.reads == ["p-c1"]
+    shown, store = decide_many(tmp_path, stored, steps, PressureRules(), store_hook=down)
+
+    # First sight: the charge fails; then the read beside Identify fails.
+    assert shown == ["plain", "plain"]
+    assert (store.reads, store.charges) == (["p-c1"], 1)

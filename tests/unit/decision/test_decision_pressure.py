@@ -23,6 +23,7 @@ from tessera.decision.domain.pressure import (
     ChargePlan,
     Counters,
     FrequencyCap,
+    HoldCheck,
     HoldClaim,
     Increment,
     PressureRules,
@@ -248,11 +249,33 @@ def test_charge_plan__control_charged_like_treatment_and_cost_once_per_decision(
     )
 
 
-def test_charge_plan__group_already_held_by_it__hold_not_renewed() -> None:
+def test_charge_plan__group_already_held_by_it__hold_checked_not_renewed() -> None:
     promo = make("promo", conflict_group="g")
     held = Counters(holds={"g": "promo"}, raw_holds={"g": hold_value("promo", NOW_S + 5)})
 
-    assert charge_plan([promo], held, PressureRules(), NOW_S) == ChargePlan()
+    plan = charge_plan([promo], held, PressureRules(), NOW_S)
+
+    assert plan == ChargePlan(checks=(HoldCheck("h:g", hold_value("promo", NOW_S + 5)),))
+
+
+def test_charge_plan__nothing_shown_but_a_hold_relied_on__hold_checked() -> None:
+    held = Counters(holds={"g": "elsewhere"}, raw_holds={"g": hold_value("elsewhere", NOW_S + 5)})
+
+    plan = charge_plan([], held, PressureRules(), NOW_S)
+
+    assert plan.checks == (HoldCheck("h:g", hold_value("elsewhere", NOW_S + 5)),)
+    assert not plan.empty
+
+
+def test_apply_plan__hold_relied_on_changed_meanwhile__refused() -> None:
+    record = {"h:g": hold_value("other", NOW_S + 60)}
+    plan = ChargePlan(
+        (Increment(f"p:{NOW_S + 60}", 1, 10),),
+        checks=(HoldCheck("h:g", hold_value("mine", NOW_S + 60)),),
+    )
+
+    assert not apply_plan(record, plan, NOW_S)
+    assert record == {"h:g": hold_value("other", NOW_S + 60)}
 
 
 def test_apply_plan__one_limit_exceeded__nothing_charged() -> None:

@@ -278,10 +278,14 @@ class Decider:
     ) -> tuple[profiles_pb2.IdentifyResponse, Counters, CounterSpec | None, int]:
         """Identify, and the person's counters read beside it under a guessed profile id.
 
-        The counters are read only when a campaign that may fill a requested
-        placement has a pressure cost, a cap or a conflict group; under the
-        profile id the identities resolved to on an earlier Decide, at the
-        same time as Identify, and again if Identify answers another id.
+        The counters matter only when a campaign that may fill a requested
+        placement has a pressure cost, a cap or a conflict group. They are
+        read under the profile id the identities resolved to on an earlier
+        Decide, at the same time as Identify. Without a guess, or when
+        Identify answers another id, nothing is read: the choice is made on
+        empty counters and the charge, which checks every limit and hold it
+        relied on, refuses it if the truth differs (docs/decide.md). Either
+        way one round trip to the store is on the Decide's path.
         """
         gate = self.pressure
         now_s = int(now.timestamp())
@@ -300,7 +304,7 @@ class Decider:
         if not spec.empty:
             gate.guesses.learn(query.identities, profile_id)
             if guess != profile_id:
-                counters = await gate.read(profile_id, spec, now_s, timeout)
+                counters = Counters()  # optimistic: the charge checks
         return identified, counters, spec, now_s
 
     async def _identify(self, query: DecideQuery, timeout: float) -> profiles_pb2.IdentifyResponse:

@@ -3,15 +3,17 @@
 The counters are keyed by the canonical profile id, which only Identify
 knows. To read them while Identify runs, each replica remembers which
 profile id the identities of earlier Decides resolved to (a bounded,
-least recently used map) and reads with that guess; when Identify answers
-another id (first sight on this replica, or a merge), the counters are read
-again under the right one. A wrong guess costs a round trip, never a wrong
-decision.
+least recently used map) and reads with that guess. Without a guess (first
+sight on this replica) or when Identify answers another id (a merge), the
+choice is made on empty counters instead of reading after Identify.
 
 Charging is one atomic step of the store (fold of merged ids, every limit
-checked, every counter raised, conflict groups claimed). When a concurrent
-Decide of the same person got there first, the step is refused and the
-placement is chosen again with the counters the store sent back.
+checked, every hold the choice relied on checked, counters raised, groups
+claimed). When the counters the choice was made on were not the truth (a
+concurrent Decide of the same person got there first, or the choice was
+made on empty counters), the step is refused and the placement is chosen
+again with the counters the store sent back: a wrong guess costs a round
+trip, never a wrong decision.
 """
 
 from __future__ import annotations
@@ -120,8 +122,9 @@ class PressureGate:
         (docs/decide.md). When the store refuses (a concurrent Decide of the
         person spent the budget, filled the cap or took the group), the
         choice is made again with the counters it sent back. A store that is
-        away or late (beyond `timeout`) leaves the choice as it is, uncharged:
-        the fold is left to the change feed's merge record.
+        away or late (beyond `timeout`) gets the choice made again without the
+        campaigns that need counters, uncharged; the fold is left to the
+        change feed's merge record.
         """
         if counters.unavailable:
             return choices  # nothing counted was chosen
@@ -136,8 +139,10 @@ class PressureGate:
                 )
             except (CountersUnavailable, TimeoutError):
                 metrics.PRESSURE_STORE_CALLS.labels("charge", "unavailable").inc()
-                log.warning("pressure counters unavailable; decision not charged", exc_info=True)
-                return choices
+                log.warning(
+                    "pressure counters unavailable; counted campaigns left out", exc_info=True
+                )
+                return rechoose(Counters(unavailable=True))
             merged = ()  # folded, once
             metrics.PRESSURE_STORE_CALLS.labels("charge", "ok" if applied else "refused").inc()
             if applied:

@@ -236,16 +236,29 @@ class HoldClaim:
 
 
 @dataclass(frozen=True)
+class HoldCheck:
+    """Refuse the plan unless a hold field still holds `expected` (the choice relied on it)."""
+
+    field: str
+    expected: str
+
+
+@dataclass(frozen=True)
 class ChargePlan:
-    """What one decision writes, all or nothing: counters raised and groups claimed."""
+    """What one decision writes, all or nothing: counters raised and groups claimed.
+
+    `checks` are the holds the choice relied on without claiming them: a
+    group it left to its holder must still be the holder's.
+    """
 
     increments: tuple[Increment, ...] = ()
     holds: tuple[HoldClaim, ...] = ()
+    checks: tuple[HoldCheck, ...] = ()
 
     @property
     def empty(self) -> bool:
-        """True when the decision writes nothing."""
-        return not self.increments and not self.holds
+        """True when the decision writes and relies on nothing."""
+        return not self.increments and not self.holds and not self.checks
 
 
 def charge_plan(
@@ -259,8 +272,10 @@ def charge_plan(
     Every campaign shown is charged, treatment or control alike (docs/decide.md):
     pressure cost once per Decide however many placements it fills, one
     decision of its cap, and its conflict group claimed when the group is not
-    held by it already. Each increment carries its limit, so the store refuses
-    the whole plan when a concurrent decision got there first.
+    held by it already. Each increment carries its limit, and every live hold
+    the choice saw is checked, so the store refuses the whole plan when the
+    counters it was chosen on are no longer the truth (a concurrent decision,
+    a stale or optimistic read).
     """
     increments: list[Increment] = []
     cost = sum(c.pressure_cost for c in shown) if rules.budget > 0 else 0
@@ -280,7 +295,13 @@ def charge_plan(
                     counters.raw_holds.get(group, ""),
                 )
             )
-    return ChargePlan(tuple(increments), tuple(holds))
+    claimed = {claim.field for claim in holds}
+    checks = tuple(
+        HoldCheck(hold_field(group), counters.raw_holds.get(group, ""))
+        for group in sorted(counters.holds)
+        if hold_field(group) not in claimed
+    )
+    return ChargePlan(tuple(increments), tuple(holds), checks)
 
 
 def apply_plan(record: dict[str, str], plan: ChargePlan, now_s: int) -> bool:
@@ -295,8 +316,9 @@ def apply_plan(record: dict[str, str], plan: ChargePlan, now_s: int) -> bool:
         current = _count(record.get(step.field))
         if step.limit > 0 and current + step.amount > step.limit:
             return False
-    for claim in plan.holds:
-        if record.get(claim.field, "") != claim.expected:
+    expectations: list[HoldClaim | HoldCheck] = [*plan.holds, *plan.checks]
+    for expectation in expectations:
+        if record.get(expectation.field, "") != expectation.expected:
             return False
     for step in plan.increments:
         record[step.field] = str(_count(record.get(step.field)) + step.amount)

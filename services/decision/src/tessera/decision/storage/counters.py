@@ -123,7 +123,8 @@ class Clock(Protocol):
 # that Redis runs them as one atomic step. KEYS[1] is the person's hash,
 # KEYS[2..] the hashes of people merged into it. ARGV: now, the number of
 # increments then (field, amount, limit) each, the number of hold claims
-# then (field, value, expected) each, then the fields to return.
+# then (field, value, expected) each, the number of hold checks then
+# (field, expected) each, then the fields to return.
 CHARGE_SCRIPT = """
 local now = tonumber(ARGV[1])
 local person = KEYS[1]
@@ -158,6 +159,9 @@ i = i + 1 + 3 * increments
 local holds = tonumber(ARGV[i])
 local first_hold = i + 1
 i = i + 1 + 3 * holds
+local checks = tonumber(ARGV[i])
+local first_check = i + 1
+i = i + 1 + 2 * checks
 local ok = true
 for k = 0, increments - 1 do
   local at = first_increment + 3 * k
@@ -169,6 +173,11 @@ for k = 0, holds - 1 do
   local at = first_hold + 3 * k
   local current = redis.call('HGET', person, ARGV[at]) or ''
   if current ~= ARGV[at + 2] then ok = false end
+end
+for k = 0, checks - 1 do
+  local at = first_check + 2 * k
+  local current = redis.call('HGET', person, ARGV[at]) or ''
+  if current ~= ARGV[at + 1] then ok = false end
 end
 if ok then
   for k = 0, increments - 1 do
@@ -242,6 +251,9 @@ class RedisCounterStore:
         args.append(len(plan.holds))
         for claim in plan.holds:
             args += [claim.field, claim.value, claim.expected]
+        args.append(len(plan.checks))
+        for check in plan.checks:
+            args += [check.field, check.expected]
         args += list(fields)
         try:
             reply = await self._charge(keys=keys, args=args)
