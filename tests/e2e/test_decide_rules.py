@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -203,6 +204,34 @@ def test_decide__frequency_cap__n_decisions_then_the_next_campaign_with_the_reas
     reason = f"skipped {capped}: frequency cap (3 per {DAY_S}s reached)"
     assert reason in shown[3].reasons
     assert not any(r.startswith("skipped") for r in shown[0].reasons)
+
+
+def test_decide__concurrent_decides_of_one_person__cap_never_exceeded(suite_of: Any) -> None:
+    # Several tabs and channels at once: the charge is atomic and checks the
+    # cap again, so exactly max_decisions of them get the capped campaign.
+    tessera = suite_of
+    everyone, placement = unique("all"), unique("race-slot")
+    segment(tessera, everyone, "true")
+    cap = decision_pb2.FrequencyCap(max_decisions=3)
+    cap.period.FromSeconds(DAY_S)
+    capped = create(
+        tessera, unique("capped"), [placement], [everyone], priority=5, frequency_cap=cap
+    )
+    fallback = create(tessera, unique("fallback"), [placement], [everyone], priority=1)
+    assert eventually(lambda: shows(tessera, capped, placement))
+    someone = cookie()
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        shown = list(
+            pool.map(
+                lambda _: (
+                    decide(tessera, someone, placements=[placement]).decisions[0].campaign_key
+                ),
+                range(12),
+            )
+        )
+
+    assert sorted(shown) == sorted([capped] * 3 + [fallback] * 9)
 
 
 def test_decide__conflict_group__first_shown_keeps_the_group_until_no_longer_eligible(

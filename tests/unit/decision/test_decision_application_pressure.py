@@ -53,6 +53,7 @@ class CountingStore(MemoryCounterStore):
         self.reads: list[str] = []
         self.refuse_next: Callable[[], None] | None = None
         self.down = False
+        self.always_refuse = False
         self.charges = 0
         self.preset: tuple[str, str] | None = None
         """(person, campaign): one decision of the campaign charged before the first Decide."""
@@ -72,6 +73,8 @@ class CountingStore(MemoryCounterStore):
         fields: Sequence[str],
     ) -> tuple[bool, list[str | None]]:
         self.charges += 1
+        if self.always_refuse:
+            return False, [None] * len(fields)
         if self.down:
             raise CountersUnavailable("connection refused")
         if self.preset is not None:
@@ -262,3 +265,24 @@ def test_decide__counter_store_down__counted_campaigns_left_out_the_others_shown
     # First sight: the charge fails; then the read beside Identify fails.
     assert shown == ["plain", "plain"]
     assert (store.reads, store.charges) == (["p-c1"], 1)
+
+
+def test_decide__charge_refused_every_time__counted_campaigns_left_out_after_three(
+    tmp_path: Path,
+) -> None:
+    stored = [
+        running(
+            "capped", priority=9, frequency_cap={"max_decisions": 3, "period": {"seconds": 60}}
+        ),
+        running("plain", priority=1),
+    ]
+
+    def racing(store: CountingStore) -> None:
+        store.always_refuse = True
+
+    shown, store = decide_many(
+        tmp_path, stored, [(dt.timedelta(0), query())], PressureRules(), store_hook=racing
+    )
+
+    assert shown == ["plain"]
+    assert store.charges == 3

@@ -41,7 +41,8 @@ log = logging.getLogger("tessera.decision")
 IDENTITY_CACHE_SIZE = 100_000
 """Identities remembered per replica to guess the profile id before Identify answers."""
 CHARGE_ATTEMPTS = 3
-"""How often a decision is chosen again when concurrent Decides of one person race."""
+"""How often a decision is charged, chosen again after each refusal, before the
+counted campaigns are left out of it (concurrent Decides of one person racing)."""
 
 
 class ProfileGuess:
@@ -149,5 +150,7 @@ class PressureGate:
                 return choices
             counters = counters_from(spec, values, now_s)
             choices = rechoose(counters)
+        # Still refused: shown uncharged, the counted campaigns could go over
+        # their cap or the budget, so they are left out this once.
         log.warning("counters kept changing under one person's Decide", extra={"person": person})
-        return choices
+        return rechoose(Counters(unavailable=True))
