@@ -64,12 +64,31 @@ class CounterStore(Protocol):
         """Release connections."""
 
 
+SWEEP_EVERY = 1000
+"""Charges between two sweeps of the in-process store for records that have expired."""
+
+
 class MemoryCounterStore:
-    """In-process counters. Atomic because no method yields while it changes a record."""
+    """In-process counters. Atomic because no method yields while it changes a record.
+
+    A record expires with its latest field, as in Redis: read as empty from
+    then on, and removed by a sweep every SWEEP_EVERY charges, so people
+    never seen again do not stay in memory.
+    """
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._records: dict[str, dict[str, str]] = {}
         self._clock = clock or time.time
+        self._charges = 0
+
+    def __len__(self) -> int:
+        """People with a record held (expired ones until the next sweep)."""
+        return len(self._records)
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        for person in [p for p, r in self._records.items() if record_expiry(r) <= now]:
+            del self._records[person]
 
     def _record(self, person: str) -> dict[str, str]:
         record = self._records.get(person)
@@ -90,6 +109,9 @@ class MemoryCounterStore:
         now_s: int,
         fields: Sequence[str],
     ) -> tuple[bool, list[str | None]]:
+        self._charges += 1
+        if self._charges % SWEEP_EVERY == 0:
+            self._sweep()
         record = dict(self._record(person))
         for other in merged:
             if other != person:
