@@ -85,6 +85,7 @@ def test_normalised__pressure_cost__stored() -> None:
             {"conversion_probability": {"min": 0.6, "max": 0.2}},
             "campaign.conversion_probability.max",
         ),
+        ({"conversion_probability": {}}, "campaign.conversion_probability.max"),
     ],
 )
 def test_normalised__bad_pressure_cap_or_probability__invalid_argument_names_field(

@@ -254,6 +254,13 @@ def validate_campaign(campaign: CampaignDef) -> None:
             "must be a number from 0 to 1 (1 for no upper bound)",
         )
         require(chances.min <= chances.max, f"{path}.max", "must not be below min")
+        # An empty range (both 0) is almost surely a range left unfilled: it
+        # would show the campaign to nobody with any predicted chance at all.
+        require(
+            chances.max > 0,
+            f"{path}.max",
+            "must be above 0 (1 for no upper bound); leave the range unset for every visitor",
+        )
     schedule = campaign.schedule
     if schedule.start_time and schedule.end_time:
         require(
