@@ -341,7 +341,9 @@ def test_create_campaign__after_delete_of_same_key__succeeds_and_decides(tessera
     assert reply == key
 
 
-def test_create_campaign__frequency_cap__unimplemented_names_field(tessera: object) -> None:
+def test_create_campaign__frequency_cap_without_period__invalid_argument_names_period(
+    tessera: object,
+) -> None:
     message = decision_pb2.Campaign(
         key=unique("capped"),
         goal=common_pb2.Goal(event_type="purchase", kind=common_pb2.GOAL_KIND_CONVERSION),
@@ -353,8 +355,8 @@ def test_create_campaign__frequency_cap__unimplemented_names_field(tessera: obje
     with pytest.raises(grpc.RpcError) as raised:
         tessera.decision.CreateCampaign(decision_pb2.CreateCampaignRequest(campaign=message))  # type: ignore[attr-defined]
 
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert raised.value.details().startswith("campaign.frequency_cap: ")
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details().startswith("campaign.frequency_cap.period: ")
 
 
 def test_decide__category_page_and_product_views__both_count_as_category_views(

@@ -53,6 +53,7 @@ from hypothesis import strategies as st
 from support import ServerThread, free_port
 
 from tessera.common.v1 import common_pb2
+from tessera.decision.application.merges import NO_EVENTS
 from tessera.decision.server import DecisionService, DecisionSettings
 from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
 from tessera.experiments.server import ExperimentsService, ExperimentsSettings
@@ -207,12 +208,18 @@ class Seeded:
             audience_segment_keys=[self.segment],
             variants=[decision_pb2.CampaignVariant(key="treatment", weight=1)],
             status=decision_pb2.CAMPAIGN_STATUS_RUNNING,
+            # Every rule of Decide set, so the fuzzed fields start from valid ones.
+            conflict_group="hero",
+            pressure_cost=1,
+            frequency_cap=decision_pb2.FrequencyCap(max_decisions=5),
+            conversion_probability=decision_pb2.ProbabilityRange(min=0.0, max=1.0),
         )
+        campaign.frequency_cap.period.FromSeconds(3600)
         campaign.variants[0].payload.update(
             {"title": "Juicers", "reco": {"items": [TEMPLATES[0], TEMPLATES[1]]}}
         )
         decide = decision_pb2.DecideRequest(
-            identities=[cookie], channel=web, placements=[self.placement]
+            identities=[cookie], channel=web, placements=[self.placement], explain=True
         )
         decide.context.update({"page": "home"})
         roadmap = decision_pb2.GetRoadmapRequest(placements=[self.placement])
@@ -365,8 +372,9 @@ class Fuzz:
 
         An accepted Decide sends exposures later, the experiment service then
         writes sticky variants onto profiles, and it follows the change feed
-        into its own tables: writes no refused call made, so they must all be
-        done before a dump is compared with the next one.
+        into its own tables (the decision service its merges into its
+        counters): writes no refused call made, so they must all be done
+        before a dump is compared with the next one.
         """
         decision = self.servers["decision"]
         experiments = self.servers["experiments"]
@@ -377,13 +385,18 @@ class Fuzz:
         experiments.call(service.sync.idle())
         feed = profiles.running.service.feed.store
         deadline = time.monotonic() + timeout_s
+        merges = decision.running.service.merges.runner
         while True:
             feed.sequence()
             runner = service.conversions.runner
             waiting = feed.read(runner.position, sorted(service.conversions.goal_types), 1)
-            if not waiting.records:
+            # The decision service folds merges from the feed into its counters.
+            folding = feed.read(merges.position, [NO_EVENTS], 1)
+            if not waiting.records and not folding.records:
                 return
-            assert time.monotonic() < deadline, "the experiment service did not follow the feed"
+            assert time.monotonic() < deadline, (
+                "the experiment and decision services did not follow the feed"
+            )
             time.sleep(0.02)
 
     def assert_sound(self, method: MethodDescriptor, requests: list[bytes]) -> Outcome:

@@ -480,7 +480,11 @@ def test_prepare__not_migrating__starts_once_the_migration_job_has_run(
 
     job.join()
     assert 0.5 <= time.monotonic() - started < 10
-    assert migrations.state(fresh_database.engine, "decision")[0] == "0001"
+    assert (
+        migrations.state(fresh_database.engine, "decision")[0]
+        == migrations.head("decision")
+        == "0002"
+    )
 
 
 def test_migrate__replicas_migrate_together__one_schema_no_error(postgres_url: str) -> None:
@@ -563,8 +567,8 @@ def test_new_revision__model_adds_a_table__revision_creates_it_and_upgrades(
     written = migrations.new_revision("decision", "pressure counters", into=into)
 
     source = written.read_text()
-    assert written.parent == into and written.name == "v0002_pressure_counters.py"
-    assert 'revision = "0002"' in source and 'down_revision = "0001"' in source
+    assert written.parent == into and written.name == "v0003_pressure_counters.py"
+    assert 'revision = "0003"' in source and 'down_revision = "0002"' in source
     assert "op.create_table(" in source and "decision_pressure" in source
     assert "sa.String(length=40)" in source
     database = db.Database(f"sqlite:///{tmp_path}/grown.db")

@@ -197,6 +197,7 @@ def decide(args: argparse.Namespace) -> int:
         channel=common_pb2.Channel.Value(f"CHANNEL_{args.channel.upper()}"),
         placements=args.placement,
         context=args.context,
+        explain=args.explain,
     )
     address = args.address or RuntimeSettings().address_of("decision")
     with grpc.insecure_channel(address) as channel:
@@ -340,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     decide_parser.add_argument(
         "--context", type=_context, help="request context as a JSON object, e.g. '{\"page\": 1}'"
+    )
+    decide_parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="also say why every other campaign of each placement was skipped (docs/decide.md)",
     )
     decide_parser.add_argument(
         "--address", help="decision service host:port (default: from TESSERA_* settings)"

@@ -59,6 +59,12 @@ EXPOSURES_DROPPED = Counter(
     "Exposures the decision service gave up on, by reason (queue_full, refused, shutdown).",
     ["reason"],
 )
+PRESSURE_STORE_CALLS = Counter(
+    "tessera_pressure_store_calls_total",
+    "Calls Decide made to the pressure counter store, by operation (read, charge) and result "
+    "(ok, refused: a concurrent Decide of the person got there first, unavailable).",
+    ["operation", "result"],
+)
 EXPOSURE_QUEUE_DEPTH = Gauge(
     "tessera_exposure_queue_depth",
     "Exposures waiting in the decision service to be sent, including a batch in flight.",

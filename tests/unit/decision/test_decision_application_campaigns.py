@@ -21,7 +21,6 @@ from tessera.errors import (
     InvalidArgument,
     NotFound,
     Unavailable,
-    Unimplemented,
 )
 from tessera.experiments.v1 import experiments_pb2
 
@@ -42,11 +41,10 @@ def test_normalised__no_control_no_status__control_added_draft_and_experiment_ke
     assert message.version == 0  # service-set fields are not taken from the caller
 
 
-def test_normalised__pressure_cost__unimplemented_names_field() -> None:
-    with pytest.raises(Unimplemented) as raised:
-        normalised(campaign(pressure_cost=2))
+def test_normalised__pressure_cost__stored() -> None:
+    message = normalised(campaign(pressure_cost=2))
 
-    assert raised.value.field == "campaign.pressure_cost"
+    assert message.pressure_cost == 2
 
 
 @pytest.mark.parametrize(
@@ -62,23 +60,59 @@ def test_normalised__pressure_cost__unimplemented_names_field() -> None:
             "campaign.frequency_cap.period",
         ),
         ({"frequency_cap": {"period": {"seconds": -60}}}, "campaign.frequency_cap.period"),
+        ({"frequency_cap": {"max_decisions": 3}}, "campaign.frequency_cap.period"),
+        (
+            {"frequency_cap": {"period": {"seconds": 60}}},
+            "campaign.frequency_cap.max_decisions",
+        ),
+        (
+            {"frequency_cap": {"max_decisions": 3, "period": {"seconds": 367 * 86_400}}},
+            "campaign.frequency_cap.period",
+        ),
+        (
+            {"conversion_probability": {"min": -0.1, "max": 1}},
+            "campaign.conversion_probability.min",
+        ),
+        (
+            {"conversion_probability": {"min": float("nan"), "max": 1}},
+            "campaign.conversion_probability.min",
+        ),
+        (
+            {"conversion_probability": {"min": 0.2, "max": float("inf")}},
+            "campaign.conversion_probability.max",
+        ),
+        (
+            {"conversion_probability": {"min": 0.6, "max": 0.2}},
+            "campaign.conversion_probability.max",
+        ),
+        ({"conversion_probability": {}}, "campaign.conversion_probability.max"),
     ],
 )
-def test_normalised__negative_pressure_or_cap__invalid_argument_names_field(
+def test_normalised__bad_pressure_cap_or_probability__invalid_argument_names_field(
     fields: dict[str, object], field: str
 ) -> None:
     with pytest.raises(InvalidArgument) as raised:
         normalised(campaign(**fields))
 
     assert raised.value.field == field
-    assert not isinstance(raised.value, Unimplemented)
 
 
-def test_normalised__valid_frequency_cap__unimplemented_names_field() -> None:
-    with pytest.raises(Unimplemented) as raised:
-        normalised(campaign(frequency_cap={"max_decisions": 3, "period": {"seconds": 3600}}))
+def test_normalised__valid_frequency_cap_and_range__stored_as_given() -> None:
+    message = normalised(
+        campaign(
+            frequency_cap={"max_decisions": 3, "period": {"seconds": 3600}},
+            conversion_probability={"min": 0.2, "max": 0.6},
+        )
+    )
 
-    assert raised.value.field == "campaign.frequency_cap"
+    assert (message.frequency_cap.max_decisions, message.frequency_cap.period.seconds) == (3, 3600)
+    assert (message.conversion_probability.min, message.conversion_probability.max) == (0.2, 0.6)
+
+
+def test_normalised__no_cap__stored_unset() -> None:
+    message = normalised(campaign(frequency_cap={}))
+
+    assert not message.HasField("frequency_cap")
 
 
 def test_normalised__key_of_55_characters__accepted_and_experiment_key_fills_64() -> None:

@@ -13,12 +13,21 @@ from tessera.clients import observed, peer_channel
 from tessera.decision.application.campaigns import Campaigns
 from tessera.decision.application.decide import Decider
 from tessera.decision.application.exposures import EmitterSettings, ExposureEmitter
+from tessera.decision.application.merges import NO_EVENTS, MergeFollower
+from tessera.decision.application.pressure import PressureGate
 from tessera.decision.application.roadmap import RoadmapCheck, RoadmapSettings
+from tessera.decision.domain.pressure import PressureRules
+from tessera.decision.storage.counters import (
+    CounterStore,
+    MemoryCounterStore,
+    RedisCounterStore,
+)
 from tessera.decision.transport.convert import campaign_from_proto
 from tessera.decision.transport.evaluation import Evaluator, InProcessEvaluator, RpcEvaluator
 from tessera.decision.transport.servicer import DecisionServicer
 from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
 from tessera.experiments.v1 import experiments_pb2_grpc
+from tessera.feed import Cursors, profile_events
 from tessera.profiles.v1 import profiles_pb2_grpc
 from tessera.segments.v1 import segments_pb2_grpc
 from tessera.settings import RuntimeSettings
@@ -57,6 +66,20 @@ class DecisionSettings(RuntimeSettings):
     roadmap_concurrency: int = Field(
         8, gt=0, le=64, description="EstimateSize calls of one roadmap check in flight at once."
     )
+    pressure_budget: int = Field(
+        10,
+        ge=0,
+        description="Pressure a person may take per period over all channels; 0 for no budget.",
+    )
+    pressure_period_s: int = Field(
+        86_400, gt=0, le=366 * 86_400, description="Length of a pressure budget's window."
+    )
+    conflict_hold_s: int = Field(
+        86_400,
+        ge=1,
+        le=366 * 86_400,
+        description="How long the first campaign of a conflict group shown keeps the group.",
+    )
 
 
 class DecisionService:
@@ -93,6 +116,19 @@ class DecisionService:
                 retry_max_s=self.settings.exposure_retry_max_s,
             ),
         )
+        self.counters: CounterStore = (
+            RedisCounterStore(
+                self.settings.redis_url, f"{self.settings.key_prefix}{NAME}:pressure:"
+            )
+            if self.settings.redis_url
+            else MemoryCounterStore()
+        )
+        # Merges made outside Decide and erasures reach the counters by the feed.
+        self.merges = MergeFollower(
+            self.counters,
+            Cursors(self.database, NAME),
+            profile_events(self.channels["profiles"], [NO_EVENTS]),
+        )
         # Registered before the catalog opens, so it is filled with the snapshot.
         campaigns = self.catalog.cache(campaign_from_proto)
         self.decider = Decider(
@@ -102,6 +138,14 @@ class DecisionService:
             self.settings.decide_deadline_s,
             exposures=self.exposures,
             global_holdout=self.settings.global_holdout_fraction,
+            pressure=PressureGate(
+                self.counters,
+                PressureRules(
+                    budget=self.settings.pressure_budget,
+                    period_s=self.settings.pressure_period_s,
+                    hold_s=self.settings.conflict_hold_s,
+                ),
+            ),
         )
         self.campaigns = Campaigns(self.catalog, segments, experiments)
         self.roadmap = RoadmapCheck(
@@ -122,19 +166,28 @@ class DecisionService:
         await self.catalog.open()
         await self.evaluator.start()
         self.exposures.start()
+        self.merges.start()
 
     async def drain(self) -> None:
         """Decide calls are short; nothing to end early."""
 
     async def check(self) -> None:
-        """Health: its database answers."""
+        """Health: its database answers.
+
+        Not the counter store: without it Decide still answers, leaving out
+        the campaigns whose cap, budget or group it cannot check
+        (docs/decide.md); NOT_SERVING on every replica at once would turn
+        that into an outage.
+        """
         await self.database.ping()
 
     async def stop(self) -> None:
         # The server has stopped: no Decide adds to the queue any more.
         await self.exposures.close(self.settings.exposure_flush_timeout_s)
+        await self.merges.stop()
         await self.evaluator.stop()
         await self.catalog.close()
+        await self.counters.close()
         for channel in self.channels.values():
             await channel.close()
         self.database.dispose()

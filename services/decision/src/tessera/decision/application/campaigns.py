@@ -37,7 +37,6 @@ from tessera.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    Unimplemented,
     require,
 )
 from tessera.experiments.v1 import experiments_pb2
@@ -69,9 +68,8 @@ EXPERIMENT_STATUS: dict[
 def normalised(campaign: decision_pb2.Campaign) -> decision_pb2.Campaign:
     """The campaign as stored: control variant, experiment key, default status; validated.
 
-    Raises InvalidArgument naming the first wrong field, and Unimplemented for
-    settings the decision path does not enforce yet. Segment references are
-    checked by `Campaigns`, which can ask the segment service.
+    Raises InvalidArgument naming the first wrong field. Segment references
+    are checked by `Campaigns`, which can ask the segment service.
     """
     message = as_written(campaign)
     if message.status == decision_pb2.CAMPAIGN_STATUS_UNSPECIFIED:
@@ -92,26 +90,32 @@ def normalised(campaign: decision_pb2.Campaign) -> decision_pb2.Campaign:
         stamp = getattr(message.schedule, bound)
         if message.schedule.HasField(bound) and stamp.seconds == 0 and stamp.nanos == 0:
             message.schedule.ClearField(bound)
-    validate_campaign(campaign_from_proto(message, strict_templates=True))
     _validate_frequency_cap(message.frequency_cap)
-    # Stored but not yet enforced would mislead: refuse until they are built.
-    # Only valid settings get here, so an invalid one is named as such.
-    if message.frequency_cap.max_decisions:
-        raise Unimplemented("frequency caps are not enforced yet", field="campaign.frequency_cap")
-    if message.pressure_cost:
-        raise Unimplemented("pressure budgets are not enforced yet", field="campaign.pressure_cost")
+    validate_campaign(campaign_from_proto(message, strict_templates=True))
+    if not (message.frequency_cap.max_decisions or message.frequency_cap.HasField("period")):
+        # No cap: store it unset, so it reads back as "no cap".
+        message.ClearField("frequency_cap")
     return message
 
 
 def _validate_frequency_cap(cap: decision_pb2.FrequencyCap) -> None:
-    """INVALID_ARGUMENT naming a negative count or period.
+    """INVALID_ARGUMENT naming a negative count or period, before the domain's checks.
 
-    What a cap without a period means is left to the issue that builds caps.
+    A cap counts max_decisions per fixed window of `period` (docs/decide.md):
+    both are needed, or neither (no cap).
     """
     path = "campaign.frequency_cap"
     require(cap.max_decisions >= 0, f"{path}.max_decisions", "must not be negative")
     period = cap.period
     require(period.seconds >= 0 and period.nanos >= 0, f"{path}.period", "must not be negative")
+    if cap.max_decisions:
+        require(
+            period.seconds > 0 or period.nanos > 0,
+            f"{path}.period",
+            "is required when max_decisions is set: the window the cap counts over",
+        )
+    elif period.seconds or period.nanos:
+        require(False, f"{path}.max_decisions", "must be positive when a period is set")
 
 
 def experiment_for(campaign: decision_pb2.Campaign) -> experiments_pb2.Experiment:

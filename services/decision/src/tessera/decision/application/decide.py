@@ -8,6 +8,7 @@ peer is slow) grows this module, not the servicer.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,11 @@ from tessera.decision.domain.campaigns import (
     Choice,
     candidates,
     choose,
+    holding,
+    possible,
+    static_skips,
 )
+from tessera.decision.domain.pressure import Counters, CounterSpec
 from tessera.definitions import DefinitionCache
 from tessera.experiments.domain.exposures import (
     GLOBAL_HOLDOUT_KEY,
@@ -38,6 +43,7 @@ from tessera.experiments.domain.hashing import bucket
 from tessera.profiles.v1 import profiles_pb2
 
 if TYPE_CHECKING:
+    from tessera.decision.application.pressure import PressureGate
     from tessera.decision.transport.evaluation import Evaluator
     from tessera.profiles.v1.profiles_pb2_grpc import ProfileServiceAsyncStub
 
@@ -123,6 +129,7 @@ class DecideQuery:
     channel: common_pb2.Channel.ValueType
     placements: Sequence[str]
     context: struct_pb2.Struct
+    explain: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,7 @@ class Decider:
         now: Callable[[], dt.datetime] = utc_now,
         exposures: ExposureSink | None = None,
         global_holdout: float = 0.0,
+        pressure: PressureGate | None = None,
     ) -> None:
         self.campaigns = campaigns
         self.evaluator = evaluator
@@ -158,6 +166,8 @@ class Decider:
         self.exposures = exposures
         self.global_holdout = global_holdout
         """Share of all people held out of every campaign; 0 for none."""
+        self.pressure = pressure
+        """Budgets, caps and conflict-group holds; None leaves them out."""
 
     def timeout(self, time_remaining: float | None) -> float:
         """The deadline of each internal call: the setting, or less if the caller's is nearer."""
@@ -175,18 +185,32 @@ class Decider:
         `_variant:` traits); every campaign shown is handed to the exposure
         sink, which sends it later. A person in the global holdout gets every
         campaign's control (their default) and no assignment is asked.
+
+        With a pressure gate, the person's budget, caps and conflict-group
+        holds are read beside Identify, the choice respects them, and the
+        campaigns shown are charged (docs/decide.md); a campaign outside
+        its probability range is not a candidate.
         """
         timeout = self.timeout(time_remaining)
         now = self.now()
-        profile = await self._profile(query, timeout)
+        everyone = list(self.campaigns.items.values())
+        # Pressure, caps and holds (docs/decide.md): counters read beside Identify.
+        identified, counters, spec, now_s = await self._identified_with_counters(
+            query, timeout, everyone, now
+        )
+        profile = identified.profile
         segment_keys = await self.evaluator.segments(profile, query.channel, query.context, timeout)
         in_segments = frozenset(segment_keys)
+        probability = (
+            profile.features.conversion_probability if profile.HasField("features") else None
+        )
         ranked = candidates(
-            list(self.campaigns.items.values()),
+            everyone,
             query.placements,
             query.channel,
             in_segments,
             now,
+            probability,
         )
         first_exposures = sticky_of(profile.traits)
         held = in_global_holdout(profile.profile_id, self.global_holdout, first_exposures)
@@ -200,15 +224,42 @@ class Decider:
                 timeout,
                 first_exposures,
             )
-        choices = choose(
-            query.placements,
-            ranked,
-            assignments.variants,
-            query.channel,
-            in_segments,
-            assignments.held_out,
-            global_holdout=bool(held),
+        explained = (
+            static_skips(everyone, query.placements, query.channel, in_segments, now, probability)
+            if query.explain
+            else None
         )
+        budget = self.pressure.rules.budget if self.pressure else 0
+
+        def rechoose(known: Counters) -> list[Choice]:
+            return choose(
+                query.placements,
+                ranked,
+                assignments.variants,
+                query.channel,
+                in_segments,
+                assignments.held_out,
+                global_holdout=bool(held),
+                counters=known,
+                budget=budget,
+                holders=holding(
+                    known.holds, everyone, query.channel, in_segments, now, probability
+                ),
+                explain=explained,
+            )
+
+        choices = rechoose(counters)
+        if self.pressure is not None and spec is not None:
+            choices = await self.pressure.charge(
+                profile.profile_id,
+                identified.merged_profile_ids,
+                spec,
+                counters,
+                choices,
+                rechoose,
+                now_s,
+                timeout,
+            )
         if self.exposures is not None:
             if ranked:
                 self.exposures.emit(exposures_of(profile.profile_id, choices, now))
@@ -222,8 +273,49 @@ class Decider:
             payloads=render_payloads(choices, profile, query.context),
         )
 
-    async def _profile(self, query: DecideQuery, timeout: float) -> profiles_pb2.Profile:
-        """The visitor's profile, created on first sight, with session and features."""
+    async def _identified_with_counters(
+        self,
+        query: DecideQuery,
+        timeout: float,
+        everyone: Sequence[CampaignDef],
+        now: dt.datetime,
+    ) -> tuple[profiles_pb2.IdentifyResponse, Counters, CounterSpec | None, int]:
+        """Identify, and the person's counters read beside it under a guessed profile id.
+
+        The counters matter only when a campaign that may fill a requested
+        placement has a pressure cost, a cap or a conflict group. They are
+        read under the profile id the identities resolved to on an earlier
+        Decide, at the same time as Identify. Without a guess, or when
+        Identify answers another id, nothing is read: the choice is made on
+        empty counters and the charge, which checks every limit and hold it
+        relied on, refuses it if the truth differs (docs/decide.md). Either
+        way one round trip to the store is on the Decide's path.
+        """
+        gate = self.pressure
+        now_s = int(now.timestamp())
+        if gate is None:
+            return await self._identify(query, timeout), Counters(), None, now_s
+        spec = gate.spec(possible(everyone, query.placements, query.channel, now), now_s)
+        guess = gate.guesses.guess(query.identities) if not spec.empty else None
+        counters = Counters()
+        if guess is not None:
+            identified, counters = await asyncio.gather(
+                self._identify(query, timeout), gate.read(guess, spec, now_s, timeout)
+            )
+        else:
+            identified = await self._identify(query, timeout)
+        profile_id = identified.profile.profile_id
+        if not spec.empty:
+            gate.guesses.learn(query.identities, profile_id)
+            if guess != profile_id:
+                counters = Counters()  # optimistic: the charge checks
+        return identified, counters, spec, now_s
+
+    async def _identify(self, query: DecideQuery, timeout: float) -> profiles_pb2.IdentifyResponse:
+        """Identify the visitor: the profile and the ids this call merged into it.
+
+        The profile is created on first sight and comes with session and features.
+        """
         try:
             identified = await self.profiles.Identify(
                 profiles_pb2.IdentifyRequest(identities=query.identities, channel=query.channel),
@@ -231,4 +323,4 @@ class Decider:
             )
         except grpc.aio.AioRpcError as error:
             raise peer_error(error, "profiles") from error
-        return identified.profile
+        return identified

@@ -7,16 +7,18 @@ watch caches or over RPC.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tessera.decision.domain.payloads import PayloadTemplate
+from tessera.decision.domain.pressure import Counters, FrequencyCap, ProbabilityRange, counted
 from tessera.errors import InvalidArgument, require
 
 EXPERIMENT_PREFIX = "campaign-"
@@ -28,6 +30,9 @@ MAX_KEY_CHARS = EXPERIMENT_KEY_CHARS - len(EXPERIMENT_PREFIX)
 KEY_PATTERN = re.compile(rf"^[a-z0-9][a-z0-9_-]{{0,{MAX_KEY_CHARS - 1}}}$")
 PLACEMENT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 DEFAULT_CONTROL_KEY = "control"
+MIN_CAP_PERIOD_S = 1
+MAX_CAP_PERIOD_S = 366 * 86_400
+"""A frequency cap's window: one second to a (leap) year."""
 
 
 class CampaignStatus(StrEnum):
@@ -109,6 +114,10 @@ class CampaignDef:
     goal_event_type: str = ""
     goal_kind: str = ""
     pressure_cost: int = 0
+    frequency_cap: FrequencyCap | None = None
+    """Most decisions per person per window; None for no cap."""
+    probability_range: ProbabilityRange | None = None
+    """Predicted conversion probabilities it is for; None for every visitor."""
 
     def variant(self, key: str) -> CampaignVariant | None:
         """The variant named `key`."""
@@ -126,6 +135,33 @@ class CampaignDef:
             return False
         return not self.audience_segment_keys or any(
             key in segment_keys for key in self.audience_segment_keys
+        )
+
+    def fits_probability(self, probability: float | None) -> bool:
+        """Whether a visitor of this predicted conversion probability is for it.
+
+        None (the probability is not known) fits only campaigns without a range.
+        """
+        if self.probability_range is None:
+            return True
+        return probability is not None and self.probability_range.contains(probability)
+
+    def eligible(
+        self,
+        channel: int,
+        segment_keys: frozenset[str],
+        now: dt.datetime,
+        probability: float | None,
+    ) -> bool:
+        """Whether the person may get it at all now, whatever the placement."""
+        return (
+            self.is_live(now)
+            and (not self.channels or channel in self.channels)
+            and (
+                not self.audience_segment_keys
+                or any(key in segment_keys for key in self.audience_segment_keys)
+            )
+            and self.fits_probability(probability)
         )
 
 
@@ -198,6 +234,36 @@ def validate_campaign(campaign: CampaignDef) -> None:
     require(math.isfinite(total), "campaign.variants", "weights must add up to a finite number")
     require(total > 0, "campaign.variants", "at least one weight must be positive")
     require(campaign.pressure_cost >= 0, "campaign.pressure_cost", "must not be negative")
+    cap = campaign.frequency_cap
+    if cap is not None:
+        path = "campaign.frequency_cap"
+        require(cap.max_decisions > 0, f"{path}.max_decisions", "must be positive")
+        require(
+            MIN_CAP_PERIOD_S <= cap.period_s <= MAX_CAP_PERIOD_S,
+            f"{path}.period",
+            f"must be {MIN_CAP_PERIOD_S} s to {MAX_CAP_PERIOD_S} s (366 days)",
+        )
+    chances = campaign.probability_range
+    if chances is not None:
+        path = "campaign.conversion_probability"
+        require(
+            math.isfinite(chances.min) and 0.0 <= chances.min <= 1.0,
+            f"{path}.min",
+            "must be a number from 0 to 1",
+        )
+        require(
+            math.isfinite(chances.max) and 0.0 <= chances.max <= 1.0,
+            f"{path}.max",
+            "must be a number from 0 to 1 (1 for no upper bound)",
+        )
+        require(chances.min <= chances.max, f"{path}.max", "must not be below min")
+        # An empty range (both 0) is almost surely a range left unfilled: it
+        # would show the campaign to nobody with any predicted chance at all.
+        require(
+            chances.max > 0,
+            f"{path}.max",
+            "must be above 0 (1 for no upper bound); leave the range unset for every visitor",
+        )
     schedule = campaign.schedule
     if schedule.start_time and schedule.end_time:
         require(
@@ -250,20 +316,134 @@ class Choice:
         return self.campaign is not None and self.variant_key == self.campaign.control_variant_key
 
 
+SKIP_NOT_RUNNING = "not running"
+SKIP_SCHEDULE = "schedule"
+SKIP_CHANNEL = "channel"
+SKIP_AUDIENCE = "audience"
+SKIP_PROBABILITY = "probability range"
+SKIP_EXPERIMENT = "experiment"
+SKIP_CONFLICT = "conflict group"
+SKIP_CAP = "frequency cap"
+SKIP_BUDGET = "pressure budget"
+SKIP_PRIORITY = "lower priority"
+SKIP_UNCOUNTED = "counters unavailable"
+RULE_SKIPS = frozenset({SKIP_CONFLICT, SKIP_CAP, SKIP_BUDGET, SKIP_UNCOUNTED})
+"""Skips said even without explain: why a better campaign gave way (docs/decide.md)."""
+NOTHING_FITS = "no live campaign fits this placement"
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A campaign of a placement that was not chosen, and the rule that skipped it."""
+
+    campaign: CampaignDef
+    rule: str
+    detail: str = ""
+
+    def text(self) -> str:
+        """`skipped <key>: <rule>` and the detail in brackets: stable for machines."""
+        tail = f" ({self.detail})" if self.detail else ""
+        return f"skipped {self.campaign.key}: {self.rule}{tail}"
+
+
 def candidates(
     campaigns: Sequence[CampaignDef],
     placements: Sequence[str],
     channel: int,
     segment_keys: frozenset[str],
     now: dt.datetime,
+    probability: float | None = None,
 ) -> list[CampaignDef]:
-    """Live campaigns that fit at least one requested placement, best first."""
+    """Live campaigns that fit at least one requested placement, best first.
+
+    With `probability` given, a campaign with a probability range fits only
+    visitors inside it; without, only campaigns without a range fit.
+    """
     fitting = [
         c
         for c in campaigns
-        if c.is_live(now) and any(c.fits(p, channel, segment_keys) for p in placements)
+        if c.is_live(now)
+        and c.fits_probability(probability)
+        and any(c.fits(p, channel, segment_keys) for p in placements)
     ]
-    return sorted(fitting, key=lambda c: (-c.priority, c.key))
+    return sorted(fitting, key=_rank)
+
+
+def _rank(campaign: CampaignDef) -> tuple[int, str]:
+    return (-campaign.priority, campaign.key)
+
+
+def static_skip(
+    campaign: CampaignDef,
+    channel: int,
+    segment_keys: frozenset[str],
+    now: dt.datetime,
+    probability: float | None,
+) -> Skip | None:
+    """Why a campaign listing the placement is not a candidate at all; None if it is."""
+    if campaign.status != CampaignStatus.RUNNING:
+        return Skip(campaign, SKIP_NOT_RUNNING, campaign.status.value)
+    if not campaign.schedule.is_live(now):
+        return Skip(campaign, SKIP_SCHEDULE, "not live now")
+    if campaign.channels and channel not in campaign.channels:
+        return Skip(campaign, SKIP_CHANNEL)
+    if campaign.audience_segment_keys and not any(
+        key in segment_keys for key in campaign.audience_segment_keys
+    ):
+        return Skip(campaign, SKIP_AUDIENCE)
+    if not campaign.fits_probability(probability):
+        chances = campaign.probability_range
+        bounds = f"{chances.min:g} to {chances.max:g}" if chances else ""
+        return Skip(campaign, SKIP_PROBABILITY, f"{probability or 0:g} not in {bounds}")
+    return None
+
+
+def static_skips(
+    campaigns: Sequence[CampaignDef],
+    placements: Sequence[str],
+    channel: int,
+    segment_keys: frozenset[str],
+    now: dt.datetime,
+    probability: float | None,
+) -> dict[str, list[Skip]]:
+    """Per requested placement, the campaigns listing it that are not candidates, and why."""
+    found: dict[str, list[Skip]] = {p: [] for p in placements}
+    for campaign in sorted(campaigns, key=_rank):
+        skip = static_skip(campaign, channel, segment_keys, now, probability)
+        if skip is None:
+            continue
+        for placement in placements:
+            if placement in campaign.placements:
+                found[placement].append(skip)
+    return found
+
+
+def holding(
+    holds: Mapping[str, str],
+    campaigns: Iterable[CampaignDef],
+    channel: int,
+    segment_keys: frozenset[str],
+    now: dt.datetime,
+    probability: float | None,
+) -> dict[str, CampaignDef]:
+    """Conflict group to the campaign that holds it and may still be shown to the person.
+
+    A hold whose campaign is gone, moved to another group, ended, or no longer
+    for this person (channel, audience, probability) frees its group.
+    """
+    found: dict[str, CampaignDef] = {}
+    if not holds:
+        return found
+    by_key = {c.key: c for c in campaigns}
+    for group, key in holds.items():
+        campaign = by_key.get(key)
+        if (
+            campaign is not None
+            and campaign.conflict_group == group
+            and campaign.eligible(channel, segment_keys, now, probability)
+        ):
+            found[group] = campaign
+    return found
 
 
 def choose(
@@ -274,6 +454,11 @@ def choose(
     segment_keys: frozenset[str],
     held_out: frozenset[str] = frozenset(),
     global_holdout: bool = False,
+    *,
+    counters: Counters | None = None,
+    budget: int = 0,
+    holders: Mapping[str, CampaignDef] | None = None,
+    explain: Mapping[str, Sequence[Skip]] | None = None,
 ) -> list[Choice]:
     """One choice per placement, in request order.
 
@@ -289,24 +474,88 @@ def choose(
     order, so a conflict group goes to its best campaign whichever placement
     was asked for first; once a group has filled a placement, no other
     campaign of the group is shown in this decision.
+
+    The person's `counters` add three rules (docs/decide.md): a campaign
+    whose cap window is full is skipped; one whose pressure cost would take
+    the person over `budget` (0: no budget) is skipped, costs adding up over
+    the placements of this decision; a conflict group in `holders` (held by
+    a campaign still eligible, neither capped nor over budget) belongs to
+    that campaign. A skipped campaign's placement goes to the next one.
+    When the counters could not be read (`counters.unavailable`), every
+    campaign that needs them is skipped and the others still decide.
+
+    `explain`, when given, holds per placement the campaigns that were not
+    candidates and why; every choice then lists every skip of its
+    placement. Without it, only rule skips (cap, budget, conflict group) of
+    better campaigns are said.
     """
+    counters = counters or Counters()
+    spent = counters.pressure_spent
     filled: dict[str, Choice] = {}
+    skips: dict[str, list[Skip]] = {p: [] for p in placements}
     group_owner: dict[str, str] = {}
+
+    def capped(campaign: CampaignDef) -> bool:
+        cap = campaign.frequency_cap
+        return cap is not None and counters.decisions.get(campaign.key, 0) >= cap.max_decisions
+
+    def unaffordable(campaign: CampaignDef) -> bool:
+        return budget > 0 and campaign.pressure_cost > 0 and spent + campaign.pressure_cost > budget
+
+    for group, holder in (holders or {}).items():
+        if not capped(holder) and not unaffordable(holder):
+            group_owner[group] = holder.key
+
+    def skip(campaign: CampaignDef, rule: str, detail: str = "") -> None:
+        for placement in placements:
+            if placement not in filled and campaign.fits(placement, channel, segment_keys):
+                skips[placement].append(Skip(campaign, rule, detail))
+
     for campaign in ranked:
         holdout = global_holdout or campaign.experiment_key in held_out
         variant_key = (
             campaign.control_variant_key if holdout else variants.get(campaign.experiment_key, "")
         )
+        open_places = [
+            p for p in placements if p not in filled and campaign.fits(p, channel, segment_keys)
+        ]
+        for placement in placements:
+            winner = filled.get(placement)
+            if (
+                winner is not None
+                and winner.campaign is not None
+                and campaign.fits(placement, channel, segment_keys)
+            ):
+                detail = f"placement filled by {winner.campaign.key}"
+                skips[placement].append(Skip(campaign, SKIP_PRIORITY, detail))
+        if not open_places:
+            continue
         if not variant_key or campaign.variant(variant_key) is None:
             # Outside the experiment's traffic, or an experiment not yet in
             # line with its campaign: show nothing rather than a wrong thing.
+            skip(campaign, SKIP_EXPERIMENT, "outside its traffic, or not running or loaded")
+            continue
+        if counters.unavailable and counted(campaign, budget):
+            # Its cap, budget or group cannot be checked: not shown rather than over-shown.
+            skip(campaign, SKIP_UNCOUNTED, "its cap, budget or group cannot be checked")
             continue
         owner = group_owner.get(campaign.conflict_group)
         if campaign.conflict_group and owner not in (None, campaign.key):
+            skip(campaign, SKIP_CONFLICT, f"{campaign.conflict_group} held by {owner}")
             continue
-        for placement in placements:
-            if placement in filled or not campaign.fits(placement, channel, segment_keys):
-                continue
+        if capped(campaign):
+            cap = campaign.frequency_cap
+            assert cap is not None  # capped() said so
+            skip(campaign, SKIP_CAP, f"{cap.max_decisions} per {cap.period_s}s reached")
+            continue
+        if unaffordable(campaign):
+            skip(
+                campaign,
+                SKIP_BUDGET,
+                f"{spent} spent + {campaign.pressure_cost} over {budget}",
+            )
+            continue
+        for placement in open_places:
             filled[placement] = Choice(
                 placement,
                 campaign,
@@ -314,12 +563,36 @@ def choose(
                 _reasons(campaign, variant_key, segment_keys, holdout, global_holdout),
                 holdout,
             )
-            if campaign.conflict_group:
-                group_owner[campaign.conflict_group] = campaign.key
-    return [
-        filled.get(p) or Choice(p, reasons=("no live campaign fits this placement",))
-        for p in placements
-    ]
+        if budget > 0:
+            spent += campaign.pressure_cost
+        if campaign.conflict_group:
+            group_owner[campaign.conflict_group] = campaign.key
+    choices: list[Choice] = []
+    for placement in placements:
+        choice = filled.get(placement) or Choice(placement, reasons=(NOTHING_FITS,))
+        said = [s for s in skips[placement] if explain is not None or s.rule in RULE_SKIPS]
+        if explain is not None:
+            said += [
+                s
+                for s in explain.get(placement, ())
+                if choice.campaign is None or s.campaign.key != choice.campaign.key
+            ]
+            said.sort(key=lambda s: _rank(s.campaign))
+        if said:
+            choice = dataclasses.replace(
+                choice, reasons=(*choice.reasons, *(s.text() for s in said))
+            )
+        choices.append(choice)
+    return choices
+
+
+def shown(choices: Iterable[Choice]) -> list[CampaignDef]:
+    """Each campaign the choices show (variant or control), once, in placement order."""
+    seen: dict[str, CampaignDef] = {}
+    for choice in choices:
+        if choice.campaign is not None:
+            seen.setdefault(choice.campaign.key, choice.campaign)
+    return list(seen.values())
 
 
 def _reasons(
@@ -334,6 +607,9 @@ def _reasons(
     reasons += [f"segment:{key}" for key in matched] or ["audience: everyone"]
     if campaign.conflict_group:
         reasons.append(f"conflict group {campaign.conflict_group}")
+    if campaign.probability_range is not None:
+        chances = campaign.probability_range
+        reasons.append(f"probability range {chances.min:g} to {chances.max:g}")
     if global_holdout:
         reasons.append("global holdout: show the default")
     elif held_out:
@@ -341,3 +617,21 @@ def _reasons(
     elif variant_key == campaign.control_variant_key:
         reasons.append("control group: show the default")
     return tuple(reasons)
+
+
+def possible(
+    campaigns: Sequence[CampaignDef],
+    placements: Sequence[str],
+    channel: int,
+    now: dt.datetime,
+) -> list[CampaignDef]:
+    """The campaigns whose counters a Decide may need, known before the profile is.
+
+    Live campaigns listing a requested placement on this channel, and the
+    live campaigns of their conflict groups (one of them may hold the group).
+    """
+    live = [c for c in campaigns if c.is_live(now) and (not c.channels or channel in c.channels)]
+    near = [c for c in live if any(p in c.placements for p in placements)]
+    keys = {c.key for c in near}
+    groups = {c.conflict_group for c in near if c.conflict_group}
+    return near + [c for c in live if c.conflict_group in groups and c.key not in keys]

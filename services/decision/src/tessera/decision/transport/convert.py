@@ -18,6 +18,7 @@ from tessera.decision.domain.campaigns import (
     Schedule,
 )
 from tessera.decision.domain.payloads import PayloadTemplate, TemplateError, compile_payload
+from tessera.decision.domain.pressure import FrequencyCap, ProbabilityRange, ceil_seconds
 from tessera.decision.v1 import decision_pb2
 from tessera.errors import InvalidArgument, require
 
@@ -78,6 +79,12 @@ def campaign_from_proto(
         goal_event_type=message.goal.event_type,
         goal_kind=GOAL_KINDS.get(message.goal.kind, ""),
         pressure_cost=message.pressure_cost,
+        frequency_cap=_cap_from_proto(message.frequency_cap),
+        probability_range=(
+            ProbabilityRange(message.conversion_probability.min, message.conversion_probability.max)
+            if message.HasField("conversion_probability")
+            else None
+        ),
     )
 
 
@@ -98,6 +105,14 @@ def _variant(
     return CampaignVariant(variant.key, variant.weight, payload, template)
 
 
+def _cap_from_proto(cap: decision_pb2.FrequencyCap) -> FrequencyCap | None:
+    """The cap, or None for no cap (no max_decisions and no period)."""
+    period = cap.period.seconds + cap.period.nanos / 1e9
+    if not cap.max_decisions and period == 0:
+        return None
+    return FrequencyCap(cap.max_decisions, ceil_seconds(period) if period > 0 else 0)
+
+
 def decide_query_from_proto(request: decision_pb2.DecideRequest) -> DecideQuery:
     """A Decide request as the application takes it; INVALID_ARGUMENT names a bad field."""
     require(bool(request.identities), "identities", "at least one identity is required")
@@ -110,6 +125,7 @@ def decide_query_from_proto(request: decision_pb2.DecideRequest) -> DecideQuery:
         channel=request.channel,
         placements=request.placements,
         context=request.context,
+        explain=request.explain,
     )
 
 

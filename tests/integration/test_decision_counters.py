@@ -1,0 +1,206 @@
+"""Both counter stores keep one contract: in process and on the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Iterator
+from typing import TypeVar
+
+import pytest
+import redis
+
+from tessera.decision.domain.pressure import (
+    ChargePlan,
+    HoldCheck,
+    HoldClaim,
+    Increment,
+    hold_value,
+)
+from tessera.decision.storage.counters import (
+    CounterStore,
+    CountersUnavailable,
+    MemoryCounterStore,
+    RedisCounterStore,
+)
+from tessera.suite import free_port
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+NOW_S = int(time.time())
+END = NOW_S + 3600
+SPENT = f"p:{END}"
+CAP = f"c:promo:{END}"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(
+    request: pytest.FixtureRequest, redis_url: str, key_prefix: str
+) -> Iterator[CounterStore]:
+    if request.param == "memory":
+        yield MemoryCounterStore()
+    else:
+        yield RedisCounterStore(redis_url, f"{key_prefix}counters-{uuid.uuid4().hex[:6]}:")
+
+
+def run(store: CounterStore, coroutine: Awaitable[T]) -> T:
+    async def go() -> T:
+        try:
+            return await coroutine
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def spend(amount: int, limit: int = 10) -> ChargePlan:
+    return ChargePlan((Increment(SPENT, amount, limit), Increment(CAP, 1, 0)))
+
+
+def test_charge__within_limits__counters_raised_and_read_back(store: CounterStore) -> None:
+    async def scenario() -> tuple[object, ...]:
+        first = await store.charge("ann", spend(3), (), NOW_S, [SPENT, CAP])
+        second = await store.charge("ann", spend(4), (), NOW_S, [SPENT, CAP])
+        return first, second, await store.read("ann", [SPENT, CAP, "h:none"])
+
+    assert run(store, scenario()) == (
+        (True, ["3", "1"]),
+        (True, ["7", "2"]),
+        ["7", "2", None],
+    )
+
+
+def test_charge__limit_would_be_exceeded__nothing_charged_values_returned(
+    store: CounterStore,
+) -> None:
+    async def scenario() -> tuple[object, ...]:
+        await store.charge("bob", spend(8), (), NOW_S, [])
+        refused = await store.charge("bob", spend(3), (), NOW_S, [SPENT, CAP])
+        return refused, await store.read("bob", [SPENT, CAP])
+
+    assert run(store, scenario()) == ((False, ["8", "1"]), ["8", "1"])
+
+
+def test_charge__concurrent_decisions__never_over_the_limit(store: CounterStore) -> None:
+    async def scenario() -> tuple[int, list[str | None]]:
+        results = await asyncio.gather(
+            *(store.charge("cy", spend(1, limit=5), (), NOW_S, []) for _ in range(20))
+        )
+        return sum(applied for applied, _ in results), await store.read("cy", [SPENT])
+
+    assert run(store, scenario()) == (5, ["5"])
+
+
+def test_charge__hold_claimed_once__second_claim_for_free_group_refused(
+    store: CounterStore,
+) -> None:
+    mine = hold_value("mine", NOW_S + 60)
+    theirs = hold_value("theirs", NOW_S + 60)
+
+    async def scenario() -> tuple[object, ...]:
+        first = await store.charge(
+            "dee", ChargePlan(holds=(HoldClaim("h:g", mine, ""),)), (), NOW_S, ["h:g"]
+        )
+        second = await store.charge(
+            "dee", ChargePlan(holds=(HoldClaim("h:g", theirs, ""),)), (), NOW_S, ["h:g"]
+        )
+        return first, second
+
+    assert run(store, scenario()) == ((True, [mine]), (False, [mine]))
+
+
+def test_charge__merged_people__folded_into_survivor_once(store: CounterStore) -> None:
+    held = hold_value("theirs", NOW_S + 60)
+
+    async def scenario() -> tuple[object, ...]:
+        await store.charge("web-cookie", spend(3), (), NOW_S, [])
+        await store.charge(
+            "email",
+            ChargePlan((Increment(SPENT, 2, 10),), (HoldClaim("h:g", held, ""),)),
+            (),
+            NOW_S,
+            [],
+        )
+        folded = await store.charge("email", ChargePlan(), ["web-cookie"], NOW_S, [SPENT, CAP])
+        again = await store.charge("email", ChargePlan(), ["web-cookie"], NOW_S, [SPENT, CAP])
+        return (
+            folded,
+            again,
+            await store.read("email", [SPENT, CAP, "h:g"]),
+            await store.read("web-cookie", [SPENT]),
+        )
+
+    assert run(store, scenario()) == (
+        (True, ["5", "1"]),
+        (True, ["5", "1"]),
+        ["5", "1", held],
+        [None],
+    )
+
+
+def test_charge__ended_window__not_counted_and_dropped(store: CounterStore) -> None:
+    ended = f"p:{NOW_S}"
+
+    async def scenario() -> tuple[bool, list[str | None]]:
+        await store.charge("eve", ChargePlan((Increment(ended, 9, 10),)), (), NOW_S - 10, [])
+        return await store.charge("eve", spend(9), (), NOW_S, [ended, SPENT])
+
+    assert run(store, scenario()) == (True, [None, "9"])
+
+
+def test_redis_charge__record_expires_with_its_latest_field(
+    redis_url: str, key_prefix: str
+) -> None:
+    prefix = f"{key_prefix}counters-{uuid.uuid4().hex[:6]}:"
+    store = RedisCounterStore(redis_url, prefix)
+    hold_until = NOW_S + 7200
+    plan = ChargePlan(
+        (Increment(SPENT, 1, 10),), (HoldClaim("h:g", hold_value("c", hold_until), ""),)
+    )
+
+    run(store, store.charge("fay", plan, (), NOW_S, []))
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        expires_at = client.expiretime(f"{prefix}fay")
+    finally:
+        client.close()
+    assert expires_at == hold_until
+
+
+def test_redis__server_away__counters_unavailable_not_a_connection_error() -> None:
+    store = RedisCounterStore(f"redis://127.0.0.1:{free_port()}/0", "nowhere:")
+
+    async def scenario() -> list[str]:
+        failures = []
+        for attempt in (
+            store.read("gus", [SPENT]),
+            store.charge("gus", spend(1), (), NOW_S, []),
+            store.forget(["gus"]),
+        ):
+            try:
+                await attempt
+            except CountersUnavailable:
+                failures.append("unavailable")
+        return failures
+
+    assert run(store, scenario()) == ["unavailable"] * 3
+
+
+def test_charge__hold_relied_on_changed__refused_then_accepted_with_the_truth(
+    store: CounterStore,
+) -> None:
+    theirs = hold_value("theirs", NOW_S + 60)
+
+    async def scenario() -> tuple[object, ...]:
+        await store.charge("hal", ChargePlan(holds=(HoldClaim("h:g", theirs, ""),)), (), NOW_S, [])
+        stale = ChargePlan((Increment(SPENT, 1, 10),), checks=(HoldCheck("h:g", ""),))
+        fresh = ChargePlan((Increment(SPENT, 1, 10),), checks=(HoldCheck("h:g", theirs),))
+        return (
+            await store.charge("hal", stale, (), NOW_S, ["h:g", SPENT]),
+            await store.charge("hal", fresh, (), NOW_S, ["h:g", SPENT]),
+        )
+
+    assert run(store, scenario()) == ((False, [theirs, None]), (True, [theirs, "1"]))

@@ -1,0 +1,288 @@
+"""Decide with the pressure gate: counters read beside Identify, charged after the choice.
+
+The product's campaign cache on SQLite, its in-process counter store, a
+clock the test moves; the profile service and evaluator are stand-ins.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from decision_fakes import FakeEvaluator, FakeProfiles, campaign, run_with_catalog
+from google.protobuf import struct_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import REGISTRY
+
+from tessera.catalog import Catalog
+from tessera.common.v1 import common_pb2
+from tessera.decision.application.campaigns import normalised
+from tessera.decision.application.decide import DecideQuery, Decider
+from tessera.decision.application.pressure import PressureGate
+from tessera.decision.domain.campaigns import CampaignDef
+from tessera.decision.domain.pressure import ChargePlan, Increment, PressureRules, window_end
+from tessera.decision.storage.counters import CountersUnavailable, MemoryCounterStore
+from tessera.decision.transport.convert import campaign_from_proto
+from tessera.decision.v1 import decision_pb2
+from tessera.definitions import DefinitionCache
+
+Catalogue = Catalog[decision_pb2.Campaign]
+START = dt.datetime(2026, 12, 24, 12, 0, tzinfo=dt.UTC)
+RUNNING = decision_pb2.CAMPAIGN_STATUS_RUNNING
+
+
+class Clock:
+    """The time Decide and the counter store see; moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def seconds(self) -> float:
+        return self.now.timestamp()
+
+
+class CountingStore(MemoryCounterStore):
+    """The in-process store, recording who was read and refusing charges on request."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock=clock.seconds)
+        self.reads: list[str] = []
+        self.refuse_next: Callable[[], None] | None = None
+        self.down = False
+        self.always_refuse = False
+        self.charges = 0
+        self.preset: tuple[str, str] | None = None
+        """(person, campaign): one decision of the campaign charged before the first Decide."""
+
+    async def read(self, person: str, fields: Sequence[str]) -> list[str | None]:
+        self.reads.append(person)
+        if self.down:
+            raise CountersUnavailable("connection refused")
+        return await super().read(person, fields)
+
+    async def charge(
+        self,
+        person: str,
+        plan: ChargePlan,
+        merged: Sequence[str],
+        now_s: int,
+        fields: Sequence[str],
+    ) -> tuple[bool, list[str | None]]:
+        self.charges += 1
+        if self.always_refuse:
+            return False, [None] * len(fields)
+        if self.down:
+            raise CountersUnavailable("connection refused")
+        if self.preset is not None:
+            (person_seen, key), self.preset = self.preset, None
+            cap = f"c:{key}:{window_end(now_s, 60)}"
+            await super().charge(person_seen, ChargePlan((Increment(cap, 1, 0),)), (), now_s, [])
+        if self.refuse_next is not None:
+            # Another Decide of the person lands first, between read and charge.
+            concurrent, self.refuse_next = self.refuse_next, None
+            await super().charge(person, plan, (), now_s, [])
+            concurrent()
+        return await super().charge(person, plan, merged, now_s, fields)
+
+
+def query(value: str = "c1", explain: bool = False) -> DecideQuery:
+    return DecideQuery(
+        identities=[common_pb2.Identity(type="cookie", value=value)],
+        channel=common_pb2.CHANNEL_WEB,
+        placements=["home"],
+        context=struct_pb2.Struct(),
+        explain=explain,
+    )
+
+
+def running(key: str, **fields: object) -> decision_pb2.Campaign:
+    return normalised(campaign(key, status=RUNNING, **fields))
+
+
+def at(moment: dt.datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def decide_many(
+    tmp_path: Path,
+    stored: list[decision_pb2.Campaign],
+    steps: list[tuple[dt.timedelta, DecideQuery]],
+    rules: PressureRules,
+    store_hook: Callable[[CountingStore], None] | None = None,
+) -> tuple[list[str], CountingStore]:
+    """Run Decides at START + each offset; the campaign shown by each."""
+    clock = Clock()
+    store = CountingStore(clock)
+    if store_hook is not None:
+        store_hook(store)
+    caches: list[DefinitionCache[CampaignDef]] = []
+    variants = {f"campaign-{m.key}": "treatment" for m in stored}
+
+    async def scenario(catalog: Catalogue) -> list[str]:
+        for message in stored:
+            await catalog.create(message)
+        decider = Decider(
+            caches[0],
+            FakeEvaluator([], variants),
+            FakeProfiles(0.3).stub(),
+            0.5,
+            now=clock,
+            pressure=PressureGate(store, rules),
+        )
+        shown = []
+        for offset, asked in steps:
+            clock.now = START + offset
+            (choice,) = (await decider.decide(asked)).choices
+            shown.append(choice.campaign.key if choice.campaign else "")
+        return shown
+
+    shown = run_with_catalog(
+        tmp_path, scenario, before_open=lambda c: caches.append(c.cache(campaign_from_proto))
+    )
+    return shown, store
+
+
+def test_decide__conflict_hold__kept_for_the_hold_window_then_the_best_member_takes_it(
+    tmp_path: Path,
+) -> None:
+    later = START + dt.timedelta(seconds=10)
+    stored = [
+        running("low", priority=1, conflict_group="promo"),
+        running(
+            "high",
+            priority=9,
+            conflict_group="promo",
+            schedule=decision_pb2.Schedule(start_time=at(later)),
+        ),
+    ]
+    steps = [(dt.timedelta(seconds=s), query()) for s in (0, 20, 59, 61)]
+
+    shown, _ = decide_many(tmp_path, stored, steps, PressureRules(hold_s=60))
+
+    assert shown == ["low", "low", "low", "high"]
+
+
+def test_decide__identities_seen_before__counters_read_under_the_guess_only(
+    tmp_path: Path,
+) -> None:
+    stored = [running("capped", frequency_cap={"max_decisions": 5, "period": {"seconds": 60}})]
+    steps = [(dt.timedelta(0), query("c1")), (dt.timedelta(seconds=1), query("c1"))]
+
+    shown, store = decide_many(tmp_path, stored, steps, PressureRules())
+
+    # First sight: nothing read (chosen on empty counters, the charge checks).
+    # Then: read with the guess, beside Identify, once.
+    assert shown == ["capped", "capped"]
+    assert store.reads == ["p-c1"]
+    assert store.charges == 2
+
+
+def test_decide__first_sight_on_this_replica_but_capped_elsewhere__charge_refused_next_campaign(
+    tmp_path: Path,
+) -> None:
+    stored = [
+        running(
+            "capped", priority=9, frequency_cap={"max_decisions": 1, "period": {"seconds": 60}}
+        ),
+        running("fallback", priority=1),
+    ]
+
+    def capped_on_another_replica(store: CountingStore) -> None:
+        store.preset = ("p-c1", "capped")
+
+    shown, store = decide_many(
+        tmp_path,
+        stored,
+        [(dt.timedelta(0), query())],
+        PressureRules(),
+        store_hook=capped_on_another_replica,
+    )
+
+    assert shown == ["fallback"]
+    assert (store.reads, store.charges) == ([], 1)  # refused; the fallback costs nothing
+
+
+def test_decide__nothing_counted__store_never_read(tmp_path: Path) -> None:
+    steps = [(dt.timedelta(0), query("c1"))]
+
+    shown, store = decide_many(tmp_path, [running("plain")], steps, PressureRules(budget=10))
+
+    assert (shown, store.reads) == (["plain"], [])
+
+
+def test_decide__concurrent_decide_filled_the_cap__chosen_again_with_the_next_campaign(
+    tmp_path: Path,
+) -> None:
+    stored = [
+        running(
+            "capped", priority=9, frequency_cap={"max_decisions": 1, "period": {"seconds": 60}}
+        ),
+        running("fallback", priority=1),
+    ]
+    refused: list[bool] = []
+
+    def hook(store: CountingStore) -> None:
+        store.refuse_next = lambda: refused.append(True)
+
+    def refusals() -> float:
+        labels = {"operation": "charge", "result": "refused"}
+        return REGISTRY.get_sample_value("tessera_pressure_store_calls_total", labels) or 0.0
+
+    before = refusals()
+    shown, _ = decide_many(
+        tmp_path, stored, [(dt.timedelta(0), query())], PressureRules(), store_hook=hook
+    )
+
+    assert refused == [True]
+    assert shown == ["fallback"]
+    assert refusals() - before == 1
+
+
+def test_decide__counter_store_down__counted_campaigns_left_out_the_others_shown(
+    tmp_path: Path,
+) -> None:
+    stored = [
+        running(
+            "capped", priority=9, frequency_cap={"max_decisions": 3, "period": {"seconds": 60}}
+        ),
+        running("grouped", priority=5, conflict_group="promo"),
+        running("plain", priority=1),
+    ]
+
+    def down(store: CountingStore) -> None:
+        store.down = True
+
+    steps = [(dt.timedelta(0), query()), (dt.timedelta(seconds=1), query())]
+
+    shown, store = decide_many(tmp_path, stored, steps, PressureRules(), store_hook=down)
+
+    # First sight: the charge fails; then the read beside Identify fails.
+    assert shown == ["plain", "plain"]
+    assert (store.reads, store.charges) == (["p-c1"], 1)
+
+
+def test_decide__charge_refused_every_time__counted_campaigns_left_out_after_three(
+    tmp_path: Path,
+) -> None:
+    stored = [
+        running(
+            "capped", priority=9, frequency_cap={"max_decisions": 3, "period": {"seconds": 60}}
+        ),
+        running("plain", priority=1),
+    ]
+
+    def racing(store: CountingStore) -> None:
+        store.always_refuse = True
+
+    shown, store = decide_many(
+        tmp_path, stored, [(dt.timedelta(0), query())], PressureRules(), store_hook=racing
+    )
+
+    assert shown == ["plain"]
+    assert store.charges == 3
