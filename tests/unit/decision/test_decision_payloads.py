@@ -94,6 +94,36 @@ def test_parse__bad_template__invalid_argument_names_field_and_problem(
     assert raised.value.code_name == "INVALID_ARGUMENT"
 
 
+@pytest.mark.parametrize(
+    ("default", "problem"),
+    [
+        ("9" * 400, "must be a number within +-9007199254740992"),
+        ("9" * 5000, "must be a number within +-9007199254740992"),  # past int()'s 4300 digits
+        ("1e999", "must be a number within +-9007199254740992"),
+        ("-9007199254740994", "must be a number within +-9007199254740992"),
+        ('"\\ud800"', "must not contain a lone surrogate"),
+        ('"a\\u0000b"', "must not contain a NUL character"),
+    ],
+)
+def test_parse__default_a_payload_cannot_carry__invalid_argument_on_write(
+    default: str, problem: str
+) -> None:
+    # Each once reached Decide, which could not encode it (INTERNAL on every call).
+    with pytest.raises(TemplateError) as raised:
+        parse_template(f"{{{{traits.x | default: {default}}}}}", FIELD)
+
+    assert raised.value.field == FIELD
+    assert problem in raised.value.message
+
+
+def test_parse__default_at_the_bounds__kept() -> None:
+    text = '{{traits.x | default: -9007199254740992}} {{traits.y | default: "\\ud83e\\uddc3"}}'
+    template = parse_template(text, FIELD)
+
+    assert template is not None
+    assert template.render(data({})) == "-9007199254740992 \U0001f9c3"
+
+
 def test_parse__error_names_the_character_of_the_placeholder() -> None:
     with pytest.raises(TemplateError, match="placeholder at character 7: unknown root 'x'"):
         parse_template("Hello {{x.y}}", FIELD)
