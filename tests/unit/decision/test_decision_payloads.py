@@ -237,6 +237,9 @@ def profile() -> profiles_pb2.Profile:
         ("traits", ("address", "city"), "Lyon"),
         ("traits", ("kids", "0"), "Léa"),
         ("traits", ("kids", "1"), MISSING),
+        # Indexes are ASCII digits: "²" failed Decide (int() refuses it), U+FF10 read item 0.
+        ("traits", ("kids", "\u00b2"), MISSING),
+        ("traits", ("kids", "\uff10"), MISSING),
         ("traits", ("last_name",), MISSING),
         ("traits", ("first_name", "x"), MISSING),
         ("context", ("page",), "home"),
