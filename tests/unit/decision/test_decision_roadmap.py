@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import datetime as dt
+import io
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from tessera.decision.domain.roadmap import (
     reported,
     summary,
 )
-from tessera.decision.roadmap_cli import columns
+from tessera.decision.roadmap_cli import columns, run
 from tessera.decision.v1 import decision_pb2
 from tessera.errors import InvalidArgument
 from tessera.segments.v1 import segments_pb2
@@ -381,6 +383,40 @@ def test_columns__months__calendar_months_across_the_year() -> None:
         (dt.date(2027, 1, 1), dt.date(2027, 2, 1)),
         (dt.date(2027, 2, 1), dt.date(2027, 3, 1)),
     ]
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        # These raised OverflowError with a traceback before asking anything.
+        ({"start": dt.date(9999, 12, 1)}, "--from 9999-12-01: the calendar ends on 9999-12-31"),
+        ({"start": dt.date(9999, 12, 1), "months": 1}, "the calendar ends on 9999-12-31"),
+        ({"timeout": 0.0}, "--timeout must be more than 0 seconds"),
+        ({"weeks": 0}, "--weeks must be 1 to 104"),
+        ({"months": 25}, "--months must be 1 to 24"),
+    ],
+)
+def test_roadmap_cli__options_out_of_range__exit_2_with_one_line(
+    options: dict[str, Any], problem: str
+) -> None:
+    args = argparse.Namespace(
+        **{
+            "placement": [],
+            "start": None,
+            "weeks": None,
+            "months": None,
+            "output": "table",
+            "address": "127.0.0.1:9",  # never asked: the options are refused first
+            "timeout": 1.0,
+            **options,
+        }
+    )
+    out, err = io.StringIO(), io.StringIO()
+
+    assert run(args, out, err) == 2
+    assert err.getvalue().strip().splitlines() == [err.getvalue().strip()]
+    assert problem in err.getvalue()
+    assert out.getvalue() == ""
 
 
 def test_collisions__stored_campaigns_unreadable__no_collisions_not_an_error(

@@ -243,7 +243,18 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         if count is not None and not 1 <= count <= (104 if name == "weeks" else 24):
             print(f"--{name} must be 1 to {104 if name == 'weeks' else 24}", file=err)
             return 2
-    spans = columns(args.start, args.weeks, args.months, dt.datetime.now(dt.UTC).date())
+    if not args.timeout > 0:
+        print("--timeout must be more than 0 seconds", file=err)
+        return 2
+    try:
+        spans = columns(args.start, args.weeks, args.months, dt.datetime.now(dt.UTC).date())
+    except OverflowError:  # past 9999-12-31, the last day a date (and a Timestamp) holds
+        print(
+            f"--from {args.start}: the calendar ends on 9999-12-31; "
+            "start earlier or ask for fewer columns",
+            file=err,
+        )
+        return 2
     address = args.address or RuntimeSettings().address_of("decision")
     request = request_for(args, spans)
     with grpc.insecure_channel(address) as channel:
