@@ -49,6 +49,16 @@ def test_normalised__pressure_cost__unimplemented_names_field() -> None:
     assert raised.value.field == "campaign.pressure_cost"
 
 
+def test_normalised__probability_range_not_read_by_decide__unimplemented_names_field() -> None:
+    # It was stored and ignored: a 0.9-1 campaign went to a visitor at 0.
+    bounds = decision_pb2.ProbabilityRange(min=0.9, max=1.0)
+
+    with pytest.raises(Unimplemented) as raised:
+        normalised(campaign(conversion_probability=bounds))
+
+    assert raised.value.field == "campaign.conversion_probability"
+
+
 @pytest.mark.parametrize(
     ("fields", "field"),
     [

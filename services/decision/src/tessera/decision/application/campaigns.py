@@ -100,6 +100,8 @@ def normalised(campaign: decision_pb2.Campaign) -> decision_pb2.Campaign:
         raise Unimplemented("frequency caps are not enforced yet", field="campaign.frequency_cap")
     if message.pressure_cost:
         raise Unimplemented("pressure budgets are not enforced yet", field="campaign.pressure_cost")
+    if message.HasField("conversion_probability"):  # issue 11: until Decide reads the range
+        raise Unimplemented("ranges are not enforced yet", field="campaign.conversion_probability")
     return message
 
 
