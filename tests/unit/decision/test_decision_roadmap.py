@@ -234,7 +234,7 @@ class SizingSegments:
 
 
 def stored(key: str, **fields: object) -> decision_pb2.Campaign:
-    return normalised(campaign(key, status=decision_pb2.CAMPAIGN_STATUS_RUNNING, **fields))
+    return normalised(campaign(key, **{"status": decision_pb2.CAMPAIGN_STATUS_RUNNING, **fields}))
 
 
 def check_with(
@@ -271,6 +271,35 @@ def test_collisions__running_on_same_placement__sized_by_their_audiences(tmp_pat
         ("theirs", 12, 0.12)
     ]
     assert segments.asked == ['(segment("fr")) and (segment("vip"))']
+
+
+@pytest.mark.parametrize(
+    "status", [decision_pb2.CAMPAIGN_STATUS_DRAFT, decision_pb2.CAMPAIGN_STATUS_PAUSED]
+)
+def test_collisions__stored_campaign_not_running__not_reported(
+    tmp_path: Path, status: decision_pb2.CampaignStatus.ValueType
+) -> None:
+    # The contract says "running campaigns it competes with"; a stored draft
+    # was reported against a running write.
+    segments = SizingSegments({"true": 100})
+
+    found = check_with(tmp_path, segments, stored("mine"), [stored("draft", status=status)])
+
+    assert found == []
+    assert segments.asked == []
+
+
+def test_collisions__written_draft_against_running__reported(tmp_path: Path) -> None:
+    segments = SizingSegments({"true": 100})
+
+    found = check_with(
+        tmp_path,
+        segments,
+        stored("mine", status=decision_pb2.CAMPAIGN_STATUS_DRAFT),
+        [stored("live")],
+    )
+
+    assert [(key, members) for key, members, _, _ in found] == [("live", 100)]
 
 
 def test_collisions__disjoint_audiences_today__not_reported(tmp_path: Path) -> None:

@@ -116,10 +116,14 @@ class RoadmapCheck:
             )
             return []
         now = self.now()
+        # Only running campaigns are collided with (the contract's "running
+        # campaigns it competes with"); a stored draft reports its own
+        # collisions when it is written to run. GetRoadmap shows drafts too.
         found = [
             hit
             for other in stored
-            if (hit := overlap(mine, campaign_from_proto(other), now)) is not None
+            if other.status == decision_pb2.CAMPAIGN_STATUS_RUNNING
+            and (hit := overlap(mine, campaign_from_proto(other), now)) is not None
         ]
         return await self._sized(found, time_remaining)
 
