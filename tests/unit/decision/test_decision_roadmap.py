@@ -114,6 +114,14 @@ def test_first_live_day__leap_day_window__found_in_the_next_leap_year() -> None:
     assert first_live_day([Schedule(windows=(leap,))], NOW) == dt.date(2028, 2, 29)
 
 
+def test_first_live_day__leap_day_window_across_a_century__found_eight_years_on() -> None:
+    leap = CalendarWindow("leap", 2, 29, 2, 29)
+    since = dt.datetime(2097, 3, 1, tzinfo=dt.UTC)
+
+    # 2100 is not a leap year; a four-year walk gave None.
+    assert first_live_day([Schedule(windows=(leap,))], since) == dt.date(2104, 2, 29)
+
+
 def test_first_live_day__end_of_the_calendar__none_not_overflow() -> None:
     late = Schedule(start_time=dt.datetime(9999, 12, 30, tzinfo=dt.UTC), windows=(SUMMER,))
 
