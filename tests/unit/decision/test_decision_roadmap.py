@@ -31,6 +31,7 @@ from tessera.decision.domain.roadmap import (
     overlap,
     reported,
     summary,
+    why_first,
 )
 from tessera.decision.roadmap_cli import columns, run
 from tessera.decision.v1 import decision_pb2
@@ -199,6 +200,16 @@ def test_summary__sized__where_when_how_many_and_who_wins() -> None:
         "gifts shares home on web from 2026-12-02: about 1,234 profiles (12.3% of 10,000) "
         "are in both audiences; gifts wins there (priority 10 over 5)"
     )
+
+
+def test_summary__same_priority__the_smaller_key_wins_as_the_cli_says() -> None:
+    found = overlap(make("zebra", priority=4), make("apple", priority=4), NOW)
+    assert found is not None
+
+    text = summary(found, Size(members=1, total=2))
+
+    assert text.endswith("; apple wins there (same priority 4, smaller key)")
+    assert why_first(found.other, found.campaign) == "same priority 4, smaller key"
 
 
 def test_summary__unknown_size_same_group__says_why_and_one_is_shown() -> None:

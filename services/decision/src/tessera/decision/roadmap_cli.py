@@ -185,6 +185,8 @@ def _overlaps(console: Any, reply: Any, placement: str, domain: dict[str, Any]) 
     from rich import box
     from rich.table import Table
 
+    from tessera.decision.domain.roadmap import why_first
+
     found = [c for c in reply.collisions if placement in c.collision.placements]
     console.print()
     if not found:
@@ -205,12 +207,7 @@ def _overlaps(console: Any, reply: Any, placement: str, domain: dict[str, Any]) 
             if collision.size_note not in notes:
                 notes.append(collision.size_note)
             people += " " + "*" * (notes.index(collision.size_note) + 1)
-        if winner.conflict_group and winner.conflict_group == other.conflict_group:
-            why = f"conflict group {winner.conflict_group}"
-        elif winner.priority != other.priority:
-            why = f"priority {winner.priority} over {other.priority}"
-        else:
-            why = "same priority, smaller key"
+        why = why_first(winner, other)
         channels = ", ".join(_channel(c) for c in collision.channels) or "all"
         grid.add_row(
             f"{winner.key} vs {other.key}",

@@ -249,15 +249,20 @@ def summary(found: Overlap, size: Size) -> str:
             )
     winner = first_ranked(found.campaign, found.other)
     loser = found.other if winner is found.campaign else found.campaign
-    if found.campaign.conflict_group and found.campaign.conflict_group == (
-        found.other.conflict_group
-    ):
+    if winner.conflict_group and winner.conflict_group == loser.conflict_group:
         who = (
-            f"both are in conflict group {found.campaign.conflict_group}: "
+            f"both are in conflict group {winner.conflict_group}: "
             f"{winner.key} is shown, {loser.key} not"
         )
-    elif winner.priority != loser.priority:
-        who = f"{winner.key} wins there (priority {winner.priority} over {loser.priority})"
     else:
-        who = f"{winner.key} wins there (same priority {winner.priority}; the smaller key)"
+        who = f"{winner.key} wins there ({why_first(winner, loser)})"
     return f"{where}: {people}; {who}"
+
+
+def why_first(winner: CampaignDef, loser: CampaignDef) -> str:
+    """Why `winner` (first_ranked of the two) fills a shared placement, in a few words."""
+    if winner.conflict_group and winner.conflict_group == loser.conflict_group:
+        return f"conflict group {winner.conflict_group}"
+    if winner.priority != loser.priority:
+        return f"priority {winner.priority} over {loser.priority}"
+    return f"same priority {winner.priority}, smaller key"
