@@ -15,7 +15,6 @@ from tessera.decision.domain.payloads import (
     TemplateError,
     compile_payload,
     parse_template,
-    placeholders,
 )
 from tessera.decision.transport.convert import campaign_from_proto
 from tessera.decision.v1 import decision_pb2
@@ -59,7 +58,11 @@ def test_parse__placeholder_with_default__root_path_and_typed_default() -> None:
     ],
 )
 def test_parse__default_literals__read_as_json(text: str, default: Any) -> None:
-    assert placeholders(compile_payload({"v": text}, "p"))[0].default == default
+    template = parse_template(text, FIELD)
+
+    assert template is not None
+    (placeholder,) = template.parts
+    assert isinstance(placeholder, Placeholder) and placeholder.default == default
 
 
 @pytest.mark.parametrize(

@@ -384,22 +384,3 @@ def _compile(value: Any, field: str) -> tuple[Any, bool]:
             return _Node([node for node, _ in listed]), True
         return value, False
     return value, False
-
-
-def placeholders(payload: PayloadTemplate | None) -> list[Placeholder]:
-    """Every placeholder of a compiled payload, in order (for tests and tools)."""
-    if payload is None:
-        return []
-    found: list[Placeholder] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, Template):
-            found.extend(p for p in node.parts if isinstance(p, Placeholder))
-        elif isinstance(node, _Node):
-            items = node.items.values() if isinstance(node.items, dict) else node.items
-            for item in items:
-                walk(item)
-
-    for node in payload._tree.values():
-        walk(node)
-    return found
