@@ -166,6 +166,9 @@ class RoadmapCheck:
         shown.sort(key=lambda pair: (-pair[1].priority, pair[1].key))
         found: list[Overlap] = []
         for index, (_, first) in enumerate(shown):
+            # Pairs grow as the square of the campaigns (1,000 take about a
+            # second): let Decide calls on this event loop run between rows.
+            await asyncio.sleep(0)
             for _, second in shown[index + 1 :]:
                 # Sorted by rank: `first` is the one a visitor in both gets.
                 hit = overlap(first, second, start, end)
