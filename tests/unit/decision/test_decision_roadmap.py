@@ -33,7 +33,7 @@ from tessera.decision.domain.roadmap import (
     summary,
     why_first,
 )
-from tessera.decision.roadmap_cli import columns, run
+from tessera.decision.roadmap_cli import columns, request_for, run
 from tessera.decision.v1 import decision_pb2
 from tessera.errors import InvalidArgument
 from tessera.segments.v1 import segments_pb2
@@ -431,6 +431,27 @@ def test_columns__months__calendar_months_across_the_year() -> None:
         (dt.date(2027, 1, 1), dt.date(2027, 2, 1)),
         (dt.date(2027, 2, 1), dt.date(2027, 3, 1)),
     ]
+
+
+def test_request_for__no_from__asks_from_now_though_the_calendar_starts_monday() -> None:
+    args = argparse.Namespace(placement=["home"], start=None)
+    spans = columns(None, 2, None, NOW.date())
+
+    request = request_for(args, spans, NOW)
+
+    # Overlaps from today on: a Monday before the campaigns existed misleads.
+    assert request.start_time.ToDatetime(dt.UTC) == NOW
+    assert request.end_time.ToDatetime(dt.UTC) == at(12, 14)
+    assert list(request.placements) == ["home"]
+
+
+def test_request_for__from_given__asks_from_that_day() -> None:
+    args = argparse.Namespace(placement=[], start=dt.date(2026, 11, 2))
+    spans = columns(args.start, 1, None, NOW.date())
+
+    request = request_for(args, spans, NOW)
+
+    assert request.start_time.ToDatetime(dt.UTC) == at(11, 2)
 
 
 @pytest.mark.parametrize(
