@@ -377,6 +377,42 @@ def test_collisions__over_the_sizing_limit__rest_unsized_with_reason(tmp_path: P
     assert "more than 1 overlaps at once" in found[1][3]
 
 
+class CountingSegments(SizingSegments):
+    """SizingSegments that takes a moment per call and counts the calls in flight."""
+
+    def __init__(self, sizes: dict[str, int]) -> None:
+        super().__init__(sizes)
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def EstimateSize(
+        self, request: segments_pb2.EstimateSizeRequest, timeout: float
+    ) -> segments_pb2.EstimateSizeResponse:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(0.01)
+        self.in_flight -= 1
+        return await super().EstimateSize(request, timeout)
+
+
+def test_collisions__concurrency_setting__at_most_that_many_sizings_in_flight(
+    tmp_path: Path,
+) -> None:
+    keys = [f"s{n}" for n in range(6)]
+    segments = CountingSegments({f'segment("{key}")': 1 for key in keys})
+
+    found = check_with(
+        tmp_path,
+        segments,
+        stored("mine"),
+        [stored(f"other-{key}", audience_segment_keys=[key]) for key in keys],
+        RoadmapSettings(concurrency=2),
+    )
+
+    assert len(found) == 6
+    assert segments.most_in_flight == 2  # TESSERA_ROADMAP_CONCURRENCY holds
+
+
 def test_roadmap__period__campaigns_live_in_it_and_their_collisions(tmp_path: Path) -> None:
     segments = SizingSegments({"true": 40})
     summer = decision_pb2.Schedule(
