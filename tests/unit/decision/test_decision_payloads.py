@@ -174,6 +174,27 @@ def test_render__placeholders_in_text__interpolated_as_text() -> None:
     assert text == "Ana: 3 pages, ltv 120, p 0.25, vip false"
 
 
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (29.9 * 3, "89.7"),  # 89.69999999999999 as a double
+        (0.1 + 0.2, "0.3"),
+        (59.99999999999999, "60"),
+        (1 / 3, "0.333333333333333"),
+        (2.5e-7, "2.5e-07"),
+    ],
+)
+def test_render__float_sums_in_text__read_as_written_not_as_double_noise(
+    value: float, text: str
+) -> None:
+    # A cart of three 29.90 items read "Your cart: 89.69999999999999".
+    assert render("Your cart: {{session.cart_value}}", {("session", "cart_value"): value}) == (
+        f"Your cart: {text}"
+    )
+    # A whole-value placeholder keeps the number itself, for the channel to format.
+    assert render("{{session.cart_value}}", {("session", "cart_value"): value}) == value
+
+
 def test_render__missing_data__default_or_empty_string() -> None:
     assert render('{{traits.first_name | default: "there"}}', {}) == "there"
     assert render('Hi {{traits.first_name | default: "there"}}!', {}) == "Hi there!"

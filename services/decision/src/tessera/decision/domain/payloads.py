@@ -118,7 +118,7 @@ class Template:
 
 
 def as_text(value: Any) -> str:
-    """How a value reads inside text: whole numbers without `.0`, JSON for the rest."""
+    """How a value reads inside text: whole numbers without `.0`, 15 significant digits, JSON."""
     if isinstance(value, str):
         return value
     if value is None:
@@ -127,7 +127,12 @@ def as_text(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return str(int(value))
-    if isinstance(value, int | float):
+    if isinstance(value, float):
+        # 15 significant digits, what a double holds exactly in decimal: a
+        # cart of 3 x 29.9 reads 89.7 in text, not 89.69999999999999.
+        text = format(value, ".15g")
+        return str(int(float(text))) if float(text).is_integer() and "e" not in text else text
+    if isinstance(value, int):
         return repr(value)
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
