@@ -114,3 +114,26 @@ def test_create_campaign__bad_placeholder__invalid_argument_names_the_payload_pa
     assert eventually(
         lambda: not decide(tessera, cookie(), placements=[placement]).decisions[0].campaign_key
     )
+
+
+@pytest.mark.parametrize(
+    ("default", "problem"),
+    [
+        ("1" + "0" * 400, "must be a number within"),
+        ('"\\ud800"', "must not contain a lone surrogate"),
+    ],
+)
+def test_create_campaign__default_decide_cannot_send__invalid_argument_not_stored(
+    tessera: Any, default: str, problem: str
+) -> None:
+    # Both were stored, and then every Decide of the campaign failed INTERNAL.
+    placement = unique("reco")
+    payload = {"title": f"{{{{traits.x | default: {default}}}}}"}
+
+    with pytest.raises(grpc.RpcError) as raised:
+        personal_campaign(tessera, placement, payload)
+
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details().startswith("campaign.variants[0].payload.title: ")
+    assert problem in raised.value.details()
+    assert decide(tessera, cookie(), placements=[placement]).decisions[0].campaign_key == ""

@@ -124,6 +124,8 @@ TEMPLATES = [
     "\\{{kept}}",
     '{{traits.x | default: "unclosed}}',
     "{{traits.x | default: 1e999}}",
+    "{{traits.x | default: 1" + "0" * 400 + "}}",
+    '{{traits.x | default: "\\ud800"}}',
     "{{interests.99999999999999999999}}",
     "{{" * 2000,
 ]

@@ -15,7 +15,6 @@ from tessera.decision.domain.payloads import (
     TemplateError,
     compile_payload,
     parse_template,
-    placeholders,
 )
 from tessera.decision.transport.convert import campaign_from_proto
 from tessera.decision.v1 import decision_pb2
@@ -59,7 +58,11 @@ def test_parse__placeholder_with_default__root_path_and_typed_default() -> None:
     ],
 )
 def test_parse__default_literals__read_as_json(text: str, default: Any) -> None:
-    assert placeholders(compile_payload({"v": text}, "p"))[0].default == default
+    template = parse_template(text, FIELD)
+
+    assert template is not None
+    (placeholder,) = template.parts
+    assert isinstance(placeholder, Placeholder) and placeholder.default == default
 
 
 @pytest.mark.parametrize(
@@ -92,6 +95,36 @@ def test_parse__bad_template__invalid_argument_names_field_and_problem(
     assert raised.value.field == FIELD
     assert problem in raised.value.message
     assert raised.value.code_name == "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize(
+    ("default", "problem"),
+    [
+        ("9" * 400, "must be a number within +-9007199254740992"),
+        ("9" * 5000, "must be a number within +-9007199254740992"),  # past int()'s 4300 digits
+        ("1e999", "must be a number within +-9007199254740992"),
+        ("-9007199254740994", "must be a number within +-9007199254740992"),
+        ('"\\ud800"', "must not contain a lone surrogate"),
+        ('"a\\u0000b"', "must not contain a NUL character"),
+    ],
+)
+def test_parse__default_a_payload_cannot_carry__invalid_argument_on_write(
+    default: str, problem: str
+) -> None:
+    # Each once reached Decide, which could not encode it (INTERNAL on every call).
+    with pytest.raises(TemplateError) as raised:
+        parse_template(f"{{{{traits.x | default: {default}}}}}", FIELD)
+
+    assert raised.value.field == FIELD
+    assert problem in raised.value.message
+
+
+def test_parse__default_at_the_bounds__kept() -> None:
+    text = '{{traits.x | default: -9007199254740992}} {{traits.y | default: "\\ud83e\\uddc3"}}'
+    template = parse_template(text, FIELD)
+
+    assert template is not None
+    assert template.render(data({})) == "-9007199254740992 \U0001f9c3"
 
 
 def test_parse__error_names_the_character_of_the_placeholder() -> None:
@@ -139,6 +172,27 @@ def test_render__placeholders_in_text__interpolated_as_text() -> None:
     )
 
     assert text == "Ana: 3 pages, ltv 120, p 0.25, vip false"
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (29.9 * 3, "89.7"),  # 89.69999999999999 as a double
+        (0.1 + 0.2, "0.3"),
+        (59.99999999999999, "60"),
+        (1 / 3, "0.333333333333333"),
+        (2.5e-7, "2.5e-07"),
+    ],
+)
+def test_render__float_sums_in_text__read_as_written_not_as_double_noise(
+    value: float, text: str
+) -> None:
+    # A cart of three 29.90 items read "Your cart: 89.69999999999999".
+    assert render("Your cart: {{session.cart_value}}", {("session", "cart_value"): value}) == (
+        f"Your cart: {text}"
+    )
+    # A whole-value placeholder keeps the number itself, for the channel to format.
+    assert render("{{session.cart_value}}", {("session", "cart_value"): value}) == value
 
 
 def test_render__missing_data__default_or_empty_string() -> None:
@@ -207,6 +261,9 @@ def profile() -> profiles_pb2.Profile:
         ("traits", ("address", "city"), "Lyon"),
         ("traits", ("kids", "0"), "Léa"),
         ("traits", ("kids", "1"), MISSING),
+        # Indexes are ASCII digits: "²" failed Decide (int() refuses it), U+FF10 read item 0.
+        ("traits", ("kids", "\u00b2"), MISSING),
+        ("traits", ("kids", "\uff10"), MISSING),
         ("traits", ("last_name",), MISSING),
         ("traits", ("first_name", "x"), MISSING),
         ("context", ("page",), "home"),

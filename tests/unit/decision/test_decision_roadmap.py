@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import datetime as dt
+import io
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,9 @@ from tessera.decision.domain.roadmap import (
     overlap,
     reported,
     summary,
+    why_first,
 )
-from tessera.decision.roadmap_cli import columns
+from tessera.decision.roadmap_cli import columns, request_for, run
 from tessera.decision.v1 import decision_pb2
 from tessera.errors import InvalidArgument
 from tessera.segments.v1 import segments_pb2
@@ -112,6 +115,14 @@ def test_first_live_day__leap_day_window__found_in_the_next_leap_year() -> None:
     assert first_live_day([Schedule(windows=(leap,))], NOW) == dt.date(2028, 2, 29)
 
 
+def test_first_live_day__leap_day_window_across_a_century__found_eight_years_on() -> None:
+    leap = CalendarWindow("leap", 2, 29, 2, 29)
+    since = dt.datetime(2097, 3, 1, tzinfo=dt.UTC)
+
+    # 2100 is not a leap year; a four-year walk gave None.
+    assert first_live_day([Schedule(windows=(leap,))], since) == dt.date(2104, 2, 29)
+
+
 def test_first_live_day__end_of_the_calendar__none_not_overflow() -> None:
     late = Schedule(start_time=dt.datetime(9999, 12, 30, tzinfo=dt.UTC), windows=(SUMMER,))
 
@@ -191,6 +202,16 @@ def test_summary__sized__where_when_how_many_and_who_wins() -> None:
     )
 
 
+def test_summary__same_priority__the_smaller_key_wins_as_the_cli_says() -> None:
+    found = overlap(make("zebra", priority=4), make("apple", priority=4), NOW)
+    assert found is not None
+
+    text = summary(found, Size(members=1, total=2))
+
+    assert text.endswith("; apple wins there (same priority 4, smaller key)")
+    assert why_first(found.other, found.campaign) == "same priority 4, smaller key"
+
+
 def test_summary__unknown_size_same_group__says_why_and_one_is_shown() -> None:
     found = overlap(make("a", conflict_group="promo"), make("b", conflict_group="promo"), NOW)
     assert found is not None
@@ -232,7 +253,7 @@ class SizingSegments:
 
 
 def stored(key: str, **fields: object) -> decision_pb2.Campaign:
-    return normalised(campaign(key, status=decision_pb2.CAMPAIGN_STATUS_RUNNING, **fields))
+    return normalised(campaign(key, **{"status": decision_pb2.CAMPAIGN_STATUS_RUNNING, **fields}))
 
 
 def check_with(
@@ -269,6 +290,35 @@ def test_collisions__running_on_same_placement__sized_by_their_audiences(tmp_pat
         ("theirs", 12, 0.12)
     ]
     assert segments.asked == ['(segment("fr")) and (segment("vip"))']
+
+
+@pytest.mark.parametrize(
+    "status", [decision_pb2.CAMPAIGN_STATUS_DRAFT, decision_pb2.CAMPAIGN_STATUS_PAUSED]
+)
+def test_collisions__stored_campaign_not_running__not_reported(
+    tmp_path: Path, status: decision_pb2.CampaignStatus.ValueType
+) -> None:
+    # The contract says "running campaigns it competes with"; a stored draft
+    # was reported against a running write.
+    segments = SizingSegments({"true": 100})
+
+    found = check_with(tmp_path, segments, stored("mine"), [stored("draft", status=status)])
+
+    assert found == []
+    assert segments.asked == []
+
+
+def test_collisions__written_draft_against_running__reported(tmp_path: Path) -> None:
+    segments = SizingSegments({"true": 100})
+
+    found = check_with(
+        tmp_path,
+        segments,
+        stored("mine", status=decision_pb2.CAMPAIGN_STATUS_DRAFT),
+        [stored("live")],
+    )
+
+    assert [(key, members) for key, members, _, _ in found] == [("live", 100)]
 
 
 def test_collisions__disjoint_audiences_today__not_reported(tmp_path: Path) -> None:
@@ -327,6 +377,42 @@ def test_collisions__over_the_sizing_limit__rest_unsized_with_reason(tmp_path: P
     assert "more than 1 overlaps at once" in found[1][3]
 
 
+class CountingSegments(SizingSegments):
+    """SizingSegments that takes a moment per call and counts the calls in flight."""
+
+    def __init__(self, sizes: dict[str, int]) -> None:
+        super().__init__(sizes)
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def EstimateSize(
+        self, request: segments_pb2.EstimateSizeRequest, timeout: float
+    ) -> segments_pb2.EstimateSizeResponse:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(0.01)
+        self.in_flight -= 1
+        return await super().EstimateSize(request, timeout)
+
+
+def test_collisions__concurrency_setting__at_most_that_many_sizings_in_flight(
+    tmp_path: Path,
+) -> None:
+    keys = [f"s{n}" for n in range(6)]
+    segments = CountingSegments({f'segment("{key}")': 1 for key in keys})
+
+    found = check_with(
+        tmp_path,
+        segments,
+        stored("mine"),
+        [stored(f"other-{key}", audience_segment_keys=[key]) for key in keys],
+        RoadmapSettings(concurrency=2),
+    )
+
+    assert len(found) == 6
+    assert segments.most_in_flight == 2  # TESSERA_ROADMAP_CONCURRENCY holds
+
+
 def test_roadmap__period__campaigns_live_in_it_and_their_collisions(tmp_path: Path) -> None:
     segments = SizingSegments({"true": 40})
     summer = decision_pb2.Schedule(
@@ -381,6 +467,61 @@ def test_columns__months__calendar_months_across_the_year() -> None:
         (dt.date(2027, 1, 1), dt.date(2027, 2, 1)),
         (dt.date(2027, 2, 1), dt.date(2027, 3, 1)),
     ]
+
+
+def test_request_for__no_from__asks_from_now_though_the_calendar_starts_monday() -> None:
+    args = argparse.Namespace(placement=["home"], start=None)
+    spans = columns(None, 2, None, NOW.date())
+
+    request = request_for(args, spans, NOW)
+
+    # Overlaps from today on: a Monday before the campaigns existed misleads.
+    assert request.start_time.ToDatetime(dt.UTC) == NOW
+    assert request.end_time.ToDatetime(dt.UTC) == at(12, 14)
+    assert list(request.placements) == ["home"]
+
+
+def test_request_for__from_given__asks_from_that_day() -> None:
+    args = argparse.Namespace(placement=[], start=dt.date(2026, 11, 2))
+    spans = columns(args.start, 1, None, NOW.date())
+
+    request = request_for(args, spans, NOW)
+
+    assert request.start_time.ToDatetime(dt.UTC) == at(11, 2)
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        # These raised OverflowError with a traceback before asking anything.
+        ({"start": dt.date(9999, 12, 1)}, "--from 9999-12-01: the calendar ends on 9999-12-31"),
+        ({"start": dt.date(9999, 12, 1), "months": 1}, "the calendar ends on 9999-12-31"),
+        ({"timeout": 0.0}, "--timeout must be more than 0 seconds"),
+        ({"weeks": 0}, "--weeks must be 1 to 104"),
+        ({"months": 25}, "--months must be 1 to 24"),
+    ],
+)
+def test_roadmap_cli__options_out_of_range__exit_2_with_one_line(
+    options: dict[str, Any], problem: str
+) -> None:
+    args = argparse.Namespace(
+        **{
+            "placement": [],
+            "start": None,
+            "weeks": None,
+            "months": None,
+            "output": "table",
+            "address": "127.0.0.1:9",  # never asked: the options are refused first
+            "timeout": 1.0,
+            **options,
+        }
+    )
+    out, err = io.StringIO(), io.StringIO()
+
+    assert run(args, out, err) == 2
+    assert err.getvalue().strip().splitlines() == [err.getvalue().strip()]
+    assert problem in err.getvalue()
+    assert out.getvalue() == ""
 
 
 def test_collisions__stored_campaigns_unreadable__no_collisions_not_an_error(

@@ -87,12 +87,20 @@ def _midnight(day: dt.date) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
-def request_for(args: argparse.Namespace, spans: list[tuple[dt.date, dt.date]]) -> Any:
-    """The GetRoadmap request for the calendar's whole span."""
+def request_for(
+    args: argparse.Namespace, spans: list[tuple[dt.date, dt.date]], now: dt.datetime
+) -> Any:
+    """The GetRoadmap request for the calendar's span.
+
+    Without --from, the calendar starts on this week's Monday (or the 1st)
+    but the roadmap asked for starts now: overlaps are from today on, not
+    from a Monday before the campaigns existed.
+    """
     from tessera.decision.v1 import decision_pb2
 
     request = decision_pb2.GetRoadmapRequest(placements=args.placement)
-    request.start_time.FromDatetime(_midnight(spans[0][0]))
+    first = _midnight(spans[0][0])
+    request.start_time.FromDatetime(first if args.start is not None else max(first, now))
     request.end_time.FromDatetime(_midnight(spans[-1][1]))
     return request
 
@@ -185,6 +193,8 @@ def _overlaps(console: Any, reply: Any, placement: str, domain: dict[str, Any]) 
     from rich import box
     from rich.table import Table
 
+    from tessera.decision.domain.roadmap import why_first
+
     found = [c for c in reply.collisions if placement in c.collision.placements]
     console.print()
     if not found:
@@ -205,12 +215,7 @@ def _overlaps(console: Any, reply: Any, placement: str, domain: dict[str, Any]) 
             if collision.size_note not in notes:
                 notes.append(collision.size_note)
             people += " " + "*" * (notes.index(collision.size_note) + 1)
-        if winner.conflict_group and winner.conflict_group == other.conflict_group:
-            why = f"conflict group {winner.conflict_group}"
-        elif winner.priority != other.priority:
-            why = f"priority {winner.priority} over {other.priority}"
-        else:
-            why = "same priority, smaller key"
+        why = why_first(winner, other)
         channels = ", ".join(_channel(c) for c in collision.channels) or "all"
         grid.add_row(
             f"{winner.key} vs {other.key}",
@@ -243,9 +248,21 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         if count is not None and not 1 <= count <= (104 if name == "weeks" else 24):
             print(f"--{name} must be 1 to {104 if name == 'weeks' else 24}", file=err)
             return 2
-    spans = columns(args.start, args.weeks, args.months, dt.datetime.now(dt.UTC).date())
+    if not args.timeout > 0:
+        print("--timeout must be more than 0 seconds", file=err)
+        return 2
+    now = dt.datetime.now(dt.UTC)
+    try:
+        spans = columns(args.start, args.weeks, args.months, now.date())
+    except OverflowError:  # past 9999-12-31, the last day a date (and a Timestamp) holds
+        print(
+            f"--from {args.start}: the calendar ends on 9999-12-31; "
+            "start earlier or ask for fewer columns",
+            file=err,
+        )
+        return 2
     address = args.address or RuntimeSettings().address_of("decision")
-    request = request_for(args, spans)
+    request = request_for(args, spans, now)
     with grpc.insecure_channel(address) as channel:
         try:
             reply = decision_pb2_grpc.DecisionServiceStub(channel).GetRoadmap(

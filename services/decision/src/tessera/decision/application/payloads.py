@@ -55,13 +55,18 @@ def _walk(value: Any, path: tuple[str, ...]) -> Any:
     for name in path:
         if isinstance(value, dict):
             value = value.get(name, MISSING)
-        elif isinstance(value, list) and name.isdigit() and int(name) < len(value):
-            value = value[int(name)]
+        elif isinstance(value, list) and 0 <= _index(name) < len(value):
+            value = value[_index(name)]
         else:
             return MISSING
         if value is MISSING or value is None:
             return MISSING
     return value
+
+
+def _index(name: str) -> int:
+    """A list index named in a path: ASCII digits only ('²' is a digit int() refuses); -1 else."""
+    return int(name) if name.isascii() and name.isdigit() else -1
 
 
 def _session(session: profiles_pb2.Session, path: tuple[str, ...]) -> Any:

@@ -116,10 +116,14 @@ class RoadmapCheck:
             )
             return []
         now = self.now()
+        # Only running campaigns are collided with (the contract's "running
+        # campaigns it competes with"); a stored draft reports its own
+        # collisions when it is written to run. GetRoadmap shows drafts too.
         found = [
             hit
             for other in stored
-            if (hit := overlap(mine, campaign_from_proto(other), now)) is not None
+            if other.status == decision_pb2.CAMPAIGN_STATUS_RUNNING
+            and (hit := overlap(mine, campaign_from_proto(other), now)) is not None
         ]
         return await self._sized(found, time_remaining)
 
@@ -162,6 +166,9 @@ class RoadmapCheck:
         shown.sort(key=lambda pair: (-pair[1].priority, pair[1].key))
         found: list[Overlap] = []
         for index, (_, first) in enumerate(shown):
+            # Pairs grow as the square of the campaigns (1,000 take about a
+            # second): let Decide calls on this event loop run between rows.
+            await asyncio.sleep(0)
             for _, second in shown[index + 1 :]:
                 # Sorted by rank: `first` is the one a visitor in both gets.
                 hit = overlap(first, second, start, end)

@@ -23,7 +23,6 @@ profile and the request context. Plain Python: no protobuf here.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +55,8 @@ RFM_KEYS: Final = frozenset({"recency_days", "frequency", "monetary"})
 """`features.rfm.<key>` names."""
 MAX_INTEREST_RANK: Final = 100
 """`interests.<n>` reaches at most the 100th strongest category."""
+MAX_NUMBER: Final = 2.0**53
+"""Largest magnitude of a numeric default: the edge guard's bound on a payload's numbers."""
 
 OPEN, CLOSE, ESCAPED_OPEN = "{{", "}}", "\\{{"
 _SEGMENT = re.compile(r"[^\s.|{}\"\\]+")
@@ -117,7 +118,7 @@ class Template:
 
 
 def as_text(value: Any) -> str:
-    """How a value reads inside text: whole numbers without `.0`, JSON for the rest."""
+    """How a value reads inside text: whole numbers without `.0`, 15 significant digits, JSON."""
     if isinstance(value, str):
         return value
     if value is None:
@@ -126,7 +127,12 @@ def as_text(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return str(int(value))
-    if isinstance(value, int | float):
+    if isinstance(value, float):
+        # 15 significant digits, what a double holds exactly in decimal: a
+        # cart of 3 x 29.9 reads 89.7 in text, not 89.69999999999999.
+        text = format(value, ".15g")
+        return str(int(float(text))) if float(text).is_integer() and "e" not in text else text
+    if isinstance(value, int):
         return repr(value)
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
@@ -221,17 +227,36 @@ def _literal(text: str, at: int, fail: Callable[[str], TemplateError]) -> tuple[
         if end >= len(text):
             raise fail("the default's string is not closed by '\"'")
         try:
-            return json.loads(text[at : end + 1]), end + 1
+            value = json.loads(text[at : end + 1])
         except json.JSONDecodeError as error:
             raise fail(f"the default is not a JSON string ({error.msg})") from None
-    for pattern in (_NUMBER, _KEYWORD):
-        match = pattern.match(text, at)
-        if match is not None:
-            value = json.loads(match.group())
-            if isinstance(value, float) and not math.isfinite(value):
-                raise fail("the default must be a finite number")
-            return value, match.end()
+        # JSON escapes reach what a request's strings cannot hold (the edge
+        # guard refuses NUL; protobuf cannot encode a lone surrogate): such a
+        # default would fail every Decide that renders it.
+        if "\x00" in value:
+            raise fail("the default must not contain a NUL character (\\u0000)")
+        if not value.isascii() and _has_surrogate(value):
+            raise fail("the default must not contain a lone surrogate (\\ud800 to \\udfff)")
+        return value, end + 1
+    match = _KEYWORD.match(text, at)
+    if match is not None:
+        return json.loads(match.group()), match.end()
+    match = _NUMBER.match(text, at)
+    if match is not None:
+        # A payload's numbers are doubles, bounded as the edge guard bounds a
+        # request's (JSON's exact integers); a bigger one would fail every
+        # Decide that renders it (no double holds 1e400 or a 400-digit int).
+        # float() of an over-long literal is inf, never an error; past the
+        # bound, json.loads is not asked (int() refuses over 4300 digits).
+        number = float(match.group())
+        if not abs(number) <= MAX_NUMBER:
+            raise fail(f"the default must be a number within +-{MAX_NUMBER:.0f}")
+        return json.loads(match.group()), match.end()
     raise fail('the default must be a JSON string ("gifts"), a number, true, false or null')
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= char <= "\udfff" for char in text)
 
 
 def _check_path(root: str, path: tuple[str, ...], fail: Callable[[str], TemplateError]) -> None:
@@ -364,22 +389,3 @@ def _compile(value: Any, field: str) -> tuple[Any, bool]:
             return _Node([node for node, _ in listed]), True
         return value, False
     return value, False
-
-
-def placeholders(payload: PayloadTemplate | None) -> list[Placeholder]:
-    """Every placeholder of a compiled payload, in order (for tests and tools)."""
-    if payload is None:
-        return []
-    found: list[Placeholder] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, Template):
-            found.extend(p for p in node.parts if isinstance(p, Placeholder))
-        elif isinstance(node, _Node):
-            items = node.items.values() if isinstance(node.items, dict) else node.items
-            for item in items:
-                walk(item)
-
-    for node in payload._tree.values():
-        walk(node)
-    return found

@@ -9,16 +9,20 @@ rules, and why, are in docs/roadmap.md. Plain Python: no grpc here.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tessera.decision.domain.campaigns import CampaignDef, CampaignStatus, Schedule
+from tessera.decision.domain.campaigns import CalendarWindow, CampaignDef, CampaignStatus, Schedule
 
 DAY = dt.timedelta(days=1)
-PATTERN_DAYS = 4 * 365 + 1
-"""Calendar windows repeat every year, 29 February every four: a walk this long sees all."""
+LEAP_GAP_YEARS = 8
+"""Calendar windows repeat every year; 29 February at most eight years apart (2096, 2104)."""
+_LEAP_YEAR = tuple(dt.datetime(2024, 1, 1) + dt.timedelta(days=n) for n in range(366))
+"""Every day of a year with 29 February, to read which days a window holds."""
 CHANNEL_NAMES = {
     1: "web",
     2: "app",
@@ -116,15 +120,40 @@ def first_live_day(
     day = low.astimezone(dt.UTC).date()
     if not windowed:
         return day
-    for _ in range(PATTERN_DAYS + 1):
-        midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-        if high is not None and midnight >= high:
-            return None
-        if all(any(w.contains(midnight) for w in s.windows) for s in windowed):
-            return day
-        if day == dt.date.max:
-            return None  # the end of the calendar (year 9999)
-        day += DAY
+    # The days of the year every schedule's windows share, then the first
+    # date from `day` on that is one of them: no walk day by day, which for
+    # every pair of a roadmap's campaigns held the event loop for seconds.
+    shared = frozenset.intersection(*(days_of_year(s.windows) for s in windowed))
+    first = next_day_in(shared, day)
+    if first is None:
+        return None
+    if high is not None and dt.datetime(first.year, first.month, first.day, tzinfo=dt.UTC) >= high:
+        return None
+    return first
+
+
+@functools.lru_cache(maxsize=4096)
+def days_of_year(windows: tuple[CalendarWindow, ...]) -> frozenset[tuple[int, int]]:
+    """The (month, day) pairs, 29 February included, inside any of the windows."""
+    return frozenset(
+        (day.month, day.day) for day in _LEAP_YEAR if any(w.contains(day) for w in windows)
+    )
+
+
+def next_day_in(days: frozenset[tuple[int, int]], since: dt.date) -> dt.date | None:
+    """The first date on or after `since` whose (month, day) is in `days`; None if none.
+
+    29 February alone may be eight years away (2096, then 2104); the end of
+    the calendar (9999-12-31) ends the search.
+    """
+    ordered = sorted(days)
+    for year in range(since.year, min(since.year + LEAP_GAP_YEARS, dt.MAXYEAR) + 1):
+        for month, day in ordered:
+            if year == since.year and (month, day) < (since.month, since.day):
+                continue
+            if month == 2 and day == 29 and not calendar.isleap(year):
+                continue
+            return dt.date(year, month, day)
     return None
 
 
@@ -220,15 +249,20 @@ def summary(found: Overlap, size: Size) -> str:
             )
     winner = first_ranked(found.campaign, found.other)
     loser = found.other if winner is found.campaign else found.campaign
-    if found.campaign.conflict_group and found.campaign.conflict_group == (
-        found.other.conflict_group
-    ):
+    if winner.conflict_group and winner.conflict_group == loser.conflict_group:
         who = (
-            f"both are in conflict group {found.campaign.conflict_group}: "
+            f"both are in conflict group {winner.conflict_group}: "
             f"{winner.key} is shown, {loser.key} not"
         )
-    elif winner.priority != loser.priority:
-        who = f"{winner.key} wins there (priority {winner.priority} over {loser.priority})"
     else:
-        who = f"{winner.key} wins there (same priority {winner.priority}; the smaller key)"
+        who = f"{winner.key} wins there ({why_first(winner, loser)})"
     return f"{where}: {people}; {who}"
+
+
+def why_first(winner: CampaignDef, loser: CampaignDef) -> str:
+    """Why `winner` (first_ranked of the two) fills a shared placement, in a few words."""
+    if winner.conflict_group and winner.conflict_group == loser.conflict_group:
+        return f"conflict group {winner.conflict_group}"
+    if winner.priority != loser.priority:
+        return f"priority {winner.priority} over {loser.priority}"
+    return f"same priority {winner.priority}, smaller key"
