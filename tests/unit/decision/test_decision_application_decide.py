@@ -7,6 +7,7 @@ the profile service and the evaluator are in-memory stand-ins.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from tessera.decision.transport.convert import (
 )
 from tessera.decision.v1 import decision_pb2
 from tessera.definitions import DefinitionCache
-from tessera.errors import InvalidArgument, Unavailable
+from tessera.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from tessera.experiments.domain.exposures import Exposure
 
 Catalogue = Catalog[decision_pb2.Campaign]
 NOW = dt.datetime(2026, 12, 24, 12, 0, tzinfo=dt.UTC)
@@ -57,8 +59,9 @@ def decide_with(
     profiles: FakeProfiles,
     asked: DecideQuery,
     time_remaining: float | None = None,
+    exposures: list[Exposure] | None = None,
 ) -> Decisions:
-    """Store `stored`, then run one Decide over the cache they fill."""
+    """Store `stored`, then run one Decide over the cache they fill (exposures into `exposures`)."""
     caches: list[DefinitionCache[CampaignDef]] = []
 
     def register(catalog: Catalogue) -> None:
@@ -67,10 +70,28 @@ def decide_with(
     async def scenario(catalog: Catalogue) -> Decisions:
         for message in stored:
             await catalog.create(message)
-        decider = Decider(caches[0], evaluator, profiles.stub(), 0.5, now=lambda: NOW)
+        decider = Decider(
+            caches[0],
+            evaluator,
+            profiles.stub(),
+            0.5,
+            now=lambda: NOW,
+            exposures=None if exposures is None else Sink(exposures),
+            clock=profiles.clock,
+        )
         return await decider.decide(asked, time_remaining)
 
     return run_with_catalog(tmp_path, scenario, before_open=register)
+
+
+class Sink:
+    """An exposure sink that keeps what Decide hands it."""
+
+    def __init__(self, into: list[Exposure]) -> None:
+        self.into = into
+
+    def emit(self, exposures: Iterable[Exposure]) -> None:
+        self.into.extend(exposures)
 
 
 def test_decide__audience_member_in_treatment__campaign_variant_and_payload(
@@ -120,7 +141,7 @@ def test_decide__no_live_campaign_fits__assignment_not_asked_and_placement_says_
     assert evaluator.assigned == []
 
 
-def test_decide__caller_deadline_nearer_than_setting__every_call_gets_the_nearer(
+def test_decide__caller_deadline_nearer_than_setting__calls_get_it_less_the_answer_reserve(
     tmp_path: Path,
 ) -> None:
     evaluator = FakeEvaluator([], {"campaign-juicers": "control"})
@@ -128,8 +149,8 @@ def test_decide__caller_deadline_nearer_than_setting__every_call_gets_the_nearer
 
     decide_with(tmp_path, [juicers()], evaluator, profiles, query("home"), time_remaining=0.1)
 
-    assert profiles.timeouts == [0.1]
-    assert evaluator.timeouts == [0.1, 0.1]
+    assert profiles.timeouts == [pytest.approx(0.09)]
+    assert evaluator.timeouts == [pytest.approx(0.09), pytest.approx(0.09)]
 
 
 def test_decide__no_caller_deadline__setting_used(tmp_path: Path) -> None:
@@ -141,12 +162,138 @@ def test_decide__no_caller_deadline__setting_used(tmp_path: Path) -> None:
     assert profiles.timeouts == [0.5]
 
 
-def test_decide__profile_service_down__unavailable_naming_profiles(tmp_path: Path) -> None:
+def test_decide__slow_profile_call__later_calls_get_only_what_is_left(tmp_path: Path) -> None:
+    evaluator = FakeEvaluator([], {"campaign-juicers": "treatment"})
     profiles = FakeProfiles()
-    profiles.fail_next = grpc.StatusCode.UNAVAILABLE
+    profiles.takes_s = 0.3
 
-    with pytest.raises(Unavailable, match="profiles"):
+    decide_with(tmp_path, [juicers()], evaluator, profiles, query("home"))
+
+    # Every call has a deadline, each read from the one budget when it starts.
+    assert profiles.timeouts == [0.5]
+    assert evaluator.timeouts == [pytest.approx(0.2), pytest.approx(0.2)]
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED])
+def test_decide__profile_service_down_or_slow__every_placement_default_with_reason(
+    tmp_path: Path, code: grpc.StatusCode
+) -> None:
+    evaluator = FakeEvaluator(["juicer-browsers"], {"campaign-juicers": "treatment"})
+    profiles = FakeProfiles()
+    profiles.fail_next = code
+    exposures: list[Exposure] = []
+
+    decisions = decide_with(
+        tmp_path, [juicers()], evaluator, profiles, query("home", "footer"), exposures=exposures
+    )
+
+    response = decide_response_to_proto(decisions)
+    assert response.profile_id == ""
+    assert list(response.segment_keys) == []
+    assert [(d.placement, d.campaign_key, d.variant_key) for d in response.decisions] == [
+        ("home", "", ""),
+        ("footer", "", ""),
+    ]
+    assert all(
+        list(d.reasons) == ["profile service unavailable: default experience"]
+        for d in response.decisions
+    )
+    # Nobody was identified: nothing assigned, nothing counted.
+    assert evaluator.assigned == []
+    assert exposures == []
+
+
+def test_decide__profile_refuses_identity__invalid_argument_not_failed_open(
+    tmp_path: Path,
+) -> None:
+    profiles = FakeProfiles()
+    profiles.fail_next = grpc.StatusCode.INVALID_ARGUMENT
+
+    with pytest.raises(InvalidArgument):
         decide_with(tmp_path, [], FakeEvaluator([], {}), profiles, query("home"))
+
+
+def test_decide__segments_unavailable__everyone_campaign_served_audience_campaign_skipped(
+    tmp_path: Path,
+) -> None:
+    evaluator = FakeEvaluator(["gold"], {"campaign-gold": "treatment", "campaign-all": "t2"})
+    evaluator.segments_fail = Unavailable("segments failed: UNAVAILABLE")
+    gold = normalised(campaign("gold", status=RUNNING, audience_segment_keys=["gold"], priority=10))
+    everyone = normalised(
+        campaign(
+            "all",
+            status=RUNNING,
+            variants=[decision_pb2.CampaignVariant(key="t2", weight=1.0)],
+        )
+    )
+
+    decisions = decide_with(tmp_path, [gold, everyone], evaluator, FakeProfiles(), query("home"))
+
+    [home] = decisions.choices
+    assert home.campaign is not None and home.campaign.key == "all"
+    assert home.variant_key == "t2"
+    assert "campaign gold skipped: segment service unavailable (gold)" in home.reasons
+    assert decisions.segment_keys == []
+    assert evaluator.assigned == [["campaign-all"]]
+
+
+def test_decide__audience_segment_not_loaded__campaign_skipped_with_reason(
+    tmp_path: Path,
+) -> None:
+    evaluator = FakeEvaluator([], {"campaign-juicers": "treatment"}, missing=["juicer-browsers"])
+    stored = [juicers(audience_segment_keys=["juicer-browsers"])]
+
+    decisions = decide_with(tmp_path, stored, evaluator, FakeProfiles(), query("home"))
+
+    [home] = decisions.choices
+    assert home.campaign is None
+    assert home.reasons == (
+        "campaign juicers skipped: audience segment not loaded (juicer-browsers)",
+        "default experience",
+    )
+    assert evaluator.assigned == []
+
+
+def test_decide__experiment_not_loaded__campaign_skipped_next_one_served(tmp_path: Path) -> None:
+    evaluator = FakeEvaluator([], {"campaign-other": "t2"}, missing=["campaign-juicers"])
+    other = normalised(
+        campaign(
+            "other",
+            status=RUNNING,
+            variants=[decision_pb2.CampaignVariant(key="t2", weight=1.0)],
+        )
+    )
+    stored = [juicers(priority=5), other]
+    exposures: list[Exposure] = []
+
+    decisions = decide_with(
+        tmp_path, stored, evaluator, FakeProfiles(), query("home"), exposures=exposures
+    )
+
+    [home] = decisions.choices
+    assert home.campaign is not None and home.campaign.key == "other"
+    assert "campaign juicers skipped: its experiment is not loaded" in home.reasons
+    assert evaluator.assigned == [["campaign-other"]]
+    assert [e.experiment_key for e in exposures] == ["campaign-other"]
+
+
+def test_decide__experiments_unavailable__default_with_reason_no_exposure(tmp_path: Path) -> None:
+    evaluator = FakeEvaluator([], {"campaign-juicers": "treatment"})
+    evaluator.assign_fail = DeadlineExceeded("experiments did not answer in time")
+    exposures: list[Exposure] = []
+
+    decisions = decide_with(
+        tmp_path, [juicers()], evaluator, FakeProfiles(), query("home"), exposures=exposures
+    )
+
+    [home] = decisions.choices
+    assert home.campaign is None
+    assert home.reasons == (
+        "campaign juicers skipped: experiment service unavailable",
+        "default experience",
+    )
+    assert decisions.profile_id == "p-c1"
+    assert exposures == []
 
 
 def test_decide_response__treatment_and_empty_placement__decisions_in_request_order(

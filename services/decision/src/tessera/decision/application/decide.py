@@ -1,22 +1,32 @@
 """Decide: who the visitor is, their segments and variants, one campaign per placement.
 
 The fan-out lives here and the picking rules in `tessera.decision.domain`,
-so what is added to the hot path later (pressure budgets read beside the
-profile, caps, exposures sent off the request path, failing open when a
-peer is slow) grows this module, not the servicer.
+so what is added to the hot path (pressure budgets read beside the
+profile, caps, exposures sent off the request path) grows this module, not
+the servicer.
+
+Every internal call is bounded by what is left of one budget: the caller's
+deadline (less a reserve to answer in) capped by TESSERA_DECIDE_DEADLINE_S,
+read again at each call. Decide fails open: a profile service that is down
+or slow gives every placement its default experience with a reason, and a
+campaign whose audience segments or experiment this replica cannot evaluate
+is skipped with a reason while the others are served (docs/decide.md,
+"Degraded modes").
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
 from google.protobuf import struct_pb2
 
-from tessera import sticky
+from tessera import metrics, sticky
 from tessera.clients import peer_error
 from tessera.common.v1 import common_pb2
 from tessera.decision.domain.campaigns import (
@@ -27,6 +37,7 @@ from tessera.decision.domain.campaigns import (
     choose,
 )
 from tessera.definitions import DefinitionCache
+from tessera.errors import DeadlineExceeded, Unavailable
 from tessera.experiments.domain.exposures import (
     GLOBAL_HOLDOUT_KEY,
     GLOBAL_HOLDOUT_VARIANTS,
@@ -39,6 +50,22 @@ from tessera.profiles.v1 import profiles_pb2
 if TYPE_CHECKING:
     from tessera.decision.transport.evaluation import Evaluator
     from tessera.profiles.v1.profiles_pb2_grpc import ProfileServiceAsyncStub
+
+log = logging.getLogger("tessera.decision.decide")
+
+PEER_DOWN = (Unavailable, DeadlineExceeded)
+"""What a peer that is down, draining or too slow raises: Decide serves without it."""
+
+ANSWER_RESERVE = 0.1
+"""Share of the caller's remaining time kept to build and send the answer.
+
+Internal calls end before the caller's deadline, so a Decide that fails
+open still reaches the caller in time.
+"""
+
+PROFILE_DOWN = "profile service unavailable: default experience"
+SEGMENTS_DOWN = "segment service unavailable"
+EXPERIMENTS_DOWN = "experiment service unavailable"
 
 
 def utc_now() -> dt.datetime:
@@ -134,6 +161,101 @@ class Decisions:
     conversion_probability: float
 
 
+class Budget:
+    """The time one Decide may spend on its peers, read afresh before each call.
+
+    Fixed once, as an instant on a monotonic clock; `left()` is what an
+    internal call gets as its deadline, so a call made after a slow one gets
+    only what the slow one left, never the full setting again.
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._end = clock() + max(0.0, seconds)
+
+    def left(self) -> float:
+        """Seconds until the budget runs out (0 once it has)."""
+        return max(0.0, self._end - self._clock())
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A campaign left out because this replica could not evaluate it, and why."""
+
+    campaign: CampaignDef
+    reason: str
+
+
+def skipped_for_audience(
+    reachable: Sequence[CampaignDef], in_segments: frozenset[str], missing: frozenset[str], why: str
+) -> list[Skipped]:
+    """Campaigns whose audience could not be checked: no known segment of it holds the visitor.
+
+    A campaign whose visitor is in any of its audience segments is served,
+    missing segments or not (an audience is any one of its segments).
+    """
+    skipped = []
+    for campaign in reachable:
+        keys = campaign.audience_segment_keys
+        if not keys or in_segments.intersection(keys):
+            continue
+        lacking = missing.intersection(keys)
+        if lacking:
+            names = ", ".join(sorted(lacking))
+            skipped.append(Skipped(campaign, f"campaign {campaign.key} skipped: {why} ({names})"))
+    return skipped
+
+
+def with_skipped(
+    choices: Sequence[Choice], skipped: Sequence[Skipped], channel: int
+) -> list[Choice]:
+    """Each placement's choice, with the campaigns skipped ahead of what it shows named.
+
+    A placement left empty says only why campaigns were skipped (not "no
+    campaign fits", which would be untrue); a filled one adds the skipped
+    campaigns that rank above the one it shows.
+    """
+    if not skipped:
+        return list(choices)
+    skipped = sorted(skipped, key=lambda s: _rank(s.campaign))
+    out = []
+    for choice in choices:
+        shown = choice.campaign
+        ahead = [
+            s.reason
+            for s in skipped
+            if choice.placement in s.campaign.placements
+            and (not s.campaign.channels or channel in s.campaign.channels)
+            and (shown is None or _rank(s.campaign) < _rank(shown))
+        ]
+        if not ahead:
+            out.append(choice)
+        elif shown is None:
+            out.append(replace(choice, reasons=(*ahead, "default experience")))
+        else:
+            out.append(replace(choice, reasons=(*choice.reasons, *ahead)))
+    return out
+
+
+def _rank(campaign: CampaignDef) -> tuple[int, str]:
+    # The order `candidates` ranks in: priority first, then key.
+    return (-campaign.priority, campaign.key)
+
+
+def default_decisions(query: DecideQuery, reason: str) -> Decisions:
+    """Every placement's default experience, for a visitor Decide could not identify.
+
+    Treated as anonymous: no profile, no segment, no campaign, so nothing
+    is assigned and no exposure is counted (docs/decide.md).
+    """
+    return Decisions(
+        profile_id="",
+        choices=[Choice(p, reasons=(reason,)) for p in query.placements],
+        segment_keys=[],
+        conversion_probability=0.0,
+    )
+
+
 class Decider:
     """Runs Decide over the campaign cache, the profile service and an evaluator."""
 
@@ -146,57 +268,78 @@ class Decider:
         now: Callable[[], dt.datetime] = utc_now,
         exposures: ExposureSink | None = None,
         global_holdout: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.campaigns = campaigns
         self.evaluator = evaluator
         self.profiles = profiles
         self.deadline_s = deadline_s
+        """The longest a Decide spends on its peers, when the caller allows more or sets none."""
         self.now = now
         self.exposures = exposures
         self.global_holdout = global_holdout
         """Share of all people held out of every campaign; 0 for none."""
+        self.clock = clock
+        """The monotonic clock budgets are read on."""
+        self._audience: tuple[object, frozenset[str]] = (None, frozenset())
 
-    def timeout(self, time_remaining: float | None) -> float:
-        """The deadline of each internal call: the setting, or less if the caller's is nearer."""
-        if time_remaining is None:
-            return self.deadline_s
-        return min(self.deadline_s, time_remaining)
+    def _audience_keys(self) -> frozenset[str]:
+        """Every segment some campaign targets; derived again only when the campaigns change."""
+        items = self.campaigns.items
+        held, keys = self._audience
+        if held is not items:
+            # The cache swaps in a new mapping on every change.
+            keys = frozenset(k for c in items.values() for k in c.audience_segment_keys)
+            self._audience = (items, keys)
+        return keys
+
+    def budget(self, time_remaining: float | None) -> Budget:
+        """This Decide's budget: the setting, or the caller's deadline less a reserve if nearer."""
+        seconds = self.deadline_s
+        if time_remaining is not None:
+            seconds = min(seconds, time_remaining * (1 - ANSWER_RESERVE))
+        return Budget(seconds, self.clock)
 
     async def decide(self, query: DecideQuery, time_remaining: float | None = None) -> Decisions:
         """Resolve the profile, find its segments and variants, pick per placement.
 
         `time_remaining` is the caller's own deadline, if it set one. Segments
-        need the profile and assignments need the segments, so the three
-        steps run in turn; assignment is skipped when no campaign can fill a
-        placement. The person's sticky variants come with the profile (its
-        `_variant:` traits); every campaign shown is handed to the exposure
-        sink, which sends it later. A person in the global holdout gets every
-        campaign's control (their default) and no assignment is asked.
+        need the profile and assignments need the segments (an experiment's
+        audience, and its layer's), so the steps run in turn; assignment is
+        skipped when no campaign can fill a placement. The person's sticky
+        variants come with the profile (its `_variant:` traits); every
+        campaign shown is handed to the exposure sink, which sends it later.
+        A person in the global holdout gets every campaign's control (their
+        default) and no assignment is asked.
         """
-        timeout = self.timeout(time_remaining)
+        budget = self.budget(time_remaining)
         now = self.now()
-        profile = await self._profile(query, timeout)
-        segment_keys = await self.evaluator.segments(profile, query.channel, query.context, timeout)
+        try:
+            profile = await self._profile(query, budget)
+        except PEER_DOWN as error:
+            metrics.count_degraded("profiles")
+            log.debug("deciding without the profile", extra={"error": str(error)})
+            return default_decisions(query, PROFILE_DOWN)
+        campaigns = list(self.campaigns.items.values())
+        segment_keys, segments_down = await self._segments(profile, query, budget)
         in_segments = frozenset(segment_keys)
-        ranked = candidates(
-            list(self.campaigns.items.values()),
-            query.placements,
-            query.channel,
-            in_segments,
-            now,
-        )
+        ranked = candidates(campaigns, query.placements, query.channel, in_segments, now)
+        skipped: list[Skipped] = []
+        audience = self._audience_keys()
+        lacking = audience if segments_down else self.evaluator.missing_segments(audience)
+        if lacking:
+            # Campaigns that would fit but for an audience this replica cannot check.
+            reachable = candidates(campaigns, query.placements, query.channel, audience, now)
+            why = SEGMENTS_DOWN if segments_down else "audience segment not loaded"
+            skipped = skipped_for_audience(reachable, in_segments, lacking, why)
         first_exposures = sticky_of(profile.traits)
         held = in_global_holdout(profile.profile_id, self.global_holdout, first_exposures)
         assignments = Assignments()
         if ranked and not held:
-            assignments = await self.evaluator.assign(
-                profile.profile_id,
-                segment_keys,
-                query.channel,
-                [c.experiment_key for c in ranked],
-                timeout,
-                first_exposures,
+            ranked, assignments, unassigned = await self._assign(
+                profile.profile_id, segment_keys, query.channel, ranked, budget, first_exposures
             )
+            skipped += unassigned
         choices = choose(
             query.placements,
             ranked,
@@ -213,18 +356,65 @@ class Decider:
                 self.exposures.emit([global_exposure(profile.profile_id, held, now)])
         return Decisions(
             profile_id=profile.profile_id,
-            choices=choices,
+            choices=with_skipped(choices, skipped, query.channel),
             segment_keys=segment_keys,
             conversion_probability=profile.features.conversion_probability,
         )
 
-    async def _profile(self, query: DecideQuery, timeout: float) -> profiles_pb2.Profile:
+    async def _profile(self, query: DecideQuery, budget: Budget) -> profiles_pb2.Profile:
         """The visitor's profile, created on first sight, with session and features."""
         try:
             identified = await self.profiles.Identify(
                 profiles_pb2.IdentifyRequest(identities=query.identities, channel=query.channel),
-                timeout=timeout,
+                timeout=budget.left(),
             )
         except grpc.aio.AioRpcError as error:
             raise peer_error(error, "profiles") from error
         return identified.profile
+
+    async def _segments(
+        self, profile: profiles_pb2.Profile, query: DecideQuery, budget: Budget
+    ) -> tuple[list[str], bool]:
+        """The profile's segments, and whether they could not be evaluated at all."""
+        try:
+            keys = await self.evaluator.segments(
+                profile, query.channel, query.context, budget.left()
+            )
+        except PEER_DOWN:
+            metrics.count_degraded("segments")
+            return [], True
+        return keys, False
+
+    async def _assign(
+        self,
+        profile_id: str,
+        segment_keys: Sequence[str],
+        channel: int,
+        ranked: Sequence[CampaignDef],
+        budget: Budget,
+        first_exposures: dict[str, sticky.Kept],
+    ) -> tuple[list[CampaignDef], Assignments, list[Skipped]]:
+        """Assignments for the campaigns whose experiment can be evaluated; the others skipped."""
+        lacking = self.evaluator.missing_experiments([c.experiment_key for c in ranked])
+        skipped = [
+            Skipped(c, f"campaign {c.key} skipped: its experiment is not loaded")
+            for c in ranked
+            if c.experiment_key in lacking
+        ]
+        usable = [c for c in ranked if c.experiment_key not in lacking]
+        if not usable:
+            return [], Assignments(), skipped
+        try:
+            assignments = await self.evaluator.assign(
+                profile_id,
+                segment_keys,
+                channel,
+                [c.experiment_key for c in usable],
+                budget.left(),
+                first_exposures,
+            )
+        except PEER_DOWN:
+            metrics.count_degraded("experiments")
+            down = [Skipped(c, f"campaign {c.key} skipped: {EXPERIMENTS_DOWN}") for c in usable]
+            return [], Assignments(), skipped + down
+        return usable, assignments, skipped
