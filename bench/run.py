@@ -317,6 +317,10 @@ def _seed(run: SuiteRun, args: argparse.Namespace, run_id: str) -> None:
     _say(f"seeded 1 segment, 1 campaign, {len(profiles)} profiles in {seeded_s:.1f} s")
     ready_s = asyncio.run(seed.wait_until_decides(run.addresses["decision"], profiles))
     _say(f"Decide sees the campaign after {ready_s:.2f} s")
+    visits_s = asyncio.run(
+        seed.first_visits(run.addresses["decision"], run.addresses["profiles"], profiles)
+    )
+    _say(f"every profile visited once, first exposures stuck, in {visits_s:.1f} s")
     run.profiles = list(profiles)
     run.info["seed"] = {
         "segment": seed.SEGMENT_KEY,
@@ -326,6 +330,7 @@ def _seed(run: SuiteRun, args: argparse.Namespace, run_id: str) -> None:
         "gold_profiles": sum(p.gold for p in profiles),
         "seed_s": round(seeded_s, 3),
         "decide_ready_s": round(ready_s, 3),
+        "first_visits_s": round(visits_s, 3),
     }
 
 
