@@ -189,3 +189,61 @@ def test_decision_replica__started_with_segments_stopped__serves_what_needs_no_s
     ]
     assert with_segments == gold_key
     assert exit_code == 0
+
+
+def test_decide_rpc_mode__segments_then_experiments_stopped__serves_what_needs_neither(
+    own_suite: Suite, clients: Clients
+) -> None:
+    gold, gold_place, all_place = unique("gold"), unique("gold-rpc"), unique("all-rpc")
+    segment(clients, gold, 'trait.tier == "gold"')
+    gold_key = campaign(clients, unique("gold-rpc"), [gold_place], [gold]).key
+    all_key = campaign(clients, unique("all-rpc"), [all_place], []).key
+    person = cookie()
+    visitor(clients, person, tier="gold")
+    port = free_port()
+    env = {
+        **own_suite.env,
+        "TESSERA_EVALUATION": "rpc",
+        "TESSERA_DECISION_PORT": str(port),
+        "TESSERA_DECISION_METRICS_PORT": str(free_port()),
+    }
+    replica = subprocess.Popen([sys.executable, "-m", "tessera.cli", "serve", "decision"], env=env)
+    try:
+        assert wait_serving(f"127.0.0.1:{port}", 30, replica)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = decision_pb2_grpc.DecisionServiceStub(channel)
+            places = [gold_place, all_place]
+            assert eventually(
+                lambda: all(d.campaign_key for d in ask(stub, person, places)[0].decisions)
+            )
+            assert own_suite.stop_one("segments") == 0
+            try:
+                no_segments, took_segments = ask(stub, person, places)
+                assert own_suite.stop_one("experiments") == 0
+                try:
+                    neither, took_neither = ask(stub, person, places)
+                finally:
+                    own_suite.start_one("experiments")
+            finally:
+                own_suite.start_one("segments")
+    finally:
+        replica.terminate()
+        exit_code = replica.wait(15)
+
+    on_gold, on_all = no_segments.decisions
+    assert on_all.campaign_key == all_key
+    assert on_gold.campaign_key == ""
+    assert list(on_gold.reasons) == [
+        f"campaign {gold_key} skipped: segment service unavailable ({gold})",
+        "default experience",
+    ]
+    assert list(no_segments.segment_keys) == []
+    assert no_segments.profile_id
+    on_gold, on_all = neither.decisions
+    assert (on_gold.campaign_key, on_all.campaign_key) == ("", "")
+    assert list(on_all.reasons) == [
+        f"campaign {all_key} skipped: experiment service unavailable",
+        "default experience",
+    ]
+    assert took_segments < 2.0 and took_neither < 2.0
+    assert exit_code == 0
