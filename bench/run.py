@@ -129,6 +129,13 @@ def _say(message: str) -> None:
 @contextlib.contextmanager
 def echo_server(timeout_s: float = 30.0) -> Iterator[str]:
     """Run `python -m bench.echo` in its own process; yield its loopback address."""
+    with echo_process(timeout_s) as (address, _):
+        yield address
+
+
+@contextlib.contextmanager
+def echo_process(timeout_s: float = 30.0) -> Iterator[tuple[str, int]]:
+    """Run `python -m bench.echo` in its own process; yield its address and process id."""
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.echo", "--host", "127.0.0.1", "--port", "0"],
         cwd=ROOT,
@@ -141,7 +148,7 @@ def echo_server(timeout_s: float = 30.0) -> Iterator[str]:
         line = process.stdout.readline() if ready else ""
         if " listening on " not in line:
             raise RuntimeError(f"echo server did not start (said {line.strip()!r})")
-        yield line.rsplit(" ", 1)[1].strip()
+        yield line.rsplit(" ", 1)[1].strip(), process.pid
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
