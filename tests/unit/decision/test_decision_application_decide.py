@@ -15,6 +15,7 @@ import grpc
 import pytest
 from decision_fakes import FakeEvaluator, FakeProfiles, campaign, run_with_catalog
 from google.protobuf import struct_pb2
+from prometheus_client import REGISTRY
 
 from tessera.catalog import Catalog
 from tessera.common.v1 import common_pb2
@@ -82,6 +83,11 @@ def decide_with(
         return await decider.decide(asked, time_remaining)
 
     return run_with_catalog(tmp_path, scenario, before_open=register)
+
+
+def degraded(peer: str) -> float:
+    """Decide calls counted as failed open without `peer` so far."""
+    return REGISTRY.get_sample_value("tessera_decide_degraded_total", {"peer": peer}) or 0.0
 
 
 class Sink:
@@ -182,6 +188,7 @@ def test_decide__profile_service_down_or_slow__every_placement_default_with_reas
     profiles = FakeProfiles()
     profiles.fail_next = code
     exposures: list[Exposure] = []
+    counted_before = degraded("profiles")
 
     decisions = decide_with(
         tmp_path, [juicers()], evaluator, profiles, query("home", "footer"), exposures=exposures
@@ -201,6 +208,7 @@ def test_decide__profile_service_down_or_slow__every_placement_default_with_reas
     # Nobody was identified: nothing assigned, nothing counted.
     assert evaluator.assigned == []
     assert exposures == []
+    assert degraded("profiles") == counted_before + 1
 
 
 def test_decide__profile_refuses_identity__invalid_argument_not_failed_open(
