@@ -171,11 +171,13 @@ def test_decision_replica__started_with_segments_stopped__serves_what_needs_no_s
                 without, _ = ask(stub, person, [gold_place, all_place])
         finally:
             own_suite.start_one("segments")
+        serving_at = time.monotonic()
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = decision_pb2_grpc.DecisionServiceStub(channel)
             with_segments = eventually(
                 lambda: ask(stub, person, [gold_place])[0].decisions[0].campaign_key
             )
+        back_after = time.monotonic() - serving_at
     finally:
         replica.terminate()
         exit_code = replica.wait(15)
@@ -188,6 +190,7 @@ def test_decision_replica__started_with_segments_stopped__serves_what_needs_no_s
         "default experience",
     ]
     assert with_segments == gold_key
+    assert back_after < 1.0, f"segment campaign served {back_after:.2f} s after segments was back"
     assert exit_code == 0
 
 
