@@ -199,6 +199,7 @@ class InProcessEvaluator:
     ) -> None:
         self.start_wait_s = start_wait_s
         self._compiled: CompiledSegments = compile_segments([])
+        self._missing: tuple[object, object, frozenset[str]] = (None, None, frozenset())
         self._segments = Watcher(
             "segments",
             lambda: segments.WatchSegments(segments_pb2.WatchSegmentsRequest()),
@@ -244,11 +245,20 @@ class InProcessEvaluator:
             )
 
     def missing_segments(self, keys: Collection[str]) -> frozenset[str]:
-        """Those of `keys` not compiled here: not received yet, or unusable."""
+        """Those of `keys` not compiled here: not received yet, or unusable.
+
+        Decide asks every time with the same collection (every audience
+        segment of the campaigns) until the campaigns change, so the answer
+        is kept until either side changes rather than recomputed per call.
+        """
         if not self._segments.loaded:
             return frozenset(keys)
         compiled = self._compiled
-        return frozenset(key for key in keys if key not in compiled)
+        asked, against, missing = self._missing
+        if asked is not keys or against is not compiled:
+            missing = frozenset(key for key in keys if key not in compiled)
+            self._missing = (keys, compiled, missing)
+        return missing
 
     def missing_experiments(self, keys: Collection[str]) -> frozenset[str]:
         """Those of `keys` not received here yet."""
