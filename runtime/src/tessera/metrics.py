@@ -118,7 +118,8 @@ def record_peer_call(service: str, method: str, code: str, seconds: float) -> No
 DECIDES_DEGRADED = Counter(
     "tessera_decide_degraded_total",
     "Decide calls answered without a peer (profiles, segments, experiments) that was down or "
-    "too slow: failed open, with the reason on each decision.",
+    "too slow, or without definitions of it this replica has not loaded: failed open, with "
+    "the reason on each decision.",
     ["peer"],
 )
 

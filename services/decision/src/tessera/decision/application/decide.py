@@ -332,6 +332,8 @@ class Decider:
             reachable = candidates(campaigns, query.placements, query.channel, audience, now)
             why = SEGMENTS_DOWN if segments_down else "audience segment not loaded"
             skipped = skipped_for_audience(reachable, in_segments, lacking, why)
+            if skipped and not segments_down:
+                metrics.count_degraded("segments")
         first_exposures = sticky_of(profile.traits)
         held = in_global_holdout(profile.profile_id, self.global_holdout, first_exposures)
         assignments = Assignments()
@@ -402,6 +404,8 @@ class Decider:
             if c.experiment_key in lacking
         ]
         usable = [c for c in ranked if c.experiment_key not in lacking]
+        if skipped:
+            metrics.count_degraded("experiments")
         if not usable:
             return [], Assignments(), skipped
         try:
