@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
-from decision_fakes import FakeEvaluator, FakeProfiles, campaign, run_with_catalog
+from decision_fakes import FakeClock, FakeEvaluator, FakeProfiles, campaign, run_with_catalog
 from google.protobuf import struct_pb2
 from prometheus_client import REGISTRY
 
@@ -27,10 +27,13 @@ from tessera.decision.transport.convert import (
     decide_query_from_proto,
     decide_response_to_proto,
 )
+from tessera.decision.transport.evaluation import Evaluator, RpcEvaluator
 from tessera.decision.v1 import decision_pb2
 from tessera.definitions import DefinitionCache
 from tessera.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from tessera.experiments.domain.exposures import Exposure
+from tessera.experiments.v1 import experiments_pb2
+from tessera.segments.v1 import segments_pb2
 
 Catalogue = Catalog[decision_pb2.Campaign]
 NOW = dt.datetime(2026, 12, 24, 12, 0, tzinfo=dt.UTC)
@@ -56,7 +59,7 @@ def juicers(**fields: object) -> decision_pb2.Campaign:
 def decide_with(
     tmp_path: Path,
     stored: list[decision_pb2.Campaign],
-    evaluator: FakeEvaluator,
+    evaluator: Evaluator,
     profiles: FakeProfiles,
     asked: DecideQuery,
     time_remaining: float | None = None,
@@ -178,6 +181,58 @@ def test_decide__slow_profile_call__later_calls_get_only_what_is_left(tmp_path: 
     # Every call has a deadline, each read from the one budget when it starts.
     assert profiles.timeouts == [0.5]
     assert evaluator.timeouts == [pytest.approx(0.2), pytest.approx(0.2)]
+
+
+class RecordingPeers:
+    """EvaluateSegments and Assign as the segment and experiment services answer them.
+
+    Each call records the deadline it was given and moves `clock` on by
+    `takes_s`, as a peer that takes that long would.
+    """
+
+    def __init__(self, clock: FakeClock, takes_s: float) -> None:
+        self.clock = clock
+        self.takes_s = takes_s
+        self.timeouts: list[tuple[str, float | None]] = []
+
+    async def EvaluateSegments(
+        self, request: segments_pb2.EvaluateSegmentsRequest, timeout: float | None = None
+    ) -> segments_pb2.EvaluateSegmentsResponse:
+        self.timeouts.append(("EvaluateSegments", timeout))
+        self.clock.now += self.takes_s
+        return segments_pb2.EvaluateSegmentsResponse(segment_keys=["juicer-browsers"])
+
+    async def Assign(
+        self, request: experiments_pb2.AssignRequest, timeout: float | None = None
+    ) -> experiments_pb2.AssignResponse:
+        self.timeouts.append(("Assign", timeout))
+        self.clock.now += self.takes_s
+        return experiments_pb2.AssignResponse(
+            assignments=[
+                experiments_pb2.Assignment(experiment_key=key, variant_key="treatment")
+                for key in request.experiment_keys
+            ]
+        )
+
+
+def test_decide_rpc__every_peer_call__deadline_is_what_the_budget_has_left(
+    tmp_path: Path,
+) -> None:
+    profiles = FakeProfiles()
+    profiles.takes_s = 0.1
+    peers = RecordingPeers(profiles.clock, 0.1)
+    evaluator = RpcEvaluator(peers, peers)  # type: ignore[arg-type]
+    stored = [juicers(audience_segment_keys=["juicer-browsers"])]
+
+    decisions = decide_with(tmp_path, stored, evaluator, profiles, query("home"), 1.0)
+
+    assert decisions.choices[0].variant_key == "treatment"
+    # min(setting 0.5, caller's 1.0 less 10%), then what each slow call left.
+    assert profiles.timeouts == [pytest.approx(0.5)]
+    assert peers.timeouts == [
+        ("EvaluateSegments", pytest.approx(0.4)),
+        ("Assign", pytest.approx(0.3)),
+    ]
 
 
 @pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED])
