@@ -129,6 +129,13 @@ def _say(message: str) -> None:
 @contextlib.contextmanager
 def echo_server(timeout_s: float = 30.0) -> Iterator[str]:
     """Run `python -m bench.echo` in its own process; yield its loopback address."""
+    with echo_process(timeout_s) as (address, _):
+        yield address
+
+
+@contextlib.contextmanager
+def echo_process(timeout_s: float = 30.0) -> Iterator[tuple[str, int]]:
+    """Run `python -m bench.echo` in its own process; yield its address and process id."""
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.echo", "--host", "127.0.0.1", "--port", "0"],
         cwd=ROOT,
@@ -141,7 +148,7 @@ def echo_server(timeout_s: float = 30.0) -> Iterator[str]:
         line = process.stdout.readline() if ready else ""
         if " listening on " not in line:
             raise RuntimeError(f"echo server did not start (said {line.strip()!r})")
-        yield line.rsplit(" ", 1)[1].strip()
+        yield line.rsplit(" ", 1)[1].strip(), process.pid
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -317,6 +324,10 @@ def _seed(run: SuiteRun, args: argparse.Namespace, run_id: str) -> None:
     _say(f"seeded 1 segment, 1 campaign, {len(profiles)} profiles in {seeded_s:.1f} s")
     ready_s = asyncio.run(seed.wait_until_decides(run.addresses["decision"], profiles))
     _say(f"Decide sees the campaign after {ready_s:.2f} s")
+    visits_s = asyncio.run(
+        seed.first_visits(run.addresses["decision"], run.addresses["profiles"], profiles)
+    )
+    _say(f"every profile visited once, first exposures stuck, in {visits_s:.1f} s")
     run.profiles = list(profiles)
     run.info["seed"] = {
         "segment": seed.SEGMENT_KEY,
@@ -326,6 +337,7 @@ def _seed(run: SuiteRun, args: argparse.Namespace, run_id: str) -> None:
         "gold_profiles": sum(p.gold for p in profiles),
         "seed_s": round(seeded_s, 3),
         "decide_ready_s": round(ready_s, 3),
+        "first_visits_s": round(visits_s, 3),
     }
 
 

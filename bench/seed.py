@@ -18,9 +18,11 @@ import grpc
 from google.protobuf import struct_pb2
 
 from tessera.common.v1 import common_pb2
+from tessera.decision.domain.campaigns import EXPERIMENT_PREFIX
 from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
 from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 from tessera.segments.v1 import segments_pb2, segments_pb2_grpc
+from tessera.sticky import TRAIT_PREFIX
 
 SEGMENT_KEY = "gold"
 CAMPAIGN_KEY = "hero-gold"
@@ -154,6 +156,53 @@ async def wait_until_decides(
         f"Decide gave no gold profile campaign {CAMPAIGN_KEY!r} within {timeout_s:.0f} s "
         f"(last: {last})"
     )
+
+
+async def first_visits(
+    decision_address: str,
+    profiles_address: str,
+    profiles: Sequence[SeededProfile],
+    parallel: int = 8,
+    settle_timeout_s: float = 30.0,
+) -> float:
+    """Decide once for every seeded profile, then wait until their first exposures stick.
+
+    A person's first exposure to the campaign's experiment is written back
+    onto their profile (the `_variant:` trait, by the experiment service's
+    sticky sync) once; every later Decide of theirs only reads. Without
+    this pass, the first seconds of the first Decide level would measure a
+    storm of a thousand first exposures (writes in the profile service, its
+    change feed, its followers) rather than Decide; the levels measure
+    returning visitors, the common case. Returns the seconds it took.
+    """
+    started = time.monotonic()
+    async with grpc.aio.insecure_channel(decision_address) as channel:
+        stub = decision_pb2_grpc.DecisionServiceStub(channel)
+
+        def task(profile: SeededProfile) -> Callable[[], Awaitable[Any]]:
+            return lambda: stub.Decide(decide_request(profile.cookie), timeout=_SEED_TIMEOUT_S)
+
+        await gather_bounded([task(p) for p in profiles], parallel)
+    # The exposures go out in batches and stick in the background: wait
+    # until the last gold profiles (exposed last) carry their variant.
+    trait = f"{TRAIT_PREFIX}{EXPERIMENT_PREFIX}{CAMPAIGN_KEY}"
+    last = [p for p in profiles if p.gold][-10:]
+    async with grpc.aio.insecure_channel(profiles_address) as channel:
+        read = profiles_pb2_grpc.ProfileServiceStub(channel)
+        while time.monotonic() - started < settle_timeout_s:
+            replies = [
+                await read.GetProfile(
+                    profiles_pb2.GetProfileRequest(profile_id=p.profile_id),
+                    timeout=_SEED_TIMEOUT_S,
+                )
+                for p in last
+            ]
+            if all(trait in r.profile.traits.fields for r in replies):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise TimeoutError(f"first exposures did not stick within {settle_timeout_s:.0f} s")
+    return time.monotonic() - started
 
 
 def track_event(cookie: str, event_id: str) -> common_pb2.Event:

@@ -46,12 +46,25 @@ SERVICE_CONFIG = {
     ],
 }
 
+RECONNECT_INITIAL_MS = 100
+"""First wait before reconnecting to a peer that went away."""
+RECONNECT_MAX_MS = 500
+"""Longest wait between reconnect attempts: a returning peer is seen within it."""
+
 CHANNEL_OPTIONS = [
     ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
     ("grpc.enable_retries", 1),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.dns_min_time_between_resolutions_ms", 5_000),
+    # A peer that comes back is used again within a second. gRPC's own
+    # reconnect backoff starts at 1 s and grows to 120 s (doc/connection-backoff.md
+    # in grpc/grpc), so a replica that lost a peer for a while kept failing
+    # for up to 10 s after it returned. Capped here: a loopback or in-cluster
+    # connect costs little, and a failed attempt is cheap.
+    ("grpc.initial_reconnect_backoff_ms", RECONNECT_INITIAL_MS),
+    ("grpc.min_reconnect_backoff_ms", RECONNECT_INITIAL_MS),
+    ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
 ]
 
 

@@ -121,6 +121,20 @@ def record_peer_call(service: str, method: str, code: str, seconds: float) -> No
     PEER_SECONDS.labels(service, method).observe(seconds)
 
 
+DECIDES_DEGRADED = Counter(
+    "tessera_decide_degraded_total",
+    "Decide calls answered without a peer (profiles, segments, experiments) that was down or "
+    "too slow, or without definitions of it this replica has not loaded: failed open, with "
+    "the reason on each decision.",
+    ["peer"],
+)
+
+
+def count_degraded(peer: str) -> None:
+    """Count one Decide that went on without `peer`."""
+    DECIDES_DEGRADED.labels(peer).inc()
+
+
 def count_lookups(kind: str, hits: int, misses: int) -> None:
     """Count definition lookups of `kind` in a replica's cache."""
     if hits:

@@ -10,7 +10,7 @@ folder. Named apart from other folders' helpers so that
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -23,6 +23,7 @@ from tessera.common.v1 import common_pb2
 from tessera.decision.domain.campaigns import Assignments
 from tessera.decision.transport.evaluation import NO_STICKY
 from tessera.decision.v1 import decision_pb2
+from tessera.errors import TesseraError
 from tessera.experiments.v1 import experiments_pb2
 from tessera.profiles.v1 import profiles_pb2
 from tessera.segments.v1 import segments_pb2
@@ -133,6 +134,9 @@ class FakeProfiles:
         self.traits = traits or {}
         self.timeouts: list[float] = []
         self.fail_next: grpc.StatusCode | None = None
+        self.clock = FakeClock()
+        self.takes_s = 0.0
+        """How far `clock` moves during each call: a slow peer, without waiting."""
 
     def stub(self) -> ProfileServiceAsyncStub:
         """This fake, typed as the stub the decision service is given."""
@@ -142,6 +146,7 @@ class FakeProfiles:
         self, request: profiles_pb2.IdentifyRequest, timeout: float
     ) -> profiles_pb2.IdentifyResponse:
         self.timeouts.append(timeout)
+        self.clock.now += self.takes_s
         code, self.fail_next = self.fail_next, None
         if code is not None:
             raise rpc_error(code, "injected")
@@ -151,21 +156,46 @@ class FakeProfiles:
         return profiles_pb2.IdentifyResponse(profile=profile)
 
 
+class FakeClock:
+    """A monotonic clock that moves only when told: budgets without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class FakeEvaluator:
-    """Fixed segments and variants, recording what Decide asked (the Evaluator protocol)."""
+    """Fixed segments and variants, recording what Decide asked (the Evaluator protocol).
+
+    `missing` names segments and experiments it lacks (a replica that has
+    not loaded them); `segments_fail` / `assign_fail` make those calls fail
+    as the RPC evaluator does when its peer is down.
+    """
 
     def __init__(
         self,
         segment_keys: Sequence[str],
         variants: dict[str, str],
         held_out: Sequence[str] = (),
+        missing: Sequence[str] = (),
     ) -> None:
         self.segment_keys = sorted(segment_keys)
         self.variants = variants
         self.held_out = frozenset(held_out)
+        self.missing = frozenset(missing)
+        self.segments_fail: TesseraError | None = None
+        self.assign_fail: TesseraError | None = None
         self.assigned: list[list[str]] = []
         self.sticky: list[dict[str, Kept]] = []
         self.timeouts: list[float] = []
+
+    def missing_segments(self, keys: Collection[str]) -> frozenset[str]:
+        return self.missing.intersection(keys)
+
+    def missing_experiments(self, keys: Collection[str]) -> frozenset[str]:
+        return self.missing.intersection(keys)
 
     async def start(self) -> None:
         """Nothing to load."""
@@ -181,6 +211,8 @@ class FakeEvaluator:
         timeout: float,
     ) -> list[str]:
         self.timeouts.append(timeout)
+        if self.segments_fail is not None:
+            raise self.segments_fail
         return list(self.segment_keys)
 
     async def assign(
@@ -194,6 +226,8 @@ class FakeEvaluator:
     ) -> Assignments:
         self.timeouts.append(timeout)
         self.assigned.append(list(experiment_keys))
+        if self.assign_fail is not None:
+            raise self.assign_fail
         self.sticky.append(dict(sticky))
         return Assignments(
             {k: v for k, v in self.variants.items() if k in experiment_keys},

@@ -6,13 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from google.protobuf import struct_pb2
 
 from tessera.common.v1 import common_pb2
 from tessera.decision.domain.campaigns import Assignments
 from tessera.decision.transport.evaluation import InProcessEvaluator, RpcEvaluator
-from tessera.errors import Unavailable
 from tessera.experiments.v1 import experiments_pb2
 from tessera.profiles.v1 import profiles_pb2
 from tessera.segments.v1 import segments_pb2
@@ -53,30 +51,66 @@ async def segments_of(evaluator: InProcessEvaluator) -> list[str]:
     )
 
 
-def test_in_process__one_snapshot_missing__start_waits_and_assign_unavailable() -> None:
+def test_in_process__experiments_snapshot_missing__serves_and_names_them_missing() -> None:
     async def go() -> None:
         peers = Peers()
-        evaluator = InProcessEvaluator(peers, peers)  # type: ignore[arg-type]
+        evaluator = InProcessEvaluator(peers, peers, start_wait_s=0.01)  # type: ignore[arg-type]
         peers.WatchSegments.replies.put_nowait(
-            segments_pb2.WatchSegmentsResponse(snapshot=True, segments=[])
+            segments_pb2.WatchSegmentsResponse(
+                snapshot=True, segments=[segment("gold", 'trait.tier == "gold"')]
+            )
         )
-        starting = asyncio.create_task(evaluator.start())
-        await asyncio.sleep(0.05)
-        started_early = starting.done()
-        with pytest.raises(Unavailable):
-            await evaluator.assign("p1", [], common_pb2.CHANNEL_WEB, ["exp"], timeout=1)
+        await asyncio.wait_for(evaluator.start(), 2)
+        missing_before = evaluator.missing_experiments(["exp"])
+        segments_before = await segments_of(evaluator)
+        assigned_before = await evaluator.assign(
+            "p1", [], common_pb2.CHANNEL_WEB, ["exp"], timeout=1
+        )
 
         peers.WatchExperiments.replies.put_nowait(
-            experiments_pb2.WatchExperimentsResponse(snapshot=True, experiments=[])
+            experiments_pb2.WatchExperimentsResponse(snapshot=True, experiments=[experiment()])
         )
-        await asyncio.wait_for(starting, 2)
-        assigned = await evaluator.assign("p1", [], common_pb2.CHANNEL_WEB, ["exp"], timeout=1)
+        while evaluator.missing_experiments(["exp"]):
+            await asyncio.sleep(0.001)
+        assigned_after = await evaluator.assign(
+            "p1", [], common_pb2.CHANNEL_WEB, ["exp"], timeout=1
+        )
         await evaluator.stop()
 
-        assert started_early is False
-        assert assigned == Assignments()
+        assert missing_before == {"exp"}
+        assert segments_before == ["gold"]
+        assert assigned_before == Assignments()
+        assert assigned_after.variants == {"exp": "on"}
 
     asyncio.run(go())
+
+
+def test_in_process__segments_snapshot_missing__every_segment_missing_none_matched() -> None:
+    async def go() -> tuple[frozenset[str], list[str], frozenset[str]]:
+        peers = Peers()
+        evaluator = InProcessEvaluator(peers, peers, start_wait_s=0.01)  # type: ignore[arg-type]
+        peers.WatchExperiments.replies.put_nowait(
+            experiments_pb2.WatchExperimentsResponse(snapshot=True)
+        )
+        await asyncio.wait_for(evaluator.start(), 2)
+        missing = evaluator.missing_segments(["gold", "silver"])
+        found = await segments_of(evaluator)
+        peers.WatchSegments.replies.put_nowait(
+            segments_pb2.WatchSegmentsResponse(
+                snapshot=True, segments=[segment("gold", 'trait.tier == "gold"')]
+            )
+        )
+        while evaluator.missing_segments(["gold"]):
+            await asyncio.sleep(0.001)
+        missing_after = evaluator.missing_segments(["gold", "silver"])
+        await evaluator.stop()
+        return missing, found, missing_after
+
+    missing, found, missing_after = asyncio.run(go())
+
+    assert missing == {"gold", "silver"}
+    assert found == []
+    assert missing_after == {"silver"}
 
 
 def test_in_process__segment_rule_unreadable__skipped_others_evaluated() -> None:
@@ -130,6 +164,18 @@ def test_in_process__changes_on_the_stream__evaluation_follows() -> None:
         return before, after
 
     assert asyncio.run(go()) == (["gold"], ["all"])
+
+
+def experiment() -> experiments_pb2.Experiment:
+    """A running experiment `exp` that puts everyone in its only variant, `on`."""
+    return experiments_pb2.Experiment(
+        key="exp",
+        variants=[experiments_pb2.Variant(key="on", weight=1)],
+        control_variant_key="on",
+        traffic_fraction=1.0,
+        status=experiments_pb2.EXPERIMENT_STATUS_RUNNING,
+        goal=common_pb2.Goal(event_type="purchase", kind=common_pb2.GOAL_KIND_CONVERSION),
+    )
 
 
 def held_out_experiment() -> experiments_pb2.Experiment:

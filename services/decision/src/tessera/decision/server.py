@@ -40,8 +40,18 @@ class DecisionSettings(RuntimeSettings):
 
     evaluation: Literal["in_process", "rpc"] = "in_process"
     """TESSERA_EVALUATION: evaluate segments and assignments here or over RPC."""
-    decide_deadline_s: float = 0.5
-    """TESSERA_DECIDE_DEADLINE_S: deadline of each internal call of a Decide."""
+    decide_deadline_s: float = Field(
+        0.5,
+        gt=0,
+        description="TESSERA_DECIDE_DEADLINE_S: the most a Decide spends on its internal calls "
+        "together; a nearer caller deadline bounds them instead. Past it, Decide fails open.",
+    )
+    decide_start_wait_s: float = Field(
+        3.0,
+        ge=0,
+        description="TESSERA_DECIDE_START_WAIT_S: how long a starting replica waits for the "
+        "segment and experiment definitions before serving with what it has (in_process).",
+    )
     exposure_queue_size: int = Field(
         10_000, gt=0, description="Exposures held in memory at most; more are dropped, counted."
     )
@@ -102,7 +112,7 @@ class DecisionService:
             experiments_pb2_grpc.ExperimentServiceStub(self.channels["experiments"])
         )
         self.evaluator: Evaluator = (
-            InProcessEvaluator(segments, experiments)
+            InProcessEvaluator(segments, experiments, self.settings.decide_start_wait_s)
             if self.settings.evaluation == "in_process"
             else RpcEvaluator(segments, experiments)
         )

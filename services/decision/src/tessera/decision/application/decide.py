@@ -1,23 +1,33 @@
 """Decide: who the visitor is, their segments and variants, one campaign per placement.
 
 The fan-out lives here and the picking rules in `tessera.decision.domain`,
-so what is added to the hot path later (pressure budgets read beside the
-profile, caps, exposures sent off the request path, failing open when a
-peer is slow) grows this module, not the servicer.
+so what is added to the hot path (pressure budgets read beside the
+profile, caps, exposures sent off the request path) grows this module, not
+the servicer.
+
+Every internal call is bounded by what is left of one budget: the caller's
+deadline (less a reserve to answer in) capped by TESSERA_DECIDE_DEADLINE_S,
+read again at each call. Decide fails open: a profile service that is down
+or slow gives every placement its default experience with a reason, and a
+campaign whose audience segments or experiment this replica cannot evaluate
+is skipped with a reason while the others are served (docs/decide.md,
+"Degraded modes").
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from google.protobuf import struct_pb2
 
-from tessera import sticky
+from tessera import metrics, sticky
 from tessera.clients import peer_error
 from tessera.common.v1 import common_pb2
 from tessera.decision.application.payloads import render_payloads
@@ -33,6 +43,7 @@ from tessera.decision.domain.campaigns import (
 )
 from tessera.decision.domain.pressure import Counters, CounterSpec
 from tessera.definitions import DefinitionCache
+from tessera.errors import DeadlineExceeded, Unavailable
 from tessera.experiments.domain.exposures import (
     GLOBAL_HOLDOUT_KEY,
     GLOBAL_HOLDOUT_VARIANTS,
@@ -46,6 +57,22 @@ if TYPE_CHECKING:
     from tessera.decision.application.pressure import PressureGate
     from tessera.decision.transport.evaluation import Evaluator
     from tessera.profiles.v1.profiles_pb2_grpc import ProfileServiceAsyncStub
+
+log = logging.getLogger("tessera.decision.decide")
+
+PEER_DOWN = (Unavailable, DeadlineExceeded)
+"""What a peer that is down, draining or too slow raises: Decide serves without it."""
+
+ANSWER_RESERVE = 0.1
+"""Share of the caller's remaining time kept to build and send the answer.
+
+Internal calls end before the caller's deadline, so a Decide that fails
+open still reaches the caller in time.
+"""
+
+PROFILE_DOWN = "profile service unavailable: default experience"
+SEGMENTS_DOWN = "segment service unavailable"
+EXPERIMENTS_DOWN = "experiment service unavailable"
 
 
 def utc_now() -> dt.datetime:
@@ -144,6 +171,101 @@ class Decisions:
     """Per choice, its payload with placeholders filled in (None: as written); empty: all."""
 
 
+class Budget:
+    """The time one Decide may spend on its peers, read afresh before each call.
+
+    Fixed once, as an instant on a monotonic clock; `left()` is what an
+    internal call gets as its deadline, so a call made after a slow one gets
+    only what the slow one left, never the full setting again.
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._end = clock() + max(0.0, seconds)
+
+    def left(self) -> float:
+        """Seconds until the budget runs out (0 once it has)."""
+        return max(0.0, self._end - self._clock())
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A campaign left out because this replica could not evaluate it, and why."""
+
+    campaign: CampaignDef
+    reason: str
+
+
+def skipped_for_audience(
+    reachable: Sequence[CampaignDef], in_segments: frozenset[str], missing: frozenset[str], why: str
+) -> list[Skipped]:
+    """Campaigns whose audience could not be checked: no known segment of it holds the visitor.
+
+    A campaign whose visitor is in any of its audience segments is served,
+    missing segments or not (an audience is any one of its segments).
+    """
+    skipped = []
+    for campaign in reachable:
+        keys = campaign.audience_segment_keys
+        if not keys or in_segments.intersection(keys):
+            continue
+        lacking = missing.intersection(keys)
+        if lacking:
+            names = ", ".join(sorted(lacking))
+            skipped.append(Skipped(campaign, f"skipped {campaign.key}: {why} ({names})"))
+    return skipped
+
+
+def with_skipped(
+    choices: Sequence[Choice], skipped: Sequence[Skipped], channel: int
+) -> list[Choice]:
+    """Each placement's choice, with the campaigns skipped ahead of what it shows named.
+
+    A placement left empty says only why campaigns were skipped (not "no
+    campaign fits", which would be untrue); a filled one adds the skipped
+    campaigns that rank above the one it shows.
+    """
+    if not skipped:
+        return list(choices)
+    skipped = sorted(skipped, key=lambda s: _rank(s.campaign))
+    out = []
+    for choice in choices:
+        shown = choice.campaign
+        ahead = [
+            s.reason
+            for s in skipped
+            if choice.placement in s.campaign.placements
+            and (not s.campaign.channels or channel in s.campaign.channels)
+            and (shown is None or _rank(s.campaign) < _rank(shown))
+        ]
+        if not ahead:
+            out.append(choice)
+        elif shown is None:
+            out.append(replace(choice, reasons=(*ahead, "default experience")))
+        else:
+            out.append(replace(choice, reasons=(*choice.reasons, *ahead)))
+    return out
+
+
+def _rank(campaign: CampaignDef) -> tuple[int, str]:
+    # The order `candidates` ranks in: priority first, then key.
+    return (-campaign.priority, campaign.key)
+
+
+def default_decisions(query: DecideQuery, reason: str) -> Decisions:
+    """Every placement's default experience, for a visitor Decide could not identify.
+
+    Treated as anonymous: no profile, no segment, no campaign, so nothing
+    is assigned and no exposure is counted (docs/decide.md).
+    """
+    return Decisions(
+        profile_id="",
+        choices=[Choice(p, reasons=(reason,)) for p in query.placements],
+        segment_keys=[],
+        conversion_probability=0.0,
+    )
+
+
 class Decider:
     """Runs Decide over the campaign cache, the profile service and an evaluator."""
 
@@ -157,79 +279,104 @@ class Decider:
         exposures: ExposureSink | None = None,
         global_holdout: float = 0.0,
         pressure: PressureGate | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.campaigns = campaigns
         self.evaluator = evaluator
         self.profiles = profiles
         self.deadline_s = deadline_s
+        """The longest a Decide spends on its peers, when the caller allows more or sets none."""
         self.now = now
         self.exposures = exposures
         self.global_holdout = global_holdout
         """Share of all people held out of every campaign; 0 for none."""
         self.pressure = pressure
         """Budgets, caps and conflict-group holds; None leaves them out."""
+        self.clock = clock
+        """The monotonic clock budgets are read on."""
+        self._audience: tuple[object, frozenset[str]] = (None, frozenset())
 
-    def timeout(self, time_remaining: float | None) -> float:
-        """The deadline of each internal call: the setting, or less if the caller's is nearer."""
-        if time_remaining is None:
-            return self.deadline_s
-        return min(self.deadline_s, time_remaining)
+    def _audience_keys(self) -> frozenset[str]:
+        """Every segment some campaign targets; derived again only when the campaigns change."""
+        items = self.campaigns.items
+        held, keys = self._audience
+        if held is not items:
+            # The cache swaps in a new mapping on every change.
+            keys = frozenset(k for c in items.values() for k in c.audience_segment_keys)
+            self._audience = (items, keys)
+        return keys
+
+    def budget(self, time_remaining: float | None) -> Budget:
+        """This Decide's budget: the setting, or the caller's deadline less a reserve if nearer."""
+        seconds = self.deadline_s
+        if time_remaining is not None:
+            seconds = min(seconds, time_remaining * (1 - ANSWER_RESERVE))
+        return Budget(seconds, self.clock)
 
     async def decide(self, query: DecideQuery, time_remaining: float | None = None) -> Decisions:
         """Resolve the profile, find its segments and variants, pick per placement.
 
         `time_remaining` is the caller's own deadline, if it set one. Segments
-        need the profile and assignments need the segments, so the three
-        steps run in turn; assignment is skipped when no campaign can fill a
-        placement. The person's sticky variants come with the profile (its
-        `_variant:` traits); every campaign shown is handed to the exposure
-        sink, which sends it later. A person in the global holdout gets every
-        campaign's control (their default) and no assignment is asked.
+        need the profile and assignments need the segments (an experiment's
+        audience, and its layer's), so the steps run in turn; assignment is
+        skipped when no campaign can fill a placement. The person's sticky
+        variants come with the profile (its `_variant:` traits); every
+        campaign shown is handed to the exposure sink, which sends it later.
+        A person in the global holdout gets every campaign's control (their
+        default) and no assignment is asked.
 
         With a pressure gate, the person's budget, caps and conflict-group
         holds are read beside Identify, the choice respects them, and the
         campaigns shown are charged (docs/decide.md); a campaign outside
         its probability range is not a candidate.
         """
-        timeout = self.timeout(time_remaining)
+        budget = self.budget(time_remaining)
         now = self.now()
         everyone = list(self.campaigns.items.values())
-        # Pressure, caps and holds (docs/decide.md): counters read beside Identify.
-        identified, counters, spec, now_s = await self._identified_with_counters(
-            query, timeout, everyone, now
-        )
+        try:
+            # Pressure, caps and holds (docs/decide.md): counters read beside Identify.
+            identified, counters, spec, now_s = await self._identified_with_counters(
+                query, budget, everyone, now
+            )
+        except PEER_DOWN as error:
+            metrics.count_degraded("profiles")
+            log.debug("deciding without the profile", extra={"error": str(error)})
+            return default_decisions(query, PROFILE_DOWN)
         profile = identified.profile
-        segment_keys = await self.evaluator.segments(profile, query.channel, query.context, timeout)
+        segment_keys, segments_down = await self._segments(profile, query, budget)
         in_segments = frozenset(segment_keys)
         probability = (
             profile.features.conversion_probability if profile.HasField("features") else None
         )
         ranked = candidates(
-            everyone,
-            query.placements,
-            query.channel,
-            in_segments,
-            now,
-            probability,
+            everyone, query.placements, query.channel, in_segments, now, probability
         )
+        skipped: list[Skipped] = []
+        audience = self._audience_keys()
+        lacking = audience if segments_down else self.evaluator.missing_segments(audience)
+        if lacking:
+            # Campaigns that would fit but for an audience this replica cannot check.
+            reachable = candidates(
+                everyone, query.placements, query.channel, audience, now, probability
+            )
+            why = SEGMENTS_DOWN if segments_down else "audience segment not loaded"
+            skipped = skipped_for_audience(reachable, in_segments, lacking, why)
+            if skipped and not segments_down:
+                metrics.count_degraded("segments")
         first_exposures = sticky_of(profile.traits)
         held = in_global_holdout(profile.profile_id, self.global_holdout, first_exposures)
         assignments = Assignments()
         if ranked and not held:
-            assignments = await self.evaluator.assign(
-                profile.profile_id,
-                segment_keys,
-                query.channel,
-                [c.experiment_key for c in ranked],
-                timeout,
-                first_exposures,
+            ranked, assignments, unassigned = await self._assign(
+                profile.profile_id, segment_keys, query.channel, ranked, budget, first_exposures
             )
+            skipped += unassigned
         explained = (
             static_skips(everyone, query.placements, query.channel, in_segments, now, probability)
             if query.explain
             else None
         )
-        budget = self.pressure.rules.budget if self.pressure else 0
+        pressure_budget = self.pressure.rules.budget if self.pressure else 0
 
         def rechoose(known: Counters) -> list[Choice]:
             return choose(
@@ -241,7 +388,7 @@ class Decider:
                 assignments.held_out,
                 global_holdout=bool(held),
                 counters=known,
-                budget=budget,
+                budget=pressure_budget,
                 holders=holding(
                     known.holds, everyone, query.channel, in_segments, now, probability
                 ),
@@ -258,7 +405,7 @@ class Decider:
                 choices,
                 rechoose,
                 now_s,
-                timeout,
+                budget.left(),
             )
         if self.exposures is not None:
             if ranked:
@@ -267,7 +414,7 @@ class Decider:
                 self.exposures.emit([global_exposure(profile.profile_id, held, now)])
         return Decisions(
             profile_id=profile.profile_id,
-            choices=choices,
+            choices=with_skipped(choices, skipped, query.channel),
             segment_keys=segment_keys,
             conversion_probability=profile.features.conversion_probability,
             payloads=render_payloads(choices, profile, query.context),
@@ -276,7 +423,7 @@ class Decider:
     async def _identified_with_counters(
         self,
         query: DecideQuery,
-        timeout: float,
+        budget: Budget,
         everyone: Sequence[CampaignDef],
         now: dt.datetime,
     ) -> tuple[profiles_pb2.IdentifyResponse, Counters, CounterSpec | None, int]:
@@ -294,16 +441,16 @@ class Decider:
         gate = self.pressure
         now_s = int(now.timestamp())
         if gate is None:
-            return await self._identify(query, timeout), Counters(), None, now_s
+            return await self._identify(query, budget), Counters(), None, now_s
         spec = gate.spec(possible(everyone, query.placements, query.channel, now), now_s)
         guess = gate.guesses.guess(query.identities) if not spec.empty else None
         counters = Counters()
         if guess is not None:
             identified, counters = await asyncio.gather(
-                self._identify(query, timeout), gate.read(guess, spec, now_s, timeout)
+                self._identify(query, budget), gate.read(guess, spec, now_s, budget.left())
             )
         else:
-            identified = await self._identify(query, timeout)
+            identified = await self._identify(query, budget)
         profile_id = identified.profile.profile_id
         if not spec.empty:
             gate.guesses.learn(query.identities, profile_id)
@@ -311,7 +458,7 @@ class Decider:
                 counters = Counters()  # optimistic: the charge checks
         return identified, counters, spec, now_s
 
-    async def _identify(self, query: DecideQuery, timeout: float) -> profiles_pb2.IdentifyResponse:
+    async def _identify(self, query: DecideQuery, budget: Budget) -> profiles_pb2.IdentifyResponse:
         """Identify the visitor: the profile and the ids this call merged into it.
 
         The profile is created on first sight and comes with session and features.
@@ -319,8 +466,57 @@ class Decider:
         try:
             identified = await self.profiles.Identify(
                 profiles_pb2.IdentifyRequest(identities=query.identities, channel=query.channel),
-                timeout=timeout,
+                timeout=budget.left(),
             )
         except grpc.aio.AioRpcError as error:
             raise peer_error(error, "profiles") from error
         return identified
+
+    async def _segments(
+        self, profile: profiles_pb2.Profile, query: DecideQuery, budget: Budget
+    ) -> tuple[list[str], bool]:
+        """The profile's segments, and whether they could not be evaluated at all."""
+        try:
+            keys = await self.evaluator.segments(
+                profile, query.channel, query.context, budget.left()
+            )
+        except PEER_DOWN:
+            metrics.count_degraded("segments")
+            return [], True
+        return keys, False
+
+    async def _assign(
+        self,
+        profile_id: str,
+        segment_keys: Sequence[str],
+        channel: int,
+        ranked: Sequence[CampaignDef],
+        budget: Budget,
+        first_exposures: dict[str, sticky.Kept],
+    ) -> tuple[list[CampaignDef], Assignments, list[Skipped]]:
+        """Assignments for the campaigns whose experiment can be evaluated; the others skipped."""
+        lacking = self.evaluator.missing_experiments([c.experiment_key for c in ranked])
+        skipped = [
+            Skipped(c, f"skipped {c.key}: its experiment is not loaded")
+            for c in ranked
+            if c.experiment_key in lacking
+        ]
+        usable = [c for c in ranked if c.experiment_key not in lacking]
+        if skipped:
+            metrics.count_degraded("experiments")
+        if not usable:
+            return [], Assignments(), skipped
+        try:
+            assignments = await self.evaluator.assign(
+                profile_id,
+                segment_keys,
+                channel,
+                [c.experiment_key for c in usable],
+                budget.left(),
+                first_exposures,
+            )
+        except PEER_DOWN:
+            metrics.count_degraded("experiments")
+            down = [Skipped(c, f"skipped {c.key}: {EXPERIMENTS_DOWN}") for c in usable]
+            return [], Assignments(), skipped + down
+        return usable, assignments, skipped

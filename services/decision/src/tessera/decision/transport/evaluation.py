@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
@@ -26,7 +26,6 @@ from tessera.clients import peer_error
 from tessera.common.v1 import common_pb2
 from tessera.decision.domain.campaigns import Assignments
 from tessera.definitions import Backoff, Batch, WatchedSet, Watcher
-from tessera.errors import Unavailable
 from tessera.experiments.domain import assign_all
 from tessera.experiments.transport.convert import experiment_from_proto
 from tessera.experiments.v1 import experiments_pb2
@@ -48,14 +47,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tessera.decision.evaluation")
 
-RECONNECT = Backoff(initial_s=0.1, max_s=2.0)
-"""Backoff between attempts to reopen a watch on a peer."""
+RECONNECT = Backoff(initial_s=0.05, max_s=0.25)
+"""Backoff between attempts to reopen a watch on a peer.
+
+While the peer is away an attempt fails at once (its channel is
+reconnecting), so trying four times a second costs little. With the
+channel's own reconnect backoff (at most 0.5 s, `tessera.clients`), a watch
+is open again within 0.75 s of the peer's return: definitions flow within a
+second.
+"""
 
 NO_STICKY: Mapping[str, Kept] = MappingProxyType({})
 """A person with no sticky variant (never exposed)."""
 
-LOADING_NOTICE_S = 5.0
-"""How often `start` says it is still waiting for the snapshots."""
+START_WAIT_S = 3.0
+"""How long `start` waits for the snapshots before serving with what it has."""
 
 
 class Evaluator(Protocol):
@@ -66,6 +72,12 @@ class Evaluator(Protocol):
 
     async def stop(self) -> None:
         """Disconnect."""
+
+    def missing_segments(self, keys: Collection[str]) -> frozenset[str]:
+        """Those of `keys` this evaluator cannot evaluate (not loaded here); may be empty."""
+
+    def missing_experiments(self, keys: Collection[str]) -> frozenset[str]:
+        """Those of `keys` this evaluator cannot assign (not loaded here); may be empty."""
 
     async def segments(
         self,
@@ -106,6 +118,14 @@ class RpcEvaluator:
 
     async def stop(self) -> None:
         """Nothing to release."""
+
+    def missing_segments(self, keys: Collection[str]) -> frozenset[str]:
+        """None: the segment service knows its segments (or the call fails as a whole)."""
+        return frozenset()
+
+    def missing_experiments(self, keys: Collection[str]) -> frozenset[str]:
+        """None: the experiment service knows its experiments (or the call fails as a whole)."""
+        return frozenset()
 
     async def segments(
         self,
@@ -172,9 +192,14 @@ class InProcessEvaluator:
     """Keeps segment and experiment definitions from the watch streams, evaluates here."""
 
     def __init__(
-        self, segments: SegmentServiceAsyncStub, experiments: ExperimentServiceAsyncStub
+        self,
+        segments: SegmentServiceAsyncStub,
+        experiments: ExperimentServiceAsyncStub,
+        start_wait_s: float = START_WAIT_S,
     ) -> None:
+        self.start_wait_s = start_wait_s
         self._compiled: CompiledSegments = compile_segments([])
+        self._missing: tuple[object, object, frozenset[str]] = (None, None, frozenset())
         self._segments = Watcher(
             "segments",
             lambda: segments.WatchSegments(segments_pb2.WatchSegmentsRequest()),
@@ -198,21 +223,49 @@ class InProcessEvaluator:
             log.error("segments left out of evaluation", extra={"segments": left_out})
 
     async def start(self) -> None:
-        """Open both watches; return once both snapshots are in.
+        """Open both watches; return once both snapshots are in, or after `start_wait_s`.
 
-        Until then the service is not serving (the runtime starts serving
-        after `start`), so probes keep traffic away from a replica that
-        would decide without its definitions.
+        A replica that waited for a peer that is away would serve nothing for
+        the whole outage; instead it serves with what it has, and Decide skips
+        (with a reason) every campaign whose audience segment or experiment is
+        not loaded yet. The watches go on trying and fill in when the peers
+        answer.
         """
         self._segments.start()
         self._experiments.start()
-        while not (self._segments.loaded and self._experiments.loaded):
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(LOADING_NOTICE_S):
-                    await self._segments.wait_loaded()
-                    await self._experiments.wait_loaded()
-            if not (self._segments.loaded and self._experiments.loaded):
-                log.warning("waiting for segment and experiment definitions")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.start_wait_s):
+                await self._segments.wait_loaded()
+                await self._experiments.wait_loaded()
+        waiting = [w.name for w in (self._segments, self._experiments) if not w.loaded]
+        if waiting:
+            log.warning(
+                "serving without some definitions; campaigns that need them are skipped",
+                extra={"waiting_for": waiting},
+            )
+
+    def missing_segments(self, keys: Collection[str]) -> frozenset[str]:
+        """Those of `keys` not compiled here: not received yet, or unusable.
+
+        Decide asks every time with the same collection (every audience
+        segment of the campaigns) until the campaigns change, so the answer
+        is kept until either side changes rather than recomputed per call.
+        """
+        if not self._segments.loaded:
+            return frozenset(keys)
+        compiled = self._compiled
+        asked, against, missing = self._missing
+        if asked is not keys or against is not compiled:
+            missing = frozenset(key for key in keys if key not in compiled)
+            self._missing = (keys, compiled, missing)
+        return missing
+
+    def missing_experiments(self, keys: Collection[str]) -> frozenset[str]:
+        """Those of `keys` not received here yet."""
+        if not self._experiments.loaded:
+            return frozenset(keys)
+        held = self._experiments.items
+        return frozenset(key for key in keys if key not in held)
 
     async def stop(self) -> None:
         """Close the watches."""
@@ -226,9 +279,11 @@ class InProcessEvaluator:
         context: struct_pb2.Struct,
         timeout: float,
     ) -> list[str]:
-        """Sorted keys of the profile's segments, from the watched definitions."""
-        if not self._segments.loaded:
-            raise Unavailable("segment definitions are not loaded yet")
+        """Sorted keys of the profile's segments, from the watched definitions.
+
+        Before the snapshot is in, none (`missing_segments` names every key,
+        so Decide skips the campaigns that need one).
+        """
         return self._compiled.evaluate(subject_from_profile(profile, channel, context))
 
     async def assign(
@@ -240,9 +295,11 @@ class InProcessEvaluator:
         timeout: float,
         sticky: Mapping[str, Kept] = NO_STICKY,
     ) -> Assignments:
-        """Variants and holdouts by the experiments service's own assignment, here."""
-        if not self._experiments.loaded:
-            raise Unavailable("experiment definitions are not loaded yet")
+        """Variants and holdouts by the experiments service's own assignment, here.
+
+        An experiment not held here gets no variant (`missing_experiments`
+        names it, so Decide skips its campaign with the reason).
+        """
         experiments = self._experiments.items
         known = [key for key in experiment_keys if key in experiments]
         metrics.count_lookups("experiment", len(known), len(experiment_keys) - len(known))
