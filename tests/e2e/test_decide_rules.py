@@ -9,10 +9,12 @@ settings: a budget of 10 per day, conflict groups held for a day
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
@@ -350,3 +352,72 @@ def test_decide__explain__says_why_each_other_campaign_of_the_placement_was_skip
     )
     assert plain.campaign_key == winner
     assert not any(r.startswith("skipped") for r in plain.reasons)
+
+
+def test_decide__calendar_window_campaign__opens_then_closes_on_its_schedule(
+    suite_of: Any,
+) -> None:
+    # A promotion live only in a calendar window (today, in the schedule's
+    # time zone) and only between two instants a few seconds apart: before
+    # the start the evergreen campaign fills the placement, inside the
+    # window the promotion (higher priority) does, after the end the
+    # evergreen again. A second promotion whose window is another day of
+    # the year never shows. Schedules are read at decision time, so no
+    # campaign write happens between the three phases.
+    tessera = suite_of
+    everyone, placement = unique("all"), unique("calendar-slot")
+    segment(tessera, everyone, "true")
+    zone = "Europe/Paris"
+    today = dt.datetime.now(ZoneInfo(zone)).date()
+    elsewhere = today + dt.timedelta(days=100)
+    evergreen = create(tessera, unique("evergreen"), [placement], [everyone], priority=1)
+    opens = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=8)
+    closes = opens + dt.timedelta(seconds=4)
+    schedule = decision_pb2.Schedule(
+        windows=[
+            decision_pb2.CalendarWindow(
+                name="today",
+                start_month=today.month,
+                start_day=today.day,
+                end_month=today.month,
+                end_day=today.day,
+            )
+        ],
+        time_zone=zone,
+    )
+    schedule.start_time.FromDatetime(opens)
+    schedule.end_time.FromDatetime(closes)
+    promotion = create(
+        tessera, unique("promo"), [placement], [everyone], priority=9, schedule=schedule
+    )
+    other_day = decision_pb2.Schedule(
+        windows=[
+            decision_pb2.CalendarWindow(
+                name="other-day",
+                start_month=elsewhere.month,
+                start_day=elsewhere.day,
+                end_month=elsewhere.month,
+                end_day=elsewhere.day,
+            )
+        ],
+        time_zone=zone,
+    )
+    never = create(
+        tessera, unique("other-day"), [placement], [everyone], priority=10, schedule=other_day
+    )
+    assert eventually(lambda: shows(tessera, evergreen, placement))
+
+    before = explained(tessera, cookie(), placement=placement)
+    assert dt.datetime.now(dt.UTC) < opens, "the suite was too slow to see the window closed"
+    assert before.campaign_key == evergreen
+    assert f"skipped {promotion}: schedule (not live now)" in before.reasons
+    assert eventually(lambda: shows(tessera, promotion, placement), timeout_s=10)
+    inside = explained(tessera, cookie(), placement=placement)
+    assert inside.campaign_key == promotion or dt.datetime.now(dt.UTC) >= closes
+    assert eventually(lambda: shows(tessera, evergreen, placement), timeout_s=10)
+    after = explained(tessera, cookie(), placement=placement)
+
+    assert dt.datetime.now(dt.UTC) >= closes
+    assert after.campaign_key == evergreen
+    assert f"skipped {promotion}: schedule (not live now)" in after.reasons
+    assert f"skipped {never}: schedule (not live now)" in after.reasons
