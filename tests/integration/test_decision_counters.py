@@ -204,3 +204,27 @@ def test_charge__hold_relied_on_changed__refused_then_accepted_with_the_truth(
         )
 
     assert run(store, scenario()) == ((False, [theirs, None]), (True, [theirs, "1"]))
+
+
+def test_charge__survivor_hold_ended__merged_persons_live_hold_taken_over(
+    store: CounterStore,
+) -> None:
+    # The survivor held the group until NOW_S + 10; the merged person holds it
+    # for an hour. Folded at NOW_S + 20, the survivor's hold no longer counts,
+    # so the merged person's hold is the person's hold (docs/decide.md).
+    ended = hold_value("old", NOW_S + 10)
+    live = hold_value("theirs", NOW_S + 3600)
+
+    async def scenario() -> tuple[object, ...]:
+        await store.charge(
+            "ivy",
+            ChargePlan((Increment(SPENT, 1, 10),), (HoldClaim("h:g", ended, ""),)),
+            (),
+            NOW_S,
+            [],
+        )
+        await store.charge("jo", ChargePlan(holds=(HoldClaim("h:g", live, ""),)), (), NOW_S, [])
+        folded = await store.charge("ivy", ChargePlan(), ["jo"], NOW_S + 20, ["h:g", SPENT])
+        return folded, await store.read("ivy", ["h:g"])
+
+    assert run(store, scenario()) == ((True, [live, "1"]), [live])
