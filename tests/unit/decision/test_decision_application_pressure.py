@@ -362,3 +362,32 @@ def test_decide__login_merge_either_profile_survives__one_budget_for_the_person(
 
 def await_(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
+
+
+def on(channel: common_pb2.Channel.ValueType) -> DecideQuery:
+    return DecideQuery(
+        identities=[common_pb2.Identity(type="cookie", value="c1")],
+        channel=channel,
+        placements=["home"],
+        context=struct_pb2.Struct(),
+    )
+
+
+def test_decide__group_held_by_a_web_only_campaign__email_member_skipped_no_flicker(
+    tmp_path: Path,
+) -> None:
+    # One offer per person: the web's "web-deal" holds the group, so the
+    # e-mail's "mail-deal" of the same group is not sent to that person, and
+    # the web keeps "web-deal". Freed by the channel, the two claimed the
+    # group in turn on every call and the person got both offers.
+    web, mail = common_pb2.CHANNEL_WEB, common_pb2.CHANNEL_EMAIL
+    stored = [
+        running("web-deal", conflict_group="promo", channels=[web]),
+        running("mail-deal", conflict_group="promo", channels=[mail]),
+        running("newsletter", priority=-1, channels=[mail]),
+    ]
+    steps = [(dt.timedelta(seconds=s), on(c)) for s, c in enumerate((web, mail, web, mail))]
+
+    shown, _ = decide_many(tmp_path, stored, steps, PressureRules())
+
+    assert shown == ["web-deal", "newsletter", "web-deal", "newsletter"]
