@@ -392,7 +392,9 @@ def static_skip(
     if not campaign.fits_probability(probability):
         chances = campaign.probability_range
         bounds = f"{chances.min:g} to {chances.max:g}" if chances else ""
-        return Skip(campaign, SKIP_PROBABILITY, f"{probability or 0:g} not in {bounds}")
+        # Without features the probability is unknown, not 0: say so.
+        known = f"{probability:g}" if probability is not None else "unknown,"
+        return Skip(campaign, SKIP_PROBABILITY, f"{known} not in {bounds}")
     return None
 
 
