@@ -391,3 +391,18 @@ def test_decide__group_held_by_a_web_only_campaign__email_member_skipped_no_flic
     shown, _ = decide_many(tmp_path, stored, steps, PressureRules())
 
     assert shown == ["web-deal", "newsletter", "web-deal", "newsletter"]
+
+
+def test_decide__stored_before_caps_with_period_but_no_max__no_cap_still_shown(
+    tmp_path: Path,
+) -> None:
+    # The previous release stored a cap of a period and max_decisions 0 (the
+    # proto's "0 for no cap"); read as a cap of 0 it was never shown again.
+    legacy = normalised(campaign("legacy", status=RUNNING))
+    legacy.frequency_cap.period.FromSeconds(3600)
+    steps = [(dt.timedelta(0), query()), (dt.timedelta(seconds=1), query())]
+
+    shown, _ = decide_many(tmp_path, [legacy], steps, PressureRules())
+
+    assert shown == ["legacy", "legacy"]
+    assert campaign_from_proto(legacy).frequency_cap is None
