@@ -10,6 +10,8 @@ from typing import TypeVar
 
 import pytest
 import redis
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from tessera.decision.domain.pressure import (
     ChargePlan,
@@ -204,3 +206,97 @@ def test_charge__hold_relied_on_changed__refused_then_accepted_with_the_truth(
         )
 
     assert run(store, scenario()) == ((False, [theirs, None]), (True, [theirs, "1"]))
+
+
+def test_charge__survivor_hold_ended__merged_persons_live_hold_taken_over(
+    store: CounterStore,
+) -> None:
+    # The survivor held the group until NOW_S + 10; the merged person holds it
+    # for an hour. Folded at NOW_S + 20, the survivor's hold no longer counts,
+    # so the merged person's hold is the person's hold (docs/decide.md).
+    ended = hold_value("old", NOW_S + 10)
+    live = hold_value("theirs", NOW_S + 3600)
+
+    async def scenario() -> tuple[object, ...]:
+        await store.charge(
+            "ivy",
+            ChargePlan((Increment(SPENT, 1, 10),), (HoldClaim("h:g", ended, ""),)),
+            (),
+            NOW_S,
+            [],
+        )
+        await store.charge("jo", ChargePlan(holds=(HoldClaim("h:g", live, ""),)), (), NOW_S, [])
+        folded = await store.charge("ivy", ChargePlan(), ["jo"], NOW_S + 20, ["h:g", SPENT])
+        return folded, await store.read("ivy", ["h:g"])
+
+    assert run(store, scenario()) == ((True, [live, "1"]), [live])
+
+
+BASE = int(time.time()) + 10_000
+"""Ahead of the wall clock, so neither store expires a record by the real time mid-test."""
+PEOPLE = ("ann", "bob", "cy")
+COUNTER_FIELDS = (f"p:{BASE + 100}", f"p:{BASE + 200}", f"c:x:{BASE + 150}")
+HOLD_FIELDS = ("h:g", "h:k")
+HOLD_VALUES = tuple(f"{key}@{BASE + until}" for key in ("x", "y") for until in (60, 250, 400))
+EVERY_FIELD = [*COUNTER_FIELDS, *HOLD_FIELDS]
+
+increments = st.builds(
+    Increment,
+    st.sampled_from(COUNTER_FIELDS),
+    st.integers(1, 5),
+    st.integers(0, 10),
+)
+claims = st.builds(
+    HoldClaim,
+    st.sampled_from(HOLD_FIELDS),
+    st.sampled_from(HOLD_VALUES),
+    st.sampled_from(("", *HOLD_VALUES)),
+)
+checks = st.builds(HoldCheck, st.sampled_from(HOLD_FIELDS), st.sampled_from(("", *HOLD_VALUES)))
+plans = st.builds(
+    ChargePlan,
+    st.lists(increments, max_size=3, unique_by=lambda i: i.field).map(tuple),
+    st.lists(claims, max_size=2, unique_by=lambda c: c.field).map(tuple),
+    st.lists(checks, max_size=1).map(tuple),
+)
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(PEOPLE),
+        plans,
+        st.lists(st.sampled_from(PEOPLE), max_size=2, unique=True),
+        st.integers(0, 60),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps)
+@example(
+    [  # the survivor's hold has ended when the merged person's live one is folded in
+        ("ann", ChargePlan(holds=(HoldClaim("h:g", HOLD_VALUES[0], ""),)), [], 0),
+        ("bob", ChargePlan(holds=(HoldClaim("h:g", HOLD_VALUES[5], ""),)), [], 0),
+        ("ann", ChargePlan(), ["bob"], 20),
+    ]
+)
+def test_charge__any_plans_merges_and_times__memory_store_answers_as_the_lua_script(
+    redis_url: str, key_prefix: str, ops: list[tuple[str, ChargePlan, list[str], int]]
+) -> None:
+    # The same charges, folds and clock on both stores: every answer and the
+    # records left must agree (the in-process store is the embedded default,
+    # the Lua script production's).
+    memory = MemoryCounterStore()
+    lua = RedisCounterStore(redis_url, f"{key_prefix}equal-{uuid.uuid4().hex[:8]}:")
+
+    async def play(store: CounterStore) -> list[object]:
+        seen: list[object] = []
+        now = BASE
+        for person, plan, merged, wait in ops:
+            now += wait * 5
+            seen.append(await store.charge(person, plan, merged, now, EVERY_FIELD))
+        for person in PEOPLE:
+            seen.append(await store.read(person, EVERY_FIELD))
+        return seen
+
+    assert run(memory, play(memory)) == run(lua, play(lua))

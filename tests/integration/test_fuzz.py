@@ -53,7 +53,6 @@ from hypothesis import strategies as st
 from support import ServerThread, free_port
 
 from tessera.common.v1 import common_pb2
-from tessera.decision.application.merges import NO_EVENTS
 from tessera.decision.server import DecisionService, DecisionSettings
 from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
 from tessera.experiments.server import ExperimentsService, ExperimentsSettings
@@ -393,7 +392,7 @@ class Fuzz:
             runner = service.conversions.runner
             waiting = feed.read(runner.position, sorted(service.conversions.goal_types), 1)
             # The decision service folds merges from the feed into its counters.
-            folding = feed.read(merges.position, [NO_EVENTS], 1)
+            folding = feed.read(merges.position, [], 1, events=False)
             if not waiting.records and not folding.records:
                 return
             assert time.monotonic() < deadline, (

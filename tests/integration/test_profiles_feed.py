@@ -118,10 +118,18 @@ class Follower:
     """Reads StreamEvents live in a thread of its own, noting when each record arrived."""
 
     def __init__(
-        self, profiles: Stub, after: int = 0, types: Sequence[str] = (), with_profiles: bool = False
+        self,
+        profiles: Stub,
+        after: int = 0,
+        types: Sequence[str] = (),
+        with_profiles: bool = False,
+        no_events: bool = False,
     ) -> None:
         request = profiles_pb2.StreamEventsRequest(
-            after=after, types=list(types), include_profiles=with_profiles
+            after=after,
+            types=list(types),
+            include_profiles=with_profiles,
+            exclude_events=no_events,
         )
         self.call = profiles.StreamEvents(request, timeout=120)
         self.records: list[tuple[Record, float]] = []
@@ -207,6 +215,44 @@ def test_stream_events__types_filter__only_those_events_with_every_merge(profile
     assert {r.event.type for r in records if r.WhichOneof("record") == "event"} == {"purchase"}
     merges = [r.merge for r in records if r.WhichOneof("record") == "merge"]
     assert [(m.survivor_profile_id, m.merged_profile_id) for m in merges] == [(older, newer)]
+
+
+def test_stream_events__exclude_events__merges_and_deletions_only(profiles: Stub) -> None:
+    web, app, other = cookie(), cookie(), cookie()
+    older = new_profile(profiles, web)
+    newer = new_profile(profiles, app)
+    track(profiles, event(newer, "purchase", revenue=10.0))
+    profiles.Identify(profiles_pb2.IdentifyRequest(identities=[web, app]))
+    erased = new_profile(profiles, other)
+    track(profiles, event(erased, "page_view"))
+    profiles.DeleteProfile(profiles_pb2.DeleteProfileRequest(profile_id=erased))
+
+    follower = Follower(profiles, no_events=True)
+    follower.wait_for(
+        lambda f: any(
+            r.WhichOneof("record") == "deletion" and r.deletion.profile_id == erased
+            for r, _ in f.records
+        )
+    )
+    records = follower.close()
+
+    assert {r.WhichOneof("record") for r in records} == {"merge", "deletion"}
+    assert (older, newer) in [
+        (r.merge.survivor_profile_id, r.merge.merged_profile_id)
+        for r in records
+        if r.WhichOneof("record") == "merge"
+    ]
+
+
+def test_stream_events__exclude_events_with_types__invalid_argument_names_types(
+    profiles: Stub,
+) -> None:
+    request = profiles_pb2.StreamEventsRequest(exclude_events=True, types=["purchase"])
+    with pytest.raises(grpc.RpcError) as raised:
+        list(profiles.StreamEvents(request, timeout=5))
+
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_of(raised.value) == "types"
 
 
 def test_stream_events__negative_after__invalid_argument_names_after(profiles: Stub) -> None:

@@ -319,11 +319,16 @@ async def _retrying(run: Callable[..., Awaitable[int]], *args: Any) -> int:
 
 
 def profile_events(
-    channel: grpc.aio.Channel, event_types: Sequence[str] = (), include_profiles: bool = False
+    channel: grpc.aio.Channel,
+    event_types: Sequence[str] = (),
+    include_profiles: bool = False,
+    events: bool = True,
 ) -> Callable[[int], AsyncIterable[Any]]:
     """`connect` for the profile service's StreamEvents over `channel`.
 
-    `include_profiles` also asks for profile records (traits, identity types).
+    `include_profiles` also asks for profile records (traits, identity
+    types); `events=False` asks for no events at all (merges and deletions
+    only: `exclude_events`), and then `event_types` must be empty.
     """
     from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 
@@ -332,7 +337,10 @@ def profile_events(
     def connect(after: int) -> AsyncIterable[Any]:
         return stub.StreamEvents(
             profiles_pb2.StreamEventsRequest(
-                after=after, types=list(event_types), include_profiles=include_profiles
+                after=after,
+                types=list(event_types),
+                include_profiles=include_profiles,
+                exclude_events=not events,
             )
         )
 

@@ -6,10 +6,13 @@ clock the test moves; the profile service and evaluator are stand-ins.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
+import pytest
 from decision_fakes import FakeEvaluator, FakeProfiles, campaign, run_with_catalog
 from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -21,15 +24,23 @@ from tessera.decision.application.campaigns import normalised
 from tessera.decision.application.decide import DecideQuery, Decider
 from tessera.decision.application.pressure import PressureGate
 from tessera.decision.domain.campaigns import CampaignDef
-from tessera.decision.domain.pressure import ChargePlan, Increment, PressureRules, window_end
+from tessera.decision.domain.pressure import (
+    ChargePlan,
+    Increment,
+    PressureRules,
+    pressure_field,
+    window_end,
+)
 from tessera.decision.storage.counters import CountersUnavailable, MemoryCounterStore
 from tessera.decision.transport.convert import campaign_from_proto
 from tessera.decision.v1 import decision_pb2
 from tessera.definitions import DefinitionCache
+from tessera.profiles.v1 import profiles_pb2
 
 Catalogue = Catalog[decision_pb2.Campaign]
 START = dt.datetime(2026, 12, 24, 12, 0, tzinfo=dt.UTC)
 RUNNING = decision_pb2.CAMPAIGN_STATUS_RUNNING
+T = TypeVar("T")
 
 
 class Clock:
@@ -115,6 +126,7 @@ def decide_many(
     steps: list[tuple[dt.timedelta, DecideQuery]],
     rules: PressureRules,
     store_hook: Callable[[CountingStore], None] | None = None,
+    profiles: FakeProfiles | None = None,
 ) -> tuple[list[str], CountingStore]:
     """Run Decides at START + each offset; the campaign shown by each."""
     clock = Clock()
@@ -130,7 +142,7 @@ def decide_many(
         decider = Decider(
             caches[0],
             FakeEvaluator([], variants),
-            FakeProfiles(0.3).stub(),
+            (profiles or FakeProfiles(0.3)).stub(),
             0.5,
             now=clock,
             pressure=PressureGate(store, rules),
@@ -286,3 +298,111 @@ def test_decide__charge_refused_every_time__counted_campaigns_left_out_after_thr
 
     assert shown == ["plain"]
     assert store.charges == 3
+
+
+class LoginMerges(FakeProfiles):
+    """Identify as the profile service answers it: a call naming both the
+    cookie and the e-mail merges their profiles into `survivor`, and the
+    merged id resolves to the survivor from then on."""
+
+    def __init__(self, survivor: str) -> None:
+        super().__init__(0.3)
+        self.survivor = survivor
+        self.aliases: dict[str, str] = {}
+
+    async def Identify(
+        self, request: profiles_pb2.IdentifyRequest, timeout: float
+    ) -> profiles_pb2.IdentifyResponse:
+        answer = await super().Identify(request, timeout)
+        ids = sorted({self.aliases.get(f"p-{i.value}", f"p-{i.value}") for i in request.identities})
+        if len(ids) > 1:
+            answer.merged_profile_ids.extend(i for i in ids if i != self.survivor)
+            self.aliases.update((i, self.survivor) for i in ids if i != self.survivor)
+        answer.profile.profile_id = self.aliases.get(ids[0], ids[0])
+        return answer
+
+
+def login(*values: str) -> DecideQuery:
+    return DecideQuery(
+        identities=[common_pb2.Identity(type="cookie", value=v) for v in values],
+        channel=common_pb2.CHANNEL_APP,
+        placements=["home"],
+        context=struct_pb2.Struct(),
+    )
+
+
+@pytest.mark.parametrize("survivor", ["p-web", "p-mail"])
+def test_decide__login_merge_either_profile_survives__one_budget_for_the_person(
+    tmp_path: Path, survivor: str
+) -> None:
+    # 3 spent by cookie on the web, 6 by e-mail: 9 of 10 once merged. The
+    # login Decide's guess (the cookie's profile) is the survivor for
+    # "p-web" (counters read there, the e-mail's folded at charge) and not
+    # for "p-mail" (chosen on empty counters): either way the charge folds,
+    # refuses "omni" (9 + 3 over 10) and the free campaign is shown, on
+    # the web afterwards too.
+    stored = [running("omni", priority=5, pressure_cost=3), running("plain", priority=1)]
+    steps = [
+        (dt.timedelta(0), query("web")),
+        (dt.timedelta(seconds=1), query("mail")),
+        (dt.timedelta(seconds=2), query("mail")),
+        (dt.timedelta(seconds=3), login("web", "mail")),
+        (dt.timedelta(seconds=4), query("web")),
+    ]
+
+    shown, store = decide_many(
+        tmp_path, stored, steps, PressureRules(budget=10), profiles=LoginMerges(survivor)
+    )
+
+    spent = pressure_field(int(START.timestamp()), 86_400)
+    merged = "p-mail" if survivor == "p-web" else "p-web"
+    assert shown == ["omni", "omni", "omni", "plain", "plain"]
+    assert [(await_(store.read(p, [spent])))[0] for p in (survivor, merged)] == ["9", None]
+
+
+def await_(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def on(channel: common_pb2.Channel.ValueType) -> DecideQuery:
+    return DecideQuery(
+        identities=[common_pb2.Identity(type="cookie", value="c1")],
+        channel=channel,
+        placements=["home"],
+        context=struct_pb2.Struct(),
+    )
+
+
+def test_decide__group_held_by_a_web_only_campaign__email_member_skipped_no_flicker(
+    tmp_path: Path,
+) -> None:
+    # One offer per person: the web's "web-deal" holds the group, so the
+    # e-mail's "mail-deal" of the same group is not sent to that person, and
+    # the web keeps "web-deal". Freed by the channel, the two claimed the
+    # group in turn on every call and the person got both offers.
+    web, mail = common_pb2.CHANNEL_WEB, common_pb2.CHANNEL_EMAIL
+    stored = [
+        running("web-deal", conflict_group="promo", channels=[web]),
+        running("mail-deal", conflict_group="promo", channels=[mail]),
+        running("newsletter", priority=-1, channels=[mail]),
+    ]
+    steps = [(dt.timedelta(seconds=s), on(c)) for s, c in enumerate((web, mail, web, mail))]
+
+    shown, _ = decide_many(tmp_path, stored, steps, PressureRules())
+
+    assert shown == ["web-deal", "newsletter", "web-deal", "newsletter"]
+
+
+def test_decide__stored_before_caps_with_period_but_no_max__no_cap_still_shown(
+    tmp_path: Path,
+) -> None:
+    # The previous release stored a cap of a period and max_decisions 0 (the
+    # proto's "0 for no cap"); read as a cap of 0 it was never shown again.
+    legacy = normalised(campaign("legacy", status=RUNNING))
+    legacy.frequency_cap.period.FromSeconds(3600)
+    steps = [(dt.timedelta(0), query()), (dt.timedelta(seconds=1), query())]
+
+    shown, _ = decide_many(tmp_path, [legacy], steps, PressureRules())
+
+    assert shown == ["legacy", "legacy"]
+    assert campaign_from_proto(legacy).frequency_cap is None

@@ -387,3 +387,15 @@ def test_choose__counters_unavailable__counted_campaigns_skipped_with_reason() -
         "skipped costly: counters unavailable (its cap, budget or group cannot be checked)"
         in choice.reasons
     )
+
+
+def test_static_skips__probability_unknown__said_unknown_not_zero() -> None:
+    # A profile without features has no predicted probability: a ranged
+    # campaign is skipped, and explain must not claim the visitor is at 0.
+    hesitant = make("hesitant", probability_range=ProbabilityRange(0.2, 0.6))
+
+    explained = static_skips([hesitant], ["home"], WEB, EVERYONE, NOW, None)
+
+    assert [s.text() for s in explained["home"]] == [
+        "skipped hesitant: probability range (unknown, not in 0.2 to 0.6)"
+    ]

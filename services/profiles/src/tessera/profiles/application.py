@@ -380,13 +380,23 @@ async def delete_profile(stores: Stores, profile_id: str) -> int:
 
 
 def stream_events(
-    stores: Stores, after: int, types: Sequence[str], profiles: bool = False
+    stores: Stores,
+    after: int,
+    types: Sequence[str],
+    profiles: bool = False,
+    events: bool = True,
 ) -> AsyncIterator[FeedRecord]:
     """The change feed after `after`, live: events (of `types` if any), merges, erasures.
 
-    With `profiles`, also every profile's traits and identity types after each change.
+    With `profiles`, also every profile's traits and identity types after
+    each change; without `events`, no event records (types must then be empty).
     """
     require(after >= 0, "after", "must not be negative")
+    require(
+        events or not types,
+        "types",
+        "must be empty with exclude_events: no event of any type is served then",
+    )
     for index, event_type in enumerate(types):
         require(
             bool(EVENT_TYPE.match(event_type)),
@@ -395,7 +405,7 @@ def stream_events(
         )
     if stores.feed is None:
         raise TesseraError("the change feed is not running")
-    return stores.feed.follow(after, list(dict.fromkeys(types)), profiles)
+    return stores.feed.follow(after, list(dict.fromkeys(types)), profiles, events)
 
 
 DEFAULT_EXPORT_PAGE_SIZE = 100

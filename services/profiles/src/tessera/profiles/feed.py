@@ -128,11 +128,12 @@ class Feed:
                 log.exception("feed purge failed")
 
     async def follow(
-        self, after: int, types: Sequence[str], profiles: bool = False
+        self, after: int, types: Sequence[str], profiles: bool = False, events: bool = True
     ) -> AsyncIterator[FeedRecord]:
         """Every record after `after` in position order, then new ones as they are numbered.
 
-        Profile records (traits and identity types) only with `profiles`.
+        Profile records (traits and identity types) only with `profiles`; no
+        event records without `events`.
 
         FAILED_PRECONDITION when retention purged records after `after`;
         UNAVAILABLE when this replica shuts down (reconnect with the last
@@ -145,7 +146,9 @@ class Feed:
             # Taken before reading: a run that numbers records after the
             # read wakes this wait instead of being missed until the poll.
             moved = self._moved
-            page = await self.database.run(self.store.read, cursor, types, READ_BATCH, profiles)
+            page = await self.database.run(
+                self.store.read, cursor, types, READ_BATCH, profiles, events
+            )
             for record in page.records:
                 yield record
             cursor = page.through

@@ -148,15 +148,13 @@ class CampaignDef:
 
     def eligible(
         self,
-        channel: int,
         segment_keys: frozenset[str],
         now: dt.datetime,
         probability: float | None,
     ) -> bool:
-        """Whether the person may get it at all now, whatever the placement."""
+        """Whether the person may get it at all now, whatever the placement and channel."""
         return (
             self.is_live(now)
-            and (not self.channels or channel in self.channels)
             and (
                 not self.audience_segment_keys
                 or any(key in segment_keys for key in self.audience_segment_keys)
@@ -394,7 +392,9 @@ def static_skip(
     if not campaign.fits_probability(probability):
         chances = campaign.probability_range
         bounds = f"{chances.min:g} to {chances.max:g}" if chances else ""
-        return Skip(campaign, SKIP_PROBABILITY, f"{probability or 0:g} not in {bounds}")
+        # Without features the probability is unknown, not 0: say so.
+        known = f"{probability:g}" if probability is not None else "unknown,"
+        return Skip(campaign, SKIP_PROBABILITY, f"{known} not in {bounds}")
     return None
 
 
@@ -429,7 +429,12 @@ def holding(
     """Conflict group to the campaign that holds it and may still be shown to the person.
 
     A hold whose campaign is gone, moved to another group, ended, or no longer
-    for this person (channel, audience, probability) frees its group.
+    for this person (audience, probability) frees its group. The request's
+    `channel` does not: a group is one offer per person across channels, so
+    a holder that runs only on the web keeps the group on an e-mail Decide
+    too (freed by the channel, two members would claim the group in turn,
+    one per channel, on every call). `channel` is taken for the callers'
+    sake and not read.
     """
     found: dict[str, CampaignDef] = {}
     if not holds:
@@ -440,7 +445,7 @@ def holding(
         if (
             campaign is not None
             and campaign.conflict_group == group
-            and campaign.eligible(channel, segment_keys, now, probability)
+            and campaign.eligible(segment_keys, now, probability)
         ):
             found[group] = campaign
     return found

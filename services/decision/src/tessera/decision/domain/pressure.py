@@ -330,14 +330,16 @@ def apply_plan(record: dict[str, str], plan: ChargePlan, now_s: int) -> bool:
 def fold_into(record: dict[str, str], merged: Mapping[str, str], now_s: int) -> None:
     """Add a merged-away person's live counters to the survivor's `record`.
 
-    Counters add up (one budget, one cap count); a hold of the survivor is
-    kept, one only the merged person had is taken over.
+    Counters add up (one budget, one cap count); a live hold of the survivor
+    is kept, one only the merged person had (or whose survivor's hold has
+    ended) is taken over.
     """
     for name, value in merged.items():
         if not field_alive(name, value, now_s):
             continue
         if name.startswith(HOLD_PREFIX):
-            record.setdefault(name, value)
+            if not field_alive(name, record.get(name, ""), now_s):
+                record[name] = value
         else:
             record[name] = str(_count(record.get(name)) + _count(value))
 

@@ -162,7 +162,11 @@ for k = 2, #KEYS do
     local name, value = all[j], all[j + 1]
     if ends(name, value) > now then
       if string.sub(name, 1, 2) == 'h:' then
-        redis.call('HSETNX', person, name, value)
+        -- the survivor's hold wins only while it lasts
+        local mine = redis.call('HGET', person, name)
+        if not mine or ends(name, mine) <= now then
+          redis.call('HSET', person, name, value)
+        end
       else
         redis.call('HINCRBY', person, name, tonumber(value) or 0)
       end

@@ -106,10 +106,17 @@ def _variant(
 
 
 def _cap_from_proto(cap: decision_pb2.FrequencyCap) -> FrequencyCap | None:
-    """The cap, or None for no cap (no max_decisions and no period)."""
-    period = cap.period.seconds + cap.period.nanos / 1e9
-    if not cap.max_decisions and period == 0:
+    """The cap, or None for no cap.
+
+    max_decisions 0 is no cap, as the proto says, whatever the period: the
+    release before caps were enforced stored a period without max_decisions,
+    and read as a cap of 0 such a campaign was never shown. A write is
+    validated before this (`normalised`: both or neither); a period left
+    unset there is refused, so 0 reaches the domain's check and no window.
+    """
+    if cap.max_decisions <= 0:
         return None
+    period = cap.period.seconds + cap.period.nanos / 1e9
     return FrequencyCap(cap.max_decisions, ceil_seconds(period) if period > 0 else 0)
 
 

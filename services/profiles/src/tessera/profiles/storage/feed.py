@@ -224,12 +224,18 @@ class FeedStore:
         return (row.last_position, row.purged_through) if row else (0, 0)
 
     def read(
-        self, after: int, types: Sequence[str], limit: int, profiles: bool = False
+        self,
+        after: int,
+        types: Sequence[str],
+        limit: int,
+        profiles: bool = False,
+        events: bool = True,
     ) -> FeedPage:
         """Records with a position above `after`, in position order, at most `limit`.
 
         With `types`, only events of those types (merges and deletions
-        always); profile records only with `profiles`. FAILED_PRECONDITION
+        always); no events at all without `events`; profile records only
+        with `profiles`. FAILED_PRECONDITION
         naming `after` when retention has purged records above it: the
         follower would miss them.
         """
@@ -254,6 +260,8 @@ class FeedStore:
                     )
                 if not profiles:
                     query = query.where(col(LogRow.kind) != "profile")
+                if not events:
+                    query = query.where(col(LogRow.kind) != "event")
                 rows = list(session.exec(query).all())
             # Read after the rows: a purge that committed before the rows were
             # read shows here, so a page with holes is never served.

@@ -98,7 +98,11 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
         self, request: profiles_pb2.StreamEventsRequest, context: Context
     ) -> AsyncIterator[profiles_pb2.StreamEventsResponse]:
         records = application.stream_events(
-            self.stores, request.after, list(request.types), request.include_profiles
+            self.stores,
+            request.after,
+            list(request.types),
+            request.include_profiles,
+            events=not request.exclude_events,
         )
         async for record in records:
             yield convert.feed_message(record)
