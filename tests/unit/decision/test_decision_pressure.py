@@ -168,8 +168,8 @@ def test_holding__holder_no_longer_eligible__group_freed() -> None:
     campaigns = [held, paused, moved]
     holds = {"promo": "held", "other": "paused", "third": "moved", "gone": "deleted"}
 
-    in_vip = holding(holds, campaigns, WEB, frozenset({"vip"}), NOW, 0.5)
-    left_vip = holding(holds, campaigns, WEB, EVERYONE, NOW, 0.5)
+    in_vip = holding(holds, campaigns, frozenset({"vip"}), NOW, 0.5)
+    left_vip = holding(holds, campaigns, EVERYONE, NOW, 0.5)
 
     assert in_vip == {"promo": held}
     assert left_vip == {}

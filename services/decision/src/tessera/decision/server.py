@@ -13,7 +13,7 @@ from tessera.clients import observed, peer_channel
 from tessera.decision.application.campaigns import Campaigns
 from tessera.decision.application.decide import Decider
 from tessera.decision.application.exposures import EmitterSettings, ExposureEmitter
-from tessera.decision.application.merges import NO_EVENTS, MergeFollower
+from tessera.decision.application.merges import MergeFollower
 from tessera.decision.application.pressure import PressureGate
 from tessera.decision.application.roadmap import RoadmapCheck, RoadmapSettings
 from tessera.decision.domain.pressure import PressureRules
@@ -137,7 +137,7 @@ class DecisionService:
         self.merges = MergeFollower(
             self.counters,
             Cursors(self.database, NAME),
-            profile_events(self.channels["profiles"], [NO_EVENTS]),
+            profile_events(self.channels["profiles"], events=False),
         )
         # Registered before the catalog opens, so it is filled with the snapshot.
         campaigns = self.catalog.cache(campaign_from_proto)

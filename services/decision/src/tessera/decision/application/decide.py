@@ -389,9 +389,7 @@ class Decider:
                 global_holdout=bool(held),
                 counters=known,
                 budget=pressure_budget,
-                holders=holding(
-                    known.holds, everyone, query.channel, in_segments, now, probability
-                ),
+                holders=holding(known.holds, everyone, in_segments, now, probability),
                 explain=explained,
             )
 

@@ -23,11 +23,6 @@ from tessera.feed import Cursors, FeedRunner, sequence_of
 
 CONSUMER = "decision-pressure"
 """The consumer's name in the decision service's feed cursor table."""
-NO_EVENTS = "decision_merges_only"
-"""Superseded: an event type no producer sends, asked for so the feed serves
-merges and deletions only. `StreamEventsRequest.exclude_events` says that in
-the contract (`profile_events(channel, events=False)`); server.py still asks
-with this type until the Decide rework there switches, then this goes."""
 
 
 class MergeFollower:

@@ -421,7 +421,6 @@ def static_skips(
 def holding(
     holds: Mapping[str, str],
     campaigns: Iterable[CampaignDef],
-    channel: int,
     segment_keys: frozenset[str],
     now: dt.datetime,
     probability: float | None,
@@ -430,11 +429,10 @@ def holding(
 
     A hold whose campaign is gone, moved to another group, ended, or no longer
     for this person (audience, probability) frees its group. The request's
-    `channel` does not: a group is one offer per person across channels, so
-    a holder that runs only on the web keeps the group on an e-mail Decide
-    too (freed by the channel, two members would claim the group in turn,
-    one per channel, on every call). `channel` is taken for the callers'
-    sake and not read.
+    channel does not, so it is not asked: a group is one offer per person
+    across channels, and a holder that runs only on the web keeps the group
+    on an e-mail Decide too (freed by the channel, two members would claim
+    the group in turn, one per channel, on every call).
     """
     found: dict[str, CampaignDef] = {}
     if not holds:
