@@ -125,3 +125,17 @@ def test_layout__first_party_imports__no_cycle():
             visit(node)
 
     assert cycles == []
+
+
+def test_layout__test_modules__basenames_unique_across_test_folders():
+    # pytest imports test files by basename (rootdir-relative "rootdir"
+    # import mode): two folders with the same test_x.py fail collection of
+    # the whole run on a fresh clone ("import file mismatch").
+    seen: dict[str, Path] = {}
+    twins = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        if path.name in seen:
+            twins.append((seen[path.name], path))
+        seen.setdefault(path.name, path)
+
+    assert twins == []
