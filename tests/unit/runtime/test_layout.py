@@ -128,9 +128,9 @@ def test_layout__first_party_imports__no_cycle():
 
 
 def test_layout__test_modules__basenames_unique_across_test_folders():
-    # pytest imports test files by basename (rootdir-relative "rootdir"
-    # import mode): two folders with the same test_x.py fail collection of
-    # the whole run on a fresh clone ("import file mismatch").
+    # The test folders have no __init__.py, and pytest's default "prepend"
+    # import mode imports such files by basename: two folders with the same
+    # test_x.py fail collection of the whole run ("import file mismatch").
     seen: dict[str, Path] = {}
     twins = []
     for path in sorted((ROOT / "tests").rglob("test_*.py")):
