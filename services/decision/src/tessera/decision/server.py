@@ -90,6 +90,12 @@ class DecisionSettings(RuntimeSettings):
         le=366 * 86_400,
         description="How long the first campaign of a conflict group shown keeps the group.",
     )
+    decide_retry_window_s: int = Field(
+        600,
+        ge=1,
+        le=86_400,
+        description="How long a Decide's request_id is remembered: a retry charges nothing more.",
+    )
 
 
 class DecisionService:
@@ -154,6 +160,7 @@ class DecisionService:
                     budget=self.settings.pressure_budget,
                     period_s=self.settings.pressure_period_s,
                     hold_s=self.settings.conflict_hold_s,
+                    retry_window_s=self.settings.decide_retry_window_s,
                 ),
             ),
         )

@@ -157,6 +157,8 @@ class DecideQuery:
     placements: Sequence[str]
     context: struct_pb2.Struct
     explain: bool = False
+    request_id: str = ""
+    """Set to the same value on a retry: the retry charges nothing more (docs/decide.md)."""
 
 
 @dataclass(frozen=True)
@@ -404,6 +406,7 @@ class Decider:
                 rechoose,
                 now_s,
                 budget.left(),
+                query.request_id,
             )
         if self.exposures is not None:
             if ranked:
@@ -440,7 +443,9 @@ class Decider:
         now_s = int(now.timestamp())
         if gate is None:
             return await self._identify(query, budget), Counters(), None, now_s
-        spec = gate.spec(possible(everyone, query.placements, query.channel, now), now_s)
+        spec = gate.spec(
+            possible(everyone, query.placements, query.channel, now), now_s, query.request_id
+        )
         guess = gate.guesses.guess(query.identities) if not spec.empty else None
         counters = Counters()
         if guess is not None:

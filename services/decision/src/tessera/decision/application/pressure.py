@@ -14,6 +14,12 @@ concurrent Decide of the same person got there first, or the choice was
 made on empty counters), the step is refused and the placement is chosen
 again with the counters the store sent back: a wrong guess costs a round
 trip, never a wrong decision.
+
+A Decide with a request id is charged once however often it is retried:
+the store remembers what the request charged (in the same atomic step),
+the retry's read takes that charge out of the counters it chooses on (the
+same answer, a cap filled by the first try included), and its charge
+replaces the first one instead of adding to it (docs/decide.md).
 """
 
 from __future__ import annotations
@@ -84,9 +90,11 @@ class PressureGate:
         self.rules = rules
         self.guesses = guesses or ProfileGuess()
 
-    def spec(self, campaigns: Iterable[CampaignDef], now_s: int) -> CounterSpec:
-        """The fields a Decide over these possible campaigns reads."""
-        return counter_spec(campaigns, self.rules, now_s)
+    def spec(
+        self, campaigns: Iterable[CampaignDef], now_s: int, request_id: str = ""
+    ) -> CounterSpec:
+        """The fields a Decide over these possible campaigns (and its request id) reads."""
+        return counter_spec(campaigns, self.rules, now_s, request_id)
 
     async def read(self, person: str, spec: CounterSpec, now_s: int, timeout: float) -> Counters:
         """The person's counters named by `spec` (none when it names nothing).
@@ -116,6 +124,7 @@ class PressureGate:
         rechoose: Callable[[Counters], list[Choice]],
         now_s: int,
         timeout: float,
+        request_id: str = "",
     ) -> list[Choice]:
         """Charge the campaigns shown, folding `merged` ids in first; the choices kept.
 
@@ -125,15 +134,16 @@ class PressureGate:
         choice is made again with the counters it sent back. A store that is
         away or late (beyond `timeout`) gets the choice made again without the
         campaigns that need counters, uncharged; the fold is left to the
-        change feed's merge record.
+        change feed's merge record. With a `request_id` the charge replaces
+        what an earlier try of the same request charged.
         """
         if counters.unavailable:
             return choices  # nothing counted was chosen
         fields = spec.fields
         for _ in range(CHARGE_ATTEMPTS):
-            plan = charge_plan(shown(choices), counters, self.rules, now_s)
-            if plan.empty and not merged:
-                return choices
+            plan = charge_plan(shown(choices), counters, self.rules, now_s, request_id)
+            if plan.empty and not merged and not counters.recorded:
+                return choices  # nothing to charge, nor an earlier try's charge to take back
             try:
                 applied, values = await asyncio.wait_for(
                     self.store.charge(person, plan, merged, now_s, fields), timeout

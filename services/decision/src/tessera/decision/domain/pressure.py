@@ -5,7 +5,9 @@ or a dict in process), one field per counter (docs/decide.md):
 
 - `p:<end>`: pressure spent in the budget window that ends at `<end>`;
 - `c:<campaign>:<end>`: decisions of a capped campaign in its cap window;
-- `h:<group>`: the campaign holding a conflict group, as `<campaign>@<until>`.
+- `h:<group>`: the campaign holding a conflict group, as `<campaign>@<until>`;
+- `r:<request id>`: what a Decide with that request id charged, as
+  `<until>|<field>|<amount>|...`, so its retry charges nothing more.
 
 Windows are fixed and aligned to the Unix epoch (a window of a day runs
 00:00 to 24:00 UTC), so a window's end names it: every replica computes
@@ -23,6 +25,7 @@ from typing import Protocol
 PRESSURE_PREFIX = "p:"
 CAP_PREFIX = "c:"
 HOLD_PREFIX = "h:"
+REQUEST_PREFIX = "r:"
 
 
 @dataclass(frozen=True)
@@ -52,11 +55,15 @@ class PressureRules:
     `budget` is the pressure a person may take per `period_s` window, summed
     over every channel; 0 switches budgets off. `hold_s` is how long the
     first campaign of a conflict group shown to a person keeps the group.
+    `retry_window_s` is how long what a Decide with a request id charged is
+    remembered, so that its retry charges nothing more.
     """
 
     budget: int = 0
     period_s: int = 86_400
     hold_s: int = 86_400
+    retry_window_s: int = 600
+    """How long a Decide's request id is remembered: a retry within it charges nothing more."""
 
 
 def window_end(now_s: int, period_s: int) -> int:
@@ -94,10 +101,33 @@ def held_campaign(value: str | None, now_s: int) -> str | None:
     return key
 
 
+def request_field(request_id: str) -> str:
+    """The field remembering what the Decide with `request_id` charged."""
+    return f"{REQUEST_PREFIX}{request_id}"
+
+
+def request_value(until_s: int, charged: Iterable[tuple[str, int]]) -> str:
+    """What a request charged as stored: until when it is remembered, then field and amount.
+
+    Counter fields never hold `|` (campaign keys are `[a-z0-9_-]`), so it separates.
+    """
+    return "".join([str(until_s), *(f"|{name}|{amount}" for name, amount in charged)])
+
+
+def request_charges(value: str | None, now_s: int) -> dict[str, int]:
+    """Counter field to the amount a remembered request charged; empty once forgotten."""
+    if not value or field_expiry(REQUEST_PREFIX, value) <= now_s:
+        return {}
+    parts = value.split("|")[1:]
+    return {name: _count(amount) for name, amount in zip(parts[::2], parts[1::2], strict=False)}
+
+
 def field_alive(name: str, value: str, now_s: int) -> bool:
-    """Whether a stored field still counts: its window or hold has not ended."""
+    """Whether a stored field still counts: its window, hold or request has not ended."""
     if name.startswith(HOLD_PREFIX):
         return held_campaign(value, now_s) is not None
+    if name.startswith(REQUEST_PREFIX):
+        return field_expiry(name, value) > now_s
     end = name.rpartition(":")[2]
     return end.isdigit() and int(end) > now_s
 
@@ -106,6 +136,9 @@ def field_expiry(name: str, value: str) -> int:
     """When (epoch seconds) a field stops counting."""
     if name.startswith(HOLD_PREFIX):
         until = value.rpartition("@")[2]
+        return int(until) if until.isdigit() else 0
+    if name.startswith(REQUEST_PREFIX):
+        until = value.partition("|")[0]
         return int(until) if until.isdigit() else 0
     end = name.rpartition(":")[2]
     return int(end) if end.isdigit() else 0
@@ -144,6 +177,12 @@ class Counters:
     """Conflict group to the live hold as stored ("" for none), for compare-and-set."""
     unavailable: bool = False
     """The store could not be read: campaigns that need counters are not shown."""
+    recorded: Mapping[str, int] = field(default_factory=dict)
+    """What an earlier try of this Decide (same request id) charged, field to amount.
+
+    Already taken out of `pressure_spent` and `decisions`: the retry chooses
+    as if its own earlier charge had not been made, so it gets the same answer.
+    """
 
 
 @dataclass(frozen=True)
@@ -155,12 +194,15 @@ class CounterSpec:
     """Campaign key to its cap field."""
     groups: Mapping[str, str]
     """Conflict group to its hold field."""
+    request: str | None = None
+    """The field of the Decide's request id (None without one, or with nothing counted)."""
 
     @property
     def fields(self) -> list[str]:
         """Every field, in a fixed order (the order `counters_from` reads values in)."""
         names = [self.pressure] if self.pressure else []
-        return [*names, *self.caps.values(), *self.groups.values()]
+        request = [self.request] if self.request else []
+        return [*names, *self.caps.values(), *self.groups.values(), *request]
 
     @property
     def empty(self) -> bool:
@@ -177,8 +219,14 @@ def counted(campaign: Countable, budget: int) -> bool:
     )
 
 
-def counter_spec(campaigns: Iterable[Countable], rules: PressureRules, now_s: int) -> CounterSpec:
-    """The fields to read for the candidate `campaigns` (cost, cap or conflict group)."""
+def counter_spec(
+    campaigns: Iterable[Countable], rules: PressureRules, now_s: int, request_id: str = ""
+) -> CounterSpec:
+    """The fields to read for the candidate `campaigns` (cost, cap or conflict group).
+
+    With a `request_id`, also the record of what an earlier try of the same
+    Decide charged, when any candidate is counted at all.
+    """
     pressure: str | None = None
     caps: dict[str, str] = {}
     groups: dict[str, str] = {}
@@ -190,14 +238,25 @@ def counter_spec(campaigns: Iterable[Countable], rules: PressureRules, now_s: in
             caps[campaign.key] = cap_field(campaign.key, cap, now_s)
         if campaign.conflict_group:
             groups[campaign.conflict_group] = hold_field(campaign.conflict_group)
-    return CounterSpec(pressure, caps, groups)
+    counted_any = pressure is not None or caps or groups
+    request = request_field(request_id) if request_id and counted_any else None
+    return CounterSpec(pressure, caps, groups, request)
 
 
 def counters_from(spec: CounterSpec, values: Sequence[str | None], now_s: int) -> Counters:
-    """The counters of `spec` from the values read for `spec.fields`, in that order."""
+    """The counters of `spec` from the values read for `spec.fields`, in that order.
+
+    What an earlier try of the same request charged is taken out: the retry
+    chooses on the counters as they were before its first try.
+    """
     found = dict(zip(spec.fields, values, strict=True))
-    spent = _count(found.get(spec.pressure)) if spec.pressure else 0
-    decisions = {key: _count(found.get(name)) for key, name in spec.caps.items()}
+    recorded = request_charges(found.get(spec.request), now_s) if spec.request else {}
+
+    def count(name: str) -> int:
+        return max(0, _count(found.get(name)) - recorded.get(name, 0))
+
+    spent = count(spec.pressure) if spec.pressure else 0
+    decisions = {key: count(name) for key, name in spec.caps.items()}
     holds: dict[str, str] = {}
     raw: dict[str, str] = {}
     for group, name in spec.groups.items():
@@ -207,7 +266,7 @@ def counters_from(spec: CounterSpec, values: Sequence[str | None], now_s: int) -
         raw[group] = (value or "") if held is not None else ""
         if held is not None:
             holds[group] = held
-    return Counters(spent, decisions, holds, raw)
+    return Counters(spent, decisions, holds, raw, recorded=recorded)
 
 
 def _count(value: str | None) -> int:
@@ -244,16 +303,32 @@ class HoldCheck:
 
 
 @dataclass(frozen=True)
+class RequestStamp:
+    """Remember what this plan charges under `field` (a request id) until `until_s`.
+
+    When the field already remembers an earlier try of the same request,
+    that try's charge is taken back before this one is checked and made,
+    and the earlier `until_s` is kept: a request id counts once, for what
+    its latest answer showed.
+    """
+
+    field: str
+    until_s: int
+
+
+@dataclass(frozen=True)
 class ChargePlan:
     """What one decision writes, all or nothing: counters raised and groups claimed.
 
     `checks` are the holds the choice relied on without claiming them: a
-    group it left to its holder must still be the holder's.
+    group it left to its holder must still be the holder's. `request`, for
+    a Decide with a request id, makes the charge idempotent per request.
     """
 
     increments: tuple[Increment, ...] = ()
     holds: tuple[HoldClaim, ...] = ()
     checks: tuple[HoldCheck, ...] = ()
+    request: RequestStamp | None = None
 
     @property
     def empty(self) -> bool:
@@ -266,6 +341,7 @@ def charge_plan(
     counters: Counters,
     rules: PressureRules,
     now_s: int,
+    request_id: str = "",
 ) -> ChargePlan:
     """What showing `shown` (each campaign once) costs the person.
 
@@ -275,7 +351,9 @@ def charge_plan(
     held by it already. Each increment carries its limit, and every live hold
     the choice saw is checked, so the store refuses the whole plan when the
     counters it was chosen on are no longer the truth (a concurrent decision,
-    a stale or optimistic read).
+    a stale or optimistic read). With a `request_id` the plan is stamped with
+    it, so a retry of the same Decide replaces its first charge instead of
+    adding to it.
     """
     increments: list[Increment] = []
     cost = sum(c.pressure_cost for c in shown) if rules.budget > 0 else 0
@@ -301,29 +379,53 @@ def charge_plan(
         for group in sorted(counters.holds)
         if hold_field(group) not in claimed
     )
-    return ChargePlan(tuple(increments), tuple(holds), checks)
+    stamp = (
+        RequestStamp(request_field(request_id), now_s + rules.retry_window_s)
+        if request_id
+        else None
+    )
+    return ChargePlan(tuple(increments), tuple(holds), checks, stamp)
 
 
 def apply_plan(record: dict[str, str], plan: ChargePlan, now_s: int) -> bool:
     """Apply `plan` to a person's `record` (field to value) if every limit and hold allows.
 
     The rule the counter stores implement (the Redis script does the same in
-    Lua): all or nothing. Dead fields are dropped first.
+    Lua): all or nothing. Dead fields are dropped first. A stamped plan whose
+    request is remembered takes that earlier charge back (never below zero)
+    before checking its limits, and is remembered in its place.
     """
     for name in [n for n, v in record.items() if not field_alive(n, v, now_s)]:
         del record[name]
+    stamp = plan.request
+    prior = record.get(stamp.field) if stamp else None
+    refund = request_charges(prior, now_s)
+    taken_back = {
+        name: max(0, _count(record[name]) - amount)
+        for name, amount in refund.items()
+        if name in record
+    }
+
+    def current(name: str) -> int:
+        return taken_back[name] if name in taken_back else _count(record.get(name))
+
     for step in plan.increments:
-        current = _count(record.get(step.field))
-        if step.limit > 0 and current + step.amount > step.limit:
+        if step.limit > 0 and current(step.field) + step.amount > step.limit:
             return False
     expectations: list[HoldClaim | HoldCheck] = [*plan.holds, *plan.checks]
     for expectation in expectations:
         if record.get(expectation.field, "") != expectation.expected:
             return False
+    for name, value in taken_back.items():
+        record[name] = str(value)
     for step in plan.increments:
         record[step.field] = str(_count(record.get(step.field)) + step.amount)
     for claim in plan.holds:
         record[claim.field] = claim.value
+    if stamp is not None:
+        until = field_expiry(stamp.field, prior) if prior else stamp.until_s
+        charged = [(step.field, step.amount) for step in plan.increments]
+        record[stamp.field] = request_value(until, charged)
     return True
 
 
@@ -332,12 +434,12 @@ def fold_into(record: dict[str, str], merged: Mapping[str, str], now_s: int) -> 
 
     Counters add up (one budget, one cap count); a live hold of the survivor
     is kept, one only the merged person had (or whose survivor's hold has
-    ended) is taken over.
+    ended) is taken over; so is a remembered request id.
     """
     for name, value in merged.items():
         if not field_alive(name, value, now_s):
             continue
-        if name.startswith(HOLD_PREFIX):
+        if name.startswith((HOLD_PREFIX, REQUEST_PREFIX)):
             if not field_alive(name, record.get(name, ""), now_s):
                 record[name] = value
         else:

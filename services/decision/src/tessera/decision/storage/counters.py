@@ -146,13 +146,17 @@ class Clock(Protocol):
 # KEYS[2..] the hashes of people merged into it. ARGV: now, the number of
 # increments then (field, amount, limit) each, the number of hold claims
 # then (field, value, expected) each, the number of hold checks then
-# (field, expected) each, then the fields to return.
+# (field, expected) each, the request field ('' for none) and its until,
+# then the fields to return.
 CHARGE_SCRIPT = """
 local now = tonumber(ARGV[1])
 local person = KEYS[1]
 local function ends(name, value)
   if string.sub(name, 1, 2) == 'h:' then
     return tonumber(string.match(value, '@(%d+)$') or '0')
+  end
+  if string.sub(name, 1, 2) == 'r:' then
+    return tonumber(string.match(value, '^(%d+)') or '0')
   end
   return tonumber(string.match(name, ':(%d+)$') or '0')
 end
@@ -161,8 +165,9 @@ for k = 2, #KEYS do
   for j = 1, #all, 2 do
     local name, value = all[j], all[j + 1]
     if ends(name, value) > now then
-      if string.sub(name, 1, 2) == 'h:' then
-        -- the survivor's hold wins only while it lasts
+      local kind = string.sub(name, 1, 2)
+      if kind == 'h:' or kind == 'r:' then
+        -- the survivor's hold (or request) wins only while it lasts
         local mine = redis.call('HGET', person, name)
         if not mine or ends(name, mine) <= now then
           redis.call('HSET', person, name, value)
@@ -188,12 +193,30 @@ i = i + 1 + 3 * holds
 local checks = tonumber(ARGV[i])
 local first_check = i + 1
 i = i + 1 + 2 * checks
+local stamp, stamp_until = ARGV[i], ARGV[i + 1]
+i = i + 2
+-- a retry of a remembered request: its earlier charge is taken back first
+local prior = false
+local refund = {}
+if stamp ~= '' then
+  prior = redis.call('HGET', person, stamp)
+  if prior then
+    for name, amount in string.gmatch(prior, '|([^|]+)|(%d+)') do
+      refund[name] = tonumber(amount)
+    end
+  end
+end
+local function current(name)
+  local value = redis.call('HGET', person, name)
+  local count = tonumber(value or '0') or 0
+  if value and refund[name] then count = math.max(0, count - refund[name]) end
+  return count
+end
 local ok = true
 for k = 0, increments - 1 do
   local at = first_increment + 3 * k
   local limit = tonumber(ARGV[at + 2])
-  local current = tonumber(redis.call('HGET', person, ARGV[at]) or '0') or 0
-  if limit > 0 and current + tonumber(ARGV[at + 1]) > limit then ok = false end
+  if limit > 0 and current(ARGV[at]) + tonumber(ARGV[at + 1]) > limit then ok = false end
 end
 for k = 0, holds - 1 do
   local at = first_hold + 3 * k
@@ -206,6 +229,11 @@ for k = 0, checks - 1 do
   if current ~= ARGV[at + 1] then ok = false end
 end
 if ok then
+  for name, _ in pairs(refund) do
+    if redis.call('HEXISTS', person, name) == 1 then
+      redis.call('HSET', person, name, tostring(current(name)))
+    end
+  end
   for k = 0, increments - 1 do
     local at = first_increment + 3 * k
     redis.call('HINCRBY', person, ARGV[at], tonumber(ARGV[at + 1]))
@@ -213,6 +241,15 @@ if ok then
   for k = 0, holds - 1 do
     local at = first_hold + 3 * k
     redis.call('HSET', person, ARGV[at], ARGV[at + 1])
+  end
+  if stamp ~= '' then
+    local value = stamp_until
+    if prior then value = string.match(prior, '^(%d+)') end
+    for k = 0, increments - 1 do
+      local at = first_increment + 3 * k
+      value = value .. '|' .. ARGV[at] .. '|' .. ARGV[at + 1]
+    end
+    redis.call('HSET', person, stamp, value)
   end
 end
 local latest = 0
@@ -280,6 +317,8 @@ class RedisCounterStore:
         args.append(len(plan.checks))
         for check in plan.checks:
             args += [check.field, check.expected]
+        stamp = plan.request
+        args += [stamp.field, stamp.until_s] if stamp else ["", 0]
         args += list(fields)
         try:
             reply = await self._charge(keys=keys, args=args)

@@ -127,12 +127,20 @@ def decide_query_from_proto(request: decision_pb2.DecideRequest) -> DecideQuery:
     for index, placement in enumerate(request.placements):
         require(bool(placement), f"placements[{index}]", "must not be empty")
     check_channel(request.channel, "channel")
+    # Length and NUL are the guard's (TESSERA_MAX_ID_CHARS); the id is stored
+    # as a hash field name, so control characters are refused too.
+    require(
+        request.request_id.isprintable(),
+        "request_id",
+        "must be printable (no control characters)",
+    )
     return DecideQuery(
         identities=request.identities,
         channel=request.channel,
         placements=request.placements,
         context=request.context,
         explain=request.explain,
+        request_id=request.request_id,
     )
 
 
