@@ -18,6 +18,7 @@ from tessera.decision.domain.pressure import (
     HoldCheck,
     HoldClaim,
     Increment,
+    RequestStamp,
     hold_value,
 )
 from tessera.decision.storage.counters import (
@@ -232,13 +233,72 @@ def test_charge__survivor_hold_ended__merged_persons_live_hold_taken_over(
     assert run(store, scenario()) == ((True, [live, "1"]), [live])
 
 
+def stamped(request_id: str, amount: int = 2, window_s: int = 600) -> ChargePlan:
+    return ChargePlan(
+        (Increment(SPENT, amount, 10), Increment(CAP, 1, 1)),
+        request=RequestStamp(f"r:{request_id}", NOW_S + window_s),
+    )
+
+
+def test_charge__twice_with_one_request_id__counted_once(store: CounterStore) -> None:
+    async def scenario() -> tuple[object, ...]:
+        first = await store.charge("kim", stamped("r1"), (), NOW_S, [SPENT, CAP])
+        retry = await store.charge("kim", stamped("r1"), (), NOW_S + 5, [SPENT, CAP])
+        return first, retry, await store.read("kim", [SPENT, CAP, "r:r1"])
+
+    assert run(store, scenario()) == (
+        (True, ["2", "1"]),
+        (True, ["2", "1"]),  # a cap of 1 filled by the first try lets its retry through
+        ["2", "1", f"{NOW_S + 600}|{SPENT}|2|{CAP}|1"],
+    )
+
+
+def test_charge__another_request_id__counted_again(store: CounterStore) -> None:
+    async def scenario() -> tuple[object, ...]:
+        await store.charge("lea", stamped("r1"), (), NOW_S, [])
+        capped = await store.charge("lea", stamped("r2"), (), NOW_S, [SPENT, CAP])
+        uncapped = ChargePlan((Increment(SPENT, 2, 10),), request=RequestStamp("r:r3", NOW_S + 60))
+        spent = await store.charge("lea", uncapped, (), NOW_S, [SPENT, CAP])
+        return capped, spent
+
+    assert run(store, scenario()) == ((False, ["2", "1"]), (True, ["4", "1"]))
+
+
+def test_charge__retry_window_over__request_forgotten_and_counted_again(
+    store: CounterStore,
+) -> None:
+    plan = ChargePlan((Increment(SPENT, 2, 10),), request=RequestStamp("r:r1", NOW_S + 60))
+
+    async def scenario() -> tuple[object, ...]:
+        await store.charge("max", plan, (), NOW_S, [])
+        within = await store.charge("max", plan, (), NOW_S + 59, [SPENT, "r:r1"])
+        after = await store.charge("max", plan, (), NOW_S + 60, [SPENT])
+        return within, after
+
+    assert run(store, scenario()) == (
+        (True, ["2", f"{NOW_S + 60}|{SPENT}|2"]),
+        (True, ["4"]),
+    )
+
+
+def test_charge__merged_person_had_the_request__retry_on_survivor_counted_once(
+    store: CounterStore,
+) -> None:
+    async def scenario() -> tuple[bool, list[str | None]]:
+        await store.charge("web-cookie-2", stamped("r1"), (), NOW_S, [])
+        return await store.charge("email-2", stamped("r1"), ["web-cookie-2"], NOW_S, [SPENT, CAP])
+
+    assert run(store, scenario()) == (True, ["2", "1"])
+
+
 BASE = int(time.time()) + 10_000
 """Ahead of the wall clock, so neither store expires a record by the real time mid-test."""
 PEOPLE = ("ann", "bob", "cy")
 COUNTER_FIELDS = (f"p:{BASE + 100}", f"p:{BASE + 200}", f"c:x:{BASE + 150}")
 HOLD_FIELDS = ("h:g", "h:k")
+REQUEST_FIELDS = ("r:a", "r:b")
 HOLD_VALUES = tuple(f"{key}@{BASE + until}" for key in ("x", "y") for until in (60, 250, 400))
-EVERY_FIELD = [*COUNTER_FIELDS, *HOLD_FIELDS]
+EVERY_FIELD = [*COUNTER_FIELDS, *HOLD_FIELDS, *REQUEST_FIELDS]
 
 increments = st.builds(
     Increment,
@@ -253,12 +313,18 @@ claims = st.builds(
     st.sampled_from(("", *HOLD_VALUES)),
 )
 checks = st.builds(HoldCheck, st.sampled_from(HOLD_FIELDS), st.sampled_from(("", *HOLD_VALUES)))
+stamps = st.none() | st.builds(
+    RequestStamp, st.sampled_from(REQUEST_FIELDS), st.integers(BASE + 10, BASE + 300)
+)
 plans = st.builds(
     ChargePlan,
     st.lists(increments, max_size=3, unique_by=lambda i: i.field).map(tuple),
     st.lists(claims, max_size=2, unique_by=lambda c: c.field).map(tuple),
     st.lists(checks, max_size=1).map(tuple),
+    stamps,
 )
+STAMP = RequestStamp(REQUEST_FIELDS[0], BASE + 200)
+OTHER = RequestStamp(REQUEST_FIELDS[1], BASE + 200)
 steps = st.lists(
     st.tuples(
         st.sampled_from(PEOPLE),
@@ -278,6 +344,15 @@ steps = st.lists(
         ("ann", ChargePlan(holds=(HoldClaim("h:g", HOLD_VALUES[0], ""),)), [], 0),
         ("bob", ChargePlan(holds=(HoldClaim("h:g", HOLD_VALUES[5], ""),)), [], 0),
         ("ann", ChargePlan(), ["bob"], 20),
+    ]
+)
+@example(
+    [  # a retry of a request takes its first charge back, another request is refused
+        ("ann", ChargePlan((Increment(COUNTER_FIELDS[2], 1, 1),), (), (), STAMP), [], 0),
+        ("ann", ChargePlan((Increment(COUNTER_FIELDS[2], 1, 1),), (), (), STAMP), [], 1),
+        ("ann", ChargePlan((Increment(COUNTER_FIELDS[0], 2, 0),), (), (), STAMP), [], 1),
+        ("bob", ChargePlan((Increment(COUNTER_FIELDS[2], 1, 1),), (), (), OTHER), [], 0),
+        ("bob", ChargePlan(), ["ann"], 1),
     ]
 )
 def test_charge__any_plans_merges_and_times__memory_store_answers_as_the_lua_script(

@@ -28,6 +28,7 @@ from tessera.decision.domain.pressure import (
     ChargePlan,
     Increment,
     PressureRules,
+    RequestStamp,
     pressure_field,
     window_end,
 )
@@ -100,13 +101,14 @@ class CountingStore(MemoryCounterStore):
         return await super().charge(person, plan, merged, now_s, fields)
 
 
-def query(value: str = "c1", explain: bool = False) -> DecideQuery:
+def query(value: str = "c1", explain: bool = False, request_id: str = "") -> DecideQuery:
     return DecideQuery(
         identities=[common_pb2.Identity(type="cookie", value=value)],
         channel=common_pb2.CHANNEL_WEB,
         placements=["home"],
         context=struct_pb2.Struct(),
         explain=explain,
+        request_id=request_id,
     )
 
 
@@ -406,3 +408,54 @@ def test_decide__stored_before_caps_with_period_but_no_max__no_cap_still_shown(
 
     assert shown == ["legacy", "legacy"]
     assert campaign_from_proto(legacy).frequency_cap is None
+
+
+def test_decide__retried_with_the_same_request_id__same_campaign_cap_counted_once(
+    tmp_path: Path,
+) -> None:
+    stored = [
+        running(
+            "capped", priority=9, frequency_cap={"max_decisions": 1, "period": {"seconds": 60}}
+        ),
+        running("fallback", priority=1),
+    ]
+    steps = [
+        (dt.timedelta(0), query(request_id="r1")),
+        (dt.timedelta(seconds=1), query(request_id="r1")),
+        (dt.timedelta(seconds=2), query(request_id="r2")),
+    ]
+
+    shown, store = decide_many(tmp_path, stored, steps, PressureRules())
+
+    assert shown == ["capped", "capped", "fallback"]
+    assert store.charges == 2  # the retry replaced its first charge; r2 charged nothing
+
+
+def test_decide__retry_on_a_replica_that_never_saw_the_person__same_campaign(
+    tmp_path: Path,
+) -> None:
+    # No guess, so nothing is read beside Identify: the charge itself takes
+    # the first try's charge back and is accepted.
+    stored = [
+        running(
+            "capped", priority=9, frequency_cap={"max_decisions": 1, "period": {"seconds": 60}}
+        ),
+        running("fallback", priority=1),
+    ]
+
+    def first_try_elsewhere(store: CountingStore) -> None:
+        now_s = int(START.timestamp())
+        cap = f"c:capped:{window_end(now_s, 60)}"
+        plan = ChargePlan((Increment(cap, 1, 1),), request=RequestStamp("r:r1", now_s + 600))
+        asyncio.run(MemoryCounterStore.charge(store, "p-c1", plan, (), now_s, []))
+
+    shown, store = decide_many(
+        tmp_path,
+        stored,
+        [(dt.timedelta(0), query(request_id="r1")), (dt.timedelta(0), query(request_id="r2"))],
+        PressureRules(),
+        store_hook=first_try_elsewhere,
+    )
+
+    assert shown == ["capped", "fallback"]
+    assert store.reads == ["p-c1"]  # the second Decide read under the guess

@@ -28,12 +28,14 @@ from tessera.decision.domain.pressure import (
     Increment,
     PressureRules,
     ProbabilityRange,
+    RequestStamp,
     apply_plan,
     charge_plan,
     counter_spec,
     counters_from,
     fold_into,
     hold_value,
+    request_value,
     window_end,
 )
 
@@ -399,3 +401,138 @@ def test_static_skips__probability_unknown__said_unknown_not_zero() -> None:
     assert [s.text() for s in explained["home"]] == [
         "skipped hesitant: probability range (unknown, not in 0.2 to 0.6)"
     ]
+
+
+CAP_END = window_end(NOW_S, 3600)
+BUDGET_END = window_end(NOW_S, DAY)
+
+
+def test_charge_plan__request_id__stamped_to_be_remembered_for_the_retry_window() -> None:
+    capped = make("capped", frequency_cap=FrequencyCap(1, 3600))
+    rules = PressureRules(retry_window_s=600)
+
+    plan = charge_plan([capped], Counters(), rules, NOW_S, request_id="r1")
+
+    assert plan == ChargePlan(
+        (Increment(f"c:capped:{CAP_END}", 1, 1),), request=RequestStamp("r:r1", NOW_S + 600)
+    )
+
+
+def test_apply_plan__first_try_with_request_id__charge_remembered_under_the_id() -> None:
+    record: dict[str, str] = {}
+    plan = ChargePlan(
+        (Increment(f"p:{BUDGET_END}", 2, 10), Increment(f"c:capped:{CAP_END}", 1, 1)),
+        request=RequestStamp("r:r1", NOW_S + 600),
+    )
+
+    applied = apply_plan(record, plan, NOW_S)
+
+    assert applied
+    assert record == {
+        f"p:{BUDGET_END}": "2",
+        f"c:capped:{CAP_END}": "1",
+        "r:r1": f"{NOW_S + 600}|p:{BUDGET_END}|2|c:capped:{CAP_END}|1",
+    }
+
+
+def test_apply_plan__retry_of_a_recorded_request__cap_of_one_allows_it_counted_once() -> None:
+    plan = ChargePlan(
+        (Increment(f"p:{BUDGET_END}", 2, 10), Increment(f"c:capped:{CAP_END}", 1, 1)),
+        request=RequestStamp("r:r1", NOW_S + 600),
+    )
+    record: dict[str, str] = {}
+    apply_plan(record, plan, NOW_S)
+    retry = dataclasses.replace(plan, request=RequestStamp("r:r1", NOW_S + 630))
+
+    applied = apply_plan(record, retry, NOW_S + 30)
+
+    assert applied
+    assert record == {  # the same counts, and the first try's window kept
+        f"p:{BUDGET_END}": "2",
+        f"c:capped:{CAP_END}": "1",
+        "r:r1": f"{NOW_S + 600}|p:{BUDGET_END}|2|c:capped:{CAP_END}|1",
+    }
+
+
+def test_apply_plan__another_request_id__charged_again_and_cap_refuses() -> None:
+    first = ChargePlan(
+        (Increment(f"c:capped:{CAP_END}", 1, 1),), request=RequestStamp("r:r1", NOW_S + 600)
+    )
+    record: dict[str, str] = {}
+    apply_plan(record, first, NOW_S)
+    other = dataclasses.replace(first, request=RequestStamp("r:r2", NOW_S + 600))
+
+    assert not apply_plan(record, other, NOW_S)
+    assert record[f"c:capped:{CAP_END}"] == "1"
+
+
+def test_apply_plan__retry_shows_something_else__first_charge_taken_back() -> None:
+    record = {
+        f"p:{BUDGET_END}": "5",  # 2 of them the first try's, 3 other decisions'
+        f"c:capped:{CAP_END}": "1",
+        "r:r1": request_value(NOW_S + 600, [(f"p:{BUDGET_END}", 2), (f"c:capped:{CAP_END}", 1)]),
+    }
+    cheaper = ChargePlan(
+        (Increment(f"p:{BUDGET_END}", 1, 10),), request=RequestStamp("r:r1", NOW_S + 700)
+    )
+
+    assert apply_plan(record, cheaper, NOW_S + 100)
+    assert record == {
+        f"p:{BUDGET_END}": "4",
+        f"c:capped:{CAP_END}": "0",
+        "r:r1": f"{NOW_S + 600}|p:{BUDGET_END}|1",
+    }
+
+
+def test_apply_plan__retry_window_over__request_forgotten_and_charged_again() -> None:
+    record: dict[str, str] = {}
+    stamp = RequestStamp("r:r1", NOW_S + 600)
+    plan = ChargePlan((Increment(f"p:{BUDGET_END}", 2, 10),), request=stamp)
+    apply_plan(record, plan, NOW_S)
+
+    applied = apply_plan(record, plan, NOW_S + 600)
+
+    assert applied
+    assert record[f"p:{BUDGET_END}"] == "4"
+
+
+def test_counters_from__request_recorded__its_charge_taken_out_for_the_retry() -> None:
+    capped = make("capped", frequency_cap=FrequencyCap(1, 3600), pressure_cost=2)
+    rules = PressureRules(budget=10, period_s=DAY)
+    spec = counter_spec([capped], rules, NOW_S, request_id="r1")
+    recorded = request_value(NOW_S + 600, [(f"p:{BUDGET_END}", 2), (f"c:capped:{CAP_END}", 1)])
+
+    counters = counters_from(spec, ["7", "1", recorded], NOW_S)
+    forgotten = counters_from(spec, ["7", "1", recorded], NOW_S + 600)
+
+    assert spec.fields == [f"p:{BUDGET_END}", f"c:capped:{CAP_END}", "r:r1"]
+    assert (counters.pressure_spent, dict(counters.decisions)) == (5, {"capped": 0})
+    assert (forgotten.pressure_spent, dict(forgotten.decisions)) == (7, {"capped": 1})
+
+
+def test_choose__retry_of_the_request_that_filled_a_cap_of_one__same_campaign() -> None:
+    capped = make("capped", priority=9, frequency_cap=FrequencyCap(1, 3600))
+    fallback = make("fallback", priority=1)
+    spec = counter_spec([capped, fallback], PressureRules(), NOW_S, request_id="r1")
+    recorded = request_value(NOW_S + 600, [(f"c:capped:{CAP_END}", 1)])
+
+    retry = counters_from(spec, ["1", recorded], NOW_S)
+    new_request = counters_from(spec, ["1", None], NOW_S)
+
+    assert pick([capped, fallback], counters=retry) == [("home", "capped")]
+    assert pick([capped, fallback], counters=new_request) == [("home", "fallback")]
+
+
+def test_counter_spec__request_id_but_nothing_counted__nothing_read() -> None:
+    plain = make("plain")
+
+    assert counter_spec([plain], PressureRules(budget=0), NOW_S, request_id="r1").empty
+
+
+def test_fold_into__merged_persons_request_taken_over() -> None:
+    survivor: dict[str, str] = {}
+    remembered = request_value(NOW_S + 600, [(f"p:{BUDGET_END}", 2)])
+
+    fold_into(survivor, {"r:r1": remembered, f"p:{BUDGET_END}": "2"}, NOW_S)
+
+    assert survivor == {"r:r1": remembered, f"p:{BUDGET_END}": "2"}
