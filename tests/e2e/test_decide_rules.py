@@ -208,6 +208,64 @@ def test_decide__frequency_cap__n_decisions_then_the_next_campaign_with_the_reas
     assert not any(r.startswith("skipped") for r in shown[0].reasons)
 
 
+def retried(
+    tessera: Any, identity: common_pb2.Identity, placement: str, request_id: str
+) -> decision_pb2.Decision:
+    reply = tessera.decision.Decide(
+        decision_pb2.DecideRequest(
+            identities=[identity], channel=WEB, placements=[placement], request_id=request_id
+        ),
+        timeout=5,
+    )
+    decision: decision_pb2.Decision = reply.decisions[0]
+    return decision
+
+
+def test_decide__retried_with_its_request_id__same_campaign_and_the_cap_counted_once(
+    suite_of: Any,
+) -> None:
+    # A channel whose answer was lost retries with the same request_id: the
+    # retry shows the campaign again and the cap of 1 is still not exceeded
+    # for the next new request, which gets the next campaign with the reason.
+    tessera = suite_of
+    everyone, placement = unique("all"), unique("retry-slot")
+    segment(tessera, everyone, "true")
+    cap = decision_pb2.FrequencyCap(max_decisions=1)
+    cap.period.FromSeconds(DAY_S)
+    capped = create(
+        tessera, unique("capped"), [placement], [everyone], priority=5, frequency_cap=cap
+    )
+    fallback = create(tessera, unique("fallback"), [placement], [everyone], priority=1)
+    assert eventually(lambda: shows(tessera, capped, placement))
+    someone = cookie()
+
+    first = retried(tessera, someone, placement, "r1")
+    retry = retried(tessera, someone, placement, "r1")
+    next_request = retried(tessera, someone, placement, "r2")
+    late_retry = retried(tessera, someone, placement, "r1")
+
+    assert [d.campaign_key for d in (first, retry, next_request, late_retry)] == [
+        capped,
+        capped,
+        fallback,
+        capped,
+    ]
+    assert f"skipped {capped}: frequency cap (1 per {DAY_S}s reached)" in next_request.reasons
+
+
+def test_decide__request_id_with_a_control_character_or_too_long__invalid_argument_naming_it(
+    suite_of: Any,
+) -> None:
+    tessera = suite_of
+    refused = []
+    for bad in ("r1\n", "r1\x1b", "r" * 257):
+        with pytest.raises(grpc.RpcError) as caught:
+            retried(tessera, cookie(), "home", bad)
+        refused.append((caught.value.code(), "request_id" in (caught.value.details() or "")))
+
+    assert refused == [(grpc.StatusCode.INVALID_ARGUMENT, True)] * 3
+
+
 def test_decide__concurrent_decides_of_one_person__cap_never_exceeded(suite_of: Any) -> None:
     # Several tabs and channels at once: the charge is atomic and checks the
     # cap again, so exactly max_decisions of them get the capped campaign.

@@ -220,7 +220,11 @@ class Seeded:
             {"title": "Juicers", "reco": {"items": [TEMPLATES[0], TEMPLATES[1]]}}
         )
         decide = decision_pb2.DecideRequest(
-            identities=[cookie], channel=web, placements=[self.placement], explain=True
+            identities=[cookie],
+            channel=web,
+            placements=[self.placement],
+            explain=True,
+            request_id="retry-1",
         )
         decide.context.update({"page": "home"})
         roadmap = decision_pb2.GetRoadmapRequest(placements=[self.placement])
