@@ -314,7 +314,7 @@ claims = st.builds(
 )
 checks = st.builds(HoldCheck, st.sampled_from(HOLD_FIELDS), st.sampled_from(("", *HOLD_VALUES)))
 stamps = st.none() | st.builds(
-    RequestStamp, st.sampled_from(REQUEST_FIELDS), st.integers(BASE + 10, BASE + 300)
+    RequestStamp, st.sampled_from(REQUEST_FIELDS), st.integers(BASE + 10, BASE + 3000)
 )
 plans = st.builds(
     ChargePlan,
@@ -323,12 +323,22 @@ plans = st.builds(
     st.lists(checks, max_size=1).map(tuple),
     stamps,
 )
+retries = st.builds(
+    ChargePlan,
+    st.lists(increments, max_size=3, unique_by=lambda i: i.field).map(tuple),
+    request=st.builds(
+        RequestStamp, st.sampled_from(REQUEST_FIELDS), st.integers(BASE + 10, BASE + 3000)
+    ),
+)
+"""Plans without holds, each with a request id: mostly applied, so retries meet their record."""
 STAMP = RequestStamp(REQUEST_FIELDS[0], BASE + 200)
+LATER = RequestStamp(REQUEST_FIELDS[0], BASE + 205)
+"""The same request retried: a later until, which must not move the first try's."""
 OTHER = RequestStamp(REQUEST_FIELDS[1], BASE + 200)
 steps = st.lists(
     st.tuples(
         st.sampled_from(PEOPLE),
-        plans,
+        plans | retries,
         st.lists(st.sampled_from(PEOPLE), max_size=2, unique=True),
         st.integers(0, 60),
     ),
@@ -349,7 +359,7 @@ steps = st.lists(
 @example(
     [  # a retry of a request takes its first charge back, another request is refused
         ("ann", ChargePlan((Increment(COUNTER_FIELDS[2], 1, 1),), (), (), STAMP), [], 0),
-        ("ann", ChargePlan((Increment(COUNTER_FIELDS[2], 1, 1),), (), (), STAMP), [], 1),
+        ("ann", ChargePlan((Increment(COUNTER_FIELDS[2], 1, 1),), (), (), LATER), [], 1),
         ("ann", ChargePlan((Increment(COUNTER_FIELDS[0], 2, 0),), (), (), STAMP), [], 1),
         ("bob", ChargePlan((Increment(COUNTER_FIELDS[2], 1, 1),), (), (), OTHER), [], 0),
         ("bob", ChargePlan(), ["ann"], 1),
