@@ -414,6 +414,14 @@ def test_decide_response__control__is_control_and_no_payload(tmp_path: Path) -> 
             },
             "channel",
         ),
+        (
+            {
+                "identities": [{"type": "cookie", "value": "c1"}],
+                "placements": ["home"],
+                "request_id": "r1\tretry",
+            },
+            "request_id",
+        ),
     ],
 )
 def test_decide_query_from_proto__bad_request__invalid_argument_names_field(
@@ -430,10 +438,12 @@ def test_decide_query_from_proto__valid_request__channel_placements_and_identiti
         identities=[common_pb2.Identity(type="cookie", value="c1")],
         channel=common_pb2.CHANNEL_APP,
         placements=["home", "footer"],
+        request_id="retry 7/ü",
     )
 
     asked = decide_query_from_proto(request)
 
+    assert asked.request_id == "retry 7/ü"
     assert asked.channel == common_pb2.CHANNEL_APP
     assert list(asked.placements) == ["home", "footer"]
     assert [i.value for i in asked.identities] == ["c1"]
