@@ -93,7 +93,8 @@ class FeedPage:
     more: bool
 
 
-def _record(row: LogRow) -> FeedRecord:
+def _record(row: Any) -> FeedRecord:
+    """The feed record of a log row (its `_FEED_COLUMNS`)."""
     assert row.position is not None
     if row.kind == "event":
         return FeedRecord(
@@ -127,6 +128,18 @@ def _record(row: LogRow) -> FeedRecord:
 
 
 _LOG = LogRow.__table__  # type: ignore[attr-defined]
+_FEED_COLUMNS = (
+    _LOG.c.position,
+    _LOG.c.kind,
+    _LOG.c.profile_id,
+    _LOG.c.event_id,
+    _LOG.c.type,
+    _LOG.c.ts,
+    _LOG.c.channel,
+    _LOG.c.identities,
+    _LOG.c.properties,
+)
+"""What a feed record is built from (`_record`)."""
 _NUMBERED = (
     sa_select(
         _LOG.c.sequence,
@@ -240,21 +253,21 @@ class FeedStore:
             # statement reads what had committed when it started (READ
             # COMMITTED; SQLite reads outside a write transaction).
             last = session.exec(select(FeedRow.last_position).where(col(FeedRow.id) == 1)).first()
-            rows: list[LogRow] = []
+            rows: list[Any] = []
             if last is not None and last > after:
+                # Columns, not ORM objects: building a model object per record
+                # cost more than reading it (every follower reads every record).
                 query = (
-                    select(LogRow)
-                    .where(col(LogRow.position) > after, col(LogRow.position) <= last)
-                    .order_by(col(LogRow.position))
+                    sa_select(*_FEED_COLUMNS)
+                    .where(_LOG.c.position > after, _LOG.c.position <= last)
+                    .order_by(_LOG.c.position)
                     .limit(limit)
                 )
                 if types:
-                    query = query.where(
-                        or_(col(LogRow.kind) != "event", col(LogRow.type).in_(list(types)))
-                    )
+                    query = query.where(or_(_LOG.c.kind != "event", _LOG.c.type.in_(list(types))))
                 if not profiles:
-                    query = query.where(col(LogRow.kind) != "profile")
-                rows = list(session.exec(query).all())
+                    query = query.where(_LOG.c.kind != "profile")
+                rows = list(session.execute(query).all())
             # Read after the rows: a purge that committed before the rows were
             # read shows here, so a page with holes is never served.
             purged = (

@@ -51,7 +51,7 @@ from tessera.profiles.domain import identity
 from tessera.profiles.domain.conversion import ConversionModel
 from tessera.profiles.domain.event_history import (
     EventHistory,
-    add_event,
+    add_events_stored,
     event_history_from_json,
     event_history_to_json,
     merge_event_histories,
@@ -408,6 +408,10 @@ _LOCK_PROFILES = (
     .order_by(_PROFILE.c.profile_id)
     .with_for_update()  # PostgreSQL; SQLite has one writer and renders none
 )
+_LOCK_PROFILES_NO_HISTORY = _LOCK_PROFILES.with_only_columns(
+    _PROFILE.c.profile_id, _PROFILE.c.event_history
+)
+"""For a batch without purchases: the purchase history is neither changed nor decoded."""
 _UPDATE_EVENT_HISTORY = (
     update(_PROFILE)
     .where(_PROFILE.c.profile_id == bindparam("owner"))
@@ -478,12 +482,9 @@ def _folded(row: Any, events: Sequence[EventData], now: dt.datetime) -> dict[str
     columns are decoded and encoded once for all of them, and the purchase
     history not at all when none of the events is a purchase.
     """
-    event_history = event_history_from_json(row.event_history)
-    for event in events:
-        event_history = add_event(event_history, event, now)
     values = {
         "owner": row.profile_id,
-        "new_event_history": event_history_to_json(event_history),
+        "new_event_history": add_events_stored(row.event_history, events, now),
         "now": now,
     }
     if any(changes_history(event) for event in events):
@@ -507,6 +508,8 @@ class ProfileStore:
         self.database = database
         self.engine = database.engine
         self.rules = rules
+        self._reader: Any = None
+        """The pooled connection of `_inline_rows` (embedded database only)."""
 
     # Reads
 
@@ -648,6 +651,8 @@ class ProfileStore:
         `_stamp` read what the driver gives.
         """
         sql, order = _known_profile_sql(self.engine.dialect, count)
+        if self.database.inline:
+            return self._inline_rows(sql, params if order is None else [params[n] for n in order])
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
@@ -658,6 +663,28 @@ class ProfileStore:
                 cursor.close()
         finally:
             connection.close()
+
+    def _inline_rows(self, sql: str, args: Any) -> list[Sequence[Any]]:
+        """Rows of a read on the embedded database, on a connection kept for these reads.
+
+        Inline calls run one at a time on the event loop, so one connection
+        serves them all; checking one out of the pool and back (a rollback
+        on return) cost more than the query. Nothing is held between reads:
+        the cursor is drained and closed, so no snapshot stays open.
+        """
+        if self._reader is None:
+            self._reader = self.engine.raw_connection()
+        try:
+            cursor = self._reader.cursor()
+            try:
+                cursor.execute(sql, args)
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+        except Exception:
+            reader, self._reader = self._reader, None
+            reader.invalidate()  # a broken connection is not kept
+            raise
 
     def _identities(self, session: Session, keys: list[IdentityKey]) -> list[IdentityRow]:
         condition = or_(
@@ -869,8 +896,13 @@ class ProfileStore:
             # Lock the profiles written, in id order like a merge, so that no
             # merge moves them (nor their events) until this commits.
             owners = sorted({canonical[profile_ids[i]] for i in new})
+            lock = (
+                _LOCK_PROFILES
+                if any(changes_history(events[i]) for i in new)
+                else _LOCK_PROFILES_NO_HISTORY
+            )
             rows = (
-                {r.profile_id: r for r in connection.execute(_LOCK_PROFILES, {"ids": owners})}
+                {r.profile_id: r for r in connection.execute(lock, {"ids": owners})}
                 if owners
                 else {}
             )
