@@ -186,6 +186,12 @@ def merge_event_histories(a: EventHistory, b: EventHistory, now: dt.datetime) ->
 def bounded(history: EventHistory, now: dt.datetime) -> EventHistory:
     """The history within its bounds at `now` (see the module docstring)."""
     first = first_kept_day(now)
+    if (
+        len(history.series) <= MAX_SERIES
+        and all(s.days and s.days[0] >= first for s in history.series.values())
+        and sum(len(s.days) for s in history.series.values()) <= MAX_DAYS_TOTAL
+    ):
+        return history  # within every bound already: the read path's common case
     series: dict[SeriesKey, Series] = {}
     changed = False
     for key, whole in history.series.items():

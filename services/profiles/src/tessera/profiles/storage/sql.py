@@ -340,6 +340,31 @@ def _json_value(raw: Any) -> Any:
     return jsoncodec.loads(raw) if isinstance(raw, str | bytes) else raw
 
 
+DECODED_EVENT_HISTORIES = 4096
+"""Stored event histories kept decoded, by their stored text (`_event_history_of`)."""
+_decoded_event_histories: dict[str, EventHistory] = {}
+
+
+def _event_history_of(raw: Any) -> EventHistory:
+    """An event history column as the driver gave it, decoded.
+
+    Text (SQLite) is decoded once per distinct text: a profile read again
+    and again without a new event between (every Decide of a visitor
+    reads it) has the very same stored text, and decoding it cost more
+    than the query. Histories are immutable values, so one serves every
+    read of that text.
+    """
+    if not isinstance(raw, str):
+        return event_history_from_json(_json_value(raw))
+    known = _decoded_event_histories.get(raw)
+    if known is None:
+        known = event_history_from_json(jsoncodec.loads(raw))
+        if len(_decoded_event_histories) >= DECODED_EVENT_HISTORIES:
+            del _decoded_event_histories[next(iter(_decoded_event_histories))]
+        _decoded_event_histories[raw] = known
+    return known
+
+
 def _stamp(raw: Any) -> dt.datetime:
     """A timestamp column as the driver gave it: ISO text (SQLite) or a datetime, as UTC."""
     return _utc(dt.datetime.fromisoformat(raw) if isinstance(raw, str) else raw)
@@ -638,7 +663,7 @@ class ProfileStore:
             history_from_json(_json_value(history)),
             _stamp(created_at),
             _stamp(updated_at),
-            event_history_from_json(_json_value(event_history)),
+            _event_history_of(event_history),
         )
 
     def _known_rows(self, params: dict[str, str], count: int) -> list[Sequence[Any]]:
