@@ -122,8 +122,22 @@ def _mark(survivor: str) -> bytes:
     return jsoncodec.dump_bytes({"merged_into": survivor})
 
 
+def session_bytes(session: Session) -> bytes:
+    """The stored bytes of a session: the JSON object of `session_to_json`.
+
+    Written straight from the dataclasses (orjson names a dataclass's
+    fields as `session_to_json` does, in the same order, and writes times
+    in the same ISO 8601 form), which costs a fraction of building the
+    object first; anything orjson cannot take goes the long way.
+    """
+    try:
+        return jsoncodec.dump_bytes(session)
+    except TypeError:
+        return jsoncodec.dump_bytes(session_to_json(session))
+
+
 def _dump(session: Session | None) -> bytes | None:
-    return jsoncodec.dump_bytes(session_to_json(session)) if session else None
+    return session_bytes(session) if session else None
 
 
 DECODED_SESSIONS = 4096
