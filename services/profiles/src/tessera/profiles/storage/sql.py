@@ -34,7 +34,6 @@ from sqlalchemy import (
     or_,
     text,
     true,
-    tuple_,
     update,
 )
 from sqlalchemy import select as sa_select
@@ -408,9 +407,12 @@ _LOG = LogRow.__table__  # type: ignore[attr-defined]
 
 # Statements of the batched write path, built once from Core tables with
 # expanding parameters: building them per call costs more than running them.
-_OWNERS = sa_select(_IDENTITY.c.id_type, _IDENTITY.c.id_value, _IDENTITY.c.profile_id).where(
-    tuple_(_IDENTITY.c.id_type, _IDENTITY.c.id_value).in_(bindparam("keys", expanding=True))
+_OWNERS = sa_select(_IDENTITY.c.id_value, _IDENTITY.c.profile_id).where(
+    _IDENTITY.c.id_type == bindparam("type"),
+    _IDENTITY.c.id_value.in_(bindparam("values", expanding=True)),
 )
+"""Identities of one type by value: a search of the identity key per value. (A row-value
+`(id_type, id_value) IN (...)` made SQLite scan the whole identity table.)"""
 _PROFILES_NAMED = sa_select(_PROFILE.c.profile_id).where(
     _PROFILE.c.profile_id.in_(bindparam("ids", expanding=True))
 )
@@ -610,11 +612,17 @@ class ProfileStore:
         One query for a whole batch of events: what `Track` of an event sent
         with identities resolves, for the common case of identities seen before.
         """
-        if not keys:
-            return {}
+        by_type: dict[str, list[str]] = {}
+        for key in keys:
+            by_type.setdefault(key.type, []).append(key.value)
+        found: dict[IdentityKey, str] = {}
+        if not by_type:
+            return found
         with self.engine.connect() as connection:
-            rows = connection.execute(_OWNERS, {"keys": [(k.type, k.value) for k in keys]})
-            return {IdentityKey(t, v): profile_id for t, v, profile_id in rows}
+            for id_type, values in by_type.items():
+                rows = connection.execute(_OWNERS, {"type": id_type, "values": values})
+                found.update((IdentityKey(id_type, v), profile_id) for v, profile_id in rows)
+        return found
 
     # Writes
 
