@@ -24,6 +24,8 @@ from tessera.profiles.domain.event_history import (
     merge_event_histories,
 )
 from tessera.profiles.domain.model import EventData
+from tessera.profiles.transport.convert import event_history_message
+from tessera.profiles.v1 import profiles_pb2
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 TODAY = day_of(NOW)
@@ -266,3 +268,16 @@ def test_add_events_stored__a_sum_the_series_never_had__general_path_adds_the_co
     assert folded == [
         {"t": "purchase", "p": "", "v": "", "d": [TODAY], "c": [2], "s": {"revenue": [4.0]}}
     ]
+
+
+def test_event_history_message__same_history_read_again__one_message_copied_into_replies() -> None:
+    history = add_event(EventHistory(), event(revenue=10.0), NOW)
+    later = add_event(history, event(revenue=2.5), NOW)
+
+    first, again, other = (event_history_message(h) for h in (history, history, later))
+    reply = profiles_pb2.Profile(event_history=first)
+    reply.event_history.series[0].counts[0] = 99
+
+    assert again is first
+    assert list(first.series[0].counts) == [1]
+    assert list(other.series[0].counts) == [2]

@@ -140,8 +140,9 @@ def _dump(session: Session | None) -> bytes | None:
     return session_bytes(session) if session else None
 
 
-DECODED_SESSIONS = 4096
-"""Sessions a store keeps decoded, beside their stored bytes (see `SessionStore`)."""
+DECODED_SESSIONS = 2048
+"""Sessions a store keeps decoded, beside their stored bytes (see `SessionStore`): about
+15 KB each for a session remembering its 100 latest event ids, so some 30 MB at most."""
 
 
 class SessionStore:

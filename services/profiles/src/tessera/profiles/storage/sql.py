@@ -339,8 +339,11 @@ def _json_value(raw: Any) -> Any:
     return jsoncodec.loads(raw) if isinstance(raw, str | bytes) else raw
 
 
-DECODED_EVENT_HISTORIES = 4096
+DECODED_EVENT_HISTORIES = 1024
 """Stored event histories kept decoded, by their stored text (`_event_history_of`)."""
+DECODED_EVENT_HISTORY_CHARS = 8192
+"""Longest stored text kept decoded (a few dozen series-days): with the count above,
+a few tens of MB at most; longer histories are decoded at each read."""
 _decoded_event_histories: dict[str, EventHistory] = {}
 
 
@@ -358,6 +361,8 @@ def _event_history_of(raw: Any) -> EventHistory:
     known = _decoded_event_histories.get(raw)
     if known is None:
         known = event_history_from_json(jsoncodec.loads(raw))
+        if len(raw) > DECODED_EVENT_HISTORY_CHARS:
+            return known
         if len(_decoded_event_histories) >= DECODED_EVENT_HISTORIES:
             del _decoded_event_histories[next(iter(_decoded_event_histories))]
         _decoded_event_histories[raw] = known
