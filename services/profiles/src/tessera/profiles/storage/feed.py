@@ -173,6 +173,7 @@ _UNSEQUENCED = (
     .limit(SEQUENCE_BATCH)
 )
 _UNSEQUENCED_SKIP_LOCKED = _UNSEQUENCED.with_for_update(skip_locked=True)
+_ANY_UNSEQUENCED = _UNSEQUENCED.limit(1)
 
 
 @functools.cache
@@ -234,6 +235,15 @@ class FeedStore:
         numbered by a later run: the sequencer never waits on a writer and
         never deadlocks with one.
         """
+        if not self.postgres:
+            # An idle run finds nothing: looked for first with a read, so that
+            # it does not take SQLite's write lock and commit for nothing
+            # every poll. A record committed after this look kicks a run of
+            # its own (or the next poll finds it); nothing is numbered here,
+            # so nothing can be passed over.
+            with self.engine.connect() as connection:
+                if connection.execute(_ANY_UNSEQUENCED).first() is None:
+                    return 0
         with self.engine.begin() as connection:
             if not self._lock(connection):
                 return None
