@@ -1,4 +1,5 @@
-"""ProfileService on its embedded SQLite file: erasure leaves nothing readable on disk."""
+"""ProfileService on its embedded SQLite file: erasure leaves nothing readable on disk; reads
+kept decoded between events still show every event."""
 
 from __future__ import annotations
 
@@ -69,3 +70,47 @@ def test_delete_profile__embedded_store__no_identity_trait_or_event_id_left_in_d
     assert first.created
     assert [p.name for p in files][:1] == ["profiles.db"]
     assert left == set()
+
+
+def _views(profile: profiles_pb2.Profile) -> tuple[int, int, list[int]]:
+    """Session events, product views of j-1, and the daily counts of product_view."""
+    series = [
+        s
+        for s in profile.event_history.series
+        if s.event_type == "product_view" and not s.filter_property
+    ]
+    return (
+        profile.session.events,
+        profile.session.product_views.get("j-1", 0),
+        list(series[0].counts) if series else [],
+    )
+
+
+def test_get_profile__embedded_store__read_again_after_each_batch__every_event_shown(
+    tmp_path: Path,
+) -> None:
+    cookie = common_pb2.Identity(type="cookie", value=f"cookie-{uuid.uuid4().hex}")
+
+    def stream(*event_ids: str) -> list[profiles_pb2.TrackStreamRequest]:
+        messages = []
+        for event_id in event_ids:
+            sent = common_pb2.Event(event_id=event_id, identities=[cookie], type="product_view")
+            sent.properties.update({"product_id": "j-1", "category": "juicers"})
+            messages.append(profiles_pb2.TrackStreamRequest(event=sent))
+        return messages
+
+    server = ServerThread(lambda: ProfilesService(ProfilesSettings(data_dir=str(tmp_path)))).start()
+    try:
+        with server.channel() as channel:
+            profiles = profiles_pb2_grpc.ProfileServiceStub(channel)
+            profiles.Identify(profiles_pb2.IdentifyRequest(identities=[cookie]))
+            read = profiles_pb2.GetProfileRequest(identity=cookie)
+            seen = [_views(profiles.GetProfile(read).profile)]
+            profiles.TrackStream(iter(stream("e1", "e2")))
+            seen += [_views(profiles.GetProfile(read).profile) for _ in range(2)]
+            profiles.TrackStream(iter(stream("e2", "e3")))  # e2 again: counted once
+            seen += [_views(profiles.GetProfile(read).profile) for _ in range(2)]
+    finally:
+        server.stop()
+
+    assert seen == [(0, 0, []), (2, 2, [2]), (2, 2, [2]), (3, 3, [3]), (3, 3, [3])]

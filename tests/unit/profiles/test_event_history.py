@@ -16,6 +16,7 @@ from tessera.profiles.domain.event_history import (
     EventHistory,
     Series,
     add_event,
+    add_events_stored,
     bounded,
     day_of,
     event_history_from_json,
@@ -23,6 +24,8 @@ from tessera.profiles.domain.event_history import (
     merge_event_histories,
 )
 from tessera.profiles.domain.model import EventData
+from tessera.profiles.transport.convert import event_history_message
+from tessera.profiles.v1 import profiles_pb2
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 TODAY = day_of(NOW)
@@ -203,3 +206,78 @@ def test_merge_event_histories__any_two__counts_and_sums_add_up_per_day(
             day: min(left.get(day, 0) + right.get(day, 0), 2**63 - 1) for day in {*left, *right}
         }
         assert len(merged.series[key].sums["revenue"]) == len(merged.series[key].days)
+
+
+def fold_one_by_one(stored: list[dict[str, Any]], events: list[EventData]) -> list[dict[str, Any]]:
+    history = event_history_from_json(stored)
+    for each in events:
+        history = add_event(history, each, NOW)
+    return event_history_to_json(history)
+
+
+EVENTS = st.lists(
+    st.builds(
+        lambda kind, ago, category, revenue, channel: event(
+            kind,
+            dt.timedelta(days=ago, hours=1),
+            channel,
+            **({"category": category} if category else {}),
+            **({"revenue": revenue} if revenue is not None else {}),
+        ),
+        st.sampled_from(["purchase", "page_view"]),
+        st.sampled_from([0, 0, 0, 1, 3, HISTORY_DAYS + 2]),
+        st.sampled_from(["", "juicers", "tv"]),
+        st.none() | st.floats(0.0, 1e300),
+        st.sampled_from([0, 1]),
+    ),
+    max_size=12,
+)
+
+
+@given(HISTORIES, EVENTS, EVENTS)
+def test_add_events_stored__any_history_and_events__as_adding_one_by_one(
+    history: EventHistory, before: list[EventData], batch: list[EventData]
+) -> None:
+    # `before` makes the series the batch may find its days in.
+    stored = json.loads(json.dumps(fold_one_by_one(event_history_to_json(history), before)))
+    expected = fold_one_by_one(json.loads(json.dumps(stored)), batch)
+
+    folded = add_events_stored(stored, batch, NOW)
+
+    assert folded == expected
+
+
+def test_add_events_stored__events_on_days_held__adds_in_place() -> None:
+    stored = json.loads(
+        json.dumps(event_history_to_json(add_event(EventHistory(), event(revenue=10.0), NOW)))
+    )
+
+    folded = add_events_stored(stored, [event(revenue=2.5), event(revenue=1.0)], NOW)
+
+    assert folded is stored
+    assert folded == [
+        {"t": "purchase", "p": "", "v": "", "d": [TODAY], "c": [3], "s": {"revenue": [13.5]}}
+    ]
+
+
+def test_add_events_stored__a_sum_the_series_never_had__general_path_adds_the_column() -> None:
+    stored = event_history_to_json(add_event(EventHistory(), event(), NOW))
+
+    folded = add_events_stored(stored, [event(revenue=4.0)], NOW)
+
+    assert folded == [
+        {"t": "purchase", "p": "", "v": "", "d": [TODAY], "c": [2], "s": {"revenue": [4.0]}}
+    ]
+
+
+def test_event_history_message__same_history_read_again__one_message_copied_into_replies() -> None:
+    history = add_event(EventHistory(), event(revenue=10.0), NOW)
+    later = add_event(history, event(revenue=2.5), NOW)
+
+    first, again, other = (event_history_message(h) for h in (history, history, later))
+    reply = profiles_pb2.Profile(event_history=first)
+    reply.event_history.series[0].counts[0] = 99
+
+    assert again is first
+    assert list(first.series[0].counts) == [1]
+    assert list(other.series[0].counts) == [2]

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
+from tessera import jsoncodec
 from tessera.profiles.domain.history import History
-from tessera.profiles.domain.session import CartItem
-from tessera.profiles.storage.sessions import session_from_json, session_to_json
+from tessera.profiles.domain.model import EventData
+from tessera.profiles.domain.session import CartItem, Session, apply_event
+from tessera.profiles.storage.sessions import (
+    session_bytes,
+    session_from_json,
+    session_to_json,
+)
 from tessera.profiles.storage.sql import history_from_json, history_to_json
 
 T0 = dt.datetime(2026, 11, 1, 10, 0, tzinfo=dt.UTC)
@@ -103,3 +109,29 @@ def test_stored_json__poisoned_before_numbers_were_bounded__reads_within_proto_r
 
     assert (session.time_spent_ms, session.page_views) == (INT64_MAX, INT64_MAX)
     assert (history.orders, history.revenue) == (INT64_MAX, DOUBLE_MAX)
+
+
+def _visit(*steps: tuple[str, dict[str, object]]) -> Session:
+    session: Session | None = None
+    for index, (kind, props) in enumerate(steps):
+        at = T0 + dt.timedelta(seconds=index, microseconds=7 * index)
+        session = apply_event(session, EventData(f"e{index}", kind, at, 2, properties=props))
+    assert session is not None
+    return session
+
+
+def test_session_bytes__every_kind_of_field__same_bytes_as_the_json_object() -> None:
+    busy = _visit(
+        ("product_view", {"category": "juicers", "product_id": "j1", "duration_ms": 1500}),
+        ("add_to_cart", {"category": "juicers", "product_id": "j1", "price": 80.5}),
+        ("add_to_cart", {"category": "kettles", "product_id": "k1", "quantity": 2}),
+        ("remove_from_cart", {"product_id": "k1"}),
+        ("search", {"query": "juicer"}),
+        ("favorite", {"product_id": "j1"}),
+        ("page_view", {"category": "juicers"}),
+    )
+    bought = _visit(("add_to_cart", {"product_id": "j1", "price": 3.0}), ("purchase", {}))
+
+    for session in (busy, bought, session_from_json(OLD_SESSION)):
+        assert session_bytes(session) == jsoncodec.dump_bytes(session_to_json(session))
+    assert busy.cart and busy.cart_removed and bought.cart_cleared_at is not None

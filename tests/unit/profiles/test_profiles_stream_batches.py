@@ -58,3 +58,44 @@ def test_batches__empty_stream__no_batch() -> None:
         yield
 
     assert asyncio.run(_collect(sent())) == []
+
+
+def test_batches__stream_fails_midway__earlier_batches_then_its_error() -> None:
+    handed: list[list[int]] = []
+
+    async def sent() -> AsyncIterator[int]:
+        yield 1
+        yield 2
+        await asyncio.sleep(BATCH_IDLE_S * 20)  # a pause: [1, 2] is written
+        yield 3
+        raise ConnectionResetError("the client went away")
+
+    async def run() -> None:
+        async for batch in stream_batches(sent()):
+            handed.append(batch)
+
+    try:
+        asyncio.run(run())
+    except ConnectionResetError as error:
+        assert str(error) == "the client went away"
+    else:
+        raise AssertionError("the stream's error was not raised")
+    assert handed == [[1, 2]]
+
+
+def test_batches__consumer_slower_than_the_stream__every_item_once_in_order() -> None:
+    async def sent() -> AsyncIterator[int]:
+        for item in range(23):
+            yield item
+
+    async def run() -> list[list[int]]:
+        batches = []
+        async for batch in stream_batches(sent(), size=4):
+            await asyncio.sleep(0.001)  # writing takes a while; the stream reads ahead
+            batches.append(batch)
+        return batches
+
+    batches = asyncio.run(run())
+
+    assert [item for batch in batches for item in batch] == list(range(23))
+    assert all(len(batch) <= 4 for batch in batches)

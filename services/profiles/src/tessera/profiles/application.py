@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import datetime as dt
 from collections.abc import (
@@ -265,10 +266,8 @@ BATCH_IDLE_S = 0.025
 BATCH_IDLE_SPINS = 8
 """... nor within this many turns of the event loop before and after that."""
 
-_END = object()
 
-
-async def _arrives(pending: asyncio.Future[Any]) -> bool:
+async def _arrives(ready: Callable[[], bool], arrived: asyncio.Event) -> bool:
     """Whether the next message of a stream is there, or comes without a pause.
 
     Time alone does not tell: while other calls keep the event loop busy
@@ -280,12 +279,14 @@ async def _arrives(pending: asyncio.Future[Any]) -> bool:
     """
     for attempt in range(2):
         for _ in range(BATCH_IDLE_SPINS):
-            if pending.done():
+            if ready():
                 return True
             await asyncio.sleep(0)
-        if attempt == 0 and not pending.done():
-            await asyncio.wait({pending}, timeout=BATCH_IDLE_S)
-    return pending.done()
+        if attempt == 0 and not ready():
+            arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), BATCH_IDLE_S)
+    return ready()
 
 
 async def stream_batches(
@@ -295,32 +296,57 @@ async def stream_batches(
 
     A list ends early when the stream pauses (`_arrives`), so that the
     events of a slow stream are written, and seen by the next Decide,
-    without waiting for more. The next item is read while the consumer
-    writes.
+    without waiting for more. One task reads the stream ahead (up to `size`
+    items) while the consumer writes; a task per item cost more than the
+    item's own conversion. An error of the stream is raised once the items
+    before it are handed over, without the list it interrupted.
     """
-    iterator = aiter(items)
+    buffer: collections.deque[T] = collections.deque()
+    arrived = asyncio.Event()
+    room = asyncio.Event()
+    room.set()
+    ended = False
 
-    def read_next() -> asyncio.Future[Any]:
-        return asyncio.ensure_future(anext(iterator, _END))
+    async def read() -> None:
+        nonlocal ended
+        try:
+            async for item in items:
+                buffer.append(item)
+                arrived.set()
+                if len(buffer) >= size:
+                    room.clear()
+                    await room.wait()
+        finally:
+            ended = True
+            arrived.set()
 
-    pending = read_next()
+    def ready() -> bool:
+        return bool(buffer) or ended
+
+    reader = asyncio.create_task(read())
     try:
         batch: list[T] = []
         while True:
-            if batch and (len(batch) >= size or not await _arrives(pending)):
-                yield batch
-                batch = []
+            if buffer and len(batch) < size:
+                batch.append(buffer.popleft())
+                room.set()
                 continue
-            item = await pending
-            if item is _END:
-                break
-            batch.append(item)
-            pending = read_next()
-        if batch:
+            if not batch:
+                if ended:
+                    break
+                arrived.clear()
+                await arrived.wait()
+                continue
+            if len(batch) < size and not ended and await _arrives(ready, arrived):
+                continue
+            if ended and not buffer and reader.done() and reader.exception() is not None:
+                break  # the stream failed: its error, not this list
             yield batch
+            batch = []
+        await reader  # the stream's own error, if it ended with one
     finally:
-        if not pending.done():
-            pending.cancel()
+        if not reader.done():
+            reader.cancel()
 
 
 async def track_stream(

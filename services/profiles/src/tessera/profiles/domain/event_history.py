@@ -186,6 +186,12 @@ def merge_event_histories(a: EventHistory, b: EventHistory, now: dt.datetime) ->
 def bounded(history: EventHistory, now: dt.datetime) -> EventHistory:
     """The history within its bounds at `now` (see the module docstring)."""
     first = first_kept_day(now)
+    if (
+        len(history.series) <= MAX_SERIES
+        and all(s.days and s.days[0] >= first for s in history.series.values())
+        and sum(len(s.days) for s in history.series.values()) <= MAX_DAYS_TOTAL
+    ):
+        return history  # within every bound already: the read path's common case
     series: dict[SeriesKey, Series] = {}
     changed = False
     for key, whole in history.series.items():
@@ -235,3 +241,56 @@ def event_history_from_json(raw: Iterable[dict[str, Any]] | None) -> EventHistor
             for item in raw or ()
         }
     )
+
+
+def add_events_stored(
+    stored: list[dict[str, Any]] | None, events: Iterable[EventData], now: dt.datetime
+) -> list[dict[str, Any]]:
+    """The stored form after `events`, in order: what folding each with `add_event`
+    into `event_history_from_json(stored)` and writing it back gives.
+
+    The write path's shortcut: an event on a day its series already hold
+    (the common case, a visitor active today) only adds to numbers in
+    place, in the decoded stored form, without building a history of
+    tuples and writing it out again. Whenever the shortcut cannot give that
+    same result (a new day or series, a sum the series never had, days to
+    drop at `now`, an event too old to keep), the whole fold takes the
+    general path. `stored` may be changed in place.
+    """
+    events = list(events)
+    if stored and _in_place(stored, events, now):
+        return stored
+    history = event_history_from_json(stored)
+    for event in events:
+        history = add_event(history, event, now)
+    return event_history_to_json(history)
+
+
+def _in_place(stored: list[dict[str, Any]], events: list[EventData], now: dt.datetime) -> bool:
+    """Add `events` to `stored` in place when every one lands on a day its series
+    hold, with sums they hold, and no day is due to be dropped; False (and
+    `stored` untouched) otherwise."""
+    first = first_kept_day(now)
+    if any(item["d"][0] < first for item in stored):
+        return False
+    index = {(item["t"], item["p"], item["v"]): item for item in stored}
+    plan: list[tuple[dict[str, Any], int, dict[str, float]]] = []
+    for event in events:
+        day = day_of(event.timestamp)
+        sums = event_sums(event)
+        for key in series_keys(event):
+            item = index.get(key)
+            if item is None:
+                return False
+            days = item["d"]
+            at = bisect_left(days, day)
+            if at == len(days) or days[at] != day or not item["s"].keys() >= sums.keys():
+                return False
+            plan.append((item, at, sums))
+    for item, at, sums in plan:
+        counts = item["c"]
+        counts[at] = saturating_add(counts[at], 1)
+        for name, value in sums.items():
+            column = item["s"][name]
+            column[at] = finite_add(column[at], value)
+    return True

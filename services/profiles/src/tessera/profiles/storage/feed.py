@@ -22,6 +22,7 @@ Everything here is blocking; call it through `Database.run`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, or_, text, update
 from sqlalchemy import select as sa_select
-from sqlmodel import Session, col, select
+from sqlmodel import col
 
 from tessera.db import Database
 from tessera.errors import FailedPrecondition
@@ -93,7 +94,8 @@ class FeedPage:
     more: bool
 
 
-def _record(row: LogRow) -> FeedRecord:
+def _record(row: Any) -> FeedRecord:
+    """The feed record of a log row (its `_FEED_COLUMNS`)."""
     assert row.position is not None
     if row.kind == "event":
         return FeedRecord(
@@ -127,6 +129,18 @@ def _record(row: LogRow) -> FeedRecord:
 
 
 _LOG = LogRow.__table__  # type: ignore[attr-defined]
+_FEED_COLUMNS = (
+    _LOG.c.position,
+    _LOG.c.kind,
+    _LOG.c.profile_id,
+    _LOG.c.event_id,
+    _LOG.c.type,
+    _LOG.c.ts,
+    _LOG.c.channel,
+    _LOG.c.identities,
+    _LOG.c.properties,
+)
+"""What a feed record is built from (`_record`)."""
 _NUMBERED = (
     sa_select(
         _LOG.c.sequence,
@@ -142,6 +156,47 @@ _NUMBER_ROWS = (
 )
 """One statement numbers a run's rows: `last` + their rank in row-id order."""
 
+# The sequencer's and the readers' other statements, built once: they run
+# after every batch a writer commits, and building them cost more than
+# running them.
+_FEED = FeedRow.__table__  # type: ignore[attr-defined]
+_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
+_TAKE_WRITE_LOCK = update(_FEED).where(_FEED.c.id == 1).values(last_position=_FEED.c.last_position)
+_COUNTER = sa_select(_FEED.c.last_position, _FEED.c.purged_through).where(_FEED.c.id == 1)
+_LAST_POSITION = sa_select(_FEED.c.last_position).where(_FEED.c.id == 1)
+_PURGED_THROUGH = sa_select(_FEED.c.purged_through).where(_FEED.c.id == 1)
+_MOVE_HEAD = update(_FEED).where(_FEED.c.id == 1).values(last_position=bindparam("head"))
+_UNSEQUENCED = (
+    sa_select(_LOG.c.sequence)
+    .where(_LOG.c.position.is_(None))
+    .order_by(_LOG.c.sequence)
+    .limit(SEQUENCE_BATCH)
+)
+_UNSEQUENCED_SKIP_LOCKED = _UNSEQUENCED.with_for_update(skip_locked=True)
+_ANY_UNSEQUENCED = _UNSEQUENCED.limit(1)
+
+
+@functools.cache
+def _page_query(by_type: bool, profiles: bool, events: bool = True) -> Any:
+    """Records with positions in (`after`, `last`], at most `limit`, in position order;
+    with `by_type` only events of `types` (and every other kind); profile
+    records only with `profiles`; no events at all without `events`."""
+    query = (
+        sa_select(*_FEED_COLUMNS)
+        .where(_LOG.c.position > bindparam("after"), _LOG.c.position <= bindparam("last"))
+        .order_by(_LOG.c.position)
+        .limit(bindparam("limit"))
+    )
+    if by_type:
+        query = query.where(
+            or_(_LOG.c.kind != "event", _LOG.c.type.in_(bindparam("types", expanding=True)))
+        )
+    if not profiles:
+        query = query.where(_LOG.c.kind != "profile")
+    if not events:
+        query = query.where(_LOG.c.kind != "event")
+    return query
+
 
 class FeedStore:
     """The profile service's change feed over its event log (blocking)."""
@@ -156,24 +211,15 @@ class FeedStore:
     def _lock(self, connection: Connection) -> bool:
         """Take the feed's lock for this transaction; False when another holds it."""
         if self.postgres:
-            taken = connection.execute(
-                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": FEED_LOCK_KEY}
-            ).scalar()
-            return bool(taken)
+            return bool(connection.execute(_TRY_LOCK, {"key": FEED_LOCK_KEY}).scalar())
         # SQLite has one writer: writing first takes its lock before anything
         # is read, so the read below sees every committed record.
-        connection.execute(
-            update(FeedRow).where(col(FeedRow.id) == 1).values(last_position=FeedRow.last_position)
-        )
+        connection.execute(_TAKE_WRITE_LOCK)
         return True
 
     def _counter(self, connection: Connection) -> tuple[int, int]:
         """(last position given, last position purged), under the lock."""
-        row = connection.execute(
-            sa_select(col(FeedRow.last_position), col(FeedRow.purged_through)).where(
-                col(FeedRow.id) == 1
-            )
-        ).first()
+        row = connection.execute(_COUNTER).first()
         if row is None:
             # A database created by this release: the first run seeds the row
             # (under the lock, so no two runs seed it).
@@ -191,36 +237,32 @@ class FeedStore:
         numbered by a later run: the sequencer never waits on a writer and
         never deadlocks with one.
         """
+        if not self.postgres:
+            # An idle run finds nothing: looked for first with a read, so that
+            # it does not take SQLite's write lock and commit for nothing
+            # every poll. A record committed after this look kicks a run of
+            # its own (or the next poll finds it); nothing is numbered here,
+            # so nothing can be passed over.
+            with self.engine.connect() as connection:
+                if connection.execute(_ANY_UNSEQUENCED).first() is None:
+                    return 0
         with self.engine.begin() as connection:
             if not self._lock(connection):
                 return None
-            query = (
-                sa_select(col(LogRow.sequence))
-                .where(col(LogRow.position).is_(None))
-                .order_by(col(LogRow.sequence))
-                .limit(SEQUENCE_BATCH)
-            )
-            if self.postgres:
-                query = query.with_for_update(skip_locked=True)
+            query = _UNSEQUENCED_SKIP_LOCKED if self.postgres else _UNSEQUENCED
             rows = list(connection.execute(query).scalars())
             if not rows:
                 return 0
             last, _ = self._counter(connection)
             connection.execute(_NUMBER_ROWS, {"last": last, "ids": rows, "now": _now()})
-            connection.execute(
-                update(FeedRow).where(col(FeedRow.id) == 1).values(last_position=last + len(rows))
-            )
+            connection.execute(_MOVE_HEAD, {"head": last + len(rows)})
         self.head = last + len(rows)
         return len(rows)
 
     def state(self) -> tuple[int, int]:
         """(last position given, last position purged)."""
         with self.engine.connect() as connection:
-            row = connection.execute(
-                sa_select(col(FeedRow.last_position), col(FeedRow.purged_through)).where(
-                    col(FeedRow.id) == 1
-                )
-            ).first()
+            row = connection.execute(_COUNTER).first()
         return (row.last_position, row.purged_through) if row else (0, 0)
 
     def read(
@@ -239,36 +281,26 @@ class FeedStore:
         naming `after` when retention has purged records above it: the
         follower would miss them.
         """
-        with Session(self.engine) as session:
+        with self.engine.connect() as connection:
             # Positions up to `last` are all committed (the counter moves in
             # the same transaction as the positions it gives), so bounding the
             # read by it and reading the rows afterwards misses none. Each
             # statement reads what had committed when it started (READ
             # COMMITTED; SQLite reads outside a write transaction).
-            last = session.exec(select(FeedRow.last_position).where(col(FeedRow.id) == 1)).first()
-            rows: list[LogRow] = []
+            last = connection.execute(_LAST_POSITION).scalar()
+            rows: list[Any] = []
             if last is not None and last > after:
-                query = (
-                    select(LogRow)
-                    .where(col(LogRow.position) > after, col(LogRow.position) <= last)
-                    .order_by(col(LogRow.position))
-                    .limit(limit)
-                )
+                # Columns, not ORM objects: building a model object per record
+                # cost more than reading it (every follower reads every record).
+                values: dict[str, Any] = {"after": after, "last": last, "limit": limit}
                 if types:
-                    query = query.where(
-                        or_(col(LogRow.kind) != "event", col(LogRow.type).in_(list(types)))
-                    )
-                if not profiles:
-                    query = query.where(col(LogRow.kind) != "profile")
-                if not events:
-                    query = query.where(col(LogRow.kind) != "event")
-                rows = list(session.exec(query).all())
+                    values["types"] = list(types)
+                rows = list(
+                    connection.execute(_page_query(bool(types), profiles, events), values).all()
+                )
             # Read after the rows: a purge that committed before the rows were
             # read shows here, so a page with holes is never served.
-            purged = (
-                session.exec(select(FeedRow.purged_through).where(col(FeedRow.id) == 1)).first()
-                or 0
-            )
+            purged = connection.execute(_PURGED_THROUGH).scalar() or 0
         if after < purged:
             raise FailedPrecondition(
                 f"{after} is older than this feed keeps: records up to {purged} were purged "

@@ -122,25 +122,76 @@ def _mark(survivor: str) -> bytes:
     return jsoncodec.dump_bytes({"merged_into": survivor})
 
 
-def _load(raw: bytes | None) -> Session | None:
-    if not raw or _forwarded_to(raw) is not None:
-        return None
-    return session_from_json(jsoncodec.loads(raw))
+def session_bytes(session: Session) -> bytes:
+    """The stored bytes of a session: the JSON object of `session_to_json`.
+
+    Written straight from the dataclasses (orjson names a dataclass's
+    fields as `session_to_json` does, in the same order, and writes times
+    in the same ISO 8601 form), which costs a fraction of building the
+    object first; anything orjson cannot take goes the long way.
+    """
+    try:
+        return jsoncodec.dump_bytes(session)
+    except TypeError:
+        return jsoncodec.dump_bytes(session_to_json(session))
 
 
 def _dump(session: Session | None) -> bytes | None:
-    return jsoncodec.dump_bytes(session_to_json(session)) if session else None
+    return session_bytes(session) if session else None
+
+
+DECODED_SESSIONS = 2048
+"""Sessions a store keeps decoded, beside their stored bytes (see `SessionStore`): about
+15 KB each for a session remembering its 100 latest event ids, so some 30 MB at most."""
 
 
 class SessionStore:
-    """The live session of each profile."""
+    """The live session of each profile.
 
-    def __init__(self, hot: HotStore) -> None:
+    Decoding a stored session costs more than folding an event into it, and
+    the same bytes are decoded again at each event and each read of a busy
+    profile. So the store keeps the last DECODED_SESSIONS sessions it
+    decoded or wrote, each with the exact bytes it came from, and reuses one
+    only when the stored bytes are those same bytes: a value changed by
+    anyone else (another replica on Redis, a merge) differs and is decoded
+    afresh. Sessions are immutable values, so sharing them is safe.
+    """
+
+    def __init__(self, hot: HotStore, decoded: int = DECODED_SESSIONS) -> None:
         self.hot = hot
+        self._decoded: dict[str, tuple[bytes, Session]] = {}
+        self._capacity = decoded
+
+    def _remember(self, profile_id: str, raw: bytes, session: Session) -> None:
+        decoded = self._decoded
+        decoded.pop(profile_id, None)
+        if len(decoded) >= self._capacity:
+            del decoded[next(iter(decoded))]  # the least recently stored
+        decoded[profile_id] = (raw, session)
+
+    def _load(self, profile_id: str, raw: bytes | None) -> Session | None:
+        """The session stored as `raw` under `profile_id` (None for none or a mark)."""
+        if not raw:
+            return None
+        known = self._decoded.get(profile_id)
+        if known is not None and (known[0] is raw or known[0] == raw):
+            return known[1]
+        if _forwarded_to(raw) is not None:
+            return None
+        session = session_from_json(jsoncodec.loads(raw))
+        if self._capacity:
+            self._remember(profile_id, raw, session)
+        return session
+
+    def _dump(self, profile_id: str, session: Session | None) -> bytes | None:
+        raw = _dump(session)
+        if raw is not None and session is not None and self._capacity:
+            self._remember(profile_id, raw, session)
+        return raw
 
     async def get(self, profile_id: str, now: dt.datetime) -> Session | None:
         """The profile's session if it is still live at `now`."""
-        return sessions.current(_load(await self.hot.get(_key(profile_id))), now)
+        return sessions.current(self._load(profile_id, await self.hot.get(_key(profile_id))), now)
 
     async def apply(self, profile_id: str, event: EventData) -> None:
         """Fold one event into the profile's session (idempotent by event id).
@@ -179,10 +230,10 @@ class SessionStore:
                         forward[profile_id] = moved
                         after.append(raw)
                         continue
-                    state = before = _load(raw)
+                    state = before = self._load(profile_id, raw)
                     for event in targets[profile_id]:
                         state = sessions.apply_event(state, event)
-                    after.append(raw if state is before else _dump(state))
+                    after.append(raw if state is before else self._dump(profile_id, state))
                 return after
 
             await self.hot.update_many([_key(i) for i in ids], change, SESSION_TTL_S)
@@ -205,7 +256,10 @@ class SessionStore:
                 forward: list[str] = []
 
                 def fold(
-                    values: list[bytes | None], into: str = target, forward: list[str] = forward
+                    values: list[bytes | None],
+                    into: str = target,
+                    merged_id: str = merged_id,
+                    forward: list[str] = forward,
                 ) -> list[bytes | None]:
                     forward.clear()
                     mine, theirs = values
@@ -215,8 +269,10 @@ class SessionStore:
                         return values
                     if _forwarded_to(theirs) is not None:
                         return values  # folded already (a repeated merge)
-                    both = sessions.merge_sessions(_load(mine), _load(theirs))
-                    return [_dump(both), _mark(into)]
+                    both = sessions.merge_sessions(
+                        self._load(into, mine), self._load(merged_id, theirs)
+                    )
+                    return [self._dump(into, both), _mark(into)]
 
                 await self.hot.update_many([_key(target), _key(merged_id)], fold, SESSION_TTL_S)
                 if not forward:

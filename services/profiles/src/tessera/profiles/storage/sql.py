@@ -34,7 +34,6 @@ from sqlalchemy import (
     or_,
     text,
     true,
-    tuple_,
     update,
 )
 from sqlalchemy import select as sa_select
@@ -51,7 +50,7 @@ from tessera.profiles.domain import identity
 from tessera.profiles.domain.conversion import ConversionModel
 from tessera.profiles.domain.event_history import (
     EventHistory,
-    add_event,
+    add_events_stored,
     event_history_from_json,
     event_history_to_json,
     merge_event_histories,
@@ -340,6 +339,36 @@ def _json_value(raw: Any) -> Any:
     return jsoncodec.loads(raw) if isinstance(raw, str | bytes) else raw
 
 
+DECODED_EVENT_HISTORIES = 1024
+"""Stored event histories kept decoded, by their stored text (`_event_history_of`)."""
+DECODED_EVENT_HISTORY_CHARS = 8192
+"""Longest stored text kept decoded (a few dozen series-days): with the count above,
+a few tens of MB at most; longer histories are decoded at each read."""
+_decoded_event_histories: dict[str, EventHistory] = {}
+
+
+def _event_history_of(raw: Any) -> EventHistory:
+    """An event history column as the driver gave it, decoded.
+
+    Text (SQLite) is decoded once per distinct text: a profile read again
+    and again without a new event between (every Decide of a visitor
+    reads it) has the very same stored text, and decoding it cost more
+    than the query. Histories are immutable values, so one serves every
+    read of that text.
+    """
+    if not isinstance(raw, str):
+        return event_history_from_json(_json_value(raw))
+    known = _decoded_event_histories.get(raw)
+    if known is None:
+        known = event_history_from_json(jsoncodec.loads(raw))
+        if len(raw) > DECODED_EVENT_HISTORY_CHARS:
+            return known
+        if len(_decoded_event_histories) >= DECODED_EVENT_HISTORIES:
+            del _decoded_event_histories[next(iter(_decoded_event_histories))]
+        _decoded_event_histories[raw] = known
+    return known
+
+
 def _stamp(raw: Any) -> dt.datetime:
     """A timestamp column as the driver gave it: ISO text (SQLite) or a datetime, as UTC."""
     return _utc(dt.datetime.fromisoformat(raw) if isinstance(raw, str) else raw)
@@ -383,9 +412,12 @@ _LOG = LogRow.__table__  # type: ignore[attr-defined]
 
 # Statements of the batched write path, built once from Core tables with
 # expanding parameters: building them per call costs more than running them.
-_OWNERS = sa_select(_IDENTITY.c.id_type, _IDENTITY.c.id_value, _IDENTITY.c.profile_id).where(
-    tuple_(_IDENTITY.c.id_type, _IDENTITY.c.id_value).in_(bindparam("keys", expanding=True))
+_OWNERS = sa_select(_IDENTITY.c.id_value, _IDENTITY.c.profile_id).where(
+    _IDENTITY.c.id_type == bindparam("type"),
+    _IDENTITY.c.id_value.in_(bindparam("values", expanding=True)),
 )
+"""Identities of one type by value: a search of the identity key per value. (A row-value
+`(id_type, id_value) IN (...)` made SQLite scan the whole identity table.)"""
 _PROFILES_NAMED = sa_select(_PROFILE.c.profile_id).where(
     _PROFILE.c.profile_id.in_(bindparam("ids", expanding=True))
 )
@@ -408,6 +440,10 @@ _LOCK_PROFILES = (
     .order_by(_PROFILE.c.profile_id)
     .with_for_update()  # PostgreSQL; SQLite has one writer and renders none
 )
+_LOCK_PROFILES_NO_HISTORY = _LOCK_PROFILES.with_only_columns(
+    _PROFILE.c.profile_id, _PROFILE.c.event_history
+)
+"""For a batch without purchases: the purchase history is neither changed nor decoded."""
 _UPDATE_EVENT_HISTORY = (
     update(_PROFILE)
     .where(_PROFILE.c.profile_id == bindparam("owner"))
@@ -478,12 +514,9 @@ def _folded(row: Any, events: Sequence[EventData], now: dt.datetime) -> dict[str
     columns are decoded and encoded once for all of them, and the purchase
     history not at all when none of the events is a purchase.
     """
-    event_history = event_history_from_json(row.event_history)
-    for event in events:
-        event_history = add_event(event_history, event, now)
     values = {
         "owner": row.profile_id,
-        "new_event_history": event_history_to_json(event_history),
+        "new_event_history": add_events_stored(row.event_history, events, now),
         "now": now,
     }
     if any(changes_history(event) for event in events):
@@ -507,6 +540,8 @@ class ProfileStore:
         self.database = database
         self.engine = database.engine
         self.rules = rules
+        self._reader: Any = None
+        """The pooled connection of `_inline_rows` (embedded database only)."""
 
     # Reads
 
@@ -582,11 +617,17 @@ class ProfileStore:
         One query for a whole batch of events: what `Track` of an event sent
         with identities resolves, for the common case of identities seen before.
         """
-        if not keys:
-            return {}
+        by_type: dict[str, list[str]] = {}
+        for key in keys:
+            by_type.setdefault(key.type, []).append(key.value)
+        found: dict[IdentityKey, str] = {}
+        if not by_type:
+            return found
         with self.engine.connect() as connection:
-            rows = connection.execute(_OWNERS, {"keys": [(k.type, k.value) for k in keys]})
-            return {IdentityKey(t, v): profile_id for t, v, profile_id in rows}
+            for id_type, values in by_type.items():
+                rows = connection.execute(_OWNERS, {"type": id_type, "values": values})
+                found.update((IdentityKey(id_type, v), profile_id) for v, profile_id in rows)
+        return found
 
     # Writes
 
@@ -635,7 +676,7 @@ class ProfileStore:
             history_from_json(_json_value(history)),
             _stamp(created_at),
             _stamp(updated_at),
-            event_history_from_json(_json_value(event_history)),
+            _event_history_of(event_history),
         )
 
     def _known_rows(self, params: dict[str, str], count: int) -> list[Sequence[Any]]:
@@ -648,6 +689,8 @@ class ProfileStore:
         `_stamp` read what the driver gives.
         """
         sql, order = _known_profile_sql(self.engine.dialect, count)
+        if self.database.inline:
+            return self._inline_rows(sql, params if order is None else [params[n] for n in order])
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
@@ -658,6 +701,28 @@ class ProfileStore:
                 cursor.close()
         finally:
             connection.close()
+
+    def _inline_rows(self, sql: str, args: Any) -> list[Sequence[Any]]:
+        """Rows of a read on the embedded database, on a connection kept for these reads.
+
+        Inline calls run one at a time on the event loop, so one connection
+        serves them all; checking one out of the pool and back (a rollback
+        on return) cost more than the query. Nothing is held between reads:
+        the cursor is drained and closed, so no snapshot stays open.
+        """
+        if self._reader is None:
+            self._reader = self.engine.raw_connection()
+        try:
+            cursor = self._reader.cursor()
+            try:
+                cursor.execute(sql, args)
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+        except Exception:
+            reader, self._reader = self._reader, None
+            reader.invalidate()  # a broken connection is not kept
+            raise
 
     def _identities(self, session: Session, keys: list[IdentityKey]) -> list[IdentityRow]:
         condition = or_(
@@ -869,8 +934,13 @@ class ProfileStore:
             # Lock the profiles written, in id order like a merge, so that no
             # merge moves them (nor their events) until this commits.
             owners = sorted({canonical[profile_ids[i]] for i in new})
+            lock = (
+                _LOCK_PROFILES
+                if any(changes_history(events[i]) for i in new)
+                else _LOCK_PROFILES_NO_HISTORY
+            )
             rows = (
-                {r.profile_id: r for r in connection.execute(_LOCK_PROFILES, {"ids": owners})}
+                {r.profile_id: r for r in connection.execute(lock, {"ids": owners})}
                 if owners
                 else {}
             )

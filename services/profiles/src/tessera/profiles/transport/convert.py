@@ -110,8 +110,37 @@ def features_message(features: Features) -> profiles_pb2.Features:
     )
 
 
+EVENT_HISTORY_MESSAGES = 1024
+"""Event history messages kept built, for the history values they were built from."""
+EVENT_HISTORY_MESSAGE_DAYS = 256
+"""Most (series, day) entries of a history whose message is kept: with the count above,
+a few tens of MB at most; a longer history's message is built at each read."""
+_event_history_messages: dict[int, tuple[EventHistory, profiles_pb2.EventHistory]] = {}
+
+
 def event_history_message(history: EventHistory) -> profiles_pb2.EventHistory:
-    """Daily event series as the contract shows them: columns aligned by day, days ascending."""
+    """Daily event series as the contract shows them: columns aligned by day, days ascending.
+
+    Built once per history value: the profile service reads the same
+    (immutable) history for every read of an unchanged profile, and
+    building the message cost more than copying it into a reply. The
+    message returned is shared: copy it (a message field set from it is
+    a copy), never change it.
+    """
+    known = _event_history_messages.get(id(history))
+    if known is not None and known[0] is history:
+        return known[1]
+    message = _build_event_history_message(history)
+    if sum(len(series.days) for series in history.series.values()) > EVENT_HISTORY_MESSAGE_DAYS:
+        return message
+    if len(_event_history_messages) >= EVENT_HISTORY_MESSAGES:
+        del _event_history_messages[next(iter(_event_history_messages))]
+    # The value holds the history, so its id is not reused while the entry lives.
+    _event_history_messages[id(history)] = (history, message)
+    return message
+
+
+def _build_event_history_message(history: EventHistory) -> profiles_pb2.EventHistory:
     return profiles_pb2.EventHistory(
         series=[
             profiles_pb2.EventSeries(
