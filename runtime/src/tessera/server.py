@@ -371,6 +371,35 @@ def _wrap(handler: Handler, method: str, limits: guard.Limits, gate: Gate) -> Ha
                 return await client_stream(admitted(stream), context)
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
+    if handler.stream_stream:
+        both_streams = behaviours.stream_stream
+
+        async def each_checked(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+            # Named as in the message (`request.identities[0].value`); the
+            # message rides along so the handler can answer by its id. One
+            # that does not decode at all has no id to answer by.
+            async for data in stream:
+                if parse is None:
+                    yield data
+                    continue
+                request = guard.decode(parse, data)
+                try:
+                    guard.check(request, limits)
+                except (InvalidArgument, ResourceExhausted) as error:
+                    yield guard.Refused(error, request)
+                    continue
+                yield request
+
+        async def stream_stream(stream: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            async with (
+                _observed(context, method),
+                gate.admit(context, method),
+                _status_of_errors(context, method),
+            ):
+                async for response in both_streams(each_checked(stream), context):
+                    yield response
+
+        return grpc.stream_stream_rpc_method_handler(stream_stream, **codec)
     return handler
 
 

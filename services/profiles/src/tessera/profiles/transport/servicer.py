@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.rpc import code_pb2
 
 from tessera import guard
 from tessera.convert import check_channel, struct_to_dict
-from tessera.errors import InvalidArgument
+from tessera.errors import InvalidArgument, TesseraError
 from tessera.profiles import application
 from tessera.profiles.application import Scoring, Stores
 from tessera.profiles.domain.model import EventData
@@ -19,6 +22,9 @@ from tessera.profiles.storage.sessions import SessionStore
 from tessera.profiles.storage.sql import ProfileStore
 from tessera.profiles.transport import convert
 from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
+from tessera.server import STORE_ERRORS
+
+log = logging.getLogger("tessera.profiles")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -34,6 +40,20 @@ def _event_of(request: profiles_pb2.TrackStreamRequest | guard.Refused) -> Event
     return convert.event_from_proto(request.event, _now())
 
 
+def _stream_error(
+    request_id: int, error: TesseraError, field: str, code: int | None = None
+) -> profiles_pb2.IdentifyStreamResponse:
+    """An IdentifyStream answer carrying the status a unary Identify would end with."""
+    return profiles_pb2.IdentifyStreamResponse(
+        request_id=request_id,
+        error=profiles_pb2.IdentifyStreamError(
+            code=getattr(code_pb2, error.code_name, code_pb2.INTERNAL) if code is None else code,
+            message=f"{field}: {error.message}" if field else error.message,
+            field=field,
+        ),
+    )
+
+
 class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
     """Implements tessera.profiles.v1.ProfileService."""
 
@@ -47,13 +67,70 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
     ) -> None:
         self.stores = Stores(store, sessions, scoring=scoring or Scoring(), feed=feed)
         self.max_export_page_size = max_export_page_size
+        self.draining = asyncio.Event()
+        """Set when the server drains: IdentifyStream streams answer what they read and end."""
+
+    def drain(self) -> None:
+        """End every IdentifyStream (UNAVAILABLE after its pending answers)."""
+        self.draining.set()
 
     async def Identify(
         self, request: profiles_pb2.IdentifyRequest, context: Context
     ) -> profiles_pb2.IdentifyResponse:
+        return await self._identify(request)
+
+    async def _identify(
+        self, request: profiles_pb2.IdentifyRequest
+    ) -> profiles_pb2.IdentifyResponse:
+        """Identify, for the unary call and for each message of IdentifyStream alike."""
         keys = convert.identity_keys(request.identities, "identities")
         check_channel(request.channel, "channel")
         return convert.identify_response(await application.identify(self.stores, keys))
+
+    async def IdentifyStream(
+        self,
+        request_iterator: AsyncIterator[profiles_pb2.IdentifyStreamRequest | guard.Refused],
+        context: Context,
+    ) -> AsyncIterator[profiles_pb2.IdentifyStreamResponse]:
+        answers = application.answer_each(request_iterator, self._identify_one, self.draining)
+        async for answer in answers:
+            yield answer
+
+    async def _identify_one(
+        self, message: profiles_pb2.IdentifyStreamRequest | guard.Refused
+    ) -> profiles_pb2.IdentifyStreamResponse:
+        """One request of an IdentifyStream, answered as Identify would answer it."""
+        if isinstance(message, guard.Refused):
+            request = message.message
+            assert isinstance(request, profiles_pb2.IdentifyStreamRequest)
+            # Named as the unary Identify names it, inside its request.
+            field = message.error.field.removeprefix("request.")
+            return _stream_error(request.request_id, message.error, field)
+        try:
+            return profiles_pb2.IdentifyStreamResponse(
+                request_id=message.request_id,
+                response=await self._identify(message.request),
+            )
+        except TesseraError as error:
+            return _stream_error(message.request_id, error, error.field)
+        except STORE_ERRORS as error:
+            log.warning(
+                "store unreachable", extra={"method": "IdentifyStream", "error": str(error)}
+            )
+            return _stream_error(
+                message.request_id,
+                TesseraError("a store of this service cannot be reached; retry"),
+                "",
+                code_pb2.UNAVAILABLE,
+            )
+        except Exception:
+            log.exception("unhandled error", extra={"method": "IdentifyStream"})
+            return _stream_error(
+                message.request_id,
+                TesseraError("internal error in IdentifyStream"),
+                "",
+                code_pb2.INTERNAL,
+            )
 
     async def GetProfile(
         self, request: profiles_pb2.GetProfileRequest, context: Context
