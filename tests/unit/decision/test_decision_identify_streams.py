@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from tessera.decision.transport.identify_streams import (
+    STREAM_MAX_AGE_S,
     UNIMPLEMENTED_RETRY_S,
     IdentifyStreams,
     rpc_error,
@@ -25,6 +26,10 @@ class FakeCall:
         self.written: list[profiles_pb2.IdentifyStreamRequest] = []
         self.answers: asyncio.Queue[object] = asyncio.Queue()
         self.cancelled = False
+        self.done = False
+
+    async def done_writing(self) -> None:
+        self.done = True
 
     async def write(self, request: profiles_pb2.IdentifyStreamRequest) -> None:
         self.written.append(request)
@@ -53,6 +58,8 @@ class FakeCall:
     async def _iterate(self) -> AsyncIterator[profiles_pb2.IdentifyStreamResponse]:
         while True:
             item = await self.answers.get()
+            if item is _END:
+                return
             if isinstance(item, grpc.aio.AioRpcError):
                 raise item
             assert isinstance(item, profiles_pb2.IdentifyStreamResponse)
@@ -256,3 +263,24 @@ def test_identify__no_streams_configured__every_request_is_unary() -> None:
         return answer.profile.profile_id, len(peer.calls)
 
     assert asyncio.run(scenario()) == ("unary", 0)
+
+
+def test_identify__stream_past_its_max_age__retired_after_answering_and_a_new_one_opened() -> None:
+    async def scenario() -> tuple[str, str, bool, bool, int]:
+        peer, clock = Peer(), Clock()
+        streams = IdentifyStreams(peer.open, peer.identify, 1, clock=clock)
+        old_request = asyncio.create_task(streams.Identify(ask("old"), timeout=5))
+        await turns()
+        clock.now += STREAM_MAX_AGE_S
+        new_request = asyncio.create_task(streams.Identify(ask("new"), timeout=5))
+        await turns()
+        old, new = peer.calls
+        done_before_answering = old.done
+        new.answer(new.written[0].request_id, "on-new")
+        old.answer(old.written[0].request_id, "on-old")  # still answered after retirement
+        old.answers.put_nowait(_END)  # the server ends it OK
+        answers = ((await old_request).profile.profile_id, (await new_request).profile.profile_id)
+        await streams.close()
+        return *answers, done_before_answering, len(new.written) == 1, len(old.written)
+
+    assert asyncio.run(scenario()) == ("on-old", "on-new", True, True, 1)

@@ -27,12 +27,16 @@ DEADLINE_EXCEEDED, so the decision service's fail-open (docs/decide.md,
   UNIMPLEMENTED_RETRY_S, then tries a stream again.
 - Streams are opened on the peer's channel like any call, so its
   `round_robin` balancing places successive streams on successive profile
-  replicas (docs/decide.md, "Speed").
+  replicas (docs/decide.md, "Speed"). A stream is retired after
+  STREAM_MAX_AGE_S (the server answers what it has, then ends it) and its
+  lane opens a new one: streams follow replicas coming and going, and leave
+  a connection the server ages out before it is cut.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -49,6 +53,13 @@ PEER = "tessera.profiles.v1.ProfileService"
 
 METHOD = "Identify"
 """A stream request is timed under the unary method's name: it is the same question."""
+
+STREAM_MAX_AGE_S = 20.0
+"""A stream older than this is retired at its next request and a new one opened.
+
+Below the profile service's `grpc.max_connection_age_grace_ms` (30 s): a
+connection told to go away (every 5 minutes) is left by its streams before
+the server cuts it, so no request waiting on one fails for it."""
 
 UNIMPLEMENTED_RETRY_S = 30.0
 """How long a lane whose server lacks IdentifyStream uses the unary call before trying again."""
@@ -68,6 +79,9 @@ class StreamCall(Protocol):
     def cancel(self) -> bool:
         """End the stream from this side."""
 
+    async def done_writing(self) -> None:
+        """Tell the server no more requests come; it answers the rest and ends OK."""
+
 
 class UnaryIdentify(Protocol):
     """The stub's unary Identify."""
@@ -83,17 +97,24 @@ def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
-class _Lane:
-    """One stream: its call, the requests waiting on it, its backoff after a break."""
+class _Stream:
+    """One open IdentifyStream call and the requests waiting on it."""
 
-    def __init__(self) -> None:
-        self.call: StreamCall | None = None
+    def __init__(self, call: StreamCall, opened_at: float) -> None:
+        self.call = call
+        self.opened_at = opened_at
         self.pending: dict[int, asyncio.Future[profiles_pb2.IdentifyResponse]] = {}
         self.writing = asyncio.Lock()
         """One write at a time on a call (gRPC allows no more)."""
-        self.reader: asyncio.Task[None] | None = None
         self.answered = False
-        """Whether the current stream has answered anything (a healthy stream that broke)."""
+        """Whether it answered anything (a healthy stream, if it breaks later)."""
+
+
+class _Lane:
+    """A place in the rotation: its current stream and its backoff after a break."""
+
+    def __init__(self) -> None:
+        self.stream: _Stream | None = None
         self.failures = 0
         """Streams in a row that broke before answering: the backoff grows with them."""
         self.unary_until = 0.0
@@ -121,6 +142,10 @@ class IdentifyStreams:
         self._turn = itertools.count()
         self._ids = itertools.count(1)
         self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        """Readers, and the ends of retired streams: kept until done, ended by close()."""
+        self._calls: set[StreamCall] = set()
+        """Calls not yet ended, current and retired."""
 
     async def Identify(
         self, request: profiles_pb2.IdentifyRequest, *, timeout: float | None = None
@@ -154,16 +179,21 @@ class IdentifyStreams:
     async def _on(
         self, lane: _Lane, request: profiles_pb2.IdentifyRequest, timeout: float | None
     ) -> profiles_pb2.IdentifyResponse:
-        call = lane.call if lane.call is not None else self._open(lane)
+        stream = lane.stream
+        if stream is not None and self._clock() - stream.opened_at >= STREAM_MAX_AGE_S:
+            self._retire(lane, stream)
+            stream = None
+        if stream is None:
+            stream = self._open(lane)
         request_id = next(self._ids)
         answer: asyncio.Future[profiles_pb2.IdentifyResponse] = (
             asyncio.get_running_loop().create_future()
         )
-        lane.pending[request_id] = answer
+        stream.pending[request_id] = answer
         try:
             async with asyncio.timeout(timeout):
-                async with lane.writing:
-                    await call.write(
+                async with stream.writing:
+                    await stream.call.write(
                         profiles_pb2.IdentifyStreamRequest(request_id=request_id, request=request)
                     )
                 return await answer
@@ -177,24 +207,46 @@ class IdentifyStreams:
                 grpc.StatusCode.UNAVAILABLE, "the IdentifyStream ended; retry"
             ) from None
         finally:
-            lane.pending.pop(request_id, None)
+            stream.pending.pop(request_id, None)
 
-    def _open(self, lane: _Lane) -> StreamCall:
-        call = self._open_stream()
-        lane.call = call
-        lane.answered = False
-        lane.reader = asyncio.create_task(self._read(lane, call), name="identify-stream:read")
-        return call
+    def _open(self, lane: _Lane) -> _Stream:
+        stream = _Stream(self._open_stream(), self._clock())
+        lane.stream = stream
+        self._calls.add(stream.call)
+        self._spawn(self._read(lane, stream), "identify-stream:read")
+        return stream
 
-    async def _read(self, lane: _Lane, call: StreamCall) -> None:
+    def _spawn(self, work: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(work)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _retire(self, lane: _Lane, stream: _Stream) -> None:
+        """Send no more on `stream`: the server answers what it has and ends it OK.
+
+        Streams are retired before the profile service's connections age out
+        (STREAM_MAX_AGE_S), so no request is cut off with its connection, and
+        new streams follow DNS and the balancing to replicas added since.
+        """
+        lane.stream = None
+
+        async def finish() -> None:
+            with contextlib.suppress(Exception):  # already ended: its reader has seen why
+                async with stream.writing:
+                    await stream.call.done_writing()
+
+        self._spawn(finish(), "identify-stream:retire")
+
+    async def _read(self, lane: _Lane, stream: _Stream) -> None:
         """Hand each answer to its request; when the stream ends, fail what still waits."""
         code, details = grpc.StatusCode.UNAVAILABLE, "the IdentifyStream ended"
         try:
-            async for response in call:
-                if not lane.answered:
-                    lane.answered = True
+            async for response in stream.call:
+                if not stream.answered:
+                    stream.answered = True
                     lane.failures = 0
-                waiting = lane.pending.get(response.request_id)
+                waiting = stream.pending.get(response.request_id)
                 if waiting is None or waiting.done():
                     continue  # timed out meanwhile
                 if response.HasField("error"):
@@ -207,27 +259,27 @@ class IdentifyStreams:
         except grpc.aio.AioRpcError as error:
             code, details = error.code(), error.details() or error.code().name
         finally:
-            self._broke(lane, call, code, details)
+            self._calls.discard(stream.call)
+            self._broke(lane, stream, code, details)
 
-    def _broke(self, lane: _Lane, call: StreamCall, code: grpc.StatusCode, details: str) -> None:
-        if lane.call is call:
-            lane.call = None
+    def _broke(self, lane: _Lane, stream: _Stream, code: grpc.StatusCode, details: str) -> None:
+        if lane.stream is stream:
+            lane.stream = None
             if code == grpc.StatusCode.UNIMPLEMENTED:
                 lane.unary_until = self._clock() + UNIMPLEMENTED_RETRY_S
-            elif not lane.answered:
+            elif not stream.answered:
                 lane.failures += 1
                 backoff_ms = min(RECONNECT_MAX_MS, RECONNECT_INITIAL_MS * 2 ** (lane.failures - 1))
                 lane.unary_until = self._clock() + backoff_ms / 1000
-        for waiting in lane.pending.values():
+        for waiting in stream.pending.values():
             if not waiting.done():
                 waiting.set_exception(rpc_error(code, details))
 
     async def close(self) -> None:
         """End every stream (the service stops)."""
-        readers = [lane.reader for lane in self._lanes if lane.reader is not None]
-        for lane in self._lanes:
-            if lane.call is not None:
-                lane.call.cancel()
-        for reader in readers:
-            reader.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
+        for call in list(self._calls):
+            call.cancel()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
