@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.rpc import code_pb2
 
 from tessera import guard, metrics
 from tessera.convert import check_channel, struct_to_dict
@@ -23,12 +21,11 @@ from tessera.profiles.storage.sessions import SessionStore
 from tessera.profiles.storage.sql import ProfileStore
 from tessera.profiles.transport import convert
 from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
-from tessera.server import STORE_ERRORS
-
-log = logging.getLogger("tessera.profiles")
+from tessera.server import error_status
 
 IDENTIFY = "/tessera.profiles.v1.ProfileService/Identify"
 """Each IdentifyStream message is counted under the unary method it stands for."""
+IDENTIFY_STREAM = "/tessera.profiles.v1.ProfileService/IdentifyStream"
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -46,16 +43,12 @@ def _event_of(request: profiles_pb2.TrackStreamRequest | guard.Refused) -> Event
 
 
 def _stream_error(
-    request_id: int, error: TesseraError, field: str, code: int | None = None
+    request_id: int, code: grpc.StatusCode, message: str, field: str
 ) -> profiles_pb2.IdentifyStreamResponse:
     """An IdentifyStream answer carrying the status a unary Identify would end with."""
     return profiles_pb2.IdentifyStreamResponse(
         request_id=request_id,
-        error=profiles_pb2.IdentifyStreamError(
-            code=getattr(code_pb2, error.code_name, code_pb2.INTERNAL) if code is None else code,
-            message=f"{field}: {error.message}" if field else error.message,
-            field=field,
-        ),
+        error=profiles_pb2.IdentifyStreamError(code=code.value[0], message=message, field=field),
     )
 
 
@@ -124,32 +117,18 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
             assert isinstance(request, profiles_pb2.IdentifyStreamRequest)
             # Named as the unary Identify names it, inside its request.
             field = message.error.field.removeprefix("request.")
-            return _stream_error(request.request_id, message.error, field)
+            code, _ = error_status(message.error, IDENTIFY_STREAM)
+            text = f"{field}: {message.error.message}" if field else message.error.message
+            return _stream_error(request.request_id, code, text, field)
         try:
             return profiles_pb2.IdentifyStreamResponse(
                 request_id=message.request_id,
                 response=await self._identify(message.request),
             )
-        except TesseraError as error:
-            return _stream_error(message.request_id, error, error.field)
-        except STORE_ERRORS as error:
-            log.warning(
-                "store unreachable", extra={"method": "IdentifyStream", "error": str(error)}
-            )
-            return _stream_error(
-                message.request_id,
-                TesseraError("a store of this service cannot be reached; retry"),
-                "",
-                code_pb2.UNAVAILABLE,
-            )
-        except Exception:
-            log.exception("unhandled error", extra={"method": "IdentifyStream"})
-            return _stream_error(
-                message.request_id,
-                TesseraError("internal error in IdentifyStream"),
-                "",
-                code_pb2.INTERNAL,
-            )
+        except Exception as error:
+            code, text = error_status(error, IDENTIFY_STREAM)
+            field = error.field if isinstance(error, TesseraError) else ""
+            return _stream_error(message.request_id, code, text, field)
 
     async def GetProfile(
         self, request: profiles_pb2.GetProfileRequest, context: Context
