@@ -704,7 +704,10 @@ class Outcome:
     details: str
     elapsed_s: float
     answered: bool
-    """A stream sent its first message (or ended OK); a unary call answered OK."""
+    """A stream sent its first message (or ended OK); a unary call answered OK; a
+    bidirectional stream ended OK with no message answered by an error."""
+    message_errors: tuple[tuple[grpc.StatusCode, str], ...] = ()
+    """A bidirectional stream's per-message errors (IdentifyStream's `error`)."""
 
 
 def call(channel: grpc.Channel, rpc: Rpc, requests: Sequence[bytes], timeout_s: float) -> Outcome:
@@ -712,9 +715,24 @@ def call(channel: grpc.Channel, rpc: Rpc, requests: Sequence[bytes], timeout_s: 
 
     A server stream is opened, its first message (or status) read, then
     cancelled; a client stream sends every request; a unary call the first.
+    A bidirectional stream sends every request and reads every answer until
+    it ends; answers are decoded with the method's response type, and an
+    `error` they carry (a status per message) is reported beside the
+    stream's own status.
     """
     started = time.monotonic()
     try:
+        if rpc.streams_responses and rpc.streams_requests:
+            answers = list(channel.stream_stream(rpc.path)(iter(requests), timeout=timeout_s))
+            errors = tuple(_message_error(rpc, answer) for answer in answers)
+            failed = tuple(error for error in errors if error is not None)
+            return Outcome(
+                grpc.StatusCode.OK,
+                "",
+                time.monotonic() - started,
+                answered=not failed,
+                message_errors=failed,
+            )
         if rpc.streams_responses:
             stream = channel.unary_stream(rpc.path)(requests[0], timeout=timeout_s)
             try:
@@ -732,6 +750,18 @@ def call(channel: grpc.Channel, rpc: Rpc, requests: Sequence[bytes], timeout_s: 
         details: str = error.details() or ""  # type: ignore[attr-defined]
         return Outcome(code, details, time.monotonic() - started, answered=False)
     return Outcome(grpc.StatusCode.OK, "", time.monotonic() - started, answered=True)
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _message_error(rpc: Rpc, data: bytes) -> tuple[grpc.StatusCode, str] | None:
+    """The status one answer of a bidirectional stream carries in its `error`, if any."""
+    response = message_factory.GetMessageClass(rpc.method.output_type).FromString(data)
+    if "error" not in response.DESCRIPTOR.fields_by_name or not response.HasField("error"):
+        return None
+    error = response.error
+    return _CODES.get(error.code, grpc.StatusCode.UNKNOWN), error.message
 
 
 # ---------------------------------------------------------------- stored data

@@ -15,7 +15,10 @@ raw bytes no generated client would send. For every call:
   design, so the stream as a whole may have stored them.
 
 Server streams (the Watch RPCs, StreamEvents) are opened, their first
-message or status read within a short deadline, then cancelled.
+message or status read within a short deadline, then cancelled. A
+bidirectional stream (IdentifyStream) sends its messages and reads every
+answer: no answer's per-message error may be INTERNAL or UNKNOWN either, and
+the stream ends before its deadline once the client is done sending.
 
 `TESSERA_FUZZ_EXAMPLES` raises the examples per RPC and kind for a longer
 local run (the default keeps the module at about a minute per backend).
@@ -245,6 +248,9 @@ class Seeded:
             "UpdateTraits": traits,
             "Track": profiles_pb2.TrackRequest(event=event),
             "TrackStream": profiles_pb2.TrackStreamRequest(event=event),
+            "IdentifyStream": profiles_pb2.IdentifyStreamRequest(
+                request_id=1, request=profiles_pb2.IdentifyRequest(identities=[cookie], channel=web)
+            ),
             "StreamEvents": profiles_pb2.StreamEventsRequest(after=0, types=["purchase"]),
             "DeleteProfile": profiles_pb2.DeleteProfileRequest(profile_id=self.spare_profile_id),
             "ExportProfile": profiles_pb2.ExportProfileRequest(profile_id=self.profile_id),
@@ -410,11 +416,17 @@ class Fuzz:
         if self._known is None:
             self.settle()
         before = self._known if self._known is not None else self.stored.dump()
-        timeout = STREAM_TIMEOUT_S if rpc.streams_responses else CALL_TIMEOUT_S
+        timeout = (
+            STREAM_TIMEOUT_S
+            if rpc.streams_responses and not rpc.streams_requests
+            else CALL_TIMEOUT_S
+        )
         outcome = call(self.channel(rpc.address), rpc, requests, timeout)
         where = f"{rpc.path} on {self.backend}"
         assert outcome.code not in NEVER, f"{where} answered {outcome.code.name}: {outcome.details}"
-        if not rpc.streams_responses:
+        for code, details in outcome.message_errors:
+            assert code not in NEVER, f"{where} answered a message {code.name}: {details}"
+        if not rpc.streams_responses or rpc.streams_requests:
             assert outcome.elapsed_s < CALL_TIMEOUT_S, (
                 f"{where} did not answer within {CALL_TIMEOUT_S}s "
                 f"({outcome.code.name}: {outcome.details})"
@@ -439,6 +451,9 @@ def _checkable(rpc: Rpc, requests: list[bytes], outcome: Outcome) -> bool:
     """Whether a rejected call must have left no trace (see the module docstring)."""
     if not rpc.streams_requests or len(requests) == 1:
         return True
+    if rpc.streams_responses:
+        # Each message is answered on its own: with several, the good ones stored.
+        return False
     return outcome.details.startswith("[0]")
 
 

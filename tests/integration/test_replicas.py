@@ -1,5 +1,9 @@
 """Two replicas of the profile service behind one dns:/// name: Decide's calls spread.
 
+Decide resolves visitors over long-lived IdentifyStream streams; the channel's
+balancing places each new stream on the next replica, so the streams, and
+the Identify messages on them, spread too.
+
 In Kubernetes a headless Service gives one DNS name an address per ready
 pod, all on the same port, and the decision service's channels balance
 calls over them (`tessera.clients`: round_robin). Here the name is
@@ -101,6 +105,10 @@ def test_decide__profiles_behind_one_dns_name__calls_spread_over_both_replicas(
             for n in range(60):
                 decide(f"replicas-{n}")
             after = {host: identified(url) for host, url in metrics.items()}
+            streams = {
+                host: scrape(url).get(("tessera_identify_streams_open", frozenset()), 0.0)
+                for host, url in metrics.items()
+            }
     finally:
         decision.stop()
 
@@ -108,3 +116,5 @@ def test_decide__profiles_behind_one_dns_name__calls_spread_over_both_replicas(
     assert sum(calls.values()) == 60
     # round_robin: every other call; a reconnect may shift a few.
     assert all(count >= 20 for count in calls.values()), calls
+    # Decide's two IdentifyStream streams (TESSERA_PROFILE_STREAMS), one per replica.
+    assert streams == {"127.0.0.1": 1.0, "::1": 1.0}, streams

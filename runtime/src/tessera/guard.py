@@ -45,10 +45,13 @@ class Refused:
 
     One bad message need not end a stream whose other messages are good: the
     handler gets this instead of the message and decides (TrackStream counts
-    it as rejected and goes on).
+    it as rejected and goes on; IdentifyStream answers that request with the
+    error).
     """
 
     error: InvalidArgument | ResourceExhausted
+    message: Message | None = None
+    """The message as decoded, when it decoded: a handler may read its id."""
 
 
 @dataclass(frozen=True)

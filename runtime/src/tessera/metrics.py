@@ -101,6 +101,12 @@ FEED_HEAD = Gauge(
     "The profile service's change feed: the highest sequence given out, as this replica last saw.",
     multiprocess_mode="max",
 )
+IDENTIFY_STREAMS = Gauge(
+    "tessera_identify_streams_open",
+    "IdentifyStream calls open on this profile service replica: the decision replicas' "
+    "long-lived streams (TESSERA_PROFILE_STREAMS each), as client-side balancing spread them.",
+    multiprocess_mode="livesum",
+)
 FEED_POSITION = Gauge(
     "tessera_feed_consumer_sequence",
     "The last change-feed sequence a consumer handled and checkpointed; the feed's head minus "

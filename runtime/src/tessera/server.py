@@ -292,14 +292,26 @@ async def _status_of_errors(
         await context.abort(code, str(error), trailing_metadata=_details(error, code))
     except (asyncio.CancelledError, grpc.aio.AbortError):
         raise
-    except STORE_ERRORS as error:
+    except Exception as error:
+        await context.abort(*error_status(error, method))
+
+
+def error_status(error: Exception, method: str) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a handler's error is answered with.
+
+    A `TesseraError` keeps its code and its message naming the field; a store
+    that cannot be reached is UNAVAILABLE (retry); anything else is logged
+    with its traceback and answered INTERNAL without internals. Also used
+    per message by streams that answer each message on its own
+    (IdentifyStream).
+    """
+    if isinstance(error, TesseraError):
+        return _status_code(error), str(error)
+    if isinstance(error, STORE_ERRORS):
         log.warning("store unreachable", extra={"method": method, "error": str(error)})
-        await context.abort(
-            grpc.StatusCode.UNAVAILABLE, "a store of this service cannot be reached; retry"
-        )
-    except Exception:
-        log.exception("unhandled error", extra={"method": method})
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
+        return grpc.StatusCode.UNAVAILABLE, "a store of this service cannot be reached; retry"
+    log.error("unhandled error", extra={"method": method}, exc_info=error)
+    return grpc.StatusCode.INTERNAL, f"internal error in {method}"
 
 
 def _wrap(handler: Handler, method: str, limits: guard.Limits, gate: Gate) -> Handler:
@@ -371,6 +383,35 @@ def _wrap(handler: Handler, method: str, limits: guard.Limits, gate: Gate) -> Ha
                 return await client_stream(admitted(stream), context)
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
+    if handler.stream_stream:
+        both_streams = behaviours.stream_stream
+
+        async def each_checked(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+            # Named as in the message (`request.identities[0].value`); the
+            # message rides along so the handler can answer by its id. One
+            # that does not decode at all has no id to answer by.
+            async for data in stream:
+                if parse is None:
+                    yield data
+                    continue
+                request = guard.decode(parse, data)
+                try:
+                    guard.check(request, limits)
+                except (InvalidArgument, ResourceExhausted) as error:
+                    yield guard.Refused(error, request)
+                    continue
+                yield request
+
+        async def stream_stream(stream: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            async with (
+                _observed(context, method),
+                gate.admit(context, method),
+                _status_of_errors(context, method),
+            ):
+                async for response in both_streams(each_checked(stream), context):
+                    yield response
+
+        return grpc.stream_stream_rpc_method_handler(stream_stream, **codec)
     return handler
 
 

@@ -24,6 +24,7 @@ from tessera.decision.storage.counters import (
 )
 from tessera.decision.transport.convert import campaign_from_proto
 from tessera.decision.transport.evaluation import Evaluator, InProcessEvaluator, RpcEvaluator
+from tessera.decision.transport.identify_streams import IdentifyStreams
 from tessera.decision.transport.servicer import DecisionServicer
 from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
 from tessera.experiments.v1 import experiments_pb2_grpc
@@ -75,6 +76,13 @@ class DecisionSettings(RuntimeSettings):
     )
     roadmap_concurrency: int = Field(
         8, gt=0, le=64, description="EstimateSize calls of one roadmap check in flight at once."
+    )
+    profile_streams: int = Field(
+        2,
+        ge=0,
+        le=64,
+        description="TESSERA_PROFILE_STREAMS: long-lived IdentifyStream calls a replica resolves "
+        "visitors over, in turn; 0 uses a unary Identify per Decide.",
     )
     pressure_budget: int = Field(
         10,
@@ -147,10 +155,18 @@ class DecisionService:
         )
         # Registered before the catalog opens, so it is filled with the snapshot.
         campaigns = self.catalog.cache(campaign_from_proto)
+        # Visitors are resolved over a few long-lived streams (docs/decide.md,
+        # "Speed"); the unary call stays for streams=0, backoff and older peers.
+        profiles = profiles_pb2_grpc.ProfileServiceStub(self.channels["profiles"])
+        self.identify_streams = IdentifyStreams(
+            profiles.IdentifyStream,
+            observed(profiles).Identify,
+            self.settings.profile_streams,
+        )
         self.decider = Decider(
             campaigns,
             self.evaluator,
-            observed(profiles_pb2_grpc.ProfileServiceStub(self.channels["profiles"])),
+            self.identify_streams,
             self.settings.decide_deadline_s,
             exposures=self.exposures,
             global_holdout=self.settings.global_holdout_fraction,
@@ -202,6 +218,7 @@ class DecisionService:
         # The server has stopped: no Decide adds to the queue any more.
         await self.exposures.close(self.settings.exposure_flush_timeout_s)
         await self.merges.stop()
+        await self.identify_streams.close()
         await self.evaluator.stop()
         await self.catalog.close()
         await self.counters.close()

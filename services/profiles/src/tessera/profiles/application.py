@@ -17,6 +17,7 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
     Callable,
     Mapping,
     Sequence,
@@ -29,6 +30,7 @@ from tessera.errors import (
     NotFound,
     ResourceExhausted,
     TesseraError,
+    Unavailable,
     require,
 )
 from tessera.profiles.domain.conversion import PRIOR, ConversionModel
@@ -48,6 +50,7 @@ from tessera.profiles.storage.sessions import SessionStore
 from tessera.profiles.storage.sql import IdentifyResult, ProfileRecord, ProfileStore, Recorded
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _now() -> dt.datetime:
@@ -150,6 +153,70 @@ async def identify(stores: Stores, keys: list[IdentityKey]) -> Identified:
     result = await _resolve(stores, keys)
     profile = await _profile(stores, result.profile)
     return Identified(profile, result.created, result.merged_ids, result.refused)
+
+
+STREAM_IN_FLIGHT = 64
+"""Requests of one stream handled at once; reading waits while this many are."""
+
+_READ_ALL = object()
+
+
+async def answer_each(
+    items: AsyncIterable[T],
+    answer: Callable[[T], Awaitable[R]],
+    stop: asyncio.Event,
+    limit: int = STREAM_IN_FLIGHT,
+) -> AsyncGenerator[R, None]:
+    """Answer every item of a stream concurrently, yielding answers as they finish.
+
+    Each item gets its own task (at most `limit` at once, so a fast sender
+    waits rather than piling up work); answers come out in the order they
+    finish, for one writer to send. `answer` answers errors too (IdentifyStream
+    turns them into that request's error): it should not raise.
+
+    When the sender is done, what is under way is answered and the stream
+    ends. When `stop` is set (the server drains), reading stops at once, what
+    was read is answered, and `Unavailable` ends the stream so the client
+    opens another on a replica that stays.
+    """
+    finished: asyncio.Queue[Any] = asyncio.Queue()
+    slots = asyncio.Semaphore(limit)
+    working: set[asyncio.Task[None]] = set()
+
+    async def run(item: T) -> None:
+        try:
+            finished.put_nowait(await answer(item))
+        finally:
+            slots.release()
+
+    async def read() -> None:
+        async for item in items:
+            await slots.acquire()
+            task = asyncio.create_task(run(item))
+            working.add(task)
+            task.add_done_callback(working.discard)
+
+    reader = asyncio.create_task(read())
+    stopper = asyncio.create_task(stop.wait())
+    stopper.add_done_callback(lambda _: reader.cancel())
+    reader.add_done_callback(lambda _: finished.put_nowait(_READ_ALL))
+    try:
+        while (item := await finished.get()) is not _READ_ALL:
+            yield item
+        while working:
+            await asyncio.wait(set(working))
+        while not finished.empty():
+            yield finished.get_nowait()
+        if not reader.cancelled():
+            # What ended the reading (a message that did not decode) ends the stream.
+            reader.result()
+        if stop.is_set():
+            raise Unavailable("the server is shutting down; open a stream to another replica")
+    finally:
+        stopper.cancel()
+        reader.cancel()
+        for task in working:
+            task.cancel()
 
 
 async def get_profile(stores: Stores, profile_id: str) -> Profile:

@@ -157,8 +157,10 @@ class ProfilesService:
 
     async def drain(self) -> None:
         """End the change feed's streams (followers reconnect to another replica);
-        stop looking for new models."""
+        stop looking for new models; end the IdentifyStream streams (pending
+        requests answered first)."""
         self.feed.drain()
+        self.servicer.drain()
         await self._poller.stop()
 
     async def check(self) -> None:

@@ -20,7 +20,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -56,9 +56,21 @@ from tessera.profiles.v1 import profiles_pb2
 if TYPE_CHECKING:
     from tessera.decision.application.pressure import PressureGate
     from tessera.decision.transport.evaluation import Evaluator
-    from tessera.profiles.v1.profiles_pb2_grpc import ProfileServiceAsyncStub
 
 log = logging.getLogger("tessera.decision.decide")
+
+
+class Identifier(Protocol):
+    """Who resolves visitors: the profile service's stub, or IdentifyStreams over it.
+
+    Either fails as the unary call does (`grpc.aio.AioRpcError`).
+    """
+
+    def Identify(
+        self, request: profiles_pb2.IdentifyRequest, *, timeout: float | None = None
+    ) -> Awaitable[profiles_pb2.IdentifyResponse]:
+        """Resolve the visitor's profile within `timeout` seconds."""
+
 
 PEER_DOWN = (Unavailable, DeadlineExceeded)
 """What a peer that is down, draining or too slow raises: Decide serves without it."""
@@ -275,7 +287,7 @@ class Decider:
         self,
         campaigns: DefinitionCache[CampaignDef],
         evaluator: Evaluator,
-        profiles: ProfileServiceAsyncStub,
+        profiles: Identifier,
         deadline_s: float,
         now: Callable[[], dt.datetime] = utc_now,
         exposures: ExposureSink | None = None,

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
-from tessera import guard
+from tessera import guard, metrics
 from tessera.convert import check_channel, struct_to_dict
-from tessera.errors import InvalidArgument
+from tessera.errors import InvalidArgument, TesseraError
 from tessera.profiles import application
 from tessera.profiles.application import Scoring, Stores
 from tessera.profiles.domain.model import EventData
@@ -19,6 +21,12 @@ from tessera.profiles.storage.sessions import SessionStore
 from tessera.profiles.storage.sql import ProfileStore
 from tessera.profiles.transport import convert
 from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
+from tessera.server import error_status
+
+IDENTIFY = "/tessera.profiles.v1.ProfileService/Identify"
+"""Each IdentifyStream message is counted under the unary method it stands for."""
+IDENTIFY_STREAM = "/tessera.profiles.v1.ProfileService/IdentifyStream"
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -34,6 +42,16 @@ def _event_of(request: profiles_pb2.TrackStreamRequest | guard.Refused) -> Event
     return convert.event_from_proto(request.event, _now())
 
 
+def _stream_error(
+    request_id: int, code: grpc.StatusCode, message: str, field: str
+) -> profiles_pb2.IdentifyStreamResponse:
+    """An IdentifyStream answer carrying the status a unary Identify would end with."""
+    return profiles_pb2.IdentifyStreamResponse(
+        request_id=request_id,
+        error=profiles_pb2.IdentifyStreamError(code=code.value[0], message=message, field=field),
+    )
+
+
 class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
     """Implements tessera.profiles.v1.ProfileService."""
 
@@ -47,13 +65,70 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
     ) -> None:
         self.stores = Stores(store, sessions, scoring=scoring or Scoring(), feed=feed)
         self.max_export_page_size = max_export_page_size
+        self.draining = asyncio.Event()
+        """Set when the server drains: IdentifyStream streams answer what they read and end."""
+
+    def drain(self) -> None:
+        """End every IdentifyStream (UNAVAILABLE after its pending answers)."""
+        self.draining.set()
 
     async def Identify(
         self, request: profiles_pb2.IdentifyRequest, context: Context
     ) -> profiles_pb2.IdentifyResponse:
+        return await self._identify(request)
+
+    async def _identify(
+        self, request: profiles_pb2.IdentifyRequest
+    ) -> profiles_pb2.IdentifyResponse:
+        """Identify, for the unary call and for each message of IdentifyStream alike."""
         keys = convert.identity_keys(request.identities, "identities")
         check_channel(request.channel, "channel")
         return convert.identify_response(await application.identify(self.stores, keys))
+
+    async def IdentifyStream(
+        self,
+        request_iterator: AsyncIterator[profiles_pb2.IdentifyStreamRequest | guard.Refused],
+        context: Context,
+    ) -> AsyncIterator[profiles_pb2.IdentifyStreamResponse]:
+        answers = application.answer_each(request_iterator, self._identify_timed, self.draining)
+        metrics.IDENTIFY_STREAMS.inc()
+        try:
+            async for answer in answers:
+                yield answer
+        finally:
+            metrics.IDENTIFY_STREAMS.dec()
+
+    async def _identify_timed(
+        self, message: profiles_pb2.IdentifyStreamRequest | guard.Refused
+    ) -> profiles_pb2.IdentifyStreamResponse:
+        """One message, counted and timed as an Identify (the dashboards' Identify rate)."""
+        started = time.perf_counter()
+        answer = await self._identify_one(message)
+        code = _CODE_NAMES.get(answer.error.code, "UNKNOWN") if answer.HasField("error") else "OK"
+        metrics.record_rpc(IDENTIFY, code, time.perf_counter() - started)
+        return answer
+
+    async def _identify_one(
+        self, message: profiles_pb2.IdentifyStreamRequest | guard.Refused
+    ) -> profiles_pb2.IdentifyStreamResponse:
+        """One request of an IdentifyStream, answered as Identify would answer it."""
+        if isinstance(message, guard.Refused):
+            request = message.message
+            assert isinstance(request, profiles_pb2.IdentifyStreamRequest)
+            # Named as the unary Identify names it, inside its request.
+            field = message.error.field.removeprefix("request.")
+            code, _ = error_status(message.error, IDENTIFY_STREAM)
+            text = f"{field}: {message.error.message}" if field else message.error.message
+            return _stream_error(request.request_id, code, text, field)
+        try:
+            return profiles_pb2.IdentifyStreamResponse(
+                request_id=message.request_id,
+                response=await self._identify(message.request),
+            )
+        except Exception as error:
+            code, text = error_status(error, IDENTIFY_STREAM)
+            field = error.field if isinstance(error, TesseraError) else ""
+            return _stream_error(message.request_id, code, text, field)
 
     async def GetProfile(
         self, request: profiles_pb2.GetProfileRequest, context: Context
