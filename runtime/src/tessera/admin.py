@@ -28,6 +28,7 @@ from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message
 
 from tessera import console, manifests
+from tessera.channels import CHANNELS
 from tessera.convert import as_written
 from tessera.errors import TesseraError
 from tessera.manifests import Definition, Kind, ManifestError
@@ -81,9 +82,6 @@ def object_arg(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"price\": 19.9}'")
     return value
-
-
-CHANNELS = ("web", "app", "email", "sms", "push", "call_center", "store")
 
 
 def _connection_options(service: str) -> argparse.ArgumentParser:

@@ -31,6 +31,7 @@ import grpc
 from google.protobuf import json_format, struct_pb2
 
 from tessera import admin, logs, metrics, tracing
+from tessera.channels import CHANNELS
 from tessera.console import error_line
 from tessera.errors import TesseraError
 from tessera.settings import SERVICES, RuntimeSettings, check_exposure
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     decide_parser.add_argument(
         "--channel",
         default="web",
-        choices=admin.CHANNELS,
+        choices=CHANNELS,
         help="the calling channel (default: web)",
     )
     decide_parser.add_argument(

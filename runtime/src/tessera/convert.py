@@ -9,16 +9,10 @@ from typing import Any, TypeVar
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
+from tessera.channels import CHANNEL_NAMES
 from tessera.common.v1 import common_pb2
 from tessera.definitions import Definition
 from tessera.errors import InvalidArgument
-
-CHANNEL_NAMES = {
-    value: name.removeprefix("CHANNEL_").lower()
-    for name, value in common_pb2.Channel.items()
-    if value != common_pb2.CHANNEL_UNSPECIFIED
-}
-"""Channel enum value -> short name used in rules ("web", "call_center", ...)."""
 
 M = TypeVar("M", bound=Message)
 

@@ -24,6 +24,8 @@ from typing import Any, TextIO
 
 import grpc
 
+from tessera.channels import CHANNEL_NAMES
+
 LIVE, IDLE = "██", "▒▒"
 """A running campaign's bar; a draft or paused one's (live only once it runs)."""
 DEFAULT_WEEKS = 13
@@ -230,8 +232,6 @@ def _overlaps(console: Any, reply: Any, placement: str, domain: dict[str, Any]) 
 
 
 def _channel(number: int) -> str:
-    from tessera.decision.domain.roadmap import CHANNEL_NAMES
-
     return CHANNEL_NAMES.get(number, str(number))
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
-from tessera.convert import CHANNEL_NAMES, struct_to_dict
+from tessera.channels import CHANNEL_NAMES
+from tessera.convert import struct_to_dict
 from tessera.decision.domain.campaigns import Choice
 from tessera.decision.domain.payloads import MISSING, interest_rank
 from tessera.profiles.v1 import profiles_pb2

@@ -16,6 +16,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tessera.channels import CHANNEL_NAMES
 from tessera.decision.domain.campaigns import CalendarWindow, CampaignDef, CampaignStatus, Schedule
 
 DAY = dt.timedelta(days=1)
@@ -23,16 +24,6 @@ LEAP_GAP_YEARS = 8
 """Calendar windows repeat every year; 29 February at most eight years apart (2096, 2104)."""
 _LEAP_YEAR = tuple(dt.datetime(2024, 1, 1) + dt.timedelta(days=n) for n in range(366))
 """Every day of a year with 29 February, to read which days a window holds."""
-CHANNEL_NAMES = {
-    1: "web",
-    2: "app",
-    3: "email",
-    4: "sms",
-    5: "push",
-    6: "call_center",
-    7: "store",
-}
-"""Channel numbers (tessera.common.v1.Channel) as a summary names them."""
 
 
 @dataclass(frozen=True)

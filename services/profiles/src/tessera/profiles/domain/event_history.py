@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tessera.channels import CHANNEL_NAMES
 from tessera.profiles.domain.model import EventData, finite_add, saturating_add
 
 HISTORY_DAYS = 400
@@ -52,16 +53,6 @@ FILTER_PROPERTIES: tuple[str, ...] = ("category", "product_id", "channel")
 """What a rule can filter events by: two properties and the event's channel."""
 SUM_PROPERTIES: tuple[str, ...] = ("revenue", "price", "quantity", "duration_ms")
 """Numeric properties summed per day: the ones validated on every event."""
-CHANNEL_NAMES: Mapping[int, str] = {
-    1: "web",
-    2: "app",
-    3: "email",
-    4: "sms",
-    5: "push",
-    6: "call_center",
-    7: "store",
-}
-"""tessera.common.v1.Channel numbers, by the names rules use."""
 
 _EPOCH = dt.date(1970, 1, 1)
 

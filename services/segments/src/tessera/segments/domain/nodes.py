@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Literal as Lit
 from typing import TypeAlias
 
+from tessera.channels import CHANNELS
+
 Scalar: TypeAlias = str | int | float | bool | None
 LiteralValue: TypeAlias = Scalar | tuple[Scalar, ...]
 
@@ -57,7 +59,6 @@ FEATURE_PATHS: frozenset[tuple[str, ...]] = frozenset(
         ("rfm", "monetary"),
     }
 )
-CHANNELS: tuple[str, ...] = ("web", "app", "email", "sms", "push", "call_center", "store")
 
 MAX_WINDOW_DAYS = 400
 """Longest window of `count` and `sum`: the days of event history the profile

@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 from typing import Literal as Lit
 from typing import TypeAlias
 
+from tessera.channels import CHANNELS
+
 from .nodes import (
-    CHANNELS,
     FEATURE_PATHS,
     IDENTIFIER,
     ORDERING_OPS,

@@ -15,8 +15,9 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
+from tessera.channels import CHANNEL_NAMES
 from tessera.common.v1 import common_pb2
-from tessera.convert import CHANNEL_NAMES, struct_to_dict
+from tessera.convert import struct_to_dict
 from tessera.errors import InvalidArgument
 from tessera.profiles.v1 import profiles_pb2
 from tessera.segments.domain import (
