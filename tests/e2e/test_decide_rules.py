@@ -182,19 +182,28 @@ def test_decide__login_merged_by_a_backend_not_by_decide__budgets_folded_from_th
     assert seen, spent_by(tessera, account, probe_at)
 
 
-def test_decide__frequency_cap__n_decisions_then_the_next_campaign_with_the_reason(
-    suite_of: Any,
-) -> None:
-    tessera = suite_of
-    everyone, placement = unique("all"), unique("cap-slot")
+def capped_over_fallback(tessera: Any, slot: str, max_decisions: int) -> tuple[str, str, str]:
+    """A placement, a campaign for everyone capped at `max_decisions` a day, and a fallback.
+
+    The capped one has the higher priority; returns once a newcomer is shown it.
+    """
+    everyone, placement = unique("all"), unique(slot)
     segment(tessera, everyone, "true")
-    cap = decision_pb2.FrequencyCap(max_decisions=3)
+    cap = decision_pb2.FrequencyCap(max_decisions=max_decisions)
     cap.period.FromSeconds(DAY_S)
     capped = create(
         tessera, unique("capped"), [placement], [everyone], priority=5, frequency_cap=cap
     )
     fallback = create(tessera, unique("fallback"), [placement], [everyone], priority=1)
     assert eventually(lambda: shows(tessera, capped, placement))
+    return placement, capped, fallback
+
+
+def test_decide__frequency_cap__n_decisions_then_the_next_campaign_with_the_reason(
+    suite_of: Any,
+) -> None:
+    tessera = suite_of
+    placement, capped, fallback = capped_over_fallback(tessera, "cap-slot", max_decisions=3)
     someone = cookie()
 
     shown = [
@@ -228,15 +237,7 @@ def test_decide__retried_with_its_request_id__same_campaign_and_the_cap_counted_
     # retry shows the campaign again and the cap of 1 is still not exceeded
     # for the next new request, which gets the next campaign with the reason.
     tessera = suite_of
-    everyone, placement = unique("all"), unique("retry-slot")
-    segment(tessera, everyone, "true")
-    cap = decision_pb2.FrequencyCap(max_decisions=1)
-    cap.period.FromSeconds(DAY_S)
-    capped = create(
-        tessera, unique("capped"), [placement], [everyone], priority=5, frequency_cap=cap
-    )
-    fallback = create(tessera, unique("fallback"), [placement], [everyone], priority=1)
-    assert eventually(lambda: shows(tessera, capped, placement))
+    placement, capped, fallback = capped_over_fallback(tessera, "retry-slot", max_decisions=1)
     someone = cookie()
 
     first = retried(tessera, someone, placement, "r1")
