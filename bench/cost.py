@@ -47,6 +47,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def context_switches(pid: int) -> int:
+    """Voluntary and involuntary context switches of process `pid`, all threads."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            for line in (task / "status").read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[1])
+    return total
+
+
 async def timed(call: Callable[..., Awaitable[Any]], requests: Sequence[Any]) -> float:
     """Make the calls one at a time; the median latency in ms."""
     latencies = []

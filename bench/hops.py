@@ -4,8 +4,12 @@
 (generic handlers, bytes in and out: no Tessera code, no interceptors), then
 from this process makes `--calls` unary calls one at a time, and as many
 round trips (write, then read the echo) on one bidirectional stream. Each
-is printed with its mean wall time and the CPU the server and this client
-spent per exchange (`/proc/<pid>/stat`), in `--rounds` alternating rounds.
+is printed with its mean wall time, the CPU the server and this client
+spent per exchange (`/proc/<pid>/stat`) and their context switches per
+exchange (every thread's, `/proc/<pid>/task/*/status`), in `--rounds`
+alternating rounds. Both processes take gRPC core's settings from
+`tessera.grpc_setup` (imported with `bench`); `GRPC_EXPERIMENTS= python -m
+bench.hops` measures gRPC's own defaults instead.
 
 It sizes the one lever left on Decide's path (README, "Where a Decide's time
 goes"): the call to the profile service is a unary call per Decide.
@@ -23,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
-from bench.cost import cpu_seconds
+from bench.cost import context_switches, cpu_seconds
 
 SERVICE = "tessera.bench.Hops"
 
@@ -55,11 +59,13 @@ async def serve() -> None:
 
 async def per_exchange(
     exchange: Callable[[], Awaitable[object]], calls: int, server_pid: int
-) -> tuple[float, float, float]:
-    """Mean wall, server CPU and client CPU per exchange, in µs."""
+) -> tuple[float, float, float, float, float]:
+    """Per exchange: mean wall, server and client CPU (µs), server and client switches."""
     for _ in range(calls // 10):
         await exchange()
-    server, client = cpu_seconds(server_pid), cpu_seconds(os.getpid())
+    client_pid = os.getpid()
+    server, client = cpu_seconds(server_pid), cpu_seconds(client_pid)
+    server_switches, client_switches = context_switches(server_pid), context_switches(client_pid)
     started = time.perf_counter()
     for _ in range(calls):
         await exchange()
@@ -67,7 +73,9 @@ async def per_exchange(
     return (
         1e6 * wall / calls,
         1e6 * (cpu_seconds(server_pid) - server) / calls,
-        1e6 * (cpu_seconds(os.getpid()) - client) / calls,
+        1e6 * (cpu_seconds(client_pid) - client) / calls,
+        (context_switches(server_pid) - server_switches) / calls,
+        (context_switches(client_pid) - client_switches) / calls,
     )
 
 
@@ -84,11 +92,21 @@ async def measure(port: int, server_pid: int, calls: int, rounds: int) -> None:
             await call.write(payload)
             return await call.read()
 
-        print(f"{'':18} {'wall µs':>8} {'server CPU µs':>14} {'client CPU µs':>14}")
+        print(f"GRPC_EXPERIMENTS={os.environ.get('GRPC_EXPERIMENTS', '')!r}")
+        print(
+            f"{'':18} {'wall µs':>8} {'server CPU µs':>14} {'client CPU µs':>14}"
+            f" {'server switches':>16} {'client switches':>16}"
+        )
         for _ in range(rounds):
             for name, exchange in (("unary call", one_unary), ("stream message", one_message)):
-                wall, server, client = await per_exchange(exchange, calls, server_pid)
-                print(f"{name:18} {wall:8.0f} {server:14.0f} {client:14.0f}", flush=True)
+                wall, server, client, server_cs, client_cs = await per_exchange(
+                    exchange, calls, server_pid
+                )
+                print(
+                    f"{name:18} {wall:8.0f} {server:14.0f} {client:14.0f}"
+                    f" {server_cs:16.1f} {client_cs:16.1f}",
+                    flush=True,
+                )
         await call.done_writing()
 
 
