@@ -27,6 +27,7 @@ from bench.stats import (
     BASELINE,
     DECIDE_MODES,
     PROFILE_TARGETS,
+    TRACK_MESSAGE_EVENTS,
     TRACK_STREAM_BATCH,
     LevelSummary,
     summarise,
@@ -143,6 +144,21 @@ def _call_for(
             )
 
         return profiles.TrackStream, batch
+    if spec.target == "track-batched":
+
+        def batched(position: int) -> Any:
+            events = [
+                track_event(cookies[(position + k) % len(cookies)], f"{tag}-{position}-{k}")
+                for k in range(TRACK_STREAM_BATCH)
+            ]
+            return iter(
+                [
+                    profiles_pb2.TrackStreamRequest(events=events[k : k + TRACK_MESSAGE_EVENTS])
+                    for k in range(0, TRACK_STREAM_BATCH, TRACK_MESSAGE_EVENTS)
+                ]
+            )
+
+        return profiles.TrackStream, batched
     raise ValueError(f"unknown target {spec.target!r}; expected one of {TARGETS}")
 
 

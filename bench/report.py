@@ -35,7 +35,7 @@ def format_table(summaries: Sequence[LevelSummary], ratios: Sequence[Ratio]) -> 
     if ratios:
         lines += [
             "",
-            "Each target / echo (track-stream: events/s over echo's calls/s)",
+            "Each target / echo (track-stream, track-batched: events/s over echo's calls/s)",
             f"{'conc':>5}  {'target':<13} {'mode':<10} {'p50':>8} {'p99':>8} {'rate':>8}",
         ]
         for r in ratios:

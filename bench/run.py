@@ -32,7 +32,7 @@ from typing import Any
 
 from bench import report, seed
 from bench.load import LoadPool
-from bench.stats import DECIDE_MODES, PROFILE_TARGETS, LevelSummary, ratios
+from bench.stats import DECIDE_MODES, PROFILE_TARGETS, STREAM_TARGETS, LevelSummary, ratios
 from tessera.suite import START_ORDER, free_port, start_suite, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-profiles",
         action="store_true",
-        help="skip the profile service targets (get-profile, track, track-stream)",
+        help="skip the profile service targets (get-profile, track, track-stream, track-batched)",
     )
     parser.add_argument(
         "--skip-decide",
@@ -369,7 +369,7 @@ def measure(args: argparse.Namespace, echo_address: str, suite: SuiteRun) -> lis
                         for target in PROFILE_TARGETS
                         # A track-stream call carries 100 events: past 16 at once
                         # a call waits longer than its deadline and measures nothing.
-                        if target != "track-stream" or concurrency <= 16
+                        if target not in STREAM_TARGETS or concurrency <= 16
                     ]
             for target, address, cookies in targets:
                 _say(f"{target} at concurrency {concurrency} ...")

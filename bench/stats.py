@@ -25,8 +25,19 @@ BASELINE = "echo"
 TRACK_STREAM_BATCH = 100
 """Events in each TrackStream call of the track-stream target."""
 
-PROFILE_TARGETS = {"get-profile": 1, "track": 1, "track-stream": TRACK_STREAM_BATCH}
+TRACK_MESSAGE_EVENTS = 10
+"""Events in each message of the track-batched target (a collector's batch)."""
+
+PROFILE_TARGETS = {
+    "get-profile": 1,
+    "track": 1,
+    "track-stream": TRACK_STREAM_BATCH,
+    "track-batched": TRACK_STREAM_BATCH,
+}
 """Profile service targets and the events each call carries (1 for a read)."""
+
+STREAM_TARGETS = ("track-stream", "track-batched")
+"""Targets whose calls carry TRACK_STREAM_BATCH events."""
 
 EVENTS_PER_CALL = {**PROFILE_TARGETS, **dict.fromkeys(DECIDE_MODES, 1), BASELINE: 1}
 

@@ -247,7 +247,7 @@ class Seeded:
             "GetProfile": profiles_pb2.GetProfileRequest(profile_id=self.profile_id),
             "UpdateTraits": traits,
             "Track": profiles_pb2.TrackRequest(event=event),
-            "TrackStream": profiles_pb2.TrackStreamRequest(event=event),
+            "TrackStream": profiles_pb2.TrackStreamRequest(event=event, events=[event]),
             "IdentifyStream": profiles_pb2.IdentifyStreamRequest(
                 request_id=1, request=profiles_pb2.IdentifyRequest(identities=[cookie], channel=web)
             ),

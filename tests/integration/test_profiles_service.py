@@ -191,6 +191,48 @@ def test_track_stream__mixed_events__counts_accepted_duplicates_rejected(profile
     assert (reply.accepted, reply.duplicates, reply.rejected) == (2, 1, 1)
 
 
+def test_track_stream__events_in_one_message__counted_per_event_retry_counted_once(
+    profiles: Stub,
+) -> None:
+    profile_id = profiles.Identify(
+        profiles_pb2.IdentifyRequest(identities=[cookie()])
+    ).profile.profile_id
+    repeated = event(profile_id, "page_view")
+    messages = [
+        profiles_pb2.TrackStreamRequest(
+            event=repeated, events=[repeated, event(profile_id, "page_view")]
+        ),
+        profiles_pb2.TrackStreamRequest(events=[event(profile_id, "BAD TYPE")]),
+    ]
+
+    reply = profiles.TrackStream(iter(messages))
+    again = profiles.TrackStream(iter(messages))
+
+    assert (reply.accepted, reply.duplicates, reply.rejected) == (2, 1, 1)
+    assert (again.accepted, again.duplicates, again.rejected) == (0, 3, 1)
+    session = profiles.GetProfile(
+        profiles_pb2.GetProfileRequest(profile_id=profile_id)
+    ).profile.session
+    assert session.events == 2
+
+
+def test_track_stream__message_over_the_limit__each_event_rejected_stream_goes_on(
+    profiles: Stub,
+) -> None:
+    profile_id = profiles.Identify(
+        profiles_pb2.IdentifyRequest(identities=[cookie()])
+    ).profile.profile_id
+    too_many = [event(profile_id, "page_view") for _ in range(1001)]  # TESSERA_MAX_REPEATED 1000
+    messages = [
+        profiles_pb2.TrackStreamRequest(events=too_many),
+        profiles_pb2.TrackStreamRequest(events=[event(profile_id, "page_view")]),
+    ]
+
+    reply = profiles.TrackStream(iter(messages))
+
+    assert (reply.accepted, reply.duplicates, reply.rejected) == (1, 0, 1001)
+
+
 def test_update_traits__set_and_remove__merges_into_existing(profiles: Stub) -> None:
     profile_id = profiles.Identify(
         profiles_pb2.IdentifyRequest(identities=[cookie()])

@@ -366,12 +366,18 @@ def _wrap(handler: Handler, method: str, limits: guard.Limits, gate: Gate) -> Ha
         async def admitted(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
             index = 0
             async for data in stream:
+                request = None
+                refused: guard.Refused | None = None
                 try:
-                    yield admit(data)
+                    request = data if parse is None else guard.decode(parse, data)
+                    if parse is not None:
+                        guard.check(request, limits)
                 except (InvalidArgument, ResourceExhausted) as error:
-                    # Named by its place in the stream, and handed on as refused.
+                    # Named by its place in the stream, and handed on as
+                    # refused, with the message when it decoded.
                     field = f"[{index}].{error.field}" if error.field else f"[{index}]"
-                    yield guard.Refused(type(error)(error.message, field=field))
+                    refused = guard.Refused(type(error)(error.message, field=field), request)
+                yield request if refused is None else refused
                 index += 1
 
         async def stream_unary(stream: AsyncIterator[Any], context: Context) -> Any:

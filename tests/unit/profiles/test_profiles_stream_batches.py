@@ -99,3 +99,15 @@ def test_batches__consumer_slower_than_the_stream__every_item_once_in_order() ->
 
     assert [item for batch in batches for item in batch] == list(range(23))
     assert all(len(batch) <= 4 for batch in batches)
+
+
+def test_batches__weighed_items__a_list_holds_at_most_size_in_weight() -> None:
+    async def sent() -> AsyncIterator[int]:
+        for item in (2, 2, 1, 3, 5, 1):  # each item weighs its value
+            yield item
+
+    async def collect() -> list[list[int]]:
+        return [batch async for batch in stream_batches(sent(), 4, weight=lambda item: item)]
+
+    # 5 alone is over the size: a list of its own.
+    assert asyncio.run(collect()) == [[2, 2], [1, 3], [5], [1]]

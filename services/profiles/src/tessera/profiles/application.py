@@ -357,30 +357,35 @@ async def _arrives(ready: Callable[[], bool], arrived: asyncio.Event) -> bool:
 
 
 async def stream_batches(
-    items: AsyncIterable[T], size: int = TRACK_BATCH
+    items: AsyncIterable[T], size: int = TRACK_BATCH, weight: Callable[[T], int] = lambda _: 1
 ) -> AsyncGenerator[list[T], None]:
-    """The items of a stream in lists of at most `size`, in order.
+    """The items of a stream in lists weighing at most `size`, in order.
 
-    A list ends early when the stream pauses (`_arrives`), so that the
-    events of a slow stream are written, and seen by the next Decide,
-    without waiting for more. One task reads the stream ahead (up to `size`
-    items) while the consumer writes; a task per item cost more than the
-    item's own conversion. An error of the stream is raised once the items
-    before it are handed over, without the list it interrupted.
+    An item weighs `weight(item)` (a TrackStream message: its events); an
+    item heavier than `size` makes a list of its own. A list ends early
+    when the stream pauses (`_arrives`), so that the events of a slow
+    stream are written, and seen by the next Decide, without waiting for
+    more. One task reads the stream ahead (up to `size` in weight) while
+    the consumer writes; a task per item cost more than the item's own
+    conversion. An error of the stream is raised once the items before it
+    are handed over, without the list it interrupted.
     """
-    buffer: collections.deque[T] = collections.deque()
+    buffer: collections.deque[tuple[T, int]] = collections.deque()
+    buffered = 0
     arrived = asyncio.Event()
     room = asyncio.Event()
     room.set()
     ended = False
 
     async def read() -> None:
-        nonlocal ended
+        nonlocal ended, buffered
         try:
             async for item in items:
-                buffer.append(item)
+                heft = max(1, weight(item))
+                buffer.append((item, heft))
+                buffered += heft
                 arrived.set()
-                if len(buffer) >= size:
+                if buffered >= size:
                     room.clear()
                     await room.wait()
         finally:
@@ -393,9 +398,13 @@ async def stream_batches(
     reader = asyncio.create_task(read())
     try:
         batch: list[T] = []
+        held = 0
         while True:
-            if buffer and len(batch) < size:
-                batch.append(buffer.popleft())
+            if buffer and (not batch or held + buffer[0][1] <= size):
+                item, heft = buffer.popleft()
+                buffered -= heft
+                batch.append(item)
+                held += heft
                 room.set()
                 continue
             if not batch:
@@ -404,12 +413,13 @@ async def stream_batches(
                 arrived.clear()
                 await arrived.wait()
                 continue
-            if len(batch) < size and not ended and await _arrives(ready, arrived):
+            if held < size and not buffer and not ended and await _arrives(ready, arrived):
                 continue
             if ended and not buffer and reader.done() and reader.exception() is not None:
                 break  # the stream failed: its error, not this list
             yield batch
             batch = []
+            held = 0
         await reader  # the stream's own error, if it ended with one
     finally:
         if not reader.done():
@@ -417,25 +427,30 @@ async def stream_batches(
 
 
 async def track_stream(
-    stores: Stores, items: AsyncIterable[T], event_of: Callable[[T], EventData]
+    stores: Stores,
+    items: AsyncIterable[T],
+    events_of: Callable[[T], Sequence[EventData | InvalidArgument | ResourceExhausted]],
+    weight: Callable[[T], int] = lambda _: 1,
 ) -> StreamCounts:
     """Track every event of a stream in batches; one bad event is counted, not fatal.
 
-    `event_of` turns an item into a validated event (raising InvalidArgument,
-    or ResourceExhausted for a message over a size limit, when it cannot), so
-    a malformed item is counted as rejected like an event for a profile that
-    does not exist; the other events of its batch are stored. Any other
-    error ends the stream.
+    `events_of` turns an item (a message, `weight(item)` events) into its
+    validated events, each bad one as the error that refuses it
+    (InvalidArgument, or ResourceExhausted for one over a size limit), so
+    a malformed event is counted as rejected like an event for a profile
+    that does not exist; the other events of its batch are stored. Any
+    other error ends the stream.
     """
     accepted = duplicates = rejected = 0
-    async with contextlib.aclosing(stream_batches(items)) as batches:
+    async with contextlib.aclosing(stream_batches(items, weight=weight)) as batches:
         async for batch in batches:
             events: list[EventData] = []
             for item in batch:
-                try:
-                    events.append(event_of(item))
-                except (InvalidArgument, ResourceExhausted):
-                    rejected += 1
+                for event in events_of(item):
+                    if isinstance(event, EventData):
+                        events.append(event)
+                    else:
+                        rejected += 1
             for outcome in await track_batch(stores, events) if events else []:
                 if not isinstance(outcome, Tracked):
                     rejected += 1

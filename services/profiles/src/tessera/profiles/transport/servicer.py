@@ -11,8 +11,9 @@ from typing import Any
 import grpc
 
 from tessera import guard, metrics
+from tessera.common.v1 import common_pb2
 from tessera.convert import check_channel, struct_to_dict
-from tessera.errors import InvalidArgument, TesseraError
+from tessera.errors import InvalidArgument, ResourceExhausted, TesseraError
 from tessera.profiles import application
 from tessera.profiles.application import Scoring, Stores
 from tessera.profiles.domain.model import EventData
@@ -35,11 +36,43 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _event_of(request: profiles_pb2.TrackStreamRequest | guard.Refused) -> EventData:
-    """The event of one stream message; a message the edge refused raises its error."""
+def _events_in(request: profiles_pb2.TrackStreamRequest | guard.Refused) -> int:
+    """How many events one stream message carries (a refused one: as decoded, or 1)."""
     if isinstance(request, guard.Refused):
-        raise request.error
-    return convert.event_from_proto(request.event, _now())
+        if not isinstance(request.message, profiles_pb2.TrackStreamRequest):
+            return 1
+        request = request.message
+    return max(1, len(request.events) + request.HasField("event"))
+
+
+def _events_of(
+    request: profiles_pb2.TrackStreamRequest | guard.Refused,
+) -> list[EventData | InvalidArgument | ResourceExhausted]:
+    """The events of one stream message, each bad one as its error.
+
+    `event` comes first, then `events` in order. A message the edge refused
+    is refused as a whole: each of its events counts as rejected.
+    """
+    if isinstance(request, guard.Refused):
+        return [request.error] * _events_in(request)
+    now = _now()
+    out: list[EventData | InvalidArgument | ResourceExhausted] = []
+    for event in [request.event] if request.HasField("event") else []:
+        out.append(_event_or_error(event, now))
+    for event in request.events:
+        out.append(_event_or_error(event, now))
+    if not out:  # neither set: refused as an empty event is
+        out.append(_event_or_error(request.event, now))
+    return out
+
+
+def _event_or_error(
+    event: common_pb2.Event, now: dt.datetime
+) -> EventData | InvalidArgument | ResourceExhausted:
+    try:
+        return convert.event_from_proto(event, now)
+    except (InvalidArgument, ResourceExhausted) as error:
+        return error
 
 
 def _stream_error(
@@ -163,9 +196,7 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
         self, request_iterator: AsyncIterator[profiles_pb2.TrackStreamRequest], context: Context
     ) -> profiles_pb2.TrackStreamResponse:
         counts = await application.track_stream(
-            self.stores,
-            request_iterator,
-            _event_of,
+            self.stores, request_iterator, _events_of, _events_in
         )
         return convert.track_stream_response(counts)
 
