@@ -369,6 +369,13 @@ def _event_history_of(raw: Any) -> EventHistory:
     return known
 
 
+KNOWN_PROFILES = 2048
+"""Profiles a store keeps decoded beside the rows they were read as (`_resolve_known`)."""
+KNOWN_CHARS = 16_384
+"""Most text (traits, histories) a profile kept decoded may hold: with the count above,
+some 30 MB at most; a profile holding more is decoded at each read."""
+
+
 def _stamp(raw: Any) -> dt.datetime:
     """A timestamp column as the driver gave it: ISO text (SQLite) or a datetime, as UTC."""
     return _utc(dt.datetime.fromisoformat(raw) if isinstance(raw, str) else raw)
@@ -542,6 +549,9 @@ class ProfileStore:
         self.rules = rules
         self._reader: Any = None
         """The pooled connection of `_inline_rows` (embedded database only)."""
+        self._known: dict[str, tuple[list[Sequence[Any]], set[tuple[str, str]], ProfileRecord]] = {}
+        """Profiles `_resolve_known` decoded, by id: the rows read, the identities they
+        hold and the record built from them (see `_resolve_known`)."""
 
     # Reads
 
@@ -658,18 +668,47 @@ class ProfileStore:
         raise AssertionError("unreachable")
 
     def _resolve_known(self, keys: list[IdentityKey]) -> ProfileRecord | None:
-        """The profile when every identity is already on one and the same profile."""
-        wanted = {(k.type, k.value) for k in keys}
-        params = {f"t{i}": t for i, (t, _) in enumerate(wanted)}
-        params.update({f"v{i}": v for i, (_, v) in enumerate(wanted)})
+        """The profile when every identity is already on one and the same profile.
+
+        A profile read again unchanged (every Decide of a returning visitor)
+        comes back as the very same rows: on the embedded database, where
+        rows hold text, the record decoded from those rows last time is
+        served again, equal to what decoding them afresh gives. Decoded
+        values (PostgreSQL's JSON) are decoded each time: `1 == 1.0 == True`
+        would let rows that differ pass for the same. A record is an
+        immutable value to its readers, so one serves them all.
+        """
+        if len(keys) == 1:
+            key = keys[0]
+            wanted = {(key.type, key.value)}
+            params = {"t0": key.type, "v0": key.value}
+        else:
+            wanted = {(k.type, k.value) for k in keys}
+            params = {f"t{i}": t for i, (t, _) in enumerate(wanted)}
+            params.update({f"v{i}": v for i, (_, v) in enumerate(wanted)})
         rows = self._known_rows(params, len(wanted))
-        if not rows or len({row[0] for row in rows}) != 1:
+        if not rows:
+            return None
+        known = self._known.get(rows[0][0])
+        if known is not None and known[0] == rows:
+            _, held, record = known
+        else:
+            decoded = self._decode_known(rows)
+            if decoded is None:
+                return None
+            held, record = decoded
+        return record if wanted <= held else None
+
+    def _decode_known(
+        self, rows: list[Sequence[Any]]
+    ) -> tuple[set[tuple[str, str]], ProfileRecord] | None:
+        """The identities and record of `_known_rows`; None when they span profiles."""
+        if len({row[0] for row in rows}) != 1:
             return None
         identities = sorted({(_stamp(row[8]), row[6], row[7]) for row in rows})
-        if not wanted <= {(t, v) for _, t, v in identities}:
-            return None
+        held = {(t, v) for _, t, v in identities}
         profile_id, traits, history, event_history, created_at, updated_at = rows[0][:6]
-        return ProfileRecord(
+        record = ProfileRecord(
             profile_id,
             [IdentityKey(t, v) for _, t, v in identities],
             dict(_json_value(traits)),
@@ -678,6 +717,14 @@ class ProfileStore:
             _stamp(updated_at),
             _event_history_of(event_history),
         )
+        texts = (traits, history, event_history)
+        if all(isinstance(t, str) for t in texts) and sum(map(len, texts)) <= KNOWN_CHARS:
+            known = self._known
+            known.pop(profile_id, None)
+            if len(known) >= KNOWN_PROFILES:
+                del known[next(iter(known))]  # the least recently decoded
+            known[profile_id] = (rows, held, record)
+        return held, record
 
     def _known_rows(self, params: dict[str, str], count: int) -> list[Sequence[Any]]:
         """The rows of `_known_profile_query(count)`, straight from the driver.
