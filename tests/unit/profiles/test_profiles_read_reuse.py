@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlmodel import Session
 
 from tessera import db, migrations
+from tessera.errors import NotFound
 from tessera.hot import MemoryHotStore
 from tessera.profiles import application
 from tessera.profiles.application import Stores
@@ -25,7 +27,7 @@ from tessera.profiles.domain.event_history import (
 from tessera.profiles.domain.model import EventData, IdentityKey
 from tessera.profiles.server import ProfilesSettings
 from tessera.profiles.storage.sessions import SessionStore
-from tessera.profiles.storage.sql import ProfileStore
+from tessera.profiles.storage.sql import ProfileRow, ProfileStore
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 COOKIE = IdentityKey("cookie", "c-anna")
@@ -110,3 +112,27 @@ def test_profile__unchanged_and_timeless__same_profile_until_a_tracked_event(
         assert first.session is None
 
     asyncio.run(body())
+
+
+def test_get__by_id_and_by_merged_id__the_record_the_orm_reads(store: ProfileStore) -> None:
+    anna = store.identify([COOKIE, IdentityKey("crm_id", "42")]).profile
+    bob = store.identify([IdentityKey("cookie", "c-bob")]).profile
+    merged = store.identify([COOKIE, IdentityKey("cookie", "c-bob")])
+    store.update_traits(anna.profile_id, {"tier": "gold"})
+
+    with Session(store.engine) as session:
+        row = session.get(ProfileRow, anna.profile_id)
+        assert row is not None
+        orm = store._record(session, row)
+    by_id = store.get(anna.profile_id)
+    by_merged_id = store.get(bob.profile_id)
+
+    assert merged.merged_ids == [bob.profile_id]
+    assert by_id == orm
+    assert by_merged_id == orm
+    assert store.get(anna.profile_id) is by_merged_id  # the same rows: decoded once
+
+
+def test_get__unknown_id__not_found(store: ProfileStore) -> None:
+    with pytest.raises(NotFound):
+        store.get("nobody")

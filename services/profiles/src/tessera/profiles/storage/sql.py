@@ -327,10 +327,10 @@ def _known_profile_query(count: int) -> Select[Any]:
 
 
 @functools.cache
-def _known_profile_sql(dialect: Dialect, count: int) -> tuple[str, Sequence[str] | None]:
-    """`_known_profile_query(count)` as the driver takes it: SQL text, and the
-    order of its parameters for a positional paramstyle (None for named)."""
-    compiled = _known_profile_query(count).compile(dialect=dialect)
+def _driver_sql(dialect: Dialect, statement: Select[Any]) -> tuple[str, Sequence[str] | None]:
+    """A statement as the driver takes it: SQL text, and the order of its
+    parameters for a positional paramstyle (None for named)."""
+    compiled = statement.compile(dialect=dialect)
     return str(compiled), compiled.positiontup
 
 
@@ -419,6 +419,21 @@ _LOG = LogRow.__table__  # type: ignore[attr-defined]
 
 # Statements of the batched write path, built once from Core tables with
 # expanding parameters: building them per call costs more than running them.
+# The reads of GetProfile by id, run on the driver as `_known_rows` is.
+_PROFILE_BY_ID = sa_select(
+    _PROFILE.c.profile_id,
+    _PROFILE.c.traits,
+    _PROFILE.c.history,
+    _PROFILE.c.event_history,
+    _PROFILE.c.created_at,
+    _PROFILE.c.updated_at,
+).where(_PROFILE.c.profile_id == bindparam("id"))
+_ALIAS_TARGET = sa_select(_ALIAS.c.profile_id).where(_ALIAS.c.alias_id == bindparam("id"))
+_IDENTITIES_OF = sa_select(_IDENTITY.c.id_type, _IDENTITY.c.id_value, _IDENTITY.c.created_at).where(
+    _IDENTITY.c.profile_id == bindparam("id")
+)
+"""A profile's identities, in the order the ORM read of `_record` finds them."""
+
 _OWNERS = sa_select(_IDENTITY.c.id_value, _IDENTITY.c.profile_id).where(
     _IDENTITY.c.id_type == bindparam("type"),
     _IDENTITY.c.id_value.in_(bindparam("values", expanding=True)),
@@ -552,6 +567,8 @@ class ProfileStore:
         self._known: dict[str, tuple[list[Sequence[Any]], set[tuple[str, str]], ProfileRecord]] = {}
         """Profiles `_resolve_known` decoded, by id: the rows read, the identities they
         hold and the record built from them (see `_resolve_known`)."""
+        self._by_id: dict[str, tuple[tuple[Any, list[Sequence[Any]]], ProfileRecord]] = {}
+        """Profiles `get` decoded, by id: the rows read and the record built from them."""
 
     # Reads
 
@@ -606,13 +623,60 @@ class ProfileStore:
         return canonical
 
     def get(self, profile_id: str) -> ProfileRecord:
-        """The profile behind a canonical id or alias."""
-        with Session(self.engine) as session:
-            canonical = self._canonical(session, profile_id)
-            row = session.get(ProfileRow, canonical) if canonical else None
-            if row is None:
-                raise NotFound(f"no profile {profile_id!r}", field="profile_id")
-            return self._record(session, row)
+        """The profile behind a canonical id or alias.
+
+        Read on the driver like `_resolve_known` (the ORM's session cost
+        ten times the queries): the profile row, else the alias's target's,
+        then its identities. A profile read again as the very same rows
+        (embedded database) is the record decoded from them last time.
+        """
+        rows = self._rows(_PROFILE_BY_ID, {"id": profile_id})
+        if not rows:
+            target = self._rows(_ALIAS_TARGET, {"id": profile_id})
+            rows = self._rows(_PROFILE_BY_ID, {"id": target[0][0]}) if target else []
+        if not rows:
+            raise NotFound(f"no profile {profile_id!r}", field="profile_id")
+        row = rows[0]
+        identities = self._rows(_IDENTITIES_OF, {"id": row[0]})
+        seen = (row, identities)
+        known = self._by_id.get(row[0])
+        if known is not None and known[0] == seen:
+            return known[1]
+        record = ProfileRecord(
+            row[0],
+            # By when each was attached; ties as the database listed them.
+            [IdentityKey(t, v) for t, v, _ in sorted(identities, key=lambda i: _stamp(i[2]))],
+            dict(_json_value(row[1])),
+            history_from_json(_json_value(row[2])),
+            _stamp(row[4]),
+            _stamp(row[5]),
+            _event_history_of(row[3]),
+        )
+        texts = row[1:4]
+        if all(isinstance(t, str) for t in texts) and sum(map(len, texts)) <= KNOWN_CHARS:
+            by_id = self._by_id
+            by_id.pop(row[0], None)
+            if len(by_id) >= KNOWN_PROFILES:
+                del by_id[next(iter(by_id))]  # the least recently decoded
+            by_id[row[0]] = (seen, record)
+        return record
+
+    def _rows(self, statement: Select[Any], params: dict[str, Any]) -> list[Sequence[Any]]:
+        """The rows of a read, straight from the driver (see `_known_rows`)."""
+        sql, order = _driver_sql(self.engine.dialect, statement)
+        args = params if order is None else [params[n] for n in order]
+        if self.database.inline:
+            return self._inline_rows(sql, args)
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql, args)
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+        finally:
+            connection.close()
 
     def get_by_identity(self, key: IdentityKey) -> ProfileRecord:
         """The profile an identity is attached to."""
@@ -735,19 +799,7 @@ class ProfileStore:
         dialect and run on the pooled DBAPI connection; `_json_value` and
         `_stamp` read what the driver gives.
         """
-        sql, order = _known_profile_sql(self.engine.dialect, count)
-        if self.database.inline:
-            return self._inline_rows(sql, params if order is None else [params[n] for n in order])
-        connection = self.engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(sql, params if order is None else [params[n] for n in order])
-                return list(cursor.fetchall())
-            finally:
-                cursor.close()
-        finally:
-            connection.close()
+        return self._rows(_known_profile_query(count), params)
 
     def _inline_rows(self, sql: str, args: Any) -> list[Sequence[Any]]:
         """Rows of a read on the embedded database, on a connection kept for these reads.
