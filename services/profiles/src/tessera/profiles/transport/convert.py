@@ -160,9 +160,17 @@ def _build_event_history_message(history: EventHistory) -> profiles_pb2.EventHis
     )
 
 
-PROFILE_MESSAGES = 2048
-"""Profile messages kept built, for the profile values they were built from."""
+PROFILE_MESSAGES = 1024
+"""Profile messages kept built, for the profile values they were built from (and as
+many of each plain answer, `_answer_of`)."""
 _profile_messages: dict[int, tuple[Profile, profiles_pb2.Profile]] = {}
+
+
+def _kept(profile: Profile) -> bool:
+    """Whether the application may hand out this very profile value again: it keeps
+    those whose features do not move with the clock, which no purchase ever
+    had (`application._profile`). Only those are worth keeping a message for."""
+    return profile.features.rfm.recency_days is None
 
 
 def profile_message(profile: Profile) -> profiles_pb2.Profile:
@@ -178,6 +186,8 @@ def profile_message(profile: Profile) -> profiles_pb2.Profile:
     if known is not None and known[0] is profile:
         return known[1]
     message = _build_profile_message(profile)
+    if not _kept(profile):
+        return message
     if len(_profile_messages) >= PROFILE_MESSAGES:
         del _profile_messages[next(iter(_profile_messages))]
     # The value holds the profile, so its id is not reused while the entry lives.
@@ -203,23 +213,27 @@ _profile_answers: dict[int, tuple[profiles_pb2.Profile, profiles_pb2.GetProfileR
 
 
 def _answer_of(
-    answers: dict[int, tuple[profiles_pb2.Profile, Any]], profile: profiles_pb2.Profile, kind: Any
+    answers: dict[int, tuple[profiles_pb2.Profile, Any]], profile: Profile, kind: Any
 ) -> Any:
-    """`kind(profile=profile)`, once per profile message `profile_message` keeps: shared."""
-    known = answers.get(id(profile))
-    if known is not None and known[0] is profile:
+    """`kind(profile=profile_message(profile))`, once per profile message kept: shared."""
+    message = profile_message(profile)
+    known = answers.get(id(message))
+    if known is not None and known[0] is message:
         return known[1]
-    answer = kind(profile=profile)
+    answer = kind(profile=message)
+    if not _kept(profile):
+        return answer
     if len(answers) >= PROFILE_MESSAGES:
         del answers[next(iter(answers))]
-    answers[id(profile)] = (profile, answer)
+    # The value holds the message, so its id is not reused while the entry lives.
+    answers[id(message)] = (message, answer)
     return answer
 
 
 def get_profile_response(profile: Profile) -> profiles_pb2.GetProfileResponse:
     """The answer to GetProfile; shared like `profile_message`'s: never change it."""
     answer: profiles_pb2.GetProfileResponse = _answer_of(
-        _profile_answers, profile_message(profile), profiles_pb2.GetProfileResponse
+        _profile_answers, profile, profiles_pb2.GetProfileResponse
     )
     return answer
 
@@ -232,7 +246,7 @@ def identify_response(identified: Identified) -> profiles_pb2.IdentifyResponse:
     """
     if not (identified.created or identified.merged_profile_ids or identified.refused):
         answer: profiles_pb2.IdentifyResponse = _answer_of(
-            _plain_answers, profile_message(identified.profile), profiles_pb2.IdentifyResponse
+            _plain_answers, identified.profile, profiles_pb2.IdentifyResponse
         )
         return answer
     return profiles_pb2.IdentifyResponse(
