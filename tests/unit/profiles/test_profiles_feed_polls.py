@@ -13,7 +13,7 @@ from tessera.profiles.server import ProfilesSettings
 from tessera.profiles.storage.feed import FeedRecord, FeedStore
 from tessera.profiles.storage.sql import ProfileStore
 
-POLL_S = 0.01
+POLL_S = 0.02
 
 
 def test_follow__idle_followers__no_reads_until_a_record_then_each_gets_it(
@@ -43,7 +43,7 @@ def test_follow__idle_followers__no_reads_until_a_record_then_each_gets_it(
                 into.append(record)
 
         followers = [asyncio.create_task(follow(into)) for into in received]
-        await asyncio.sleep(20 * POLL_S)
+        await asyncio.sleep(25 * POLL_S)  # 75 reads when each follower polled for itself
         idle_reads = reads
         # Written as another replica would: no kick reaches this feed; numbered by
         # that replica's run here, or by this feed's own periodic run first.
@@ -58,7 +58,9 @@ def test_follow__idle_followers__no_reads_until_a_record_then_each_gets_it(
         await asyncio.gather(*followers, return_exceptions=True)
         await feed.stop()
 
-        assert idle_reads == 3  # each follower's first read, then none while idle
+        # Each follower's first read, then none while idle (a few more only when
+        # a loaded machine held the sequencer's run past two intervals).
+        assert 3 <= idle_reads <= 6
         assert [[r.kind for r in into] for into in received] == [["profile"]] * 3
 
     try:
