@@ -549,6 +549,16 @@ def _folded(row: Any, events: Sequence[EventData], now: dt.datetime) -> dict[str
     return values
 
 
+def _fetch(connection: Any, sql: str, args: Any) -> list[Sequence[Any]]:
+    """Every row of `sql` on a DBAPI connection; the cursor closed."""
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql, args)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
 class _Moved(Exception):
     """Identities moved under us (a concurrent merge); resolve again."""
 
@@ -627,17 +637,24 @@ class ProfileStore:
 
         Read on the driver like `_resolve_known` (the ORM's session cost
         ten times the queries): the profile row, else the alias's target's,
-        then its identities. A profile read again as the very same rows
-        (embedded database) is the record decoded from them last time.
+        then its identities, on one connection. A profile read again as the
+        very same rows (embedded database) is the record decoded from them
+        last time.
         """
-        rows = self._rows(_PROFILE_BY_ID, {"id": profile_id})
-        if not rows:
-            target = self._rows(_ALIAS_TARGET, {"id": profile_id})
-            rows = self._rows(_PROFILE_BY_ID, {"id": target[0][0]}) if target else []
-        if not rows:
-            raise NotFound(f"no profile {profile_id!r}", field="profile_id")
-        row = rows[0]
-        identities = self._rows(_IDENTITIES_OF, {"id": row[0]})
+        connection = None if self.database.inline else self.engine.raw_connection()
+        try:
+            rows = self._rows(_PROFILE_BY_ID, {"id": profile_id}, connection)
+            if not rows:
+                target = self._rows(_ALIAS_TARGET, {"id": profile_id}, connection)
+                if target:
+                    rows = self._rows(_PROFILE_BY_ID, {"id": target[0][0]}, connection)
+            if not rows:
+                raise NotFound(f"no profile {profile_id!r}", field="profile_id")
+            row = rows[0]
+            identities = self._rows(_IDENTITIES_OF, {"id": row[0]}, connection)
+        finally:
+            if connection is not None:
+                connection.close()
         seen = (row, identities)
         known = self._by_id.get(row[0])
         if known is not None and known[0] == seen:
@@ -661,20 +678,21 @@ class ProfileStore:
             by_id[row[0]] = (seen, record)
         return record
 
-    def _rows(self, statement: Select[Any], params: dict[str, Any]) -> list[Sequence[Any]]:
-        """The rows of a read, straight from the driver (see `_known_rows`)."""
+    def _rows(
+        self, statement: Select[Any], params: dict[str, Any], connection: Any = None
+    ) -> list[Sequence[Any]]:
+        """The rows of a read, straight from the driver (see `_known_rows`): on the
+        embedded database's reader, else on `connection` (a pooled DBAPI connection
+        of the caller's) or one checked out for this read."""
         sql, order = _driver_sql(self.engine.dialect, statement)
         args = params if order is None else [params[n] for n in order]
         if self.database.inline:
             return self._inline_rows(sql, args)
+        if connection is not None:
+            return _fetch(connection, sql, args)
         connection = self.engine.raw_connection()
         try:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(sql, args)
-                return list(cursor.fetchall())
-            finally:
-                cursor.close()
+            return _fetch(connection, sql, args)
         finally:
             connection.close()
 
