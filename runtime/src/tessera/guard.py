@@ -106,13 +106,30 @@ def check(message: Message, limits: Limits, path: str = "") -> None:
             _check_value(field, value, limits, name)
 
 
+_MAP_ENTRIES: dict[Descriptor, bool] = {}
+"""Whether each message type of a repeated field is a map's entry: asked of its options
+once, not per request."""
+
+
+def _is_map_entry(message_type: Descriptor) -> bool:
+    known = _MAP_ENTRIES.get(message_type)
+    if known is None:
+        known = _MAP_ENTRIES[message_type] = bool(message_type.GetOptions().map_entry)
+    return known
+
+
 def _check_repeated(field: FieldDescriptor, values: Any, limits: Limits, path: str) -> None:
-    if field.message_type is not None and field.message_type.GetOptions().map_entry:
-        _check_map(field.message_type, values, limits, path)
+    entry = field.message_type
+    if entry is not None and _is_map_entry(entry):
+        _check_map(entry, values, limits, path)
         return
-    bound = {"identities": limits.identities, "placements": limits.placements}.get(
-        field.name, limits.repeated
-    )
+    name = field.name
+    if name == "identities":
+        bound = limits.identities
+    elif name == "placements":
+        bound = limits.placements
+    else:
+        bound = limits.repeated
     if len(values) > bound:
         raise ResourceExhausted(
             f"holds {len(values)} items; at most {bound} are allowed", field=path

@@ -34,16 +34,18 @@ from tessera.errors import (
     require,
 )
 from tessera.profiles.domain.conversion import PRIOR, ConversionModel
-from tessera.profiles.domain.event_history import bounded
+from tessera.profiles.domain.event_history import bounded, bounded_until
 from tessera.profiles.domain.features import (
     DEFAULT_INTEREST_RULES,
     InterestRules,
     compute_features,
+    timeless,
 )
 from tessera.profiles.domain.history import History
 from tessera.profiles.domain.identity import Refusal
 from tessera.profiles.domain.model import EVENT_TYPE, EventData, IdentityKey
 from tessera.profiles.domain.profile import Profile
+from tessera.profiles.domain.session import Session
 from tessera.profiles.feed import Feed
 from tessera.profiles.storage.feed import FeedRecord
 from tessera.profiles.storage.sessions import SessionStore
@@ -78,6 +80,16 @@ class Stores:
     scoring: Scoring = field(default_factory=Scoring)
     feed: Feed | None = None
     """The change feed; told after each write commits so it numbers the record soon."""
+    built: dict[str, Built] = field(default_factory=dict)
+    """Profiles kept built, by id, at most PROFILES_KEPT (`_profile`)."""
+
+
+PROFILES_KEPT = 2048
+"""Profiles kept built for their stored record and session (`_profile`)."""
+
+Built = tuple[ProfileRecord, Session | None, InterestRules, ConversionModel, dt.datetime, Profile]
+"""A profile built, with the record, session and scoring it was built from, and
+until when its event history stays within bounds as it is (`bounded_until`)."""
 
 
 def _written(stores: Stores) -> None:
@@ -115,16 +127,52 @@ class StreamCounts:
 
 
 async def _profile(stores: Stores, record: ProfileRecord) -> Profile:
+    """The profile of a stored record with its live session and features, as of now.
+
+    A profile read again with nothing changed (the same record and session
+    objects, which the stores hand out again for unchanged data, the same
+    scoring) whose features do not move with the clock (`timeless`) and
+    whose event history is still within its bounds is the one built last time:
+    every part of it is what building it again gives. The very object, so
+    the transport's message built from it is reused too.
+    """
     now = _now()
     session = await stores.sessions.get(record.profile_id, now)
+    interests, model = stores.scoring.interests, stores.scoring.model
+    kept = stores.built
+    built = kept.get(record.profile_id)
+    if (
+        built is not None
+        and built[0] is record
+        and built[1] is session
+        and built[2] is interests
+        and built[3] is model
+        and now < built[4]
+    ):
+        return built[5]
+    profile = _build_profile(record, session, now, interests, model)
+    until = bounded_until(record.event_history)
+    if timeless(record.history) and until is not None and now < until:
+        kept.pop(record.profile_id, None)
+        if len(kept) >= PROFILES_KEPT:
+            del kept[next(iter(kept))]  # the least recently built
+        kept[record.profile_id] = (record, session, interests, model, until, profile)
+    return profile
+
+
+def _build_profile(
+    record: ProfileRecord,
+    session: Session | None,
+    now: dt.datetime,
+    interests: InterestRules,
+    model: ConversionModel,
+) -> Profile:
     return Profile(
         profile_id=record.profile_id,
         identities=tuple(record.identities),
         traits=record.traits,
         session=session,
-        features=compute_features(
-            session, record.history, now, stores.scoring.interests, stores.scoring.model
-        ),
+        features=compute_features(session, record.history, now, interests, model),
         created_at=record.created_at,
         updated_at=record.updated_at,
         # Days that aged out since the last write are not shown.

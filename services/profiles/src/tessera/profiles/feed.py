@@ -11,6 +11,12 @@ once; records numbered by other replicas are found by polling every
 follower is served by the replica that wrote it, and within about two poll
 intervals otherwise.
 
+The polling is the sequencer's, once for all followers: while any follows,
+each run also reads the feed's counter, and a follower whose cursor is at
+the head so learned does not read the database at all; a head that moved
+wakes it. Should the runs stop looking (a database that fails them), each
+follower polls the database itself again, as the only way to be sure.
+
 Retention runs here too: every `purge_every_s`, records numbered longer ago
 than the retention are purged, oldest first.
 """
@@ -21,6 +27,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 
 from tessera import metrics
@@ -35,6 +42,9 @@ READ_BATCH = 500
 """Records one read of a follower's stream takes from the database."""
 BUSY_RETRY_S = 0.005
 """After a kicked run found another run holding the lock: try once more this soon."""
+FRESH_POLLS = 2.0
+"""A head the sequencer learned within this many poll intervals spares an idle follower
+its own read of the database; an older one does not."""
 
 
 class Feed:
@@ -58,11 +68,18 @@ class Feed:
         self._stopping = False
         self._sequencing = Background()
         self._purging = Background()
+        self._followers = 0
+        """Streams following now: while there are any, sequencer runs look at the head."""
+        self._head = 0
+        """The highest position known given out (`FeedStore.head`, as the loop last took it)."""
+        self._looked_at = -math.inf
+        """Loop time a run that looked at the counter started: `_head` is fresh as of then."""
 
     async def start(self) -> None:
         """Start the sequencer and the purge; number what is waiting first."""
         await self._sequence()
         head, _ = await self.database.run(self.store.state)
+        self._head = max(self._head, head)
         metrics.FEED_HEAD.set(head)
         self._sequencing.start(self._sequencer, name="feed:sequencer")
         self._purging.start(self._purger, name="feed:purge")
@@ -90,9 +107,14 @@ class Feed:
         moved.set()
 
     async def _sequence(self) -> int | None:
-        numbered = await self.database.run(self.store.sequence)
-        if numbered:
-            metrics.FEED_HEAD.set(self.store.head)
+        look = self._followers > 0
+        started = asyncio.get_running_loop().time()
+        numbered = await self.database.run(self.store.sequence, look)
+        if look:
+            self._looked_at = started
+        if numbered or self.store.head > self._head:
+            self._head = max(self._head, self.store.head)
+            metrics.FEED_HEAD.set(self._head)
             self._wake()
         return numbered
 
@@ -140,20 +162,38 @@ class Feed:
         sequence received).
         """
         cursor = after
-        while True:
-            if self._stopping:
-                raise Unavailable(f"the server is shutting down; reconnect with after={cursor}")
-            # Taken before reading: a run that numbers records after the
-            # read wakes this wait instead of being missed until the poll.
-            moved = self._moved
-            page = await self.database.run(
-                self.store.read, cursor, types, READ_BATCH, profiles, events
-            )
-            for record in page.records:
-                yield record
-            cursor = page.through
-            if not page.more:  # read up to the counter: the head, as of this read
-                metrics.FEED_HEAD.set(cursor)
-            if not page.more:
+        loop = asyncio.get_running_loop()
+        read = True  # the first time whatever the head
+        self._followers += 1
+        try:
+            while True:
+                if self._stopping:
+                    raise Unavailable(f"the server is shutting down; reconnect with after={cursor}")
+                # Taken before reading: a run that numbers records after the
+                # read wakes this wait instead of being missed until the poll.
+                moved = self._moved
+                # Nothing above the cursor was given out when a recent run
+                # looked, and a run that finds more wakes `moved`: no read.
+                # Records numbered since that look are found by the next run's
+                # look, within a poll interval.
+                read = (
+                    read
+                    or cursor < self._head
+                    or loop.time() - self._looked_at > FRESH_POLLS * self.poll_s
+                )
+                if read:
+                    page = await self.database.run(
+                        self.store.read, cursor, types, READ_BATCH, profiles, events
+                    )
+                    for record in page.records:
+                        yield record
+                    cursor = page.through
+                    if page.more:
+                        continue
+                    # Read up to the counter: the head, as of this read.
+                    metrics.FEED_HEAD.set(cursor)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(moved.wait(), self.poll_s)
+                read = False
+        finally:
+            self._followers -= 1

@@ -205,6 +205,27 @@ def bounded(history: EventHistory, now: dt.datetime) -> EventHistory:
     return EventHistory(series)
 
 
+def bounded_until(history: EventHistory) -> dt.datetime | None:
+    """The moment from which `bounded(history, now)` is no longer `history` itself.
+
+    Before it, the history is within every bound (see `bounded`): its oldest
+    day is still kept, and the counts of series and days are not over. None
+    when it is over a bound at any moment.
+    """
+    if len(history.series) > MAX_SERIES:
+        return None
+    if sum(len(s.days) for s in history.series.values()) > MAX_DAYS_TOTAL:
+        return None
+    if any(not s.days for s in history.series.values()):
+        return None
+    if not history.series:
+        return dt.datetime.max.replace(tzinfo=dt.UTC)
+    oldest = min(s.days[0] for s in history.series.values())
+    # `first_kept_day(now)` passes `oldest` at the start of day oldest + HISTORY_DAYS.
+    last_day = _EPOCH + dt.timedelta(days=oldest + HISTORY_DAYS)
+    return dt.datetime.combine(last_day, dt.time(), dt.UTC)
+
+
 def event_history_to_json(history: EventHistory) -> list[dict[str, Any]]:
     """The stored form: one object per series, in key order, its columns as lists."""
     return [

@@ -97,6 +97,16 @@ def rank_interests(
     return tuple(Interest(category, score) for category, score in ranked)
 
 
+def timeless(history: History) -> bool:
+    """Whether the features of `history` (with any session) are the same at every moment.
+
+    Only purchase times make them move with the clock: recency counts from
+    the last purchase, a category's interest decays from its. A history
+    without them gives the same features whenever they are computed.
+    """
+    return history.last_purchase_at is None and not history.category_purchased_at
+
+
 def compute_features(
     session: Session | None,
     history: History,

@@ -45,13 +45,31 @@ class IdentityKey:
     value: str
 
 
+NORMALIZED_KEPT = 4096
+"""Valid identities kept with their stored form (`normalize_identity`)."""
+_normalized: dict[tuple[str, str], IdentityKey] = {}
+
+
 def normalize_identity(id_type: str, value: str, path: str) -> IdentityKey:
     """Validate an identity and return its stored form.
 
     E-mail addresses are trimmed and lowercased, then stored as the hex
     SHA-256 of that form, so the same address always resolves to the same
-    profile and the plain address is never written down.
+    profile and the plain address is never written down. The stored form
+    of a valid identity is kept, so the same visitor sent again (every
+    Decide) is not checked and hashed again; an invalid one raises each time.
     """
+    known = _normalized.get((id_type, value))
+    if known is not None:
+        return known
+    key = _normalize(id_type, value, path)
+    if len(_normalized) >= NORMALIZED_KEPT:
+        del _normalized[next(iter(_normalized))]
+    _normalized[id_type, value] = key
+    return key
+
+
+def _normalize(id_type: str, value: str, path: str) -> IdentityKey:
     require(
         bool(IDENTITY_TYPE.match(id_type)),
         f"{path}.type",

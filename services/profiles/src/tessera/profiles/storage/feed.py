@@ -206,7 +206,8 @@ class FeedStore:
         self.engine = database.engine
         self.postgres = self.engine.dialect.name == "postgresql"
         self.head = 0
-        """The highest position this store's sequencer gave out (0 before its first)."""
+        """The highest position given out, as this store last saw it: its own runs'
+        positions, and the counter when a run looked at it (0 before either)."""
 
     def _lock(self, connection: Connection) -> bool:
         """Take the feed's lock for this transaction; False when another holds it."""
@@ -227,7 +228,12 @@ class FeedStore:
             return 0, 0
         return int(row.last_position), int(row.purged_through)
 
-    def sequence(self) -> int | None:
+    def _look(self, connection: Connection) -> None:
+        """Learn the head from the counter: positions other replicas gave out too."""
+        last = connection.execute(_LAST_POSITION).scalar()
+        self.head = max(self.head, int(last or 0))
+
+    def sequence(self, look: bool = False) -> int | None:
         """Give the committed records without a position the next positions.
 
         Returns how many records were numbered, or None when another run
@@ -235,7 +241,9 @@ class FeedStore:
         number them. Rows another transaction is updating right now (a
         merge moving them, the applied flag) are skipped, not waited for, and
         numbered by a later run: the sequencer never waits on a writer and
-        never deadlocks with one.
+        never deadlocks with one. With `look`, `head` ends at least at the
+        counter as it was when the run started, whatever the run did (the
+        followers' wake-up: `feed.Feed.follow`).
         """
         if not self.postgres:
             # An idle run finds nothing: looked for first with a read, so that
@@ -245,18 +253,24 @@ class FeedStore:
             # so nothing can be passed over.
             with self.engine.connect() as connection:
                 if connection.execute(_ANY_UNSEQUENCED).first() is None:
+                    if look:
+                        self._look(connection)
                     return 0
         with self.engine.begin() as connection:
             if not self._lock(connection):
+                if look:
+                    self._look(connection)
                 return None
             query = _UNSEQUENCED_SKIP_LOCKED if self.postgres else _UNSEQUENCED
             rows = list(connection.execute(query).scalars())
             if not rows:
+                if look:
+                    self._look(connection)
                 return 0
             last, _ = self._counter(connection)
             connection.execute(_NUMBER_ROWS, {"last": last, "ids": rows, "now": _now()})
             connection.execute(_MOVE_HEAD, {"head": last + len(rows)})
-        self.head = last + len(rows)
+        self.head = max(self.head, last + len(rows))
         return len(rows)
 
     def state(self) -> tuple[int, int]:

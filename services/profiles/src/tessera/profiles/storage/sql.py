@@ -327,10 +327,10 @@ def _known_profile_query(count: int) -> Select[Any]:
 
 
 @functools.cache
-def _known_profile_sql(dialect: Dialect, count: int) -> tuple[str, Sequence[str] | None]:
-    """`_known_profile_query(count)` as the driver takes it: SQL text, and the
-    order of its parameters for a positional paramstyle (None for named)."""
-    compiled = _known_profile_query(count).compile(dialect=dialect)
+def _driver_sql(dialect: Dialect, statement: Select[Any]) -> tuple[str, Sequence[str] | None]:
+    """A statement as the driver takes it: SQL text, and the order of its
+    parameters for a positional paramstyle (None for named)."""
+    compiled = statement.compile(dialect=dialect)
     return str(compiled), compiled.positiontup
 
 
@@ -367,6 +367,13 @@ def _event_history_of(raw: Any) -> EventHistory:
             del _decoded_event_histories[next(iter(_decoded_event_histories))]
         _decoded_event_histories[raw] = known
     return known
+
+
+KNOWN_PROFILES = 2048
+"""Profiles a store keeps decoded beside the rows they were read as (`_resolve_known`)."""
+KNOWN_CHARS = 16_384
+"""Most text (traits, histories) a profile kept decoded may hold: with the count above,
+some 30 MB at most; a profile holding more is decoded at each read."""
 
 
 def _stamp(raw: Any) -> dt.datetime:
@@ -412,6 +419,21 @@ _LOG = LogRow.__table__  # type: ignore[attr-defined]
 
 # Statements of the batched write path, built once from Core tables with
 # expanding parameters: building them per call costs more than running them.
+# The reads of GetProfile by id, run on the driver as `_known_rows` is.
+_PROFILE_BY_ID = sa_select(
+    _PROFILE.c.profile_id,
+    _PROFILE.c.traits,
+    _PROFILE.c.history,
+    _PROFILE.c.event_history,
+    _PROFILE.c.created_at,
+    _PROFILE.c.updated_at,
+).where(_PROFILE.c.profile_id == bindparam("id"))
+_ALIAS_TARGET = sa_select(_ALIAS.c.profile_id).where(_ALIAS.c.alias_id == bindparam("id"))
+_IDENTITIES_OF = sa_select(_IDENTITY.c.id_type, _IDENTITY.c.id_value, _IDENTITY.c.created_at).where(
+    _IDENTITY.c.profile_id == bindparam("id")
+)
+"""A profile's identities, in the order the ORM read of `_record` finds them."""
+
 _OWNERS = sa_select(_IDENTITY.c.id_value, _IDENTITY.c.profile_id).where(
     _IDENTITY.c.id_type == bindparam("type"),
     _IDENTITY.c.id_value.in_(bindparam("values", expanding=True)),
@@ -527,6 +549,16 @@ def _folded(row: Any, events: Sequence[EventData], now: dt.datetime) -> dict[str
     return values
 
 
+def _fetch(connection: Any, sql: str, args: Any) -> list[Sequence[Any]]:
+    """Every row of `sql` on a DBAPI connection; the cursor closed."""
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql, args)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
 class _Moved(Exception):
     """Identities moved under us (a concurrent merge); resolve again."""
 
@@ -542,6 +574,11 @@ class ProfileStore:
         self.rules = rules
         self._reader: Any = None
         """The pooled connection of `_inline_rows` (embedded database only)."""
+        self._known: dict[str, tuple[list[Sequence[Any]], set[tuple[str, str]], ProfileRecord]] = {}
+        """Profiles `_resolve_known` decoded, by id: the rows read, the identities they
+        hold and the record built from them (see `_resolve_known`)."""
+        self._by_id: dict[str, tuple[tuple[Any, list[Sequence[Any]]], ProfileRecord]] = {}
+        """Profiles `get` decoded, by id: the rows read and the record built from them."""
 
     # Reads
 
@@ -596,13 +633,68 @@ class ProfileStore:
         return canonical
 
     def get(self, profile_id: str) -> ProfileRecord:
-        """The profile behind a canonical id or alias."""
-        with Session(self.engine) as session:
-            canonical = self._canonical(session, profile_id)
-            row = session.get(ProfileRow, canonical) if canonical else None
-            if row is None:
+        """The profile behind a canonical id or alias.
+
+        Read on the driver like `_resolve_known` (the ORM's session cost
+        ten times the queries): the profile row, else the alias's target's,
+        then its identities, on one connection. A profile read again as the
+        very same rows (embedded database) is the record decoded from them
+        last time.
+        """
+        connection = None if self.database.inline else self.engine.raw_connection()
+        try:
+            rows = self._rows(_PROFILE_BY_ID, {"id": profile_id}, connection)
+            if not rows:
+                target = self._rows(_ALIAS_TARGET, {"id": profile_id}, connection)
+                if target:
+                    rows = self._rows(_PROFILE_BY_ID, {"id": target[0][0]}, connection)
+            if not rows:
                 raise NotFound(f"no profile {profile_id!r}", field="profile_id")
-            return self._record(session, row)
+            row = rows[0]
+            identities = self._rows(_IDENTITIES_OF, {"id": row[0]}, connection)
+        finally:
+            if connection is not None:
+                connection.close()
+        seen = (row, identities)
+        known = self._by_id.get(row[0])
+        if known is not None and known[0] == seen:
+            return known[1]
+        record = ProfileRecord(
+            row[0],
+            # By when each was attached; ties as the database listed them.
+            [IdentityKey(t, v) for t, v, _ in sorted(identities, key=lambda i: _stamp(i[2]))],
+            dict(_json_value(row[1])),
+            history_from_json(_json_value(row[2])),
+            _stamp(row[4]),
+            _stamp(row[5]),
+            _event_history_of(row[3]),
+        )
+        texts = row[1:4]
+        if all(isinstance(t, str) for t in texts) and sum(map(len, texts)) <= KNOWN_CHARS:
+            by_id = self._by_id
+            by_id.pop(row[0], None)
+            if len(by_id) >= KNOWN_PROFILES:
+                del by_id[next(iter(by_id))]  # the least recently decoded
+            by_id[row[0]] = (seen, record)
+        return record
+
+    def _rows(
+        self, statement: Select[Any], params: dict[str, Any], connection: Any = None
+    ) -> list[Sequence[Any]]:
+        """The rows of a read, straight from the driver (see `_known_rows`): on the
+        embedded database's reader, else on `connection` (a pooled DBAPI connection
+        of the caller's) or one checked out for this read."""
+        sql, order = _driver_sql(self.engine.dialect, statement)
+        args = params if order is None else [params[n] for n in order]
+        if self.database.inline:
+            return self._inline_rows(sql, args)
+        if connection is not None:
+            return _fetch(connection, sql, args)
+        connection = self.engine.raw_connection()
+        try:
+            return _fetch(connection, sql, args)
+        finally:
+            connection.close()
 
     def get_by_identity(self, key: IdentityKey) -> ProfileRecord:
         """The profile an identity is attached to."""
@@ -658,18 +750,47 @@ class ProfileStore:
         raise AssertionError("unreachable")
 
     def _resolve_known(self, keys: list[IdentityKey]) -> ProfileRecord | None:
-        """The profile when every identity is already on one and the same profile."""
-        wanted = {(k.type, k.value) for k in keys}
-        params = {f"t{i}": t for i, (t, _) in enumerate(wanted)}
-        params.update({f"v{i}": v for i, (_, v) in enumerate(wanted)})
+        """The profile when every identity is already on one and the same profile.
+
+        A profile read again unchanged (every Decide of a returning visitor)
+        comes back as the very same rows: on the embedded database, where
+        rows hold text, the record decoded from those rows last time is
+        served again, equal to what decoding them afresh gives. Decoded
+        values (PostgreSQL's JSON) are decoded each time: `1 == 1.0 == True`
+        would let rows that differ pass for the same. A record is an
+        immutable value to its readers, so one serves them all.
+        """
+        if len(keys) == 1:
+            key = keys[0]
+            wanted = {(key.type, key.value)}
+            params = {"t0": key.type, "v0": key.value}
+        else:
+            wanted = {(k.type, k.value) for k in keys}
+            params = {f"t{i}": t for i, (t, _) in enumerate(wanted)}
+            params.update({f"v{i}": v for i, (_, v) in enumerate(wanted)})
         rows = self._known_rows(params, len(wanted))
-        if not rows or len({row[0] for row in rows}) != 1:
+        if not rows:
+            return None
+        known = self._known.get(rows[0][0])
+        if known is not None and known[0] == rows:
+            _, held, record = known
+        else:
+            decoded = self._decode_known(rows)
+            if decoded is None:
+                return None
+            held, record = decoded
+        return record if wanted <= held else None
+
+    def _decode_known(
+        self, rows: list[Sequence[Any]]
+    ) -> tuple[set[tuple[str, str]], ProfileRecord] | None:
+        """The identities and record of `_known_rows`; None when they span profiles."""
+        if len({row[0] for row in rows}) != 1:
             return None
         identities = sorted({(_stamp(row[8]), row[6], row[7]) for row in rows})
-        if not wanted <= {(t, v) for _, t, v in identities}:
-            return None
+        held = {(t, v) for _, t, v in identities}
         profile_id, traits, history, event_history, created_at, updated_at = rows[0][:6]
-        return ProfileRecord(
+        record = ProfileRecord(
             profile_id,
             [IdentityKey(t, v) for _, t, v in identities],
             dict(_json_value(traits)),
@@ -678,6 +799,14 @@ class ProfileStore:
             _stamp(updated_at),
             _event_history_of(event_history),
         )
+        texts = (traits, history, event_history)
+        if all(isinstance(t, str) for t in texts) and sum(map(len, texts)) <= KNOWN_CHARS:
+            known = self._known
+            known.pop(profile_id, None)
+            if len(known) >= KNOWN_PROFILES:
+                del known[next(iter(known))]  # the least recently decoded
+            known[profile_id] = (rows, held, record)
+        return held, record
 
     def _known_rows(self, params: dict[str, str], count: int) -> list[Sequence[Any]]:
         """The rows of `_known_profile_query(count)`, straight from the driver.
@@ -688,19 +817,7 @@ class ProfileStore:
         dialect and run on the pooled DBAPI connection; `_json_value` and
         `_stamp` read what the driver gives.
         """
-        sql, order = _known_profile_sql(self.engine.dialect, count)
-        if self.database.inline:
-            return self._inline_rows(sql, params if order is None else [params[n] for n in order])
-        connection = self.engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(sql, params if order is None else [params[n] for n in order])
-                return list(cursor.fetchall())
-            finally:
-                cursor.close()
-        finally:
-            connection.close()
+        return self._rows(_known_profile_query(count), params)
 
     def _inline_rows(self, sql: str, args: Any) -> list[Sequence[Any]]:
         """Rows of a read on the embedded database, on a connection kept for these reads.

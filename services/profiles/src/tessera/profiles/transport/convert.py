@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
 from tessera.common.v1 import common_pb2
 from tessera.convert import (
@@ -159,8 +160,42 @@ def _build_event_history_message(history: EventHistory) -> profiles_pb2.EventHis
     )
 
 
+PROFILE_MESSAGES = 1024
+"""Profile messages kept built, for the profile values they were built from (and as
+many of each plain answer, `_answer_of`)."""
+_profile_messages: dict[int, tuple[Profile, profiles_pb2.Profile]] = {}
+
+
+def _kept(profile: Profile) -> bool:
+    """Whether the application may hand out this very profile value again: it keeps
+    those whose features do not move with the clock, which no purchase ever
+    had (`application._profile`). Only those are worth keeping a message for."""
+    return profile.features.rfm.recency_days is None
+
+
 def profile_message(profile: Profile) -> profiles_pb2.Profile:
-    """A profile with its session and features."""
+    """A profile with its session and features.
+
+    Built once per profile value the application hands out again
+    (`application._profile` does for an unchanged profile whose features
+    do not move with the clock): the value is immutable, so its message is
+    too. The message returned is shared: copy it (a message field set from
+    it is a copy), never change it.
+    """
+    known = _profile_messages.get(id(profile))
+    if known is not None and known[0] is profile:
+        return known[1]
+    message = _build_profile_message(profile)
+    if not _kept(profile):
+        return message
+    if len(_profile_messages) >= PROFILE_MESSAGES:
+        del _profile_messages[next(iter(_profile_messages))]
+    # The value holds the profile, so its id is not reused while the entry lives.
+    _profile_messages[id(profile)] = (profile, message)
+    return message
+
+
+def _build_profile_message(profile: Profile) -> profiles_pb2.Profile:
     return profiles_pb2.Profile(
         profile_id=profile.profile_id,
         identities=[common_pb2.Identity(type=k.type, value=k.value) for k in profile.identities],
@@ -173,8 +208,47 @@ def profile_message(profile: Profile) -> profiles_pb2.Profile:
     )
 
 
+_plain_answers: dict[int, tuple[profiles_pb2.Profile, profiles_pb2.IdentifyResponse]] = {}
+_profile_answers: dict[int, tuple[profiles_pb2.Profile, profiles_pb2.GetProfileResponse]] = {}
+
+
+def _answer_of(
+    answers: dict[int, tuple[profiles_pb2.Profile, Any]], profile: Profile, kind: Any
+) -> Any:
+    """`kind(profile=profile_message(profile))`, once per profile message kept: shared."""
+    message = profile_message(profile)
+    known = answers.get(id(message))
+    if known is not None and known[0] is message:
+        return known[1]
+    answer = kind(profile=message)
+    if not _kept(profile):
+        return answer
+    if len(answers) >= PROFILE_MESSAGES:
+        del answers[next(iter(answers))]
+    # The value holds the message, so its id is not reused while the entry lives.
+    answers[id(message)] = (message, answer)
+    return answer
+
+
+def get_profile_response(profile: Profile) -> profiles_pb2.GetProfileResponse:
+    """The answer to GetProfile; shared like `profile_message`'s: never change it."""
+    answer: profiles_pb2.GetProfileResponse = _answer_of(
+        _profile_answers, profile, profiles_pb2.GetProfileResponse
+    )
+    return answer
+
+
 def identify_response(identified: Identified) -> profiles_pb2.IdentifyResponse:
-    """The answer to Identify."""
+    """The answer to Identify.
+
+    The common answer (a known person, nothing created, merged or refused)
+    is shared like `profile_message`'s: never change it.
+    """
+    if not (identified.created or identified.merged_profile_ids or identified.refused):
+        answer: profiles_pb2.IdentifyResponse = _answer_of(
+            _plain_answers, identified.profile, profiles_pb2.IdentifyResponse
+        )
+        return answer
     return profiles_pb2.IdentifyResponse(
         profile=profile_message(identified.profile),
         created=identified.created,

@@ -174,7 +174,7 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
             profile = await application.get_profile_by_identity(self.stores, key)
         else:
             raise InvalidArgument("set profile_id or identity", field="lookup")
-        return profiles_pb2.GetProfileResponse(profile=convert.profile_message(profile))
+        return convert.get_profile_response(profile)
 
     async def UpdateTraits(
         self, request: profiles_pb2.UpdateTraitsRequest, context: Context
