@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol
 
 PRESSURE_PREFIX = "p:"
@@ -207,7 +208,11 @@ class CounterSpec:
     @property
     def empty(self) -> bool:
         """True when nothing needs reading."""
-        return not self.fields
+        return not (self.pressure or self.caps or self.groups or self.request)
+
+
+NOTHING_COUNTED = CounterSpec(None, MappingProxyType({}), MappingProxyType({}))
+"""The spec of a Decide none of whose campaigns is counted: it reads nothing."""
 
 
 def counted(campaign: Countable, budget: int) -> bool:
