@@ -509,26 +509,27 @@ def choose(
         if not capped(holder) and not unaffordable(holder):
             group_owner[group] = holder.key
 
+    open_places: list[str] = []
+
     def skip(campaign: CampaignDef, rule: str, detail: str = "") -> None:
-        for placement in placements:
-            if placement not in filled and campaign.fits(placement, channel, segment_keys):
-                skips[placement].append(Skip(campaign, rule, detail))
+        for placement in open_places:
+            skips[placement].append(Skip(campaign, rule, detail))
 
     for campaign in ranked:
         holdout = global_holdout or campaign.experiment_key in held_out
         variant_key = (
             campaign.control_variant_key if holdout else variants.get(campaign.experiment_key, "")
         )
-        open_places = [
-            p for p in placements if p not in filled and campaign.fits(p, channel, segment_keys)
-        ]
+        # The placements it fits, asked once: the open ones it may fill, the
+        # filled ones where it gave way to a better campaign.
+        open_places = []
         for placement in placements:
+            if not campaign.fits(placement, channel, segment_keys):
+                continue
             winner = filled.get(placement)
-            if (
-                winner is not None
-                and winner.campaign is not None
-                and campaign.fits(placement, channel, segment_keys)
-            ):
+            if winner is None:
+                open_places.append(placement)
+            elif winner.campaign is not None:
                 detail = f"placement filled by {winner.campaign.key}"
                 skips[placement].append(Skip(campaign, SKIP_PRIORITY, detail))
         if not open_places:
