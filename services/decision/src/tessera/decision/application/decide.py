@@ -355,7 +355,8 @@ class Decider:
         audience, and its layer's), so the steps run in turn; assignment is
         skipped when no campaign can fill a placement. The person's sticky
         variants come with the profile (its `_variant:` traits); every
-        campaign shown is handed to the exposure sink, which sends it later.
+        campaign shown is handed to the exposure sink, which sends it later,
+        once the answer is on its way.
         A person in the global holdout gets every campaign's control (their
         default) and no assignment is asked.
 
@@ -446,11 +447,14 @@ class Decider:
                 budget.left(),
                 query.request_id,
             )
-        if self.exposures is not None:
-            if ranked:
-                self.exposures.emit(exposures_of(profile.profile_id, choices, now))
-            if held is not None:
-                self.exposures.emit([global_exposure(profile.profile_id, held, now)])
+        if self.exposures is not None and (ranked or held is not None):
+            # Handed over on the loop's next turn: by then the answer is
+            # written (gRPC sends it as the handler returns), so working out
+            # the exposure ids and queueing them is no part of what the
+            # caller waits for.
+            asyncio.get_running_loop().call_soon(
+                self._emit, self.exposures, profile.profile_id, choices if ranked else (), held, now
+            )
         return Decisions(
             profile_id=profile.profile_id,
             choices=with_skipped(choices, skipped, query.channel),
@@ -458,6 +462,20 @@ class Decider:
             conversion_probability=profile.features.conversion_probability,
             payloads=render_payloads(choices, profile, query.context),
         )
+
+    @staticmethod
+    def _emit(
+        sink: ExposureSink,
+        profile_id: str,
+        choices: Sequence[Choice],
+        held: bool | None,
+        now: dt.datetime,
+    ) -> None:
+        """Hand the exposures of one Decide to the sink: the campaigns shown, the global holdout."""
+        if choices:
+            sink.emit(exposures_of(profile_id, choices, now))
+        if held is not None:
+            sink.emit([global_exposure(profile_id, held, now)])
 
     async def _identified_with_counters(
         self,
