@@ -41,7 +41,13 @@ from tessera.decision.domain.campaigns import (
     possible,
     static_skips,
 )
-from tessera.decision.domain.pressure import NOTHING_COUNTED, Counters, CounterSpec, counted
+from tessera.decision.domain.pressure import (
+    NO_COUNTERS,
+    NOTHING_COUNTED,
+    Counters,
+    CounterSpec,
+    counted,
+)
 from tessera.definitions import DefinitionCache
 from tessera.errors import DeadlineExceeded, Unavailable
 from tessera.experiments.domain.exposures import (
@@ -163,7 +169,7 @@ def global_exposure(profile_id: str, held_out: bool, now: dt.datetime) -> Exposu
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DecideQuery:
     """What a Decide asks: for this visitor, on this channel, fill these placements."""
 
@@ -176,7 +182,7 @@ class DecideQuery:
     """Set to the same value on a retry: the retry charges nothing more (docs/decide.md)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decisions:
     """What a Decide answers: one choice per placement, in the query's order, and why."""
 
@@ -205,7 +211,7 @@ class Budget:
         return max(0.0, self._end - self._clock())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Skipped:
     """A campaign left out because this replica could not evaluate it, and why."""
 
@@ -501,7 +507,7 @@ class Decider:
         gate = self.pressure
         now_s = int(now.timestamp())
         if gate is None:
-            return await self._identify(query, budget), Counters(), None, now_s
+            return await self._identify(query, budget), NO_COUNTERS, None, now_s
         spec = (
             gate.spec(
                 possible(everyone, query.placements, query.channel, now), now_s, query.request_id
@@ -510,7 +516,7 @@ class Decider:
             else NOTHING_COUNTED
         )
         guess = gate.guesses.guess(query.identities) if not spec.empty else None
-        counters = Counters()
+        counters = NO_COUNTERS
         if guess is not None:
             identified, counters = await asyncio.gather(
                 self._identify(query, budget), gate.read(guess, spec, now_s, budget.left())
@@ -521,7 +527,7 @@ class Decider:
         if not spec.empty:
             gate.guesses.learn(query.identities, profile_id)
             if guess != profile_id:
-                counters = Counters()  # optimistic: the charge checks
+                counters = NO_COUNTERS  # optimistic: the charge checks
         return identified, counters, spec, now_s
 
     async def _identify(self, query: DecideQuery, budget: Budget) -> profiles_pb2.IdentifyResponse:

@@ -18,7 +18,13 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tessera.decision.domain.payloads import PayloadTemplate
-from tessera.decision.domain.pressure import Counters, FrequencyCap, ProbabilityRange, counted
+from tessera.decision.domain.pressure import (
+    NO_COUNTERS,
+    Counters,
+    FrequencyCap,
+    ProbabilityRange,
+    counted,
+)
 from tessera.errors import InvalidArgument, require
 
 EXPERIMENT_PREFIX = "campaign-"
@@ -284,7 +290,7 @@ def validate_campaign(campaign: CampaignDef) -> None:
             require(1 <= day <= 31, f"{path}.{name}_day", "must be 1 to 31")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Assignments:
     """A visitor's place in the experiments of the candidate campaigns.
 
@@ -298,7 +304,7 @@ class Assignments:
     held_out: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Choice:
     """What one placement shows."""
 
@@ -330,7 +336,7 @@ RULE_SKIPS = frozenset({SKIP_CONFLICT, SKIP_CAP, SKIP_BUDGET, SKIP_UNCOUNTED})
 NOTHING_FITS = "no live campaign fits this placement"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Skip:
     """A campaign of a placement that was not chosen, and the rule that skipped it."""
 
@@ -492,7 +498,7 @@ def choose(
     placement. Without it, only rule skips (cap, budget, conflict group) of
     better campaigns are said.
     """
-    counters = counters or Counters()
+    counters = counters or NO_COUNTERS
     spent = counters.pressure_spent
     filled: dict[str, Choice] = {}
     skips: dict[str, list[Skip]] = {p: [] for p in placements}
