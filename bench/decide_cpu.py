@@ -18,11 +18,15 @@ with `tier=gold` and their sticky variant of `hero-gold` (banner or control,
 in turn); `--busy` gives each the 200-event history of `bench.evaluate`.
 
 Each round decides `--calls` times one after another through
-`DecisionServicer.Decide` and prints the process's CPU time per call
-(`time.process_time`: every thread, the emitter's task included), the
-median of the rounds last. What gRPC itself costs (the server side of
-Decide, the client side of Identify) is not in it: bench/README.md, "Where
-a Decide's time goes", has those.
+`DecisionServicer.Decide`, then makes the same number of bare Identify
+calls through the same client (the floor: the hop Decide cannot do
+without), and prints the process's CPU time per call of each
+(`time.process_time`: every thread, the emitter's task included); last,
+the medians of the rounds and their difference, Decide's own work. The
+machine's other load inflates every figure: compare runs made in turn.
+What gRPC itself costs (the server side of Decide, the client side of
+Identify) is not in it: bench/README.md, "Where a Decide's time goes", has
+those.
 """
 
 from __future__ import annotations
@@ -213,7 +217,7 @@ def decide_request(index: int) -> decision_pb2.DecideRequest:
     )
 
 
-async def measure(args: argparse.Namespace) -> list[float]:
+async def measure(args: argparse.Namespace) -> tuple[list[float], list[float]]:
     campaign = normalised(hero_gold())
     peers = Peers(campaign)
     profiles = Profiles({cookie(i): identify_bytes(i, args.busy) for i in range(args.profiles)})
@@ -244,17 +248,30 @@ async def measure(args: argparse.Namespace) -> list[float]:
     other = await servicer.Decide(decide_request(1), context)
     if gold.decisions[0].campaign_key != seed.CAMPAIGN_KEY or other.decisions[0].campaign_key:
         raise SystemExit(f"unexpected answers: {gold} / {other}")
+
+    async def identify_only(batch: list[decision_pb2.DecideRequest]) -> None:
+        # The floor: the Identify hop alone, through the same client, as Decide makes it.
+        for request in batch:
+            await streams.Identify(
+                profiles_pb2.IdentifyRequest(
+                    identities=request.identities, channel=request.channel
+                ),
+                timeout=0.5,
+            )
+
     await run(requests[: args.calls // 10])
-    per_call = []
+    per_call: list[float] = []
+    floor: list[float] = []
     for _ in range(args.rounds):
-        started = time.process_time()
-        await run(requests)
-        per_call.append(1e6 * (time.process_time() - started) / args.calls)
-        print(f"decide  {per_call[-1]:7.1f} CPU µs per call", flush=True)
+        for kind, loop, into in (("decide", run, per_call), ("identify", identify_only, floor)):
+            started = time.process_time()
+            await loop(requests)
+            into.append(1e6 * (time.process_time() - started) / args.calls)
+            print(f"{kind:9} {into[-1]:7.1f} CPU µs per call", flush=True)
     await exposures.close(1.0)
     await streams.close()
     await evaluator.stop()
-    return per_call
+    return per_call, floor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,8 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy", action="store_true", help="profiles with a 200-event history")
     parser.add_argument("--unary", action="store_true", help="unary Identify, no streams")
     args = parser.parse_args(argv)
-    per_call = asyncio.run(measure(args))
-    print(f"median  {statistics.median(per_call):7.1f} CPU µs per call")
+    per_call, floor = asyncio.run(measure(args))
+    decide, identify = statistics.median(per_call), statistics.median(floor)
+    print(
+        f"median    decide {decide:7.1f}, identify alone {identify:7.1f}, "
+        f"Decide's own {decide - identify:7.1f} CPU µs per call"
+    )
     return 0
 
 
