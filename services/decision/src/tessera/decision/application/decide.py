@@ -41,7 +41,13 @@ from tessera.decision.domain.campaigns import (
     possible,
     static_skips,
 )
-from tessera.decision.domain.pressure import Counters, CounterSpec
+from tessera.decision.domain.pressure import (
+    NO_COUNTERS,
+    NOTHING_COUNTED,
+    Counters,
+    CounterSpec,
+    counted,
+)
 from tessera.definitions import DefinitionCache
 from tessera.errors import DeadlineExceeded, Unavailable
 from tessera.experiments.domain.exposures import (
@@ -103,9 +109,12 @@ def sticky_of(traits: struct_pb2.Struct) -> dict[str, sticky.Kept]:
     """The person's sticky variants, from the `_variant:` traits of their profile."""
     found: dict[str, sticky.Kept] = {}
     prefix = sticky.TRAIT_PREFIX
-    for name, value in traits.fields.items():
+    fields = traits.fields
+    # Names first: reading a value out of the map costs more than its name,
+    # and most traits are not sticky variants.
+    for name in fields:
         if name.startswith(prefix):
-            held = sticky.kept(value.string_value)
+            held = sticky.kept(fields[name].string_value)
             if held is not None:
                 found[name[len(prefix) :]] = held
     return found
@@ -160,7 +169,7 @@ def global_exposure(profile_id: str, held_out: bool, now: dt.datetime) -> Exposu
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DecideQuery:
     """What a Decide asks: for this visitor, on this channel, fill these placements."""
 
@@ -173,7 +182,7 @@ class DecideQuery:
     """Set to the same value on a retry: the retry charges nothing more (docs/decide.md)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decisions:
     """What a Decide answers: one choice per placement, in the query's order, and why."""
 
@@ -202,7 +211,7 @@ class Budget:
         return max(0.0, self._end - self._clock())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Skipped:
     """A campaign left out because this replica could not evaluate it, and why."""
 
@@ -309,6 +318,7 @@ class Decider:
         self.clock = clock
         """The monotonic clock budgets are read on."""
         self._audience: tuple[object, frozenset[str]] = (None, frozenset())
+        self._listed: tuple[object, list[CampaignDef], bool] = (None, [], False)
 
     def _audience_keys(self) -> frozenset[str]:
         """Every segment some campaign targets; derived again only when the campaigns change."""
@@ -319,6 +329,22 @@ class Decider:
             keys = frozenset(k for c in items.values() for k in c.audience_segment_keys)
             self._audience = (items, keys)
         return keys
+
+    def _everyone(self) -> tuple[list[CampaignDef], bool]:
+        """Every campaign, and whether any needs counters; derived again only when they change.
+
+        Without a campaign that has a pressure cost (under a budget), a cap
+        or a conflict group, no Decide reads counters: it skips working out
+        which ones it might show before Identify is sent.
+        """
+        items = self.campaigns.items
+        held, everyone, any_counted = self._listed
+        if held is not items:
+            everyone = list(items.values())
+            budget = self.pressure.rules.budget if self.pressure is not None else 0
+            any_counted = any(counted(c, budget) for c in everyone)
+            self._listed = (items, everyone, any_counted)
+        return everyone, any_counted
 
     def budget(self, time_remaining: float | None) -> Budget:
         """This Decide's budget: the setting, or the caller's deadline less a reserve if nearer."""
@@ -335,7 +361,8 @@ class Decider:
         audience, and its layer's), so the steps run in turn; assignment is
         skipped when no campaign can fill a placement. The person's sticky
         variants come with the profile (its `_variant:` traits); every
-        campaign shown is handed to the exposure sink, which sends it later.
+        campaign shown is handed to the exposure sink, which sends it later,
+        once the answer is on its way.
         A person in the global holdout gets every campaign's control (their
         default) and no assignment is asked.
 
@@ -346,11 +373,11 @@ class Decider:
         """
         budget = self.budget(time_remaining)
         now = self.now()
-        everyone = list(self.campaigns.items.values())
+        everyone, any_counted = self._everyone()
         try:
             # Pressure, caps and holds (docs/decide.md): counters read beside Identify.
             identified, counters, spec, now_s = await self._identified_with_counters(
-                query, budget, everyone, now
+                query, budget, everyone, now, any_counted
             )
         except PEER_DOWN as error:
             metrics.count_degraded("profiles")
@@ -408,7 +435,13 @@ class Decider:
             )
 
         choices = rechoose(counters)
-        if self.pressure is not None and spec is not None:
+        # An empty spec means no campaign that may be shown is counted: the
+        # charge would write nothing, unless merged ids are to be folded.
+        if (
+            self.pressure is not None
+            and spec is not None
+            and (not spec.empty or identified.merged_profile_ids)
+        ):
             choices = await self.pressure.charge(
                 profile.profile_id,
                 identified.merged_profile_ids,
@@ -420,11 +453,14 @@ class Decider:
                 budget.left(),
                 query.request_id,
             )
-        if self.exposures is not None:
-            if ranked:
-                self.exposures.emit(exposures_of(profile.profile_id, choices, now))
-            if held is not None:
-                self.exposures.emit([global_exposure(profile.profile_id, held, now)])
+        if self.exposures is not None and (ranked or held is not None):
+            # Handed over on the loop's next turn: by then the answer is
+            # written (gRPC sends it as the handler returns), so working out
+            # the exposure ids and queueing them is no part of what the
+            # caller waits for.
+            asyncio.get_running_loop().call_soon(
+                self._emit, self.exposures, profile.profile_id, choices if ranked else (), held, now
+            )
         return Decisions(
             profile_id=profile.profile_id,
             choices=with_skipped(choices, skipped, query.channel),
@@ -433,12 +469,27 @@ class Decider:
             payloads=render_payloads(choices, profile, query.context),
         )
 
+    @staticmethod
+    def _emit(
+        sink: ExposureSink,
+        profile_id: str,
+        choices: Sequence[Choice],
+        held: bool | None,
+        now: dt.datetime,
+    ) -> None:
+        """Hand the exposures of one Decide to the sink: the campaigns shown, the global holdout."""
+        if choices:
+            sink.emit(exposures_of(profile_id, choices, now))
+        if held is not None:
+            sink.emit([global_exposure(profile_id, held, now)])
+
     async def _identified_with_counters(
         self,
         query: DecideQuery,
         budget: Budget,
         everyone: Sequence[CampaignDef],
         now: dt.datetime,
+        any_counted: bool = True,
     ) -> tuple[profiles_pb2.IdentifyResponse, Counters, CounterSpec | None, int]:
         """Identify, and the person's counters read beside it under a guessed profile id.
 
@@ -449,17 +500,23 @@ class Decider:
         Identify answers another id, nothing is read: the choice is made on
         empty counters and the charge, which checks every limit and hold it
         relied on, refuses it if the truth differs (docs/decide.md). Either
-        way one round trip to the store is on the Decide's path.
+        way one round trip to the store is on the Decide's path. When no
+        campaign at all is counted (`any_counted` false) the spec is empty
+        whatever the placements, so it is not worked out.
         """
         gate = self.pressure
         now_s = int(now.timestamp())
         if gate is None:
-            return await self._identify(query, budget), Counters(), None, now_s
-        spec = gate.spec(
-            possible(everyone, query.placements, query.channel, now), now_s, query.request_id
+            return await self._identify(query, budget), NO_COUNTERS, None, now_s
+        spec = (
+            gate.spec(
+                possible(everyone, query.placements, query.channel, now), now_s, query.request_id
+            )
+            if any_counted
+            else NOTHING_COUNTED
         )
         guess = gate.guesses.guess(query.identities) if not spec.empty else None
-        counters = Counters()
+        counters = NO_COUNTERS
         if guess is not None:
             identified, counters = await asyncio.gather(
                 self._identify(query, budget), gate.read(guess, spec, now_s, budget.left())
@@ -470,7 +527,7 @@ class Decider:
         if not spec.empty:
             gate.guesses.learn(query.identities, profile_id)
             if guess != profile_id:
-                counters = Counters()  # optimistic: the charge checks
+                counters = NO_COUNTERS  # optimistic: the charge checks
         return identified, counters, spec, now_s
 
     async def _identify(self, query: DecideQuery, budget: Budget) -> profiles_pb2.IdentifyResponse:

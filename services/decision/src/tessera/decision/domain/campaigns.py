@@ -18,7 +18,13 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tessera.decision.domain.payloads import PayloadTemplate
-from tessera.decision.domain.pressure import Counters, FrequencyCap, ProbabilityRange, counted
+from tessera.decision.domain.pressure import (
+    NO_COUNTERS,
+    Counters,
+    FrequencyCap,
+    ProbabilityRange,
+    counted,
+)
 from tessera.errors import InvalidArgument, require
 
 EXPERIMENT_PREFIX = "campaign-"
@@ -284,7 +290,7 @@ def validate_campaign(campaign: CampaignDef) -> None:
             require(1 <= day <= 31, f"{path}.{name}_day", "must be 1 to 31")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Assignments:
     """A visitor's place in the experiments of the candidate campaigns.
 
@@ -298,7 +304,7 @@ class Assignments:
     held_out: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Choice:
     """What one placement shows."""
 
@@ -330,7 +336,7 @@ RULE_SKIPS = frozenset({SKIP_CONFLICT, SKIP_CAP, SKIP_BUDGET, SKIP_UNCOUNTED})
 NOTHING_FITS = "no live campaign fits this placement"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Skip:
     """A campaign of a placement that was not chosen, and the rule that skipped it."""
 
@@ -492,7 +498,7 @@ def choose(
     placement. Without it, only rule skips (cap, budget, conflict group) of
     better campaigns are said.
     """
-    counters = counters or Counters()
+    counters = counters or NO_COUNTERS
     spent = counters.pressure_spent
     filled: dict[str, Choice] = {}
     skips: dict[str, list[Skip]] = {p: [] for p in placements}
@@ -509,26 +515,27 @@ def choose(
         if not capped(holder) and not unaffordable(holder):
             group_owner[group] = holder.key
 
+    open_places: list[str] = []
+
     def skip(campaign: CampaignDef, rule: str, detail: str = "") -> None:
-        for placement in placements:
-            if placement not in filled and campaign.fits(placement, channel, segment_keys):
-                skips[placement].append(Skip(campaign, rule, detail))
+        for placement in open_places:
+            skips[placement].append(Skip(campaign, rule, detail))
 
     for campaign in ranked:
         holdout = global_holdout or campaign.experiment_key in held_out
         variant_key = (
             campaign.control_variant_key if holdout else variants.get(campaign.experiment_key, "")
         )
-        open_places = [
-            p for p in placements if p not in filled and campaign.fits(p, channel, segment_keys)
-        ]
+        # The placements it fits, asked once: the open ones it may fill, the
+        # filled ones where it gave way to a better campaign.
+        open_places = []
         for placement in placements:
+            if not campaign.fits(placement, channel, segment_keys):
+                continue
             winner = filled.get(placement)
-            if (
-                winner is not None
-                and winner.campaign is not None
-                and campaign.fits(placement, channel, segment_keys)
-            ):
+            if winner is None:
+                open_places.append(placement)
+            elif winner.campaign is not None:
                 detail = f"placement filled by {winner.campaign.key}"
                 skips[placement].append(Skip(campaign, SKIP_PRIORITY, detail))
         if not open_places:

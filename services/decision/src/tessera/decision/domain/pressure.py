@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol
 
 PRESSURE_PREFIX = "p:"
@@ -164,7 +165,7 @@ class Countable(Protocol):
         """Its conflict group; empty for none."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Counters:
     """A person's counters as read: what the rules of one decision look at."""
 
@@ -185,7 +186,7 @@ class Counters:
     """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CounterSpec:
     """Which fields a decision reads, and what each means."""
 
@@ -207,7 +208,16 @@ class CounterSpec:
     @property
     def empty(self) -> bool:
         """True when nothing needs reading."""
-        return not self.fields
+        return not (self.pressure or self.caps or self.groups or self.request)
+
+
+NO_COUNTERS = Counters(
+    decisions=MappingProxyType({}), holds=MappingProxyType({}), raw_holds=MappingProxyType({})
+)
+"""Counters of a person with none (or none read): `Counters()`, made once for every Decide."""
+
+NOTHING_COUNTED = CounterSpec(None, MappingProxyType({}), MappingProxyType({}))
+"""The spec of a Decide none of whose campaigns is counted: it reads nothing."""
 
 
 def counted(campaign: Countable, budget: int) -> bool:

@@ -122,25 +122,28 @@ def _cap_from_proto(cap: decision_pb2.FrequencyCap) -> FrequencyCap | None:
 
 def decide_query_from_proto(request: decision_pb2.DecideRequest) -> DecideQuery:
     """A Decide request as the application takes it; INVALID_ARGUMENT names a bad field."""
-    require(bool(request.identities), "identities", "at least one identity is required")
-    require(bool(request.placements), "placements", "name at least one placement")
-    for index, placement in enumerate(request.placements):
-        require(bool(placement), f"placements[{index}]", "must not be empty")
-    check_channel(request.channel, "channel")
+    identities = request.identities
+    placements = request.placements
+    require(bool(identities), "identities", "at least one identity is required")
+    require(bool(placements), "placements", "name at least one placement")
+    if not all(placements):
+        # Only a bad request pays for finding which one.
+        index = next(i for i, placement in enumerate(placements) if not placement)
+        require(False, f"placements[{index}]", "must not be empty")
+    channel = request.channel
+    check_channel(channel, "channel")
+    request_id = request.request_id
     # Length and NUL are the guard's (TESSERA_MAX_ID_CHARS); the id is stored
     # as a hash field name, so control characters are refused too.
-    require(
-        request.request_id.isprintable(),
-        "request_id",
-        "must be printable (no control characters)",
-    )
+    if request_id and not request_id.isprintable():
+        require(False, "request_id", "must be printable (no control characters)")
     return DecideQuery(
-        identities=request.identities,
-        channel=request.channel,
-        placements=request.placements,
+        identities=identities,
+        channel=channel,
+        placements=placements,
         context=request.context,
         explain=request.explain,
-        request_id=request.request_id,
+        request_id=request_id,
     )
 
 
@@ -152,31 +155,46 @@ def decision_to_proto(
     `rendered` is the variant's payload with its placeholders filled in; None
     serves the payload as written.
     """
-    decision = decision_pb2.Decision(placement=choice.placement, reasons=choice.reasons)
-    if choice.campaign is not None:
-        variant = choice.campaign.variant(choice.variant_key)
-        decision.campaign_key = choice.campaign.key
-        decision.experiment_key = choice.campaign.experiment_key
-        decision.variant_key = choice.variant_key
-        decision.is_control = choice.is_control
-        payload = rendered if rendered is not None else variant.payload if variant else None
-        if payload:
-            decision.payload.update(dict(payload))
+    decision = decision_pb2.Decision()
+    _fill_decision(decision, choice, rendered)
     return decision
 
 
+def _fill_decision(
+    decision: decision_pb2.Decision, choice: Choice, rendered: Mapping[str, Any] | None
+) -> None:
+    decision.placement = choice.placement
+    decision.reasons.extend(choice.reasons)
+    campaign = choice.campaign
+    if campaign is not None:
+        variant_key = choice.variant_key
+        decision.campaign_key = campaign.key
+        decision.experiment_key = campaign.experiment_key
+        decision.variant_key = variant_key
+        decision.is_control = variant_key == campaign.control_variant_key
+        if rendered is not None:
+            payload: Mapping[str, Any] | None = rendered
+        else:
+            variant = campaign.variant(variant_key)
+            payload = variant.payload if variant else None
+        if payload:
+            decision.payload.update(payload)
+
+
 def decide_response_to_proto(decisions: Decisions) -> decision_pb2.DecideResponse:
-    """The answer of a Decide."""
-    return decision_pb2.DecideResponse(
+    """The answer of a Decide.
+
+    Each decision is filled in place in the answer (`add`) rather than
+    built apart and copied into it.
+    """
+    response = decision_pb2.DecideResponse(
         profile_id=decisions.profile_id,
-        decisions=[
-            decision_to_proto(choice, rendered)
-            for choice, rendered in zip(
-                decisions.choices,
-                decisions.payloads or [None] * len(decisions.choices),
-                strict=True,
-            )
-        ],
         segment_keys=decisions.segment_keys,
         conversion_probability=decisions.conversion_probability,
     )
+    choices = decisions.choices
+    payloads = decisions.payloads or [None] * len(choices)
+    add = response.decisions.add
+    for choice, rendered in zip(choices, payloads, strict=True):
+        _fill_decision(add(), choice, rendered)
+    return response

@@ -237,7 +237,18 @@ def assign_all(
         selected = sorted(k for k, e in by_key.items() if e.status == ExperimentStatus.RUNNING)
 
     segments = frozenset(segment_keys)
-    winners = _layer_winners(by_key.values(), profile_id, segments, now, sticky, sticky_holdout)
+    # Only the layers of the experiments asked for are resolved: a Decide
+    # asks for a few keys among every experiment, and the others' layers
+    # cannot change its answer.
+    asked_layers = {_layer_of(by_key[key]) for key in selected}
+    asked_layers.discard("")
+    winners = (
+        _layer_winners(
+            by_key.values(), profile_id, segments, now, sticky, sticky_holdout, asked_layers
+        )
+        if asked_layers
+        else {}
+    )
 
     results: list[AssignmentResult] = []
     for key in selected:
@@ -270,11 +281,12 @@ def _layer_winners(
     now: datetime,
     sticky: Mapping[str, str],
     sticky_holdout: Collection[str],
+    only_layers: Collection[str],
 ) -> dict[str, str]:
     layers: dict[str, list[ExperimentDef]] = defaultdict(list)
     for experiment in experiments:
         layer = _layer_of(experiment)
-        if layer:
+        if layer and layer in only_layers:
             layers[layer].append(experiment)
 
     winners: dict[str, str] = {}

@@ -148,6 +148,44 @@ def history_view(history: profiles_pb2.EventHistory, now: dt.datetime) -> EventH
     return EventHistoryView(today=utc_day(now), series=_SeriesOfMessage(history.series))
 
 
+_NO_SESSION = SessionView()
+"""The view of an empty session (nothing set), shared: rules only read it."""
+
+
+def session_view(session: profiles_pb2.Session) -> SessionView:
+    """The hot session as rules read it.
+
+    Most visitors a Decide sees have little or nothing in their session:
+    an empty one, or an empty map or list in it, is not read field by
+    field (each read of a protobuf map or list builds a wrapper).
+    """
+    if not session.ListFields():
+        return _NO_SESSION
+    product_views = session.product_views
+    category_views = session.category_views
+    cart = session.cart
+    return SessionView(
+        page_views=session.page_views,
+        time_spent_ms=session.time_spent_ms,
+        events=session.events,
+        product_views=dict(product_views) if product_views else {},
+        category_views=dict(category_views) if category_views else {},
+        cart=tuple(
+            CartLine(
+                product_id=line.product_id,
+                category=line.category,
+                quantity=line.quantity,
+                price=line.price,
+            )
+            for line in cart
+        )
+        if cart
+        else (),
+        favorites=tuple(session.favorites),
+        searches=tuple(session.searches),
+    )
+
+
 def subject_from_profile(
     profile: profiles_pb2.Profile,
     channel: int,
@@ -157,44 +195,29 @@ def subject_from_profile(
     """Everything rules can read about this profile in this request, at `now` (default: now).
 
     The one place a profile message becomes a rule subject, for this service
-    and for the decision service evaluating in-process.
+    and for the decision service evaluating in-process (once per Decide).
     """
-    session = profile.session
     features = profile.features
     rfm = features.rfm
     # Someone who never bought has no recency: the contract sends -1 for it,
     # and a profile built by hand may leave it 0; either way it reads as
     # null, so no recency comparison matches them.
-    recency = rfm.recency_days if rfm.frequency > 0 and rfm.recency_days >= 0 else None
+    frequency = rfm.frequency
+    recency_days = rfm.recency_days
+    recency = recency_days if frequency > 0 and recency_days >= 0 else None
+    interests = features.interests
     return Subject(
         profile_id=profile.profile_id,
         traits=struct_to_dict(profile.traits),
-        identity_types=frozenset(identity.type for identity in profile.identities),
+        identity_types=frozenset([identity.type for identity in profile.identities]),
         channel=CHANNEL_NAMES.get(common_pb2.Channel.ValueType(channel), ""),
-        context=struct_to_dict(context) if context is not None else {},
-        session=SessionView(
-            page_views=session.page_views,
-            time_spent_ms=session.time_spent_ms,
-            events=session.events,
-            product_views=dict(session.product_views),
-            category_views=dict(session.category_views),
-            cart=tuple(
-                CartLine(
-                    product_id=line.product_id,
-                    category=line.category,
-                    quantity=line.quantity,
-                    price=line.price,
-                )
-                for line in session.cart
-            ),
-            favorites=tuple(session.favorites),
-            searches=tuple(session.searches),
-        ),
+        context=struct_to_dict(context) if context is not None and context.fields else {},
+        session=session_view(profile.session),
         features=FeaturesView(
             lifetime_value=features.lifetime_value,
             conversion_probability=features.conversion_probability,
-            rfm=RfmView(recency_days=recency, frequency=rfm.frequency, monetary=rfm.monetary),
-            interests={i.category: i.score for i in features.interests},
+            rfm=RfmView(recency_days=recency, frequency=frequency, monetary=rfm.monetary),
+            interests={i.category: i.score for i in interests} if interests else {},
         ),
         history=history_view(profile.event_history, now or dt.datetime.now(dt.UTC)),
     )
