@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -61,8 +61,11 @@ from tessera.profiles.domain.history import (
     merge_histories,
 )
 from tessera.profiles.domain.model import EventData, IdentityKey, finite_add, saturating_add
+from tessera.profiles.storage.prepared import Prepared, in_list, prepared, run_in
 
 MAX_IDENTIFY_ATTEMPTS = 5
+
+_T = TypeVar("_T")
 
 
 def _now() -> dt.datetime:
@@ -410,24 +413,19 @@ _IDENTITY = IdentityRow.__table__  # type: ignore[attr-defined]
 _LOG = LogRow.__table__  # type: ignore[attr-defined]
 
 # Statements of the batched write path. Each runs on the DBAPI cursor of the
-# transaction's connection, compiled once per dialect (`_Prepared`): for
+# transaction's connection, compiled once per dialect (`storage.prepared`): for
 # these small statements, run once or twice per batch, SQLAlchemy's
 # execution layers (parameter processing, expanding lists, result rows)
 # cost more than the database did.
-_OWNERS = sa_select(_IDENTITY.c.id_value, _IDENTITY.c.profile_id).where(
-    _IDENTITY.c.id_type == bindparam("type"),
-    _IDENTITY.c.id_value.in_(bindparam("values", expanding=True)),
-)
-"""Identities of one type by value: a search of the identity key per value. (A row-value
-`(id_type, id_value) IN (...)` made SQLite scan the whole identity table.)"""
-
-IN_LIST_LIMIT = 256
-"""Most values one `IN` list of the write path binds; longer lists are run in parts."""
 
 
-def _in(column: Any, count: int) -> Any:
-    """`column IN (:i0, :i1, ...)` with `count` parameters."""
-    return column.in_([bindparam(f"i{n}", type_=column.type) for n in range(count)])
+def _owners(count: int) -> Any:
+    """Identities of one type by value: a search of the identity key per value. (A row-value
+    `(id_type, id_value) IN (...)` made SQLite scan the whole identity table.)"""
+    return sa_select(_IDENTITY.c.id_value, _IDENTITY.c.profile_id).where(
+        _IDENTITY.c.id_type == bindparam("type", type_=_IDENTITY.c.id_type.type),
+        in_list(_IDENTITY.c.id_value, count),
+    )
 
 
 _STORED_COLUMNS = (
@@ -450,23 +448,23 @@ def _lock_profiles(count: int, purchases: bool) -> Any:
         columns.append(_PROFILE.c.history)
     return (
         sa_select(*columns)
-        .where(_in(_PROFILE.c.profile_id, count))
+        .where(in_list(_PROFILE.c.profile_id, count))
         .order_by(_PROFILE.c.profile_id)
         .with_for_update()  # PostgreSQL; SQLite has one writer and renders none
     )
 
 
 _IN_STATEMENTS: dict[str, Callable[[int], Any]] = {
-    "profiles": lambda n: sa_select(_PROFILE.c.profile_id).where(_in(_PROFILE.c.profile_id, n)),
+    "profiles": lambda n: sa_select(_PROFILE.c.profile_id).where(in_list(_PROFILE.c.profile_id, n)),
     "aliases": lambda n: sa_select(_ALIAS.c.alias_id, _ALIAS.c.profile_id).where(
-        _in(_ALIAS.c.alias_id, n)
+        in_list(_ALIAS.c.alias_id, n)
     ),
-    "stored": lambda n: sa_select(*_STORED_COLUMNS).where(_in(_LOG.c.event_id, n)),
+    "stored": lambda n: sa_select(*_STORED_COLUMNS).where(in_list(_LOG.c.event_id, n)),
     "lock": lambda n: _lock_profiles(n, purchases=False),
     "lock-purchases": lambda n: _lock_profiles(n, purchases=True),
     "mark-applied": lambda n: (
         update(_LOG)
-        .where(_in(_LOG.c.event_id, n), _LOG.c.applied.is_(False))
+        .where(in_list(_LOG.c.event_id, n), _LOG.c.applied.is_(False))
         .values(applied=bindparam("applied", type_=_LOG.c.applied.type))
     ),
 }
@@ -483,79 +481,6 @@ _UPDATE_EVENT_HISTORY = (
 _UPDATE_HISTORIES = _UPDATE_EVENT_HISTORY.values(
     history=bindparam("new_history", type_=_PROFILE.c.history.type)
 )
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """A statement compiled for one dialect, as the driver takes it.
-
-    The SQL text; the order of its parameters for a positional paramstyle
-    (None for a named one); and the conversion of each parameter that has
-    one, from the same column types SQLAlchemy would use (on SQLite: JSON
-    to text, times to text, booleans to integers; on PostgreSQL: JSON).
-    """
-
-    sql: str
-    order: tuple[str, ...] | None
-    processors: dict[str, Callable[[Any], Any]]
-
-    @classmethod
-    def of(cls, statement: Any, dialect: Dialect) -> _Prepared:
-        compiled = statement.compile(dialect=dialect)
-        processors = {}
-        for name, bind in compiled.binds.items():
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if process is not None:
-                processors[name] = process
-        order = compiled.positiontup
-        return cls(str(compiled), None if order is None else tuple(order), processors)
-
-    def encode(self, name: str, value: Any) -> Any:
-        """`value` of parameter `name` as the driver takes it."""
-        process = self.processors.get(name)
-        return value if process is None else process(value)
-
-    def args(self, params: dict[str, Any], encoded: Collection[str] = ()) -> Any:
-        """The driver's parameters for `params`; those named in `encoded` are already
-        converted (`encode`)."""
-        for name, process in self.processors.items():
-            if name in params and name not in encoded:
-                params[name] = process(params[name])
-        return params if self.order is None else [params[n] for n in self.order]
-
-
-@functools.cache
-def _prepared(dialect: Dialect, statement: Any) -> _Prepared:
-    return _Prepared.of(statement, dialect)
-
-
-@functools.cache
-def _prepared_in(dialect: Dialect, name: str, count: int) -> _Prepared:
-    return _Prepared.of(_IN_STATEMENTS[name](count), dialect)
-
-
-def _run_in(
-    cursor: Any, dialect: Dialect, name: str, values: Sequence[Any], **params: Any
-) -> list[Sequence[Any]]:
-    """Run the statement `name` over `values` (its `IN` list); the rows it returns.
-
-    Compiled for list lengths that are powers of two, the list padded with
-    its last value (a value twice in an `IN` list finds nothing more), so
-    that a handful of texts serve every batch size; lists longer than
-    IN_LIST_LIMIT run in parts, in order.
-    """
-    rows: list[Sequence[Any]] = []
-    for start in range(0, len(values), IN_LIST_LIMIT):
-        part = list(values[start : start + IN_LIST_LIMIT])
-        count = 1 << (len(part) - 1).bit_length()
-        part.extend(part[-1:] * (count - len(part)))
-        prepared = _prepared_in(dialect, name, count)
-        cursor.execute(
-            prepared.sql, prepared.args({**params, **{f"i{n}": v for n, v in enumerate(part)}})
-        )
-        if cursor.description is not None:
-            rows.extend(cursor.fetchall())
-    return rows
 
 
 _LOG_COLUMNS = (
@@ -602,17 +527,17 @@ class _LogInsert:
             .on_conflict_do_nothing(index_elements=["event_id"])
             .returning(_LOG.c.event_id)
         )
-        prepared = _Prepared.of(statement, dialect)
-        head, rest = prepared.sql.split(" VALUES ", 1)
+        one_row = Prepared.of(statement, dialect)
+        head, rest = one_row.sql.split(" VALUES ", 1)
         group, tail = rest.split(" ON CONFLICT ", 1)
         if dialect.paramstyle not in ("qmark", "format", "pyformat"):
             raise NotImplementedError(f"paramstyle {dialect.paramstyle}")
-        named = prepared.order is None
+        named = one_row.order is None
         if named and any(group.count(f"%({c})s") != 1 for c in _LOG_COLUMNS):
             raise NotImplementedError(f"unexpected VALUES group {group!r}")
-        if not named and prepared.order != _LOG_COLUMNS:
-            raise NotImplementedError(f"unexpected parameter order {prepared.order!r}")
-        processors = tuple(prepared.processors.get(c) for c in _LOG_COLUMNS)
+        if not named and one_row.order != _LOG_COLUMNS:
+            raise NotImplementedError(f"unexpected parameter order {one_row.order!r}")
+        processors = tuple(one_row.processors.get(c) for c in _LOG_COLUMNS)
         return cls(head, group, f" ON CONFLICT {tail}", named, processors)
 
     def row_group(self, row: int) -> str:
@@ -664,10 +589,13 @@ def _canonical_ids(cursor: Any, dialect: Dialect, profile_ids: Collection[str]) 
     """The canonical id of each profile id or merged id; unknown ids are left out."""
     if not profile_ids:
         return {}
-    found = {row[0]: row[0] for row in _run_in(cursor, dialect, "profiles", list(profile_ids))}
+    found = {
+        row[0]: row[0]
+        for row in run_in(cursor, dialect, _IN_STATEMENTS["profiles"], list(profile_ids))
+    }
     rest = [p for p in profile_ids if p not in found]
     if rest:
-        found.update((a, p) for a, p in _run_in(cursor, dialect, "aliases", rest))
+        found.update((a, p) for a, p in run_in(cursor, dialect, _IN_STATEMENTS["aliases"], rest))
     return found
 
 
@@ -689,7 +617,7 @@ def _stored_events(cursor: Any, dialect: Dialect, event_ids: Sequence[str]) -> d
     """The log rows of those of `event_ids` that are stored, by event_id."""
     if not event_ids:
         return {}
-    rows = _run_in(cursor, dialect, "stored", event_ids)
+    rows = run_in(cursor, dialect, _IN_STATEMENTS["stored"], event_ids)
     return {
         event_id: _StoredRow(
             event_id,
@@ -766,7 +694,7 @@ class ProfileStore:
         self.engine = database.engine
         self.rules = rules
         self._reader: Any = None
-        """The pooled connection of `_inline_rows` (embedded database only)."""
+        """The pooled connection of `_read` (embedded database only)."""
         self._written: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         """Event histories last written, by profile: the stored text and the value it
         was written from (`_event_history_to_fold`)."""
@@ -851,10 +779,14 @@ class ProfileStore:
         found: dict[IdentityKey, str] = {}
         if not by_type:
             return found
-        with self.engine.connect() as connection:
+        dialect = self.engine.dialect
+
+        def read(cursor: Any) -> None:
             for id_type, values in by_type.items():
-                rows = connection.execute(_OWNERS, {"type": id_type, "values": values})
+                rows = run_in(cursor, dialect, _owners, values, type=id_type)
                 found.update((IdentityKey(id_type, v), profile_id) for v, profile_id in rows)
+
+        self._read(read)
         return found
 
     # Writes
@@ -917,34 +849,39 @@ class ProfileStore:
         `_stamp` read what the driver gives.
         """
         sql, order = _known_profile_sql(self.engine.dialect, count)
-        if self.database.inline:
-            return self._inline_rows(sql, params if order is None else [params[n] for n in order])
-        connection = self.engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(sql, params if order is None else [params[n] for n in order])
-                return list(cursor.fetchall())
-            finally:
-                cursor.close()
-        finally:
-            connection.close()
+        args = params if order is None else [params[n] for n in order]
 
-    def _inline_rows(self, sql: str, args: Any) -> list[Sequence[Any]]:
-        """Rows of a read on the embedded database, on a connection kept for these reads.
+        def read(cursor: Any) -> list[Sequence[Any]]:
+            cursor.execute(sql, args)
+            return list(cursor.fetchall())
 
-        Inline calls run one at a time on the event loop, so one connection
-        serves them all; checking one out of the pool and back (a rollback
-        on return) cost more than the query. Nothing is held between reads:
-        the cursor is drained and closed, so no snapshot stays open.
+        return self._read(read)
+
+    def _read(self, read: Callable[[Any], _T]) -> _T:
+        """`read(cursor)`, on a DBAPI cursor of a pooled connection, drained and closed.
+
+        On the embedded database, a connection kept for these reads: inline
+        calls run one at a time on the event loop, so one connection serves
+        them all; checking one out of the pool and back (a rollback on
+        return) cost more than the query. Nothing is held between reads: the
+        cursor is drained and closed, so no snapshot stays open.
         """
+        if not self.database.inline:
+            connection = self.engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                try:
+                    return read(cursor)
+                finally:
+                    cursor.close()
+            finally:
+                connection.close()
         if self._reader is None:
             self._reader = self.engine.raw_connection()
         try:
             cursor = self._reader.cursor()
             try:
-                cursor.execute(sql, args)
-                return list(cursor.fetchall())
+                return read(cursor)
             finally:
                 cursor.close()
         except Exception:
@@ -1189,7 +1126,11 @@ class ProfileStore:
         owners = sorted({canonical[profile_ids[i]] for i in new})
         purchases = any(changes_history(events[i]) for i in new)
         lock = "lock-purchases" if purchases else "lock"
-        rows = {r[0]: r for r in _run_in(cursor, dialect, lock, owners)} if owners else {}
+        rows = (
+            {r[0]: r for r in run_in(cursor, dialect, _IN_STATEMENTS[lock], owners)}
+            if owners
+            else {}
+        )
         if len(rows) != len(owners):
             raise _Moved()  # merged or erased since resolved: resolve again
         inserted: set[str] = set()
@@ -1223,14 +1164,14 @@ class ProfileStore:
             chosen = [f for f in folded if ("new_history" in f) == with_history]
             if not chosen:
                 continue
-            prepared = _prepared(dialect, statement)
+            update_rows = prepared(dialect, statement)
             args = []
             for values in chosen:
                 decoded = values["new_event_history"]
-                values["new_event_history"] = prepared.encode("new_event_history", decoded)
+                values["new_event_history"] = update_rows.encode("new_event_history", decoded)
                 written[values["owner"]] = (values["new_event_history"], decoded)
-                args.append(prepared.args(values, encoded=("new_event_history",)))
-            cursor.executemany(prepared.sql, args)
+                args.append(update_rows.args(values, encoded=("new_event_history",)))
+            cursor.executemany(update_rows.sql, args)
         earlier = [s.profile_id for s in stored.values()]
         stored_owners = _canonical_ids(cursor, dialect, set(earlier) - set(canonical))
         stored_owners.update(canonical)
@@ -1360,7 +1301,13 @@ class ProfileStore:
         with self.engine.begin() as connection:
             cursor = connection.connection.cursor()
             try:
-                _run_in(cursor, self.engine.dialect, "mark-applied", event_ids, applied=True)
+                run_in(
+                    cursor,
+                    self.engine.dialect,
+                    _IN_STATEMENTS["mark-applied"],
+                    event_ids,
+                    applied=True,
+                )
             finally:
                 cursor.close()
 
