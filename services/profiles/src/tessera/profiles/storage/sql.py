@@ -1003,6 +1003,7 @@ class ProfileStore:
             .values(profile_id=survivor.profile_id)
         )
         session.add(AliasRow(alias_id=other.profile_id, profile_id=survivor.profile_id))
+        self._written.pop(other.profile_id, None)  # its row goes: nothing to reuse
         # The survivor's traits win; the merged profile only fills gaps. Sticky
         # variants keep the person's earliest exposure (tessera.sticky).
         survivor.traits = sticky.merge_traits(survivor.traits, other.traits)
@@ -1344,6 +1345,7 @@ class ProfileStore:
                 )
             )
             session.commit()
+            self._written.pop(canonical, None)  # nothing of the person stays in memory either
             self.database.scrub()
             return Erased(canonical, aliases, int(events.rowcount or 0))  # type: ignore[attr-defined]
 
