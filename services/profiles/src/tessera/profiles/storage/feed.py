@@ -144,7 +144,7 @@ _FEED_COLUMNS = (
 """What a feed record is built from (`_record`)."""
 
 
-def _number_rows(count: int) -> Any:
+def _number_rows(count: int | None) -> Any:
     """One statement numbers `count` rows of a run: `last` + their rank in row-id order."""
     numbered = (
         sa_select(

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Dialect, bindparam
+from sqlalchemy import ARRAY, Dialect, String, Text, TypeDecorator, any_, bindparam, type_coerce
 
 IN_LIST_LIMIT = 256
 """Most values one `IN` list binds (`run_in`); longer lists are run in parts."""
@@ -84,31 +84,52 @@ def run(cursor: Any, dialect: Dialect, statement: Any, **params: Any) -> list[Se
     return list(cursor.fetchall()) if cursor.description is not None else []
 
 
-def in_list(column: Any, count: int) -> Any:
-    """`column IN (:i0, :i1, ...)` with `count` parameters, for `run_in`."""
+def _holds_text(kind: Any) -> bool:
+    return isinstance(kind.impl if isinstance(kind, TypeDecorator) else kind, String)
+
+
+def in_list(column: Any, count: int | None) -> Any:
+    """`column IN (:i0, :i1, ...)` with `count` parameters, for `run_in`; with None,
+    `column = ANY(:values)`, one array parameter (PostgreSQL)."""
+    if count is None:
+        # Strings as unbounded text: a cast to the column's VARCHAR(n) would cut
+        # a longer value down to one that may match another row.
+        # (type_coerce: compared with the column, the parameter would take its type.)
+        item = Text() if _holds_text(column.type) else column.type
+        return column == any_(type_coerce(bindparam("values", type_=ARRAY(item)), ARRAY(item)))
     return column.in_([bindparam(f"i{n}", type_=column.type) for n in range(count)])
 
 
 @functools.cache
-def _prepared_in(dialect: Dialect, statement_for: Callable[[int], Any], count: int) -> Prepared:
+def _prepared_in(
+    dialect: Dialect, statement_for: Callable[[int | None], Any], count: int | None
+) -> Prepared:
     return Prepared.of(statement_for(count), dialect)
 
 
 def run_in(
     cursor: Any,
     dialect: Dialect,
-    statement_for: Callable[[int], Any],
+    statement_for: Callable[[int | None], Any],
     values: Sequence[Any],
     **params: Any,
 ) -> list[Sequence[Any]]:
     """Run the statement `statement_for(n)` builds over `values`, its `IN` list of n
     values (`in_list`); the rows it returns.
 
-    Compiled for list lengths that are powers of two, the list padded with
-    its last value (a value twice in an `IN` list matches nothing more), so
-    that a handful of texts serve every batch size; lists longer than
-    IN_LIST_LIMIT run in parts, in order.
+    PostgreSQL takes the values as one array (`statement_for(None)`): one
+    short text, which the driver converts once and the server prepares.
+    Elsewhere the text is compiled for list lengths that are powers of two,
+    the list padded with its last value (a value twice in an `IN` list
+    matches nothing more), so that a handful of texts serve every batch
+    size; lists longer than IN_LIST_LIMIT run in parts, in order.
     """
+    if dialect.name == "postgresql":
+        if not values:
+            return []
+        compiled = _prepared_in(dialect, statement_for, None)
+        cursor.execute(compiled.sql, compiled.args({**params, "values": list(values)}))
+        return list(cursor.fetchall()) if cursor.description is not None else []
     rows: list[Sequence[Any]] = []
     for start in range(0, len(values), IN_LIST_LIMIT):
         part = list(values[start : start + IN_LIST_LIMIT])

@@ -419,7 +419,7 @@ _LOG = LogRow.__table__  # type: ignore[attr-defined]
 # cost more than the database did.
 
 
-def _owners(count: int) -> Any:
+def _owners(count: int | None) -> Any:
     """Identities of one type by value: a search of the identity key per value. (A row-value
     `(id_type, id_value) IN (...)` made SQLite scan the whole identity table.)"""
     return sa_select(_IDENTITY.c.id_value, _IDENTITY.c.profile_id).where(
@@ -440,7 +440,7 @@ _STORED_COLUMNS = (
 )
 
 
-def _lock_profiles(count: int, purchases: bool) -> Any:
+def _lock_profiles(count: int | None, purchases: bool) -> Any:
     """The profiles written, locked in id order; the purchase history only when a
     purchase is among the events (otherwise it is neither changed nor decoded)."""
     columns = [_PROFILE.c.profile_id, _PROFILE.c.event_history]
@@ -454,7 +454,7 @@ def _lock_profiles(count: int, purchases: bool) -> Any:
     )
 
 
-_IN_STATEMENTS: dict[str, Callable[[int], Any]] = {
+_IN_STATEMENTS: dict[str, Callable[[int | None], Any]] = {
     "profiles": lambda n: sa_select(_PROFILE.c.profile_id).where(in_list(_PROFILE.c.profile_id, n)),
     "aliases": lambda n: sa_select(_ALIAS.c.alias_id, _ALIAS.c.profile_id).where(
         in_list(_ALIAS.c.alias_id, n)
