@@ -84,7 +84,8 @@ def run(cursor: Any, dialect: Dialect, statement: Any, **params: Any) -> list[Se
     return list(cursor.fetchall()) if cursor.description is not None else []
 
 
-def _holds_text(kind: Any) -> bool:
+def holds_text(kind: Any) -> bool:
+    """Whether a column type holds strings."""
     return isinstance(kind.impl if isinstance(kind, TypeDecorator) else kind, String)
 
 
@@ -95,7 +96,7 @@ def in_list(column: Any, count: int | None) -> Any:
         # Strings as unbounded text: a cast to the column's VARCHAR(n) would cut
         # a longer value down to one that may match another row.
         # (type_coerce: compared with the column, the parameter would take its type.)
-        item = Text() if _holds_text(column.type) else column.type
+        item = Text() if holds_text(column.type) else column.type
         return column == any_(type_coerce(bindparam("values", type_=ARRAY(item)), ARRAY(item)))
     return column.in_([bindparam(f"i{n}", type_=column.type) for n in range(count)])
 

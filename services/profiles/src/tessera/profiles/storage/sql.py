@@ -61,7 +61,7 @@ from tessera.profiles.domain.history import (
     merge_histories,
 )
 from tessera.profiles.domain.model import EventData, IdentityKey, finite_add, saturating_add
-from tessera.profiles.storage.prepared import Prepared, in_list, prepared, run_in
+from tessera.profiles.storage.prepared import Prepared, holds_text, in_list, prepared, run_in
 
 MAX_IDENTIFY_ATTEMPTS = 5
 
@@ -574,8 +574,39 @@ def _log_insert(dialect: Dialect) -> _LogInsert:
     return _LogInsert.of(dialect)
 
 
+@functools.cache
+def _log_unnest(dialect: Dialect) -> tuple[str, tuple[Callable[[Any], Any] | None, ...]]:
+    """PostgreSQL's insert of log rows: one array per column, rows from `unnest`; a
+    short text whatever the number of rows, which the driver converts once and the
+    server prepares (a VALUES group per row made texts too long for either). Strings
+    go as unbounded text: the column's length is checked when the row is stored, as
+    for any insert. With the conversion of each column's values, as `_LogInsert`."""
+    kinds = []
+    for name in _LOG_COLUMNS:
+        kind = _LOG.c[name].type
+        kinds.append("TEXT" if holds_text(kind) else kind.compile(dialect=dialect))
+    arrays = ", ".join(f"%({c})s::{k}[]" for c, k in zip(_LOG_COLUMNS, kinds, strict=True))
+    sql = (
+        f"INSERT INTO {_LOG.name} ({', '.join(_LOG_COLUMNS)}) SELECT * FROM unnest({arrays}) "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    )
+    return sql, _log_insert(dialect).processors
+
+
 def _insert_log_rows(cursor: Any, dialect: Dialect, rows: Sequence[Sequence[Any]]) -> set[str]:
     """Insert new events' log rows (`_log_row`); the event_ids inserted (not stored before)."""
+    if not rows:
+        return set()
+    if dialect.name == "postgresql":
+        sql, processors = _log_unnest(dialect)
+        columns = {
+            name: [v if process is None else process(v) for v in values]
+            for name, process, values in zip(
+                _LOG_COLUMNS, processors, zip(*rows, strict=True), strict=True
+            )
+        }
+        cursor.execute(sql, columns)
+        return {row[0] for row in cursor.fetchall()}
     insert = _log_insert(dialect)
     inserted: set[str] = set()
     for start in range(0, len(rows), INSERT_ROWS):
