@@ -11,7 +11,7 @@ from sqlalchemy.dialects import sqlite
 from tessera import db, migrations
 from tessera.profiles.domain.model import IdentityKey
 from tessera.profiles.server import ProfilesSettings
-from tessera.profiles.storage.sql import _OWNERS, ProfileStore
+from tessera.profiles.storage.sql import ProfileStore, _owners
 
 
 @pytest.fixture
@@ -49,8 +49,7 @@ def test_owners__identities_of_several_types__each_found_on_its_profile(
 def test_owners__embedded_database__searches_the_identity_key_not_the_table(
     store: ProfileStore,
 ) -> None:
-    sql = str(_OWNERS.compile(dialect=sqlite.dialect()))
-    sql = sql.replace("(__[POSTCOMPILE_values])", "(?, ?, ?)")
+    sql = str(_owners(3).compile(dialect=sqlite.dialect()))
 
     with store.engine.connect() as connection:
         plan = connection.exec_driver_sql(

@@ -28,13 +28,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, or_, text, update
+from sqlalchemy import BigInteger, Connection, bindparam, delete, func, or_, text, update
 from sqlalchemy import select as sa_select
 from sqlmodel import col
 
 from tessera.db import Database
 from tessera.errors import FailedPrecondition
 from tessera.profiles.domain.model import EventData, IdentityKey
+from tessera.profiles.storage.prepared import IN_LIST_LIMIT, in_list, run, run_in
 from tessera.profiles.storage.sql import FeedRow, LogRow
 
 SEQUENCE_BATCH = 5000
@@ -141,20 +142,30 @@ _FEED_COLUMNS = (
     _LOG.c.properties,
 )
 """What a feed record is built from (`_record`)."""
-_NUMBERED = (
-    sa_select(
-        _LOG.c.sequence,
-        (bindparam("last") + func.row_number().over(order_by=_LOG.c.sequence)).label("position"),
+
+
+def _number_rows(count: int | None) -> Any:
+    """One statement numbers `count` rows of a run: `last` + their rank in row-id order."""
+    numbered = (
+        sa_select(
+            _LOG.c.sequence,
+            (
+                bindparam("last", type_=BigInteger())
+                + func.row_number().over(order_by=_LOG.c.sequence)
+            ).label("position"),
+        )
+        .where(in_list(_LOG.c.sequence, count))
+        .subquery()
     )
-    .where(_LOG.c.sequence.in_(bindparam("ids", expanding=True)))
-    .subquery()
-)
-_NUMBER_ROWS = (
-    update(_LOG)
-    .where(_LOG.c.sequence == _NUMBERED.c.sequence)
-    .values(position=_NUMBERED.c.position, sequenced_at=bindparam("now"))
-)
-"""One statement numbers a run's rows: `last` + their rank in row-id order."""
+    return (
+        update(_LOG)
+        .where(_LOG.c.sequence == numbered.c.sequence)
+        .values(
+            position=numbered.c.position,
+            sequenced_at=bindparam("now", type_=_LOG.c.sequenced_at.type),
+        )
+    )
+
 
 # The sequencer's and the readers' other statements, built once: they run
 # after every batch a writer commits, and building them cost more than
@@ -245,6 +256,7 @@ class FeedStore:
         counter as it was when the run started, whatever the run did (the
         followers' wake-up: `feed.Feed.follow`).
         """
+        dialect = self.engine.dialect
         if not self.postgres:
             # An idle run finds nothing: looked for first with a read, so that
             # it does not take SQLite's write lock and commit for nothing
@@ -252,7 +264,12 @@ class FeedStore:
             # its own (or the next poll finds it); nothing is numbered here,
             # so nothing can be passed over.
             with self.engine.connect() as connection:
-                if connection.execute(_ANY_UNSEQUENCED).first() is None:
+                cursor = connection.connection.cursor()
+                try:
+                    found = run(cursor, dialect, _ANY_UNSEQUENCED)
+                finally:
+                    cursor.close()
+                if not found:
                     if look:
                         self._look(connection)
                     return 0
@@ -261,15 +278,24 @@ class FeedStore:
                 if look:
                     self._look(connection)
                 return None
-            query = _UNSEQUENCED_SKIP_LOCKED if self.postgres else _UNSEQUENCED
-            rows = list(connection.execute(query).scalars())
-            if not rows:
-                if look:
-                    self._look(connection)
-                return 0
-            last, _ = self._counter(connection)
-            connection.execute(_NUMBER_ROWS, {"last": last, "ids": rows, "now": _now()})
-            connection.execute(_MOVE_HEAD, {"head": last + len(rows)})
+            # The run's statements on the DBAPI cursor (`storage.prepared`):
+            # the sequencer runs after every batch a writer commits.
+            cursor = connection.connection.cursor()
+            try:
+                query = _UNSEQUENCED_SKIP_LOCKED if self.postgres else _UNSEQUENCED
+                rows = [row[0] for row in run(cursor, dialect, query)]
+                if not rows:
+                    if look:
+                        self._look(connection)
+                    return 0
+                last, _ = self._counter(connection)
+                now = _now()
+                for start in range(0, len(rows), IN_LIST_LIMIT):
+                    part = rows[start : start + IN_LIST_LIMIT]
+                    run_in(cursor, dialect, _number_rows, part, last=last + start, now=now)
+                run(cursor, dialect, _MOVE_HEAD, head=last + len(rows))
+            finally:
+                cursor.close()
         self.head = max(self.head, last + len(rows))
         return len(rows)
 

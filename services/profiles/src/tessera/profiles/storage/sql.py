@@ -15,15 +15,14 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
-    Connection,
     Dialect,
     Index,
     Select,
@@ -62,8 +61,11 @@ from tessera.profiles.domain.history import (
     merge_histories,
 )
 from tessera.profiles.domain.model import EventData, IdentityKey, finite_add, saturating_add
+from tessera.profiles.storage.prepared import Prepared, holds_text, in_list, prepared, run_in
 
 MAX_IDENTIFY_ATTEMPTS = 5
+
+_T = TypeVar("_T")
 
 
 def _now() -> dt.datetime:
@@ -417,8 +419,6 @@ _ALIAS = AliasRow.__table__  # type: ignore[attr-defined]
 _IDENTITY = IdentityRow.__table__  # type: ignore[attr-defined]
 _LOG = LogRow.__table__  # type: ignore[attr-defined]
 
-# Statements of the batched write path, built once from Core tables with
-# expanding parameters: building them per call costs more than running them.
 # The reads of GetProfile by id, run on the driver as `_known_rows` is.
 _PROFILE_BY_ID = sa_select(
     _PROFILE.c.profile_id,
@@ -434,19 +434,24 @@ _IDENTITIES_OF = sa_select(_IDENTITY.c.id_type, _IDENTITY.c.id_value, _IDENTITY.
 )
 """A profile's identities, in the order the ORM read of `_record` finds them."""
 
-_OWNERS = sa_select(_IDENTITY.c.id_value, _IDENTITY.c.profile_id).where(
-    _IDENTITY.c.id_type == bindparam("type"),
-    _IDENTITY.c.id_value.in_(bindparam("values", expanding=True)),
-)
-"""Identities of one type by value: a search of the identity key per value. (A row-value
-`(id_type, id_value) IN (...)` made SQLite scan the whole identity table.)"""
-_PROFILES_NAMED = sa_select(_PROFILE.c.profile_id).where(
-    _PROFILE.c.profile_id.in_(bindparam("ids", expanding=True))
-)
-_ALIASES_NAMED = sa_select(_ALIAS.c.alias_id, _ALIAS.c.profile_id).where(
-    _ALIAS.c.alias_id.in_(bindparam("ids", expanding=True))
-)
-_STORED_EVENTS = sa_select(
+
+# Statements of the batched write path. Each runs on the DBAPI cursor of the
+# transaction's connection, compiled once per dialect (`storage.prepared`): for
+# these small statements, run once or twice per batch, SQLAlchemy's
+# execution layers (parameter processing, expanding lists, result rows)
+# cost more than the database did.
+
+
+def _owners(count: int | None) -> Any:
+    """Identities of one type by value: a search of the identity key per value. (A row-value
+    `(id_type, id_value) IN (...)` made SQLite scan the whole identity table.)"""
+    return sa_select(_IDENTITY.c.id_value, _IDENTITY.c.profile_id).where(
+        _IDENTITY.c.id_type == bindparam("type", type_=_IDENTITY.c.id_type.type),
+        in_list(_IDENTITY.c.id_value, count),
+    )
+
+
+_STORED_COLUMNS = (
     _LOG.c.event_id,
     _LOG.c.profile_id,
     _LOG.c.applied,
@@ -455,108 +460,284 @@ _STORED_EVENTS = sa_select(
     _LOG.c.channel,
     _LOG.c.properties,
     _LOG.c.identities,
-).where(_LOG.c.event_id.in_(bindparam("ids", expanding=True)))
-_LOCK_PROFILES = (
-    sa_select(_PROFILE.c.profile_id, _PROFILE.c.history, _PROFILE.c.event_history)
-    .where(_PROFILE.c.profile_id.in_(bindparam("ids", expanding=True)))
-    .order_by(_PROFILE.c.profile_id)
-    .with_for_update()  # PostgreSQL; SQLite has one writer and renders none
-)
-_LOCK_PROFILES_NO_HISTORY = _LOCK_PROFILES.with_only_columns(
-    _PROFILE.c.profile_id, _PROFILE.c.event_history
-)
-"""For a batch without purchases: the purchase history is neither changed nor decoded."""
-_UPDATE_EVENT_HISTORY = (
-    update(_PROFILE)
-    .where(_PROFILE.c.profile_id == bindparam("owner"))
-    .values(event_history=bindparam("new_event_history"), updated_at=bindparam("now"))
-)
-_UPDATE_HISTORIES = _UPDATE_EVENT_HISTORY.values(history=bindparam("new_history"))
-_MARK_APPLIED = (
-    update(_LOG)
-    .where(_LOG.c.event_id.in_(bindparam("ids", expanding=True)), _LOG.c.applied.is_(False))
-    .values(applied=True)
 )
 
 
-@functools.cache
-def _insert_events_for(dialect: str) -> Any:
-    """Insert log rows, leaving out (not failing on) an event_id stored already; the
-    ids inserted are returned."""
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+def _lock_profiles(count: int | None, purchases: bool) -> Any:
+    """The profiles written, locked in id order; the purchase history only when a
+    purchase is among the events (otherwise it is neither changed nor decoded)."""
+    columns = [_PROFILE.c.profile_id, _PROFILE.c.event_history]
+    if purchases:
+        columns.append(_PROFILE.c.history)
     return (
-        insert(_LOG).on_conflict_do_nothing(index_elements=["event_id"]).returning(_LOG.c.event_id)
+        sa_select(*columns)
+        .where(in_list(_PROFILE.c.profile_id, count))
+        .order_by(_PROFILE.c.profile_id)
+        .with_for_update()  # PostgreSQL; SQLite has one writer and renders none
     )
 
 
-def _insert_events(connection: Connection) -> Any:
-    return _insert_events_for(connection.dialect.name)
+_IN_STATEMENTS: dict[str, Callable[[int | None], Any]] = {
+    "profiles": lambda n: sa_select(_PROFILE.c.profile_id).where(in_list(_PROFILE.c.profile_id, n)),
+    "aliases": lambda n: sa_select(_ALIAS.c.alias_id, _ALIAS.c.profile_id).where(
+        in_list(_ALIAS.c.alias_id, n)
+    ),
+    "stored": lambda n: sa_select(*_STORED_COLUMNS).where(in_list(_LOG.c.event_id, n)),
+    "lock": lambda n: _lock_profiles(n, purchases=False),
+    "lock-purchases": lambda n: _lock_profiles(n, purchases=True),
+    "mark-applied": lambda n: (
+        update(_LOG)
+        .where(in_list(_LOG.c.event_id, n), _LOG.c.applied.is_(False))
+        .values(applied=bindparam("applied", type_=_LOG.c.applied.type))
+    ),
+}
+"""The write path's statements over a list of ids, by name, for a number of ids."""
+
+_UPDATE_EVENT_HISTORY = (
+    update(_PROFILE)
+    .where(_PROFILE.c.profile_id == bindparam("owner", type_=_PROFILE.c.profile_id.type))
+    .values(
+        event_history=bindparam("new_event_history", type_=_PROFILE.c.event_history.type),
+        updated_at=bindparam("now", type_=_PROFILE.c.updated_at.type),
+    )
+)
+_UPDATE_HISTORIES = _UPDATE_EVENT_HISTORY.values(
+    history=bindparam("new_history", type_=_PROFILE.c.history.type)
+)
 
 
-def _canonical_ids(connection: Connection, profile_ids: Collection[str]) -> dict[str, str]:
+_LOG_COLUMNS = (
+    "kind",
+    "event_id",
+    "profile_id",
+    "type",
+    "channel",
+    "ts",
+    "properties",
+    "identities",
+    "applied",
+)
+"""The columns a new event's log row is inserted with (`_log_row` gives them, in order),
+in table order (the order SQLAlchemy writes them in)."""
+INSERT_ROWS = 250
+"""Most log rows one INSERT statement carries."""
+
+
+@dataclass(frozen=True)
+class _LogInsert:
+    """Inserting log rows, leaving out (not failing on) an event_id stored already,
+    returning the event_ids inserted: one statement for many rows.
+
+    The one-row statement is compiled once per dialect; a statement of n
+    rows repeats its VALUES group n times (with the parameters of each row
+    renamed for a named paramstyle), as SQLAlchemy's own insert of many
+    values does.
+    """
+
+    head: str
+    group: str
+    tail: str
+    named: bool
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    """The conversion of each of `_LOG_COLUMNS`, in order."""
+
+    @classmethod
+    def of(cls, dialect: Dialect) -> _LogInsert:
+        insert = postgresql_insert if dialect.name == "postgresql" else sqlite_insert
+        statement = (
+            insert(_LOG)
+            .values({c: bindparam(c, type_=_LOG.c[c].type) for c in _LOG_COLUMNS})
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(_LOG.c.event_id)
+        )
+        one_row = Prepared.of(statement, dialect)
+        head, rest = one_row.sql.split(" VALUES ", 1)
+        group, tail = rest.split(" ON CONFLICT ", 1)
+        if dialect.paramstyle not in ("qmark", "format", "pyformat"):
+            raise NotImplementedError(f"paramstyle {dialect.paramstyle}")
+        named = one_row.order is None
+        if named and any(group.count(f"%({c})s") != 1 for c in _LOG_COLUMNS):
+            raise NotImplementedError(f"unexpected VALUES group {group!r}")
+        if not named and one_row.order != _LOG_COLUMNS:
+            raise NotImplementedError(f"unexpected parameter order {one_row.order!r}")
+        processors = tuple(one_row.processors.get(c) for c in _LOG_COLUMNS)
+        return cls(head, group, f" ON CONFLICT {tail}", named, processors)
+
+    def row_group(self, row: int) -> str:
+        group = self.group
+        if self.named:
+            for c in _LOG_COLUMNS:
+                group = group.replace(f"%({c})s", f"%({c}_{row})s")
+        return group
+
+    def sql(self, count: int) -> str:
+        return _insert_sql(self, count)
+
+    def args(self, rows: Sequence[Sequence[Any]]) -> Any:
+        """The driver's parameters for `rows` (values of `_LOG_COLUMNS`, in order)."""
+        flat = [
+            value if process is None else process(value)
+            for row in rows
+            for value, process in zip(row, self.processors, strict=True)
+        ]
+        if not self.named:
+            return flat
+        width = len(_LOG_COLUMNS)
+        return {f"{_LOG_COLUMNS[k % width]}_{k // width}": value for k, value in enumerate(flat)}
+
+
+@functools.lru_cache(maxsize=2 * INSERT_ROWS)
+def _insert_sql(insert: _LogInsert, count: int) -> str:
+    groups = [insert.group] * count if not insert.named else map(insert.row_group, range(count))
+    return f"{insert.head} VALUES {', '.join(groups)}{insert.tail}"
+
+
+@functools.cache
+def _log_insert(dialect: Dialect) -> _LogInsert:
+    return _LogInsert.of(dialect)
+
+
+@functools.cache
+def _log_unnest(dialect: Dialect) -> tuple[str, tuple[Callable[[Any], Any] | None, ...]]:
+    """PostgreSQL's insert of log rows: one array per column, rows from `unnest`; a
+    short text whatever the number of rows, which the driver converts once and the
+    server prepares (a VALUES group per row made texts too long for either). Strings
+    go as unbounded text: the column's length is checked when the row is stored, as
+    for any insert. With the conversion of each column's values, as `_LogInsert`."""
+    kinds = []
+    for name in _LOG_COLUMNS:
+        kind = _LOG.c[name].type
+        kinds.append("TEXT" if holds_text(kind) else kind.compile(dialect=dialect))
+    arrays = ", ".join(f"%({c})s::{k}[]" for c, k in zip(_LOG_COLUMNS, kinds, strict=True))
+    sql = (
+        f"INSERT INTO {_LOG.name} ({', '.join(_LOG_COLUMNS)}) SELECT * FROM unnest({arrays}) "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    )
+    return sql, _log_insert(dialect).processors
+
+
+def _insert_log_rows(cursor: Any, dialect: Dialect, rows: Sequence[Sequence[Any]]) -> set[str]:
+    """Insert new events' log rows (`_log_row`); the event_ids inserted (not stored before)."""
+    if not rows:
+        return set()
+    if dialect.name == "postgresql":
+        sql, processors = _log_unnest(dialect)
+        columns = {
+            name: [v if process is None else process(v) for v in values]
+            for name, process, values in zip(
+                _LOG_COLUMNS, processors, zip(*rows, strict=True), strict=True
+            )
+        }
+        cursor.execute(sql, columns)
+        return {row[0] for row in cursor.fetchall()}
+    insert = _log_insert(dialect)
+    inserted: set[str] = set()
+    for start in range(0, len(rows), INSERT_ROWS):
+        part = rows[start : start + INSERT_ROWS]
+        cursor.execute(insert.sql(len(part)), insert.args(part))
+        inserted.update(row[0] for row in cursor.fetchall())
+    return inserted
+
+
+def _canonical_ids(cursor: Any, dialect: Dialect, profile_ids: Collection[str]) -> dict[str, str]:
     """The canonical id of each profile id or merged id; unknown ids are left out."""
     if not profile_ids:
         return {}
     found = {
-        p: p for p in connection.execute(_PROFILES_NAMED, {"ids": list(profile_ids)}).scalars()
+        row[0]: row[0]
+        for row in run_in(cursor, dialect, _IN_STATEMENTS["profiles"], list(profile_ids))
     }
     rest = [p for p in profile_ids if p not in found]
     if rest:
-        found.update((a, p) for a, p in connection.execute(_ALIASES_NAMED, {"ids": rest}).all())
+        found.update((a, p) for a, p in run_in(cursor, dialect, _IN_STATEMENTS["aliases"], rest))
     return found
 
 
-def _stored_events(connection: Connection, event_ids: Sequence[str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _StoredRow:
+    """A stored event's log row, decoded (`_stored_events`)."""
+
+    event_id: str
+    profile_id: str
+    applied: bool
+    type: str
+    ts: dt.datetime
+    channel: int
+    properties: dict[str, Any]
+    identities: list[list[str]]
+
+
+def _stored_events(cursor: Any, dialect: Dialect, event_ids: Sequence[str]) -> dict[str, Any]:
     """The log rows of those of `event_ids` that are stored, by event_id."""
     if not event_ids:
         return {}
-    rows = connection.execute(_STORED_EVENTS, {"ids": list(event_ids)}).all()
-    return {row.event_id: row for row in rows}
-
-
-def _log_values(event: EventData, owner: str) -> dict[str, Any]:
-    """The log row of a new event (not yet applied) on profile `owner`."""
+    rows = run_in(cursor, dialect, _IN_STATEMENTS["stored"], event_ids)
     return {
-        "kind": "event",
-        "applied": False,
-        "event_id": event.event_id,
-        "profile_id": owner,
-        "type": event.type,
-        "channel": event.channel,
-        "ts": event.timestamp,
-        "properties": event.properties,
-        "identities": [[k.type, k.value] for k in event.identities],
+        event_id: _StoredRow(
+            event_id,
+            profile_id,
+            bool(applied),
+            event_type,
+            _stamp(ts),
+            channel,
+            _json_value(properties),
+            _json_value(identities),
+        )
+        for event_id, profile_id, applied, event_type, ts, channel, properties, identities in rows
     }
 
 
-def _folded(row: Any, events: Sequence[EventData], now: dt.datetime) -> dict[str, Any]:
-    """The `_UPDATE_HISTORIES` parameters of a locked profile row after `events`.
+def _log_row(event: EventData, owner: str) -> tuple[Any, ...]:
+    """The log row of a new event (not yet applied) on profile `owner`: `_LOG_COLUMNS`."""
+    return (
+        "event",
+        event.event_id,
+        owner,
+        event.type,
+        event.channel,
+        event.timestamp,
+        event.properties,
+        [[k.type, k.value] for k in event.identities],
+        False,
+    )
+
+
+def _folded(
+    profile_id: str,
+    stored: list[dict[str, Any]] | None,
+    history: Any,
+    events: Sequence[EventData],
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """The `_UPDATE_HISTORIES` parameters of a locked profile after `events`, from its
+    decoded event history and its purchase history as the driver gave it (None when
+    none of the events is a purchase).
 
     Each event is added as `Track` of that one event would add it; the JSON
     columns are decoded and encoded once for all of them, and the purchase
     history not at all when none of the events is a purchase.
     """
     values = {
-        "owner": row.profile_id,
-        "new_event_history": add_events_stored(row.event_history, events, now),
+        "owner": profile_id,
+        "new_event_history": add_events_stored(stored, events, now),
         "now": now,
     }
-    if any(changes_history(event) for event in events):
-        history = history_from_json(row.history)
+    if history is not None and any(changes_history(event) for event in events):
+        folded = history_from_json(_json_value(history))
         for event in events:
-            history = add_to_history(history, event)
-        values["new_history"] = history_to_json(history)
+            folded = add_to_history(folded, event)
+        values["new_history"] = history_to_json(folded)
     return values
 
 
-def _fetch(connection: Any, sql: str, args: Any) -> list[Sequence[Any]]:
-    """Every row of `sql` on a DBAPI connection; the cursor closed."""
-    cursor = connection.cursor()
-    try:
-        cursor.execute(sql, args)
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
+def _drained(cursor: Any, sql: str, args: Any) -> list[Sequence[Any]]:
+    """Every row of `sql` on a DBAPI cursor."""
+    cursor.execute(sql, args)
+    return list(cursor.fetchall())
+
+
+WRITTEN_EVENT_HISTORIES = 2048
+"""Event histories a store keeps decoded beside the text it last wrote (`ProfileStore`)."""
 
 
 class _Moved(Exception):
@@ -573,12 +754,15 @@ class ProfileStore:
         self.engine = database.engine
         self.rules = rules
         self._reader: Any = None
-        """The pooled connection of `_inline_rows` (embedded database only)."""
+        """The pooled connection of `_read` (embedded database only)."""
         self._known: dict[str, tuple[list[Sequence[Any]], set[tuple[str, str]], ProfileRecord]] = {}
         """Profiles `_resolve_known` decoded, by id: the rows read, the identities they
         hold and the record built from them (see `_resolve_known`)."""
         self._by_id: dict[str, tuple[tuple[Any, list[Sequence[Any]]], ProfileRecord]] = {}
         """Profiles `get` decoded, by id: the rows read and the record built from them."""
+        self._written: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        """Event histories last written, by profile: the stored text and the value it
+        was written from (`_event_history_to_fold`)."""
 
     # Reads
 
@@ -686,15 +870,13 @@ class ProfileStore:
         of the caller's) or one checked out for this read."""
         sql, order = _driver_sql(self.engine.dialect, statement)
         args = params if order is None else [params[n] for n in order]
-        if self.database.inline:
-            return self._inline_rows(sql, args)
-        if connection is not None:
-            return _fetch(connection, sql, args)
-        connection = self.engine.raw_connection()
-        try:
-            return _fetch(connection, sql, args)
-        finally:
-            connection.close()
+        if connection is not None and not self.database.inline:
+            cursor = connection.cursor()
+            try:
+                return _drained(cursor, sql, args)
+            finally:
+                cursor.close()
+        return self._read(lambda cursor: _drained(cursor, sql, args))
 
     def get_by_identity(self, key: IdentityKey) -> ProfileRecord:
         """The profile an identity is attached to."""
@@ -715,10 +897,14 @@ class ProfileStore:
         found: dict[IdentityKey, str] = {}
         if not by_type:
             return found
-        with self.engine.connect() as connection:
+        dialect = self.engine.dialect
+
+        def read(cursor: Any) -> None:
             for id_type, values in by_type.items():
-                rows = connection.execute(_OWNERS, {"type": id_type, "values": values})
+                rows = run_in(cursor, dialect, _owners, values, type=id_type)
                 found.update((IdentityKey(id_type, v), profile_id) for v, profile_id in rows)
+
+        self._read(read)
         return found
 
     # Writes
@@ -819,21 +1005,31 @@ class ProfileStore:
         """
         return self._rows(_known_profile_query(count), params)
 
-    def _inline_rows(self, sql: str, args: Any) -> list[Sequence[Any]]:
-        """Rows of a read on the embedded database, on a connection kept for these reads.
+    def _read(self, read: Callable[[Any], _T]) -> _T:
+        """`read(cursor)`, on a DBAPI cursor of a pooled connection, drained and closed.
 
-        Inline calls run one at a time on the event loop, so one connection
-        serves them all; checking one out of the pool and back (a rollback
-        on return) cost more than the query. Nothing is held between reads:
-        the cursor is drained and closed, so no snapshot stays open.
+        On the embedded database, a connection kept for these reads: inline
+        calls run one at a time on the event loop, so one connection serves
+        them all; checking one out of the pool and back (a rollback on
+        return) cost more than the query. Nothing is held between reads: the
+        cursor is drained and closed, so no snapshot stays open.
         """
+        if not self.database.inline:
+            connection = self.engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                try:
+                    return read(cursor)
+                finally:
+                    cursor.close()
+            finally:
+                connection.close()
         if self._reader is None:
             self._reader = self.engine.raw_connection()
         try:
             cursor = self._reader.cursor()
             try:
-                cursor.execute(sql, args)
-                return list(cursor.fetchall())
+                return read(cursor)
             finally:
                 cursor.close()
         except Exception:
@@ -955,6 +1151,7 @@ class ProfileStore:
             .values(profile_id=survivor.profile_id)
         )
         session.add(AliasRow(alias_id=other.profile_id, profile_id=survivor.profile_id))
+        self._written.pop(other.profile_id, None)  # its row goes: nothing to reuse
         # The survivor's traits win; the merged profile only fills gaps. Sticky
         # variants keep the person's earliest exposure (tessera.sticky).
         survivor.traits = sticky.merge_traits(survivor.traits, other.traits)
@@ -1031,78 +1228,138 @@ class ProfileStore:
         self, events: Sequence[EventData], profile_ids: Sequence[str]
     ) -> list[Recorded | NotFound]:
         outcomes: list[Recorded | NotFound | None] = [None] * len(events)
+        dialect = self.engine.dialect
+        written: dict[str, tuple[Any, list[dict[str, Any]]]] = {}
         with self.engine.begin() as connection:
-            canonical = _canonical_ids(connection, set(profile_ids))
-            # The first occurrence of each event_id is the one stored; a later
-            # one in the same batch is its duplicate (as if sent after it).
-            first: dict[str, int] = {}
-            repeats: list[tuple[int, int]] = []
-            for index, (event, profile_id) in enumerate(zip(events, profile_ids, strict=True)):
-                if profile_id not in canonical:
-                    outcomes[index] = NotFound(
-                        f"no profile {profile_id!r}", field="event.profile_id"
-                    )
-                elif event.event_id in first:
-                    repeats.append((index, first[event.event_id]))
-                else:
-                    first[event.event_id] = index
-            stored = _stored_events(connection, list(first))
-            new = [i for i in first.values() if events[i].event_id not in stored]
-            # Lock the profiles written, in id order like a merge, so that no
-            # merge moves them (nor their events) until this commits.
-            owners = sorted({canonical[profile_ids[i]] for i in new})
-            lock = (
-                _LOCK_PROFILES
-                if any(changes_history(events[i]) for i in new)
-                else _LOCK_PROFILES_NO_HISTORY
-            )
-            rows = (
-                {r.profile_id: r for r in connection.execute(lock, {"ids": owners})}
-                if owners
-                else {}
-            )
-            if len(rows) != len(owners):
-                raise _Moved()  # merged or erased since resolved: resolve again
-            inserted: set[str] = set()
-            if new:
-                inserted = set(
-                    connection.execute(
-                        _insert_events(connection),
-                        [_log_values(events[i], canonical[profile_ids[i]]) for i in new],
-                    ).scalars()
-                )
-            if len(inserted) != len(new):
-                # Stored by a concurrent writer between our read and our insert.
-                lost = [events[i].event_id for i in new if events[i].event_id not in inserted]
-                stored.update(_stored_events(connection, lost))
-            by_owner: dict[str, list[EventData]] = {}
-            for index in new:
-                event = events[index]
-                if event.event_id in inserted:
-                    owner = canonical[profile_ids[index]]
-                    by_owner.setdefault(owner, []).append(event)
-                    outcomes[index] = Recorded(owner, False, event)
-            now = _now()
-            folded = [_folded(rows[owner], taken, now) for owner, taken in by_owner.items()]
-            for statement, purchases in ((_UPDATE_HISTORIES, True), (_UPDATE_EVENT_HISTORY, False)):
-                chosen = [f for f in folded if ("new_history" in f) == purchases]
-                if chosen:
-                    connection.execute(statement, chosen)
-            earlier = [s.profile_id for s in stored.values()]
-            stored_owners = _canonical_ids(connection, set(earlier) - set(canonical))
-            stored_owners.update(canonical)
-            for event_id, index in first.items():
-                if outcomes[index] is None:
-                    row = stored[event_id]
-                    pending = None if row.applied else _stored_event(row)
-                    owner = stored_owners.get(row.profile_id, row.profile_id)
-                    outcomes[index] = Recorded(owner, True, pending)
+            cursor = connection.connection.cursor()
+            try:
+                repeats = self._record_on(cursor, dialect, events, profile_ids, outcomes, written)
+            finally:
+                cursor.close()
+        self._remember_written(written)
         for index, original in repeats:
             done = outcomes[original]
             assert isinstance(done, Recorded)
             outcomes[index] = Recorded(done.profile_id, True, None)
         assert all(o is not None for o in outcomes)
         return outcomes  # type: ignore[return-value]
+
+    def _record_on(
+        self,
+        cursor: Any,
+        dialect: Dialect,
+        events: Sequence[EventData],
+        profile_ids: Sequence[str],
+        outcomes: list[Recorded | NotFound | None],
+        written: dict[str, tuple[Any, list[dict[str, Any]]]],
+    ) -> list[tuple[int, int]]:
+        """`_record_events_once` inside its transaction, on its DBAPI cursor: fills
+        `outcomes` but for the repeats of an event_id (returned as (index, index of
+        the first)), and `written` with the event histories written."""
+        canonical = _canonical_ids(cursor, dialect, set(profile_ids))
+        # The first occurrence of each event_id is the one stored; a later
+        # one in the same batch is its duplicate (as if sent after it).
+        first: dict[str, int] = {}
+        repeats: list[tuple[int, int]] = []
+        for index, (event, profile_id) in enumerate(zip(events, profile_ids, strict=True)):
+            if profile_id not in canonical:
+                outcomes[index] = NotFound(f"no profile {profile_id!r}", field="event.profile_id")
+            elif event.event_id in first:
+                repeats.append((index, first[event.event_id]))
+            else:
+                first[event.event_id] = index
+        stored = _stored_events(cursor, dialect, list(first))
+        new = [i for i in first.values() if events[i].event_id not in stored]
+        # Lock the profiles written, in id order like a merge, so that no
+        # merge moves them (nor their events) until this commits.
+        owners = sorted({canonical[profile_ids[i]] for i in new})
+        purchases = any(changes_history(events[i]) for i in new)
+        lock = "lock-purchases" if purchases else "lock"
+        rows = (
+            {r[0]: r for r in run_in(cursor, dialect, _IN_STATEMENTS[lock], owners)}
+            if owners
+            else {}
+        )
+        if len(rows) != len(owners):
+            raise _Moved()  # merged or erased since resolved: resolve again
+        inserted: set[str] = set()
+        if new:
+            inserted = _insert_log_rows(
+                cursor, dialect, [_log_row(events[i], canonical[profile_ids[i]]) for i in new]
+            )
+        if len(inserted) != len(new):
+            # Stored by a concurrent writer between our read and our insert.
+            lost = [events[i].event_id for i in new if events[i].event_id not in inserted]
+            stored.update(_stored_events(cursor, dialect, lost))
+        by_owner: dict[str, list[EventData]] = {}
+        for index in new:
+            event = events[index]
+            if event.event_id in inserted:
+                owner = canonical[profile_ids[index]]
+                by_owner.setdefault(owner, []).append(event)
+                outcomes[index] = Recorded(owner, False, event)
+        now = _now()
+        folded = [
+            _folded(
+                owner,
+                self._event_history_to_fold(owner, rows[owner][1]),
+                rows[owner][2] if purchases else None,
+                taken,
+                now,
+            )
+            for owner, taken in by_owner.items()
+        ]
+        for statement, with_history in ((_UPDATE_HISTORIES, True), (_UPDATE_EVENT_HISTORY, False)):
+            chosen = [f for f in folded if ("new_history" in f) == with_history]
+            if not chosen:
+                continue
+            update_rows = prepared(dialect, statement)
+            args = []
+            for values in chosen:
+                decoded = values["new_event_history"]
+                values["new_event_history"] = update_rows.encode("new_event_history", decoded)
+                written[values["owner"]] = (values["new_event_history"], decoded)
+                args.append(update_rows.args(values, encoded=("new_event_history",)))
+            cursor.executemany(update_rows.sql, args)
+        earlier = [s.profile_id for s in stored.values()]
+        stored_owners = _canonical_ids(cursor, dialect, set(earlier) - set(canonical))
+        stored_owners.update(canonical)
+        for event_id, index in first.items():
+            if outcomes[index] is None:
+                row = stored[event_id]
+                pending = None if row.applied else _stored_event(row)
+                owner = stored_owners.get(row.profile_id, row.profile_id)
+                outcomes[index] = Recorded(owner, True, pending)
+        return repeats
+
+    def _event_history_to_fold(self, profile_id: str, raw: Any) -> list[dict[str, Any]] | None:
+        """A locked profile's stored event history, decoded, for `add_events_stored`
+        (which may change it in place).
+
+        When the stored text is the very text this store last wrote for the
+        profile (the common case: one replica writing its visitors), the
+        value it was written from is taken instead of decoding the text
+        again. It is taken out, not shared: it is put back, changed, only
+        once the transaction that changes it has committed
+        (`_remember_written`).
+        """
+        if isinstance(raw, str):
+            known = self._written.pop(profile_id, None)
+            if known is not None and known[0] == raw:
+                return known[1]
+        value: list[dict[str, Any]] | None = _json_value(raw)
+        return value
+
+    def _remember_written(self, written: dict[str, tuple[Any, list[dict[str, Any]]]]) -> None:
+        """Keep the event histories a committed transaction wrote as text, by profile."""
+        kept = self._written
+        for profile_id, (stored, decoded) in written.items():
+            if not isinstance(stored, str) or len(stored) > DECODED_EVENT_HISTORY_CHARS:
+                continue
+            kept.pop(profile_id, None)
+            if len(kept) >= WRITTEN_EVENT_HISTORIES:
+                del kept[next(iter(kept))]  # the least recently written
+            kept[profile_id] = (stored, decoded)
 
     # The conversion model
 
@@ -1191,7 +1448,17 @@ class ProfileStore:
         if not event_ids:
             return
         with self.engine.begin() as connection:
-            connection.execute(_MARK_APPLIED, {"ids": list(event_ids)})
+            cursor = connection.connection.cursor()
+            try:
+                run_in(
+                    cursor,
+                    self.engine.dialect,
+                    _IN_STATEMENTS["mark-applied"],
+                    event_ids,
+                    applied=True,
+                )
+            finally:
+                cursor.close()
 
     def delete_profile(self, profile_id: str) -> Erased:
         """Erase a profile and everything of it, leaving nothing readable on disk."""
@@ -1226,6 +1493,7 @@ class ProfileStore:
                 )
             )
             session.commit()
+            self._written.pop(canonical, None)  # nothing of the person stays in memory either
             self.database.scrub()
             return Erased(canonical, aliases, int(events.rowcount or 0))  # type: ignore[attr-defined]
 
