@@ -251,9 +251,7 @@ class Seeded:
             "IdentifyStream": profiles_pb2.IdentifyStreamRequest(
                 request_id=1, request=profiles_pb2.IdentifyRequest(identities=[cookie], channel=web)
             ),
-            "StreamEvents": profiles_pb2.StreamEventsRequest(
-                after=0, types=["purchase"], max_batch=10
-            ),
+            "StreamEvents": profiles_pb2.StreamEventsRequest(after=0, types=["purchase"]),
             "DeleteProfile": profiles_pb2.DeleteProfileRequest(profile_id=self.spare_profile_id),
             "ExportProfile": profiles_pb2.ExportProfileRequest(profile_id=self.profile_id),
             "CreateSegment": segments_pb2.CreateSegmentRequest(segment=renamed(segment)),

@@ -124,29 +124,23 @@ class Follower:
         types: Sequence[str] = (),
         with_profiles: bool = False,
         no_events: bool = False,
-        max_batch: int = 0,
     ) -> None:
         request = profiles_pb2.StreamEventsRequest(
             after=after,
             types=list(types),
             include_profiles=with_profiles,
             exclude_events=no_events,
-            max_batch=max_batch,
         )
         self.call = profiles.StreamEvents(request, timeout=120)
         self.records: list[tuple[Record, float]] = []
-        self.messages: list[int] = []
-        """Records in each message received."""
         self.error: grpc.RpcError | None = None
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
         try:
-            for message in self.call:
-                listed = list(message.records) or [message]
-                self.messages.append(len(listed))
-                self.records.extend((record, time.monotonic()) for record in listed)
+            for record in self.call:
+                self.records.append((record, time.monotonic()))
         except grpc.RpcError as error:
             self.error = error
 
@@ -259,39 +253,6 @@ def test_stream_events__exclude_events_with_types__invalid_argument_names_types(
 
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_of(raised.value) == "types"
-
-
-def test_stream_events__max_batch__same_records_in_fewer_messages(profiles: Stub) -> None:
-    profile_id = new_profile(profiles)
-    sent = [event(profile_id, "page_view") for _ in range(120)]
-    profiles.TrackStream(iter([profiles_pb2.TrackStreamRequest(events=sent)]))
-    ours = {e.event_id for e in sent}
-
-    one_by_one = Follower(profiles)
-    batched = Follower(profiles, max_batch=50)
-    for follower in (one_by_one, batched):
-        follower.wait_for(lambda f: ours <= set(f.event_ids()))
-    singles, listed = one_by_one.close(), batched.close()
-
-    last = max(r.sequence for r in singles if r.event.event_id in ours)
-    assert [r.sequence for r in listed if r.sequence <= last] == [
-        r.sequence for r in singles if r.sequence <= last
-    ]
-    assert set(one_by_one.messages) == {1}
-    assert max(batched.messages) <= 50
-    assert len(batched.messages) < len(listed)
-
-
-@pytest.mark.parametrize("max_batch", [-1, 1001])
-def test_stream_events__max_batch_out_of_range__invalid_argument_names_max_batch(
-    profiles: Stub, max_batch: int
-) -> None:
-    request = profiles_pb2.StreamEventsRequest(max_batch=max_batch)
-    with pytest.raises(grpc.RpcError) as raised:
-        list(profiles.StreamEvents(request, timeout=5))
-
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field_of(raised.value) == "max_batch"
 
 
 def test_stream_events__negative_after__invalid_argument_names_after(profiles: Stub) -> None:

@@ -40,7 +40,7 @@ import functools
 import logging
 import re
 import types
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -318,10 +318,6 @@ async def _retrying(run: Callable[..., Awaitable[int]], *args: Any) -> int:
             await asyncio.sleep(next(delays))
 
 
-FEED_MESSAGE_RECORDS = 100
-"""Records a consumer asks for in one StreamEvents message (`max_batch`)."""
-
-
 def profile_events(
     channel: grpc.aio.Channel,
     event_types: Sequence[str] = (),
@@ -332,40 +328,23 @@ def profile_events(
 
     `include_profiles` also asks for profile records (traits, identity
     types); `events=False` asks for no events at all (merges and deletions
-    only: `exclude_events`), and then `event_types` must be empty. Records
-    come up to FEED_MESSAGE_RECORDS a message and are handed on one by one.
+    only: `exclude_events`), and then `event_types` must be empty.
     """
     from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 
     stub = profiles_pb2_grpc.ProfileServiceStub(channel)
 
     def connect(after: int) -> AsyncIterable[Any]:
-        return _one_by_one(
-            stub.StreamEvents(
-                profiles_pb2.StreamEventsRequest(
-                    after=after,
-                    types=list(event_types),
-                    include_profiles=include_profiles,
-                    exclude_events=not events,
-                    max_batch=FEED_MESSAGE_RECORDS,
-                )
+        return stub.StreamEvents(
+            profiles_pb2.StreamEventsRequest(
+                after=after,
+                types=list(event_types),
+                include_profiles=include_profiles,
+                exclude_events=not events,
             )
         )
 
     return connect
-
-
-async def _one_by_one(call: Any) -> AsyncIterator[Any]:
-    """The records of a StreamEvents call, each message's in order; the call ended with it."""
-    try:
-        async for message in call:
-            if message.records:
-                for record in message.records:
-                    yield record
-            else:  # a server that does not batch
-                yield message
-    finally:
-        call.cancel()
 
 
 def sequence_of(record: Any) -> int:

@@ -535,30 +535,18 @@ async def delete_profile(stores: Stores, profile_id: str) -> int:
     return erased.events
 
 
-MAX_FEED_BATCH = 1000
-"""Most records a StreamEvents message may carry (`max_batch`)."""
-
-
 def stream_events(
     stores: Stores,
     after: int,
     types: Sequence[str],
     profiles: bool = False,
     events: bool = True,
-    max_batch: int = 1,
-) -> AsyncIterator[list[FeedRecord]]:
+) -> AsyncIterator[FeedRecord]:
     """The change feed after `after`, live: events (of `types` if any), merges, erasures.
 
     With `profiles`, also every profile's traits and identity types after
     each change; without `events`, no event records (types must then be empty).
-    In lists of at most `max_batch` records (1: one record each), of
-    records already numbered: none waits for another.
     """
-    require(
-        0 <= max_batch <= MAX_FEED_BATCH,
-        "max_batch",
-        f"must be between 0 and {MAX_FEED_BATCH}",
-    )
     require(after >= 0, "after", "must not be negative")
     require(
         events or not types,
@@ -573,20 +561,7 @@ def stream_events(
         )
     if stores.feed is None:
         raise TesseraError("the change feed is not running")
-    return _in_lists(
-        stores.feed.follow_pages(after, list(dict.fromkeys(types)), profiles, events),
-        max(1, max_batch),
-    )
-
-
-async def _in_lists(
-    pages: AsyncGenerator[list[FeedRecord], None], size: int
-) -> AsyncIterator[list[FeedRecord]]:
-    """Each page in lists of at most `size` records, in order."""
-    async with contextlib.aclosing(pages):
-        async for page in pages:
-            for start in range(0, len(page), size):
-                yield page[start : start + size]
+    return stores.feed.follow(after, list(dict.fromkeys(types)), profiles, events)
 
 
 DEFAULT_EXPORT_PAGE_SIZE = 100

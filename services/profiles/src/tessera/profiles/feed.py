@@ -28,7 +28,7 @@ import contextlib
 import datetime as dt
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from tessera import metrics
 from tessera.background import Background
@@ -154,19 +154,6 @@ class Feed:
     ) -> AsyncIterator[FeedRecord]:
         """Every record after `after` in position order, then new ones as they are numbered.
 
-        One at a time, as `follow_pages` reads them.
-        """
-        async with contextlib.aclosing(self.follow_pages(after, types, profiles, events)) as pages:
-            async for records in pages:
-                for record in records:
-                    yield record
-
-    async def follow_pages(
-        self, after: int, types: Sequence[str], profiles: bool = False, events: bool = True
-    ) -> AsyncGenerator[list[FeedRecord], None]:
-        """Every record after `after` in position order, then new ones as they are numbered,
-        in the lists read together (at most READ_BATCH; never empty).
-
         Profile records (traits and identity types) only with `profiles`; no
         event records without `events`.
 
@@ -198,8 +185,8 @@ class Feed:
                     page = await self.database.run(
                         self.store.read, cursor, types, READ_BATCH, profiles, events
                     )
-                    if page.records:
-                        yield page.records
+                    for record in page.records:
+                        yield record
                     cursor = page.through
                     if page.more:
                         continue

@@ -209,15 +209,9 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
             list(request.types),
             request.include_profiles,
             events=not request.exclude_events,
-            max_batch=request.max_batch,
         )
-        async for listed in records:
-            if request.max_batch > 1:
-                yield profiles_pb2.StreamEventsResponse(
-                    records=[convert.feed_message(record) for record in listed]
-                )
-            else:
-                yield convert.feed_message(listed[0])
+        async for record in records:
+            yield convert.feed_message(record)
 
     async def DeleteProfile(
         self, request: profiles_pb2.DeleteProfileRequest, context: Context
