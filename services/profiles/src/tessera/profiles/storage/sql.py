@@ -554,12 +554,15 @@ class _LogInsert:
         head, rest = one_row.sql.split(" VALUES ", 1)
         group, tail = rest.split(" ON CONFLICT ", 1)
         if dialect.paramstyle not in ("qmark", "format", "pyformat"):
-            raise NotImplementedError(f"paramstyle {dialect.paramstyle}")
+            raise RuntimeError(
+                "the log insert takes the qmark, format or pyformat paramstyle, "
+                f"not {dialect.paramstyle}"
+            )
         named = one_row.order is None
         if named and any(group.count(f"%({c})s") != 1 for c in _LOG_COLUMNS):
-            raise NotImplementedError(f"unexpected VALUES group {group!r}")
+            raise RuntimeError(f"the log insert compiled to an unexpected VALUES group {group!r}")
         if not named and one_row.order != _LOG_COLUMNS:
-            raise NotImplementedError(f"unexpected parameter order {one_row.order!r}")
+            raise RuntimeError(f"the log insert compiled to an unexpected order {one_row.order!r}")
         processors = tuple(one_row.processors.get(c) for c in _LOG_COLUMNS)
         return cls(head, group, f" ON CONFLICT {tail}", named, processors)
 
