@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from sqlalchemy.dialects import sqlite
 
-from tessera import db, migrations
 from tessera.profiles.domain.model import IdentityKey
-from tessera.profiles.server import ProfilesSettings
 from tessera.profiles.storage.sql import ProfileStore, _owners
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProfileStore]:
-    """A profile store on an embedded database of its own."""
-    database = db.open_database(ProfilesSettings(data_dir=str(tmp_path)), "profiles")
-    migrations.upgrade(database.engine, "profiles")
-    yield ProfileStore(database)
-    database.dispose()
 
 
 def test_owners__identities_of_several_types__each_found_on_its_profile(

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlmodel import Session
 
-from tessera import db, migrations
 from tessera.errors import NotFound
 from tessera.hot import MemoryHotStore
 from tessera.profiles import application
@@ -25,21 +22,11 @@ from tessera.profiles.domain.event_history import (
     bounded_until,
 )
 from tessera.profiles.domain.model import EventData, IdentityKey
-from tessera.profiles.server import ProfilesSettings
 from tessera.profiles.storage.sessions import SessionStore
 from tessera.profiles.storage.sql import ProfileRow, ProfileStore
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 COOKIE = IdentityKey("cookie", "c-anna")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProfileStore]:
-    """A profile store on an embedded database of its own."""
-    database = db.open_database(ProfilesSettings(data_dir=str(tmp_path)), "profiles")
-    migrations.upgrade(database.engine, "profiles")
-    yield ProfileStore(database)
-    database.dispose()
 
 
 @given(

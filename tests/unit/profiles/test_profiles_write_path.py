@@ -9,28 +9,15 @@ history gives, whoever wrote it last.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 
-from tessera import db, jsoncodec, migrations
+from tessera import jsoncodec
 from tessera.profiles.domain.event_history import event_history_from_json
 from tessera.profiles.domain.model import EventData, IdentityKey
-from tessera.profiles.server import ProfilesSettings
 from tessera.profiles.storage.sql import ProfileStore, Recorded
 
 NOW = dt.datetime.now(dt.UTC)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProfileStore]:
-    """A profile store on an embedded database of its own."""
-    database = db.open_database(ProfilesSettings(data_dir=str(tmp_path)), "profiles")
-    migrations.upgrade(database.engine, "profiles")
-    yield ProfileStore(database)
-    database.dispose()
 
 
 def view(event_id: str, profile_id: str) -> EventData:
