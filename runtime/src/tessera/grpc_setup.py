@@ -12,11 +12,11 @@ handed to one of its workers, then to the completion queue that
 `grpc.aio`'s poller thread waits on, and only then to the asyncio loop.
 Without them, the poller thread reads the socket itself. Every Tessera
 service is one asyncio loop, so the extra hand-offs buy nothing and cost a
-thread wake-up each: on this project's 2-core machines a unary call made
-10.4 context switches in the server and 6.9 in the client with the
-EventEngine, 5.6 and 2.2 without, and the Decide throughput at
-concurrency 16 rose by a quarter or more (`python -m bench.hops` prints the
-switches per call; bench/README.md has the runs).
+thread wake-up each. On this project's 2-core machines (`python -m
+bench.hops`), a unary call made 15-16 context switches in the server and
+7.5-9 in the client with the EventEngine, 8.7-9.3 and 3.0-3.1 without; in
+alternating `python -m bench` runs Decide's rate at concurrency 16 was
+0.30-0.36x echo's with it and 0.42-0.61x without (docs/decide.md, "Speed").
 """
 
 from __future__ import annotations
