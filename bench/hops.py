@@ -7,9 +7,9 @@ round trips (write, then read the echo) on one bidirectional stream. Each
 is printed with its mean wall time, the CPU the server and this client
 spent per exchange (`/proc/<pid>/stat`) and their context switches per
 exchange (every thread's, `/proc/<pid>/task/*/status`), in `--rounds`
-alternating rounds. Both processes take gRPC core's settings from
-`tessera.grpc_setup` (imported with `bench`); `GRPC_EXPERIMENTS= python -m
-bench.hops` measures gRPC's own defaults instead.
+alternating rounds. `GRPC_EXPERIMENTS=-event_engine_client,-event_engine_listener
+python -m bench.hops` measures gRPC core without its EventEngine endpoints
+(docs/decide.md, "Speed").
 
 It sizes the one lever left on Decide's path (README, "Where a Decide's time
 goes"): the call to the profile service is a unary call per Decide.

@@ -8,12 +8,6 @@ it.
 
 from __future__ import annotations
 
-# gRPC core reads its settings when grpc is first imported: the tests run
-# gRPC as the services do.
-from tessera import grpc_setup  # noqa: F401
-
-# isort: split
-
 import os
 import uuid
 from collections.abc import Iterator

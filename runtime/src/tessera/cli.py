@@ -15,11 +15,6 @@ tessera migrate            create or upgrade every service's tables
 
 from __future__ import annotations
 
-# gRPC core reads its settings when grpc is first imported: this goes first.
-from tessera import grpc_setup  # noqa: F401
-
-# isort: split
-
 import argparse
 import asyncio
 import importlib
