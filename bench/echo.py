@@ -7,6 +7,14 @@ once serving and drains on SIGTERM, exactly as `tessera serve` does.
 
 from __future__ import annotations
 
+# Served as the services are (`tessera.grpc_setup`): before grpc is imported.
+from tessera import grpc_setup
+
+if __name__ == "__main__":
+    grpc_setup.for_serving()
+
+# isort: split
+
 import argparse
 import asyncio
 from collections.abc import Sequence

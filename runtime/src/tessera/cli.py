@@ -15,6 +15,17 @@ tessera migrate            create or upgrade every service's tables
 
 from __future__ import annotations
 
+import sys
+
+# gRPC core reads its settings when grpc is first imported: a process that
+# serves takes Tessera's before anything imports grpc.
+from tessera import grpc_setup
+
+if grpc_setup.serves(sys.argv):
+    grpc_setup.for_serving()
+
+# isort: split
+
 import argparse
 import asyncio
 import importlib
@@ -22,7 +33,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
