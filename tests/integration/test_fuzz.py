@@ -249,7 +249,10 @@ class Seeded:
             "Track": profiles_pb2.TrackRequest(event=event),
             "TrackStream": profiles_pb2.TrackStreamRequest(event=event, events=[event]),
             "IdentifyStream": profiles_pb2.IdentifyStreamRequest(
-                request_id=1, request=profiles_pb2.IdentifyRequest(identities=[cookie], channel=web)
+                request_id=1,
+                request=profiles_pb2.IdentifyRequest(identities=[cookie], channel=web),
+                # The W3C Trace Context specification's example.
+                traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             ),
             "StreamEvents": profiles_pb2.StreamEventsRequest(after=0, types=["purchase"]),
             "DeleteProfile": profiles_pb2.DeleteProfileRequest(profile_id=self.spare_profile_id),

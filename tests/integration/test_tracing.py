@@ -16,6 +16,7 @@ from support import ServerThread
 
 from tessera import logs, tracing
 from tessera.common.v1 import common_pb2
+from tessera.decision.v1 import decision_pb2, decision_pb2_grpc
 from tessera.profiles.server import ProfilesService, ProfilesSettings
 from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 from tessera.segments.server import SegmentsService, SegmentsSettings
@@ -84,6 +85,76 @@ def test_evaluate_segments__by_profile_id__one_trace_from_caller_through_profile
     assert served.parent is not None and served.parent.span_id == call.context.span_id
     assert evaluate.attributes is not None
     assert evaluate.attributes["rpc.grpc.status_code"] == "OK"
+
+
+def test_decide__identify_over_the_stream__one_trace_from_caller_through_profiles(
+    spans: tuple[InMemorySpanExporter, TracerProvider],
+    decision_server: ServerThread,
+    profiles: profiles_pb2_grpc.ProfileServiceStub,
+) -> None:
+    # The decision service resolves the visitor as a message on a long-lived
+    # IdentifyStream (TESSERA_PROFILE_STREAMS, 2 by default), not a unary call:
+    # the message carries the trace, so the hop shows as it would unary.
+    exporter, provider = spans
+    identities = [common_pb2.Identity(type="cookie", value="traced-decide")]
+    profiles.Identify(profiles_pb2.IdentifyRequest(identities=identities))
+    exporter.clear()
+    with (
+        provider.get_tracer("backend").start_as_current_span("backend request") as root,
+        decision_server.channel() as channel,
+    ):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        decision_pb2_grpc.DecisionServiceStub(channel).Decide(
+            decision_pb2.DecideRequest(
+                identities=identities, channel=common_pb2.CHANNEL_WEB, placements=["home_hero"]
+            ),
+            metadata=list(carrier.items()),
+        )
+
+    by_kind = {(span.name, span.kind): span for span in exporter.get_finished_spans()}
+    decide = by_kind[("/tessera.decision.v1.DecisionService/Decide", SpanKind.SERVER)]
+    call = by_kind[("/tessera.profiles.v1.ProfileService/Identify", SpanKind.CLIENT)]
+    served = by_kind[("/tessera.profiles.v1.ProfileService/Identify", SpanKind.SERVER)]
+    trace_id = root.get_span_context().trace_id
+    assert {decide.context.trace_id, call.context.trace_id, served.context.trace_id} == {trace_id}
+    assert decide.parent is not None and decide.parent.span_id == root.get_span_context().span_id
+    assert call.parent is not None and call.parent.span_id == decide.context.span_id
+    assert served.parent is not None and served.parent.span_id == call.context.span_id
+    assert served.attributes is not None
+    assert served.attributes["rpc.grpc.status_code"] == "OK"
+
+
+@pytest.mark.parametrize(
+    "traceparent", ["", "not-a-traceparent", "00-" + "0" * 32 + "-" + "0" * 16 + "-01"]
+)
+def test_identify_stream__no_or_a_malformed_traceparent__answered_in_a_span_of_its_own(
+    spans: tuple[InMemorySpanExporter, TracerProvider],
+    profiles: profiles_pb2_grpc.ProfileServiceStub,
+    traceparent: str,
+) -> None:
+    exporter, _ = spans
+    exporter.clear()
+    request = profiles_pb2.IdentifyStreamRequest(
+        request_id=7,
+        request=profiles_pb2.IdentifyRequest(
+            identities=[common_pb2.Identity(type="cookie", value="traced-stream")]
+        ),
+        traceparent=traceparent,
+    )
+
+    (answer,) = list(profiles.IdentifyStream(iter([request]), timeout=10))
+
+    assert answer.request_id == 7 and answer.HasField("response")
+    (served,) = [
+        span
+        for span in exporter.get_finished_spans()
+        if span.name == "/tessera.profiles.v1.ProfileService/Identify"
+    ]
+    assert served.kind == SpanKind.SERVER
+    assert served.context.trace_id != 0
+    assert served.attributes is not None
+    assert served.attributes["rpc.grpc.status_code"] == "OK"
 
 
 def test_log_line__inside_a_span__carries_trace_and_span_ids(

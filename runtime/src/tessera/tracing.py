@@ -81,6 +81,48 @@ def server_span(method: str, metadata: Sequence[tuple[str, Any]] | None) -> Iter
         yield
 
 
+@contextlib.contextmanager
+def message_span(method: str, traceparent: str) -> Iterator[None]:
+    """A server span for one request on an open stream (IdentifyStream), named by the
+    unary `method` it stands for: child of the caller's span whose W3C `traceparent`
+    the message carries, else of the current span (the stream's)."""
+    if _tracer is None:
+        yield
+        return
+    service, _, name = method.lstrip("/").partition("/")
+    parent = None
+    if traceparent:
+        extracted = propagate.extract({"traceparent": traceparent})
+        if trace.get_current_span(extracted).get_span_context().is_valid:
+            parent = extracted
+    with _tracer.start_as_current_span(
+        method,
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def stream_request_span(method: str) -> Iterator[str]:
+    """A client span for one request sent as a message on an open stream, named by the
+    unary `method` it stands for; yields the W3C `traceparent` to send with it ('' while
+    tracing is off). A `grpc.aio.AioRpcError` raised inside ends it failed, as the
+    unary call's span would."""
+    if _tracer is None:
+        yield ""
+        return
+    with _tracer.start_as_current_span(method, kind=SpanKind.CLIENT) as span:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        try:
+            yield carrier.get("traceparent", "")
+        except grpc.aio.AioRpcError as error:
+            span.set_status(Status(StatusCode.ERROR, error.code().name))
+            raise
+
+
 def mark_failed(code: str) -> None:
     """Record on the current span that its RPC ended with `code`."""
     span = trace.get_current_span()

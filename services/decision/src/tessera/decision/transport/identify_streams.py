@@ -44,7 +44,7 @@ from typing import Protocol
 
 import grpc
 
-from tessera import metrics
+from tessera import metrics, tracing
 from tessera.clients import RECONNECT_INITIAL_MS, RECONNECT_MAX_MS
 from tessera.profiles.v1 import profiles_pb2
 
@@ -63,6 +63,12 @@ the server cuts it, so no request waiting on one fails for it."""
 
 UNIMPLEMENTED_RETRY_S = 30.0
 """How long a lane whose server lacks IdentifyStream uses the unary call before trying again."""
+
+TRACED_AS = f"/{PEER}/{METHOD}"
+"""With tracing on, a stream request's client span is named as the unary call's would be."""
+
+_UNTRACED = contextlib.nullcontext("")
+"""While tracing is off: no span, no traceparent, and no generator to enter per request."""
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -192,11 +198,16 @@ class IdentifyStreams:
         stream.pending[request_id] = answer
         try:
             async with asyncio.timeout(timeout):
-                async with stream.writing:
-                    await stream.call.write(
-                        profiles_pb2.IdentifyStreamRequest(request_id=request_id, request=request)
-                    )
-                return await answer
+                with (
+                    tracing.stream_request_span(TRACED_AS) if tracing.enabled() else _UNTRACED
+                ) as traceparent:
+                    async with stream.writing:
+                        await stream.call.write(
+                            profiles_pb2.IdentifyStreamRequest(
+                                request_id=request_id, request=request, traceparent=traceparent
+                            )
+                        )
+                    return await answer
         except TimeoutError:
             raise rpc_error(
                 grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded (IdentifyStream)"

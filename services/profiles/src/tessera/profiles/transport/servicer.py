@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from tessera import guard, metrics
+from tessera import guard, metrics, tracing
 from tessera.common.v1 import common_pb2
 from tessera.convert import check_channel, struct_to_dict
 from tessera.errors import InvalidArgument, ResourceExhausted, TesseraError
@@ -134,10 +134,27 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
     async def _identify_timed(
         self, message: profiles_pb2.IdentifyStreamRequest | guard.Refused
     ) -> profiles_pb2.IdentifyStreamResponse:
-        """One message, counted and timed as an Identify (the dashboards' Identify rate)."""
+        """One message, counted and timed as an Identify (the dashboards' Identify rate),
+        and traced as one while tracing is on: a server span, child of the caller's."""
         started = time.perf_counter()
-        answer = await self._identify_one(message)
-        code = _CODE_NAMES.get(answer.error.code, "UNKNOWN") if answer.HasField("error") else "OK"
+        if not tracing.enabled():
+            answer = await self._identify_one(message)
+            code = (
+                _CODE_NAMES.get(answer.error.code, "UNKNOWN") if answer.HasField("error") else "OK"
+            )
+        else:
+            sent = message.message if isinstance(message, guard.Refused) else message
+            traceparent = (
+                sent.traceparent if isinstance(sent, profiles_pb2.IdentifyStreamRequest) else ""
+            )
+            with tracing.message_span(IDENTIFY, traceparent):
+                answer = await self._identify_one(message)
+                code = (
+                    _CODE_NAMES.get(answer.error.code, "UNKNOWN")
+                    if answer.HasField("error")
+                    else "OK"
+                )
+                tracing.mark_failed(code)
         metrics.record_rpc(IDENTIFY, code, time.perf_counter() - started)
         return answer
 
