@@ -32,6 +32,11 @@ _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+def _code_of(answer: profiles_pb2.IdentifyStreamResponse) -> str:
+    """The status name a unary Identify would have ended with."""
+    return _CODE_NAMES.get(answer.error.code, "UNKNOWN") if answer.HasField("error") else "OK"
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -139,9 +144,7 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
         started = time.perf_counter()
         if not tracing.enabled():
             answer = await self._identify_one(message)
-            code = (
-                _CODE_NAMES.get(answer.error.code, "UNKNOWN") if answer.HasField("error") else "OK"
-            )
+            code = _code_of(answer)
         else:
             sent = message.message if isinstance(message, guard.Refused) else message
             traceparent = (
@@ -149,11 +152,7 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
             )
             with tracing.message_span(IDENTIFY, traceparent):
                 answer = await self._identify_one(message)
-                code = (
-                    _CODE_NAMES.get(answer.error.code, "UNKNOWN")
-                    if answer.HasField("error")
-                    else "OK"
-                )
+                code = _code_of(answer)
                 tracing.mark_failed(code)
         metrics.record_rpc(IDENTIFY, code, time.perf_counter() - started)
         return answer
