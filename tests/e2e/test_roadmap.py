@@ -66,9 +66,10 @@ def running(
     channels: list[int] | None = None,
     windows: list[tuple[int, int, int, int]] | None = None,
     status: int = decision_pb2.CAMPAIGN_STATUS_RUNNING,
+    key: str = "",
 ) -> decision_pb2.CreateCampaignResponse:
     message = decision_pb2.Campaign(
-        key=unique("plan"),
+        key=key or unique("plan"),
         goal=common_pb2.Goal(event_type="purchase", kind=common_pb2.GOAL_KIND_CONVERSION),
         placements=placements,
         audience_segment_keys=audience,
@@ -217,6 +218,47 @@ def test_roadmap_cli__json__the_get_roadmap_answer(
     (pair,) = answer["collisions"]
     assert pair["campaign_key"] == min(first.key, second.key)
     assert pair["collision"]["estimated_overlap"] == str(YOUNG_AND_FRENCH)
+
+
+def test_get_roadmap__pages_of_one__each_campaign_once_each_pair_on_its_winners_page(
+    tessera: Any, population: dict[str, str]
+) -> None:
+    from tessera.decision.roadmap_cli import whole_roadmap
+
+    placement = unique("hero")
+    # Keys of the longest a campaign may have (55): a page token holds the last one.
+    longest = [unique("plan").ljust(55, "x") for _ in range(3)]
+    keys = [
+        running(tessera, [placement], [population["young"]], 3, key=longest[0]).campaign.key,
+        running(tessera, [placement], [population["french"]], 2, key=longest[1]).campaign.key,
+        running(tessera, [placement], [population["young"]], 1, key=longest[2]).campaign.key,
+    ]
+    request = decision_pb2.GetRoadmapRequest(placements=[placement], page_size=1)
+
+    pages = []
+    token = ""
+    while True:
+        ask = decision_pb2.GetRoadmapRequest()
+        ask.CopyFrom(request)
+        ask.page_token = token
+        page = tessera.decision.GetRoadmap(ask)
+        pages.append(page)
+        token = page.next_page_token
+        if not token:
+            break
+    whole = whole_roadmap(tessera.decision, request, timeout=10)
+
+    assert [[c.key for c in page.campaigns] for page in pages] == [[k] for k in keys]
+    assert [
+        [(c.campaign_key, c.collision.campaign_key) for c in page.collisions] for page in pages
+    ] == [
+        [(keys[0], keys[1]), (keys[0], keys[2])],
+        [(keys[1], keys[2])],
+        [],
+    ]
+    assert len({page.start_time.ToDatetime() for page in pages}) == 1
+    assert [c.key for c in whole.campaigns] == keys and whole.next_page_token == ""
+    assert len(whole.collisions) == 3
 
 
 def test_roadmap_cli__nothing_listening__unavailable_on_one_line(

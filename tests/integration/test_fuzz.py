@@ -230,7 +230,7 @@ class Seeded:
             request_id="retry-1",
         )
         decide.context.update({"page": "home"})
-        roadmap = decision_pb2.GetRoadmapRequest(placements=[self.placement])
+        roadmap = decision_pb2.GetRoadmapRequest(placements=[self.placement], page_size=10)
         roadmap.start_time.FromSeconds(1_800_000_000)
         roadmap.end_time.FromSeconds(1_800_000_000 + 91 * 86_400)
         exposure = experiments_pb2.Exposure(

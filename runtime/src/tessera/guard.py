@@ -35,7 +35,9 @@ DURATION_MAX_SECONDS = 315_576_000_000
 
 # Strings that hold prose rather than an identifier get the longer limit;
 # rules get their own.
-PROSE_FIELDS = frozenset({"name", "description"})
+PROSE_FIELDS = frozenset({"name", "description", "page_token"})
+"""Also `page_token`: a GetRoadmap token holds a key, a period and more, base64-encoded,
+longer than an id."""
 RULE_FIELDS = frozenset({"text", "json_logic"})
 
 

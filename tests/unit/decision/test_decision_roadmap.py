@@ -446,6 +446,83 @@ def test_roadmap__period__campaigns_live_in_it_and_their_collisions(tmp_path: Pa
     assert last is not None and last.key == "summer"
 
 
+def test_roadmap__pages__every_campaign_once_each_pair_once_with_its_winner(
+    tmp_path: Path,
+) -> None:
+    segments = SizingSegments({"true": 40})
+    # Seven campaigns on one placement, all colliding: 21 pairs. Two share a
+    # priority, so the key breaks the tie across a page boundary.
+    priorities = {"a": 7, "b": 6, "c": 5, "d": 5, "e": 3, "f": 2, "g": 1}
+
+    async def scenario(
+        catalog: Catalog[decision_pb2.Campaign],
+    ) -> tuple[list[list[str]], list[tuple[str, str]], list[tuple[str, str]]]:
+        for key, priority in priorities.items():
+            await catalog.create(stored(key, priority=priority))
+        check = RoadmapCheck(catalog, segments, now=lambda: NOW)  # type: ignore[arg-type]
+        whole = await check.roadmap(["home"], None, None, page_size=1000)
+        assert whole.next_page_token == ""
+        pages: list[list[str]] = []
+        pairs: list[tuple[str, str]] = []
+        token = ""
+        while True:
+            page = await check.roadmap(["home"], None, None, page_size=3, page_token=token)
+            assert (page.start, page.end) == (whole.start, whole.end)
+            pages.append([c.key for c in page.campaigns])
+            on_page = set(pages[-1])
+            for c in page.collisions:
+                assert c.overlap.campaign.key in on_page  # the winner is on its page
+                pairs.append((c.overlap.campaign.key, c.overlap.other.key))
+            token = page.next_page_token
+            if not token:
+                break
+        every = [(c.overlap.campaign.key, c.overlap.other.key) for c in whole.collisions]
+        return pages, pairs, every
+
+    pages, pairs, every = run_with_catalog(tmp_path, scenario)
+
+    assert pages == [["a", "b", "c"], ["d", "e", "f"], ["g"]]
+    assert len(every) == 21 and len(set(pairs)) == 21
+    assert sorted(pairs) == sorted(every)
+
+
+@pytest.mark.parametrize(
+    ("later", "message"),
+    [
+        ({"placements": ["cart"]}, "page_token: was issued for other placements"),
+        ({"start": at(12, 9)}, "start_time: is not the first page's"),
+        ({"end": at(12, 30)}, "end_time: is not the first page's"),
+        ({"token": "not-ours"}, "page_token: is not a token this service issued"),
+        ({"token": "e30="}, "page_token: is not a token this service issued"),
+        ({"page_size": -1}, "page_size: must not be negative"),
+    ],
+)
+def test_roadmap__later_page_of_another_query__invalid_argument_naming_the_field(
+    tmp_path: Path, later: dict[str, object], message: str
+) -> None:
+    async def scenario(catalog: Catalog[decision_pb2.Campaign]) -> None:
+        for key in ("a", "b", "c"):
+            await catalog.create(stored(key))
+        check = RoadmapCheck(catalog, SizingSegments({"true": 40}), now=lambda: NOW)  # type: ignore[arg-type]
+        first = await check.roadmap(["home"], at(12, 2), at(12, 20), page_size=1)
+        assert first.next_page_token
+        # The same query, its period left unset, goes on where the first ended.
+        second = await check.roadmap(
+            ["home"], None, None, page_size=1, page_token=first.next_page_token
+        )
+        assert [c.key for c in second.campaigns] == ["b"]
+        with pytest.raises(InvalidArgument, match=message):
+            await check.roadmap(
+                later.get("placements", ["home"]),  # type: ignore[arg-type]
+                later.get("start", at(12, 2)),  # type: ignore[arg-type]
+                later.get("end"),  # type: ignore[arg-type]
+                page_size=later.get("page_size", 1),  # type: ignore[arg-type]
+                page_token=later.get("token", first.next_page_token),  # type: ignore[arg-type]
+            )
+
+    run_with_catalog(tmp_path, scenario)
+
+
 # -- the calendar of `tessera roadmap` -----------------------------------------
 
 

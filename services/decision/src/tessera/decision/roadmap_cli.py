@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import io
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -105,6 +106,21 @@ def request_for(
     request.start_time.FromDatetime(first if args.start is not None else max(first, now))
     request.end_time.FromDatetime(_midnight(spans[-1][1]))
     return request
+
+
+def whole_roadmap(stub: Any, request: Any, timeout: float) -> Any:
+    """Every page of GetRoadmap as one answer, the deadline shared by all the calls."""
+    deadline = time.monotonic() + timeout
+    reply = stub.GetRoadmap(request, timeout=timeout)
+    while reply.next_page_token:
+        page_request = type(request)()
+        page_request.CopyFrom(request)
+        page_request.page_token = reply.next_page_token
+        page = stub.GetRoadmap(page_request, timeout=max(0.0, deadline - time.monotonic()))
+        reply.campaigns.extend(page.campaigns)
+        reply.collisions.extend(page.collisions)
+        reply.next_page_token = page.next_page_token
+    return reply
 
 
 def _header(spans: list[tuple[dt.date, dt.date]], by_month: bool) -> list[str]:
@@ -265,8 +281,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     request = request_for(args, spans, now)
     with grpc.insecure_channel(address) as channel:
         try:
-            reply = decision_pb2_grpc.DecisionServiceStub(channel).GetRoadmap(
-                request, timeout=args.timeout
+            reply = whole_roadmap(
+                decision_pb2_grpc.DecisionServiceStub(channel), request, args.timeout
             )
         except grpc.RpcError as error:
             print(output.error_line(error, address), file=err)

@@ -12,7 +12,11 @@ succeeded already and stays so.
 from __future__ import annotations
 
 import asyncio
+import base64
+import bisect
 import datetime as dt
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +53,10 @@ DEFAULT_PERIOD = dt.timedelta(days=91)
 MAX_PERIOD = dt.timedelta(days=731)
 """The longest roadmap: two years."""
 MARGIN = 0.8
+ROADMAP_PAGE = 100
+"""Campaigns on one GetRoadmap page when the request names no page_size."""
+MAX_ROADMAP_PAGE = 1000
+"""Most campaigns on one GetRoadmap page."""
 """Share of the caller's remaining time the sizing may take, leaving room to answer."""
 
 
@@ -77,6 +85,59 @@ class Roadmap:
     end: dt.datetime
     campaigns: list[decision_pb2.Campaign]
     collisions: list[Collision]
+    next_page_token: str = ""
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    """Where a roadmap page ended, and the query it belongs to (a page token)."""
+
+    placements: str
+    """A digest of the query's placements, sorted: a token stays short however many."""
+    start: dt.datetime
+    end: dt.datetime
+    priority: int
+    key: str
+
+    def token(self) -> str:
+        fields = {
+            "placements": self.placements,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "priority": self.priority,
+            "key": self.key,
+        }
+        return base64.urlsafe_b64encode(json.dumps(fields).encode()).decode()
+
+    @classmethod
+    def of(cls, token: str) -> _Cursor:
+        """The cursor a token of ours holds; INVALID_ARGUMENT for anything else."""
+        try:
+            fields = json.loads(base64.urlsafe_b64decode(token.encode()))
+            cursor = cls(
+                str(fields["placements"]),
+                dt.datetime.fromisoformat(fields["start"]),
+                dt.datetime.fromisoformat(fields["end"]),
+                int(fields["priority"]),
+                str(fields["key"]),
+            )
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as error:
+            raise InvalidArgument(
+                "is not a token this service issued", field="page_token"
+            ) from error
+        if cursor.start.tzinfo is None or cursor.end.tzinfo is None:
+            raise InvalidArgument("is not a token this service issued", field="page_token")
+        return cursor
+
+
+def _digest(placements: Sequence[str]) -> str:
+    """Which placements a roadmap query names, in 16 hex digits (order and repeats aside)."""
+    return hashlib.sha256("\n".join(sorted(set(placements))).encode()).hexdigest()[:16]
+
+
+def _rank(campaign: CampaignDef) -> tuple[int, str]:
+    """A roadmap's order: highest priority first, then by key."""
+    return (-campaign.priority, campaign.key)
 
 
 class RoadmapCheck:
@@ -133,8 +194,37 @@ class RoadmapCheck:
         start: dt.datetime | None,
         end: dt.datetime | None,
         time_remaining: float | None = None,
+        page_size: int = 0,
+        page_token: str = "",
     ) -> Roadmap:
-        """The campaigns live in [start, end) on the placements, and their collisions there."""
+        """A page of the campaigns live in [start, end) on the placements, and the
+        collisions there of each campaign on the page with those ranked after it.
+
+        A page token pins the query: the same placements, and the first
+        page's period (which a later page may leave unset).
+        """
+        require(page_size >= 0, "page_size", "must not be negative")
+        size = min(page_size or ROADMAP_PAGE, MAX_ROADMAP_PAGE)
+        after: tuple[int, str] | None = None
+        if page_token:
+            cursor = _Cursor.of(page_token)
+            if _digest(placements) != cursor.placements:
+                raise InvalidArgument(
+                    "was issued for other placements: ask a later page with the first's",
+                    field="page_token",
+                )
+            for name, asked, kept in (
+                ("start_time", start, cursor.start),
+                ("end_time", end, cursor.end),
+            ):
+                if asked is not None and asked != kept:
+                    raise InvalidArgument(
+                        f"is not the first page's ({kept.isoformat()}): leave it unset "
+                        "on a later page",
+                        field=name,
+                    )
+            start, end = cursor.start, cursor.end
+            after = (-cursor.priority, cursor.key)
         start = start or self.now()
         if end is None:
             try:
@@ -163,19 +253,28 @@ class RoadmapCheck:
             if first_live_day([campaign.schedule], start, end) is None:
                 continue
             shown.append((message, campaign))
-        shown.sort(key=lambda pair: (-pair[1].priority, pair[1].key))
+        shown.sort(key=lambda pair: _rank(pair[1]))
+        # Keyset paging: the page begins after the last campaign of the one
+        # before, so campaigns written between pages shift nothing.
+        first = 0 if after is None else bisect.bisect_right([_rank(c) for _, c in shown], after)
+        last = min(first + size, len(shown))
         found: list[Overlap] = []
-        for index, (_, first) in enumerate(shown):
+        for index in range(first, last):
+            winner = shown[index][1]
             # Pairs grow as the square of the campaigns (1,000 take about a
             # second): let Decide calls on this event loop run between rows.
             await asyncio.sleep(0)
             for _, second in shown[index + 1 :]:
-                # Sorted by rank: `first` is the one a visitor in both gets.
-                hit = overlap(first, second, start, end)
+                # Sorted by rank: `winner` is the one a visitor in both gets.
+                hit = overlap(winner, second, start, end)
                 if hit is not None and (not wanted or wanted.intersection(hit.placements)):
                     found.append(hit)
         collisions = await self._sized(found, time_remaining)
-        return Roadmap(start, end, [message for message, _ in shown], collisions)
+        token = ""
+        if last < len(shown):
+            final = shown[last - 1][1]
+            token = _Cursor(_digest(placements), start, end, final.priority, final.key).token()
+        return Roadmap(start, end, [message for message, _ in shown[first:last]], collisions, token)
 
     async def _stored(self) -> list[decision_pb2.Campaign]:
         """Every stored campaign, page by page."""

@@ -49,6 +49,7 @@ def roadmap_to_proto(roadmap: Roadmap) -> decision_pb2.GetRoadmapResponse:
             )
             for c in roadmap.collisions
         ],
+        next_page_token=roadmap.next_page_token,
     )
     reply.start_time.FromDatetime(roadmap.start)
     reply.end_time.FromDatetime(roadmap.end)

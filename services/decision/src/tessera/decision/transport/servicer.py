@@ -70,5 +70,12 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         self, request: decision_pb2.GetRoadmapRequest, context: Context
     ) -> decision_pb2.GetRoadmapResponse:
         placements, start, end = roadmap_query(request)
-        roadmap = await self.roadmap.roadmap(placements, start, end, context.time_remaining())
+        roadmap = await self.roadmap.roadmap(
+            placements,
+            start,
+            end,
+            context.time_remaining(),
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
         return roadmap_to_proto(roadmap)
