@@ -23,7 +23,10 @@ only while a call is waiting on it or when gRPC's backup poller runs (every
 5 s, `GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS`), so a loop that polls a
 starting server with fail-fast calls and sleeps between them saw it 5 s late.
 A `grpc.aio` channel, as the services use to reach their peers, is polled
-all the time and does not wait.
+all the time and does not wait. The one synchronous channel in a service is
+the OpenTelemetry exporter's (with TESSERA_OTLP_ENDPOINT): after a collector
+restart it may reconnect only on that 5 s poll, and spans it cannot send
+meanwhile may be dropped, as they are while a collector is away.
 """
 
 from __future__ import annotations

@@ -113,13 +113,18 @@ def stream_request_span(method: str) -> Iterator[str]:
     if _tracer is None:
         yield ""
         return
-    with _tracer.start_as_current_span(method, kind=SpanKind.CLIENT) as span:
+    with _tracer.start_as_current_span(
+        method, kind=SpanKind.CLIENT, set_status_on_exception=False
+    ) as span:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         try:
             yield carrier.get("traceparent", "")
         except grpc.aio.AioRpcError as error:
             span.set_status(Status(StatusCode.ERROR, error.code().name))
+            raise
+        except BaseException as error:  # cancelled, or a bug of ours: failed all the same
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
             raise
 
 

@@ -284,3 +284,41 @@ def test_identify__stream_past_its_max_age__retired_after_answering_and_a_new_on
         return *answers, done_before_answering, len(new.written) == 1, len(old.written)
 
     assert asyncio.run(scenario()) == ("on-old", "on-new", True, True, 1)
+
+
+def test_identify__traced_and_timed_out__its_span_ends_failed_as_the_callers_error() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    from tessera import tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    async def scenario() -> tuple[grpc.StatusCode, str]:
+        peer = Peer()
+        streams = IdentifyStreams(peer.open, peer.identify, 1)
+        with pytest.raises(grpc.aio.AioRpcError) as timed_out:
+            await streams.Identify(ask("slow"), timeout=0.01)
+        (call,) = peer.calls
+        await streams.close()
+        return timed_out.value.code(), call.written[0].traceparent
+
+    tracing.use(provider.get_tracer("test"))
+    try:
+        code, traceparent = asyncio.run(scenario())
+    finally:
+        tracing.use(None)
+
+    (span,) = exporter.get_finished_spans()
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert (span.name, span.kind) == (
+        "/tessera.profiles.v1.ProfileService/Identify",
+        SpanKind.CLIENT,
+    )
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.status.description == "DEADLINE_EXCEEDED"
+    assert traceparent.startswith(f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-")

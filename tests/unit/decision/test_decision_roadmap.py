@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import dataclasses
 import datetime as dt
 import io
@@ -15,6 +16,7 @@ import pytest
 from decision_fakes import campaign, rpc_error, run_with_catalog
 
 from tessera.catalog import Catalog
+from tessera.decision.application import roadmap as roadmap_module
 from tessera.decision.application.campaigns import normalised
 from tessera.decision.application.roadmap import RoadmapCheck, RoadmapSettings
 from tessera.decision.domain.campaigns import (
@@ -486,6 +488,47 @@ def test_roadmap__pages__every_campaign_once_each_pair_once_with_its_winner(
     assert sorted(pairs) == sorted(every)
 
 
+TOKEN_FIELDS = (
+    '{"placements": "x", "start": "2026-12-02T00:00:00+00:00", '
+    '"end": "2026-12-20T00:00:00+00:00", "priority": 0, "key": "a"}'
+)
+"""The fields of a page token, as the service writes them (forged below)."""
+
+
+def forged(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+def test_roadmap__a_page_reaches_the_collision_budget__it_ends_after_that_campaign(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(roadmap_module, "PAGE_COLLISIONS", 5)
+    segments = SizingSegments({"true": 40})
+
+    async def scenario(
+        catalog: Catalog[decision_pb2.Campaign],
+    ) -> tuple[list[list[str]], list[tuple[str, str]]]:
+        for index, key in enumerate("abcdefg"):
+            await catalog.create(stored(key, priority=10 - index))
+        check = RoadmapCheck(catalog, segments, now=lambda: NOW)  # type: ignore[arg-type]
+        pages: list[list[str]] = []
+        pairs: list[tuple[str, str]] = []
+        token = ""
+        while True:
+            page = await check.roadmap(["home"], None, None, page_size=3, page_token=token)
+            pages.append([c.key for c in page.campaigns])
+            pairs += [(c.overlap.campaign.key, c.overlap.other.key) for c in page.collisions]
+            token = page.next_page_token
+            if not token:
+                return pages, pairs
+
+    pages, pairs = run_with_catalog(tmp_path, scenario)
+
+    # a pairs with the 6 after it, b with 5: each fills a page; c (4) and d (3) share one.
+    assert pages == [["a"], ["b"], ["c", "d"], ["e", "f", "g"]]
+    assert len(pairs) == len(set(pairs)) == 21
+
+
 @pytest.mark.parametrize(
     ("later", "message"),
     [
@@ -494,6 +537,18 @@ def test_roadmap__pages__every_campaign_once_each_pair_once_with_its_winner(
         ({"end": at(12, 30)}, "end_time: is not the first page's"),
         ({"token": "not-ours"}, "page_token: is not a token this service issued"),
         ({"token": "e30="}, "page_token: is not a token this service issued"),
+        *[
+            ({"token": forged(text)}, "page_token: is not a token this service issued")
+            for text in (
+                "[]",
+                "[" * 3000,
+                TOKEN_FIELDS.replace('"priority": 0', '"priority": Infinity'),
+                TOKEN_FIELDS.replace('"priority": 0', '"priority": true'),
+                TOKEN_FIELDS.replace('"priority": 0', '"priority": 1.5'),
+                TOKEN_FIELDS.replace("+00:00", "+14:00").replace("2026-12-02", "0001-01-01"),
+                TOKEN_FIELDS.replace('"key": "a"', '"key": 7'),
+            )
+        ],
         ({"page_size": -1}, "page_size: must not be negative"),
     ],
 )

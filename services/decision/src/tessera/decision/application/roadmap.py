@@ -53,11 +53,18 @@ DEFAULT_PERIOD = dt.timedelta(days=91)
 MAX_PERIOD = dt.timedelta(days=731)
 """The longest roadmap: two years."""
 MARGIN = 0.8
+"""Share of the caller's remaining time the sizing may take, leaving room to answer."""
 ROADMAP_PAGE = 100
 """Campaigns on one GetRoadmap page when the request names no page_size."""
 MAX_ROADMAP_PAGE = 1000
 """Most campaigns on one GetRoadmap page."""
-"""Share of the caller's remaining time the sizing may take, leaving room to answer."""
+PAGE_COLLISIONS = 2000
+"""A GetRoadmap page ends after the campaign whose pairs reach this many collisions.
+
+Each campaign brings its pairs with every campaign ranked after it, so a page
+bounded by campaigns alone could be large (1,000 campaigns colliding with each
+other: half a million pairs). About 330 bytes a collision: some 660 KB a page,
+plus the last campaign's own pairs."""
 
 
 def utc_now() -> dt.datetime:
@@ -112,22 +119,41 @@ class _Cursor:
     @classmethod
     def of(cls, token: str) -> _Cursor:
         """The cursor a token of ours holds; INVALID_ARGUMENT for anything else."""
+        refused = InvalidArgument("is not a token this service issued", field="page_token")
         try:
-            fields = json.loads(base64.urlsafe_b64decode(token.encode()))
-            cursor = cls(
-                str(fields["placements"]),
-                dt.datetime.fromisoformat(fields["start"]),
-                dt.datetime.fromisoformat(fields["end"]),
-                int(fields["priority"]),
-                str(fields["key"]),
+            fields = json.loads(
+                base64.urlsafe_b64decode(token.encode()), parse_constant=_no_constant
             )
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as error:
-            raise InvalidArgument(
-                "is not a token this service issued", field="page_token"
-            ) from error
-        if cursor.start.tzinfo is None or cursor.end.tzinfo is None:
-            raise InvalidArgument("is not a token this service issued", field="page_token")
+            if not isinstance(fields, dict):
+                raise refused
+            placements, start, end = fields["placements"], fields["start"], fields["end"]
+            priority, key = fields["priority"], fields["key"]
+            if not (
+                isinstance(placements, str)
+                and isinstance(start, str)
+                and isinstance(end, str)
+                and isinstance(key, str)
+                and type(priority) is int
+            ):
+                raise refused
+            cursor = cls(
+                placements,
+                dt.datetime.fromisoformat(start),
+                dt.datetime.fromisoformat(end),
+                priority,
+                key,
+            )
+        except (ValueError, KeyError, UnicodeDecodeError, RecursionError) as error:
+            raise refused from error
+        # Ours are in UTC; another offset could take a period past the calendar's ends.
+        if cursor.start.utcoffset() != dt.timedelta(0) or cursor.end.utcoffset() != dt.timedelta(0):
+            raise refused
         return cursor
+
+
+def _no_constant(name: str) -> object:
+    """json.loads' hook for NaN and Infinity: never in a token of ours."""
+    raise ValueError(f"{name} is not in a page token")
 
 
 def _digest(placements: Sequence[str]) -> str:
@@ -257,18 +283,19 @@ class RoadmapCheck:
         # Keyset paging: the page begins after the last campaign of the one
         # before, so campaigns written between pages shift nothing.
         first = 0 if after is None else bisect.bisect_right([_rank(c) for _, c in shown], after)
-        last = min(first + size, len(shown))
+        last = first
         found: list[Overlap] = []
-        for index in range(first, last):
-            winner = shown[index][1]
+        while last < min(first + size, len(shown)) and len(found) < PAGE_COLLISIONS:
+            winner = shown[last][1]
             # Pairs grow as the square of the campaigns (1,000 take about a
             # second): let Decide calls on this event loop run between rows.
             await asyncio.sleep(0)
-            for _, second in shown[index + 1 :]:
+            for _, second in shown[last + 1 :]:
                 # Sorted by rank: `winner` is the one a visitor in both gets.
                 hit = overlap(winner, second, start, end)
                 if hit is not None and (not wanted or wanted.intersection(hit.placements)):
                     found.append(hit)
+            last += 1
         collisions = await self._sized(found, time_remaining)
         token = ""
         if last < len(shown):

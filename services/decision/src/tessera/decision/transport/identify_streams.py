@@ -196,11 +196,12 @@ class IdentifyStreams:
             asyncio.get_running_loop().create_future()
         )
         stream.pending[request_id] = answer
-        try:
-            async with asyncio.timeout(timeout):
-                with (
-                    tracing.stream_request_span(TRACED_AS) if tracing.enabled() else _UNTRACED
-                ) as traceparent:
+        # The span outside the deadline: it ends with the status the caller gets.
+        with (
+            tracing.stream_request_span(TRACED_AS) if tracing.enabled() else _UNTRACED
+        ) as traceparent:
+            try:
+                async with asyncio.timeout(timeout):
                     async with stream.writing:
                         await stream.call.write(
                             profiles_pb2.IdentifyStreamRequest(
@@ -208,17 +209,17 @@ class IdentifyStreams:
                             )
                         )
                     return await answer
-        except TimeoutError:
-            raise rpc_error(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded (IdentifyStream)"
-            ) from None
-        except asyncio.InvalidStateError:
-            # Written after the stream ended: its reader fails the rest.
-            raise rpc_error(
-                grpc.StatusCode.UNAVAILABLE, "the IdentifyStream ended; retry"
-            ) from None
-        finally:
-            stream.pending.pop(request_id, None)
+            except TimeoutError:
+                raise rpc_error(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded (IdentifyStream)"
+                ) from None
+            except asyncio.InvalidStateError:
+                # Written after the stream ended: its reader fails the rest.
+                raise rpc_error(
+                    grpc.StatusCode.UNAVAILABLE, "the IdentifyStream ended; retry"
+                ) from None
+            finally:
+                stream.pending.pop(request_id, None)
 
     def _open(self, lane: _Lane) -> _Stream:
         stream = _Stream(self._open_stream(), self._clock())
