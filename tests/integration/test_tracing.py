@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 from opentelemetry import propagate
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind
 from support import ServerThread
 
 from tessera import logs, tracing
@@ -33,6 +33,28 @@ def spans() -> Iterator[tuple[InMemorySpanExporter, TracerProvider]]:
     tracing.use(provider.get_tracer("test"))
     yield exporter, provider
     tracing.use(None)
+
+
+def caller_metadata() -> list[tuple[str, str]]:
+    """The current span's W3C trace context, as a backend sends it with a call."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return list(carrier.items())
+
+
+def one_chain(
+    exporter: InMemorySpanExporter, root: Span, *links: tuple[str, SpanKind]
+) -> list[ReadableSpan]:
+    """The finished spans named by `links`, in one trace: the first a child of `root`,
+    each of the others a child of the one before."""
+    finished = {(span.name, span.kind): span for span in exporter.get_finished_spans()}
+    chain = [finished[link] for link in links]
+    parent = root.get_span_context()
+    for span in chain:
+        assert span.context is not None and span.context.trace_id == parent.trace_id
+        assert span.parent is not None and span.parent.span_id == parent.span_id
+        parent = span.context
+    return chain
 
 
 def test_evaluate_segments__by_profile_id__one_trace_from_caller_through_profiles(
@@ -62,27 +84,21 @@ def test_evaluate_segments__by_profile_id__one_trace_from_caller_through_profile
             provider.get_tracer("backend").start_as_current_span("backend request") as root,
             segments_server.channel() as channel,
         ):
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
             segments_pb2_grpc.SegmentServiceStub(channel).EvaluateSegments(
                 segments_pb2.EvaluateSegmentsRequest(profile_id=profile.profile_id),
-                metadata=list(carrier.items()),
+                metadata=caller_metadata(),
             )
     finally:
         segments_server.stop()
         profiles_server.stop()
 
-    finished = {(span.name, span.kind): span for span in exporter.get_finished_spans()}
-    evaluate = finished[("/tessera.segments.v1.SegmentService/EvaluateSegments", SpanKind.SERVER)]
-    call = finished[("/tessera.profiles.v1.ProfileService/GetProfile", SpanKind.CLIENT)]
-    served = finished[("/tessera.profiles.v1.ProfileService/GetProfile", SpanKind.SERVER)]
-    trace_id = root.get_span_context().trace_id
-    assert {evaluate.context.trace_id, call.context.trace_id, served.context.trace_id} == {trace_id}
-    assert (
-        evaluate.parent is not None and evaluate.parent.span_id == root.get_span_context().span_id
+    evaluate, _, _ = one_chain(
+        exporter,
+        root,
+        ("/tessera.segments.v1.SegmentService/EvaluateSegments", SpanKind.SERVER),
+        ("/tessera.profiles.v1.ProfileService/GetProfile", SpanKind.CLIENT),
+        ("/tessera.profiles.v1.ProfileService/GetProfile", SpanKind.SERVER),
     )
-    assert call.parent is not None and call.parent.span_id == evaluate.context.span_id
-    assert served.parent is not None and served.parent.span_id == call.context.span_id
     assert evaluate.attributes is not None
     assert evaluate.attributes["rpc.grpc.status_code"] == "OK"
 
@@ -103,24 +119,20 @@ def test_decide__identify_over_the_stream__one_trace_from_caller_through_profile
         provider.get_tracer("backend").start_as_current_span("backend request") as root,
         decision_server.channel() as channel,
     ):
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
         decision_pb2_grpc.DecisionServiceStub(channel).Decide(
             decision_pb2.DecideRequest(
                 identities=identities, channel=common_pb2.CHANNEL_WEB, placements=["home_hero"]
             ),
-            metadata=list(carrier.items()),
+            metadata=caller_metadata(),
         )
 
-    by_kind = {(span.name, span.kind): span for span in exporter.get_finished_spans()}
-    decide = by_kind[("/tessera.decision.v1.DecisionService/Decide", SpanKind.SERVER)]
-    call = by_kind[("/tessera.profiles.v1.ProfileService/Identify", SpanKind.CLIENT)]
-    served = by_kind[("/tessera.profiles.v1.ProfileService/Identify", SpanKind.SERVER)]
-    trace_id = root.get_span_context().trace_id
-    assert {decide.context.trace_id, call.context.trace_id, served.context.trace_id} == {trace_id}
-    assert decide.parent is not None and decide.parent.span_id == root.get_span_context().span_id
-    assert call.parent is not None and call.parent.span_id == decide.context.span_id
-    assert served.parent is not None and served.parent.span_id == call.context.span_id
+    _, _, served = one_chain(
+        exporter,
+        root,
+        ("/tessera.decision.v1.DecisionService/Decide", SpanKind.SERVER),
+        ("/tessera.profiles.v1.ProfileService/Identify", SpanKind.CLIENT),
+        ("/tessera.profiles.v1.ProfileService/Identify", SpanKind.SERVER),
+    )
     assert served.attributes is not None
     assert served.attributes["rpc.grpc.status_code"] == "OK"
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 _tracer: trace.Tracer | None = None
@@ -70,14 +71,8 @@ def server_span(method: str, metadata: Sequence[tuple[str, Any]] | None) -> Iter
     if _tracer is None:
         yield
         return
-    service, _, name = method.lstrip("/").partition("/")
     parent = propagate.extract(list(metadata or ()), getter=_GETTER)  # type: ignore[arg-type]
-    with _tracer.start_as_current_span(
-        method,
-        context=parent,
-        kind=SpanKind.SERVER,
-        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-    ):
+    with _serving(_tracer, method, parent):
         yield
 
 
@@ -89,19 +84,26 @@ def message_span(method: str, traceparent: str) -> Iterator[None]:
     if _tracer is None:
         yield
         return
-    service, _, name = method.lstrip("/").partition("/")
     parent = None
     if traceparent:
         extracted = propagate.extract({"traceparent": traceparent})
         if trace.get_current_span(extracted).get_span_context().is_valid:
             parent = extracted
-    with _tracer.start_as_current_span(
+    with _serving(_tracer, method, parent):
+        yield
+
+
+def _serving(
+    tracer: trace.Tracer, method: str, parent: Context | None
+) -> contextlib.AbstractContextManager[trace.Span]:
+    """The current server span of `method` (`/package.Service/Method`) under `parent`."""
+    service, _, name = method.lstrip("/").partition("/")
+    return tracer.start_as_current_span(
         method,
         context=parent,
         kind=SpanKind.SERVER,
         attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-    ):
-        yield
+    )
 
 
 @contextlib.contextmanager
