@@ -31,31 +31,13 @@ from typing import Any
 import grpc
 
 from bench import seed
+from bench.proc import cpu_seconds
 from bench.run import echo_process
 from tessera.bench.v1 import bench_pb2, bench_pb2_grpc
 from tessera.common.v1 import common_pb2
 from tessera.decision.v1 import decision_pb2_grpc
 from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
 from tessera.suite import START_ORDER, start_suite
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process `pid`, all threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def context_switches(pid: int) -> int:
-    """Voluntary and involuntary context switches of process `pid`, all threads."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
-            for line in (task / "status").read_text().splitlines():
-                if "ctxt_switches:" in line:
-                    total += int(line.split()[1])
-    return total
 
 
 async def timed(call: Callable[..., Awaitable[Any]], requests: Sequence[Any]) -> float:

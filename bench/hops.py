@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
-from bench.cost import context_switches, cpu_seconds
+from bench.proc import context_switches, cpu_seconds
 
 SERVICE = "tessera.bench.Hops"
 

@@ -30,7 +30,8 @@ from bench.stats import (
     TRACK_MESSAGE_EVENTS,
     TRACK_STREAM_BATCH,
     LevelSummary,
-    summarise,
+    Sample,
+    summarise_rounds,
 )
 
 EVALUATE = "evaluate-segments"
@@ -282,7 +283,7 @@ class LoadPool:
             self.connections.append(parent_end)
             self.processes.append(process)
 
-    def run(
+    def sample(
         self,
         target: str,
         address: str,
@@ -296,8 +297,8 @@ class LoadPool:
         payload_bytes: int = 0,
         cookies: Sequence[str] = (),
         connections: int = 1,
-    ) -> LevelSummary:
-        """Run one level across all load processes and summarise it."""
+    ) -> Sample:
+        """Run one measured window of a level across all load processes."""
         shares = split(concurrency, len(self.processes))
         request_shares = split(requests, concurrency) if requests is not None else None
         first = 0
@@ -332,7 +333,13 @@ class LoadPool:
         # The processes' windows start together (barrier); the longest one is
         # the honest denominator for the combined rate.
         window_s = max(r.window_s for r in results)
-        return summarise(target, concurrency, latencies, window_s, dict(errors))
+        return Sample(latencies, window_s, dict(errors))
+
+    def run(self, target: str, address: str, concurrency: int, **level: Any) -> LevelSummary:
+        """Run one level across all load processes and summarise it (`sample`'s arguments)."""
+        return summarise_rounds(
+            target, concurrency, [self.sample(target, address, concurrency, **level)]
+        )
 
     def _receive(
         self, connection: multiprocessing.connection.Connection, bound_s: float

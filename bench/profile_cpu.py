@@ -37,11 +37,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import grpc
 
+from bench.proc import cpu_seconds
 from tessera import db, guard, migrations, server
 from tessera.common.v1 import common_pb2
 from tessera.hot import MemoryHotStore
@@ -50,14 +50,6 @@ from tessera.profiles.storage.sessions import SessionStore
 from tessera.profiles.storage.sql import ProfileStore
 from tessera.profiles.transport.servicer import ProfileServicer
 from tessera.profiles.v1 import profiles_pb2, profiles_pb2_grpc
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process `pid`, all threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def _cookie(index: int) -> common_pb2.Identity:

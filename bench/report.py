@@ -20,6 +20,11 @@ def _times(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _spread(values: Sequence[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    return f"{min(known):.2f}-{max(known):.2f}x" if known else "-"
+
+
 def format_table(summaries: Sequence[LevelSummary], ratios: Sequence[Ratio]) -> str:
     """The levels as a fixed-width table, then the Decide/echo ratios, a row per mode."""
     header = (
@@ -36,12 +41,13 @@ def format_table(summaries: Sequence[LevelSummary], ratios: Sequence[Ratio]) -> 
         lines += [
             "",
             "Each target / echo (track-stream, track-batched: events/s over echo's calls/s)",
-            f"{'conc':>5}  {'target':<13} {'mode':<10} {'p50':>8} {'p99':>8} {'rate':>8}",
+            f"{'conc':>5}  {'target':<13} {'mode':<10} {'p50':>8} {'p99':>8} {'rate':>8}"
+            f"  {'p50 by round':>13}",
         ]
         for r in ratios:
             lines.append(
                 f"{r.concurrency:>5}  {r.target:<13} {r.mode or '-':<10} {_times(r.p50):>8} "
-                f"{_times(r.p99):>8} {_times(r.throughput):>8}"
+                f"{_times(r.p99):>8} {_times(r.throughput):>8}  {_spread(r.round_p50):>13}"
             )
     for s in summaries:
         if s.errors:

@@ -31,8 +31,17 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, seed
-from bench.load import LoadPool
-from bench.stats import DECIDE_MODES, PROFILE_TARGETS, STREAM_TARGETS, LevelSummary, ratios
+from bench.load import LoadPool, split
+from bench.proc import cpu_seconds
+from bench.stats import (
+    DECIDE_MODES,
+    PROFILE_TARGETS,
+    STREAM_TARGETS,
+    LevelSummary,
+    Sample,
+    ratios,
+    summarise_rounds,
+)
 from tessera.suite import START_ORDER, free_port, start_suite, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +49,15 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MODES = tuple(DECIDE_MODES.values())
 """TESSERA_EVALUATION modes, in the order they are measured: in_process, rpc."""
 TARGET_OF_MODE = {mode: target for target, mode in DECIDE_MODES.items()}
+ROUND_WARMUP_S = 0.25
+"""Unmeasured seconds at the start of every round after the first."""
+READ_TARGET = "get-profile"
+"""The profile service's read target: measured with the reads, before the writes."""
+QUIET_WINDOW_S = 0.5
+QUIET_CPU_SHARE = 0.15
+"""The suite is quiet once all its processes together spend less than this share of
+one core over QUIET_WINDOW_S (idle, with its feeds polling, they spend about 0.06)."""
+QUIET_TIMEOUT_S = 60.0
 RPC_DECISION = "decision-rpc"
 """Name of the second decision service (TESSERA_EVALUATION=rpc) in logs and exit codes."""
 
@@ -65,7 +83,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=60.0,
         help="cap of a level's measured window with --requests",
     )
-    parser.add_argument("--quick", action="store_true", help="~1 s levels, 200 profiles")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="measure each read level (echo, Decide, GetProfile) in this many rounds, "
+        "interleaved with the other reads at the same concurrency (each round a share "
+        "of --duration or --requests)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="~1 s levels in one round, 200 profiles"
+    )
     parser.add_argument(
         "--concurrency", default="1,16,64", help="comma-separated closed-loop worker counts"
     )
@@ -101,6 +129,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.profiles = 1.0, 0.3, min(args.profiles, 200)
+        args.rounds = 1
         if args.requests is not None:
             args.requests = min(args.requests, 2000)
     args.levels = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
@@ -108,6 +137,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--concurrency needs positive integers")
     if args.processes < 1 or args.profiles < 2:
         parser.error("--processes must be >= 1 and --profiles >= 2")
+    if args.rounds < 1 or (args.requests is not None and args.requests < args.rounds):
+        parser.error("--rounds must be >= 1 and at most --requests")
     for item in args.suite_env:
         if "=" not in item or not item.startswith("TESSERA_"):
             parser.error(f"--suite-env {item!r}: expected TESSERA_NAME=VALUE")
@@ -174,6 +205,8 @@ class SuiteRun:
     """Why the suite (and so every Decide target) is not measured."""
     rpc_problem: str | None = None
     """Why decide-rpc alone is not measured."""
+    pids: dict[str, int] = field(default_factory=dict)
+    """Each running service's process id (the rpc decision service's too)."""
 
     @property
     def cookies(self) -> list[str]:
@@ -221,6 +254,7 @@ def suite_for_bench(args: argparse.Namespace, run_id: str) -> Iterator[SuiteRun]
                 suite = start_suite(env, free_ports=True, stdout=log.fileno())
                 run.addresses = dict(suite.addresses)
                 run.info["addresses"] = run.addresses
+                run.pids = {name: process.pid for name, process in suite.processes.items()}
                 _seed(run, args, run_id)
                 if "in_process" in args.modes:
                     run.targets[TARGET_OF_MODE["in_process"]] = run.addresses["decision"]
@@ -232,6 +266,7 @@ def suite_for_bench(args: argparse.Namespace, run_id: str) -> Iterator[SuiteRun]
                 rpc_log = Path(data_dir) / f"{RPC_DECISION}.log"
                 try:
                     rpc = rpc_decision(run, env, rpc_log, suite.grace_s if suite else 5.0)
+                    run.pids[RPC_DECISION] = rpc.pid
                 except Exception as error:
                     run.rpc_problem = f"{type(error).__name__}: {error}"
                     _say(f"{RPC_DECISION} unavailable: {run.rpc_problem}")
@@ -341,50 +376,106 @@ def _seed(run: SuiteRun, args: argparse.Namespace, run_id: str) -> None:
     }
 
 
-def measure(args: argparse.Namespace, echo_address: str, suite: SuiteRun) -> list[LevelSummary]:
-    """Every level: at each concurrency echo, then each Decide mode, so compared levels
-    share conditions."""
+def settle(pids: dict[str, int], timeout_s: float = QUIET_TIMEOUT_S) -> float | None:
+    """Wait until the suite's processes are quiet; the seconds waited, None if they never were.
+
+    A write level leaves work behind: the segment service follows every change
+    on the profile service's feed, and after a few seconds of TrackStream at
+    full speed both spend seconds more at a core each. A read level measured
+    then would measure that backlog as much as itself.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        before = {pid: _cpu_seconds(pid) for pid in pids.values()}
+        time.sleep(QUIET_WINDOW_S)
+        spent = sum(_cpu_seconds(pid) - used for pid, used in before.items())
+        if spent < QUIET_CPU_SHARE * QUIET_WINDOW_S:
+            return time.monotonic() - started
+    return None
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except OSError:  # exited: it spends nothing more
+        return 0.0
+
+
+def measure(
+    args: argparse.Namespace, echo_address: str, suite: SuiteRun
+) -> tuple[list[LevelSummary], dict[int, float | None]]:
+    """Every level, and how long each concurrency waited for a quiet suite.
+
+    At each concurrency, first the reads (echo, each Decide mode, GetProfile) on a
+    quiet suite, in `args.rounds` rounds, each target taking a share of its level
+    in each round: the machine is shared and its speed wanders over tens of
+    seconds, so latencies measured one after the other could come from different
+    machines. Interleaved, each read spreads over the same stretch of time as echo.
+    Then the writes (Track, TrackStream), one window each as a level of its own:
+    cut into rounds, each write window would open inside the backlog the one
+    before left (`settle`).
+    """
     pool = LoadPool(args.processes)
     summaries: list[LevelSummary] = []
-    timing = {
-        "warmup_s": args.warmup,
-        "duration_s": args.duration,
-        "requests": args.requests,
-        "max_s": args.max_seconds,
-        "timeout_s": args.timeout,
-    }
+    settled: dict[int, float | None] = {}
     try:
         for concurrency in args.levels:
-            targets: list[tuple[str, str, tuple[str, ...]]] = [("echo", echo_address, ())]
+            reads: list[tuple[str, str, tuple[str, ...]]] = [("echo", echo_address, ())]
+            writes: list[tuple[str, str, tuple[str, ...]]] = []
             if suite.problem is None and suite.profiles:
                 cookies = tuple(suite.cookies)
-                targets += [
+                reads += [
                     (target, suite.targets[target], cookies)
                     for target in DECIDE_MODES
                     if target in suite.targets
                 ]
                 if not args.skip_profiles:
-                    targets += [
-                        (target, suite.addresses["profiles"], cookies)
+                    profiles = suite.addresses["profiles"]
+                    reads.append((READ_TARGET, profiles, cookies))
+                    writes += [
+                        (target, profiles, cookies)
                         for target in PROFILE_TARGETS
                         # A track-stream call carries 100 events: past 16 at once
                         # a call waits longer than its deadline and measures nothing.
-                        if target not in STREAM_TARGETS or concurrency <= 16
+                        if target != READ_TARGET
+                        and (target not in STREAM_TARGETS or concurrency <= 16)
                     ]
-            for target, address, cookies in targets:
-                _say(f"{target} at concurrency {concurrency} ...")
-                summary = pool.run(
-                    target,
-                    address,
-                    concurrency,
-                    payload_bytes=args.payload_bytes,
-                    cookies=cookies,
-                    **timing,
-                )
-                summaries.append(summary)
+            if suite.pids:
+                _say(f"waiting for a quiet suite before concurrency {concurrency} ...")
+                settled[concurrency] = settle(suite.pids)
+            for phase, rounds in ((reads, args.rounds), (writes, 1)):
+                samples: dict[str, list[Sample]] = {target: [] for target, _, _ in phase}
+                shares = split(args.requests, rounds) if args.requests is not None else None
+                for round_index in range(rounds):
+                    for target, address, cookies in phase:
+                        _say(
+                            f"{target} at concurrency {concurrency}, "
+                            f"round {round_index + 1} of {rounds} ..."
+                        )
+                        samples[target].append(
+                            pool.sample(
+                                target,
+                                address,
+                                concurrency,
+                                payload_bytes=args.payload_bytes,
+                                cookies=cookies,
+                                # The first round warms the services up; later rounds
+                                # only let the new connections settle.
+                                warmup_s=args.warmup
+                                if round_index == 0
+                                else min(args.warmup, ROUND_WARMUP_S),
+                                duration_s=args.duration / rounds,
+                                requests=None if shares is None else shares[round_index],
+                                max_s=args.max_seconds / rounds,
+                                timeout_s=args.timeout,
+                            )
+                        )
+                summaries += [
+                    summarise_rounds(target, concurrency, samples[target]) for target, _, _ in phase
+                ]
     finally:
         pool.close()
-    return summaries
+    return summaries, settled
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,7 +490,16 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"echo serving on {echo_address}")
         if suite is None:
             suite = stack.enter_context(suite_for_bench(args, stamp))
-        summaries = measure(args, echo_address, suite)
+        summaries, settled = measure(args, echo_address, suite)
+        if settled:
+            suite.info["settle_s"] = {
+                str(c): None if s is None else round(s, 2) for c, s in settled.items()
+            }
+            problems += [
+                f"the suite was not quiet within {QUIET_TIMEOUT_S:.0f} s before concurrency {c}"
+                for c, s in settled.items()
+                if s is None
+            ]
     if suite.problem and not args.echo_only:
         problems.append(f"Decide not measured: {suite.problem}")
     if suite.rpc_problem:
@@ -415,6 +515,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     level_ratios = ratios(summaries)
     print(report.format_table(summaries, level_ratios))
+    if settled:
+        waits = ", ".join(
+            f"{c}: {'not quiet' if w is None else f'{w:.1f} s'}" for c, w in settled.items()
+        )
+        print(f"\nwaited for a quiet suite before each concurrency ({waits})")
     document = {
         "schema": 2,
         "started_at": started.isoformat(),
@@ -426,7 +531,9 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": args.levels,
             "modes": [] if args.echo_only else args.modes,
             "processes": args.processes,
+            "rounds": args.rounds,
             "warmup_s": args.warmup,
+            "round_warmup_s": min(args.warmup, ROUND_WARMUP_S),
             "duration_s": None if args.requests is not None else args.duration,
             "requests": args.requests,
             "max_s": args.max_seconds if args.requests is not None else None,

@@ -6,8 +6,9 @@ known values (tests/unit/bench/test_bench_stats.py).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -65,10 +66,22 @@ class LevelSummary:
     mean_ms: float | None
     max_ms: float | None
     error_codes: dict[str, int]
+    round_p50_ms: tuple[float | None, ...] = ()
+    """p50 of each round when the level was measured in rounds interleaved with the
+    other targets (`summarise_rounds`); empty for a level measured in one window."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured window of one level, every load process's calls together."""
+
+    latencies_ns: npt.NDArray[np.int64]
+    window_s: float
+    error_codes: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,9 @@ class Ratio:
     p99: float | None
     throughput: float | None
     """Calls per second over echo's; for track-stream, events per second over echo's calls."""
+    round_p50: tuple[float | None, ...] = ()
+    """Each round's p50 over echo's p50 of the same round, when both were measured in
+    rounds: how far the ratio moves with the machine's state during the run."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -137,6 +153,32 @@ def summarise(
     )
 
 
+def summarise_rounds(target: str, concurrency: int, samples: Sequence[Sample]) -> LevelSummary:
+    """Summarise a level measured in several rounds as one level.
+
+    Percentiles over every latency of every round, throughput over the rounds'
+    windows added up, errors added up; each round's own p50 kept beside them.
+    """
+    if not samples:
+        raise ValueError(f"{target} at concurrency {concurrency}: no rounds to summarise")
+    errors: Counter[str] = Counter()
+    for sample in samples:
+        errors.update(sample.error_codes)
+    summary = summarise(
+        target,
+        concurrency,
+        np.concatenate([sample.latencies_ns for sample in samples]),
+        sum(sample.window_s for sample in samples),
+        dict(errors),
+    )
+    if len(samples) == 1:
+        return summary
+    return replace(
+        summary,
+        round_p50_ms=tuple(percentiles_ms(sample.latencies_ns, (50.0,))[0] for sample in samples),
+    )
+
+
 def _divide(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or denominator is None or denominator == 0:
         return None
@@ -163,6 +205,12 @@ def ratio(decide: LevelSummary, echo: LevelSummary) -> Ratio:
         throughput=_divide(
             decide.throughput_rps * EVENTS_PER_CALL.get(decide.target, 1), echo.throughput_rps
         ),
+        round_p50=tuple(
+            _divide(mine, floor)
+            for mine, floor in zip(decide.round_p50_ms, echo.round_p50_ms, strict=True)
+        )
+        if len(decide.round_p50_ms) == len(echo.round_p50_ms)
+        else (),
     )
 
 

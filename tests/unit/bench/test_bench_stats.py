@@ -6,10 +6,11 @@ Excel's PERCENTILE.INC: rank = p/100 * (n - 1), interpolated between neighbours.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from bench.load import split
-from bench.stats import percentiles_ms, ratio, ratios, summarise
+from bench.stats import Sample, percentiles_ms, ratio, ratios, summarise, summarise_rounds
 
 MS = 1_000_000  # nanoseconds per millisecond
 
@@ -57,6 +58,37 @@ def test_summarise__mode_follows_target() -> None:
     modes = [summarise(t, 1, [MS], 1.0).mode for t in ("echo", "decide", "decide-rpc")]
 
     assert modes == [None, "in_process", "rpc"]
+
+
+def _sample(milliseconds: list[int], window_s: float, **errors: int) -> Sample:
+    return Sample(np.asarray([m * MS for m in milliseconds], dtype=np.int64), window_s, errors)
+
+
+def test_summarise_rounds__pooled_percentiles_added_windows_and_errors() -> None:
+    rounds = [_sample([1, 2, 3], 1.0, UNAVAILABLE=1), _sample([10, 20], 0.5, UNAVAILABLE=2)]
+
+    summary = summarise_rounds("decide", 1, rounds)
+
+    # Five latencies 1, 2, 3, 10, 20 ms: the pooled median is 3 ms, not a mean of medians.
+    assert summary.requests == 5
+    assert summary.p50_ms == pytest.approx(3.0)
+    assert summary.throughput_rps == pytest.approx(5 / 1.5)
+    assert summary.error_codes == {"UNAVAILABLE": 3}
+    assert summary.round_p50_ms == (pytest.approx(2.0), pytest.approx(15.0))
+
+
+def test_summarise_rounds__one_round__as_summarise() -> None:
+    summary = summarise_rounds("echo", 16, [_sample([1, 2, 3, 4], 2.0)])
+
+    assert summary == summarise("echo", 16, [MS, 2 * MS, 3 * MS, 4 * MS], 2.0)
+    assert summary.round_p50_ms == ()
+
+
+def test_ratio__rounds__each_round_over_echo_of_the_same_round() -> None:
+    echo = summarise_rounds("echo", 1, [_sample([1], 1.0), _sample([2], 1.0)])
+    decide = summarise_rounds("decide", 1, [_sample([3], 1.0), _sample([5], 1.0)])
+
+    assert ratio(decide, echo).round_p50 == (pytest.approx(3.0), pytest.approx(2.5))
 
 
 def test_ratio__decide_over_echo() -> None:
