@@ -50,6 +50,15 @@ RECONNECT_INITIAL_MS = 100
 """First wait before reconnecting to a peer that went away."""
 RECONNECT_MAX_MS = 500
 """Longest wait between reconnect attempts: a returning peer is seen within it."""
+CONNECT_TIMEOUT_MIN_MS = 1_000
+"""Least time one connect attempt (TCP and the HTTP/2 handshake) is given.
+
+gRPC core reads `grpc.min_reconnect_backoff_ms` as this timeout, not as a
+backoff (MIN_CONNECT_TIMEOUT in doc/connection-backoff.md of grpc/grpc): an
+attempt gets max(its backoff, this). Set to the backoff, a handshake with a
+busy peer slower than half a second would never finish. A refused connect
+fails at once whatever this is, so it does not slow a peer's return.
+"""
 
 CHANNEL_OPTIONS = [
     ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
@@ -63,7 +72,7 @@ CHANNEL_OPTIONS = [
     # for up to 10 s after it returned. Capped here: a loopback or in-cluster
     # connect costs little, and a failed attempt is cheap.
     ("grpc.initial_reconnect_backoff_ms", RECONNECT_INITIAL_MS),
-    ("grpc.min_reconnect_backoff_ms", RECONNECT_INITIAL_MS),
+    ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MIN_MS),
     ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
 ]
 
