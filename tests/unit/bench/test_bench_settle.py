@@ -2,32 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 from bench.run import QUIET_WINDOW_S, settle
 
 
-def test_settle__idle_process__quiet_after_one_window() -> None:
-    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+@contextlib.contextmanager
+def _python(code: str) -> Iterator[int]:
+    """A Python process running `code`, its pid; killed at the end."""
+    process = subprocess.Popen([sys.executable, "-c", code])
     try:
-        waited = settle({"idle": idle.pid}, timeout_s=10.0)
+        yield process.pid
     finally:
-        idle.kill()
-        idle.wait()
+        process.kill()
+        process.wait()
+
+
+def test_settle__idle_process__quiet_after_one_window() -> None:
+    with _python("import time; time.sleep(30)") as pid:
+        waited = settle({"idle": pid}, timeout_s=10.0)
 
     assert waited is not None
     assert QUIET_WINDOW_S <= waited < 10.0
 
 
 def test_settle__process_spinning_a_core__never_quiet() -> None:
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        waited = settle({"busy": busy.pid}, timeout_s=1.6)
-    finally:
-        busy.kill()
-        busy.wait()
+    with _python("while True: pass") as pid:
+        waited = settle({"busy": pid}, timeout_s=1.6)
 
     assert waited is None
 
