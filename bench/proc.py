@@ -16,6 +16,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def with_descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (a supervisor's workers), by each process's parent."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):  # gone meanwhile
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    found, waiting = [], [pid]
+    while waiting:
+        current = waiting.pop()
+        found.append(current)
+        waiting += children.get(current, [])
+    return found
+
+
 def context_switches(pid: int) -> int:
     """Voluntary and involuntary context switches of process `pid`, all threads."""
     total = 0

@@ -25,14 +25,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import report, seed
 from bench.load import LoadPool, split
-from bench.proc import cpu_seconds
+from bench.proc import cpu_seconds, with_descendants
 from bench.stats import (
     DECIDE_MODES,
     PROFILE_TARGETS,
@@ -49,6 +49,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MODES = tuple(DECIDE_MODES.values())
 """TESSERA_EVALUATION modes, in the order they are measured: in_process, rpc."""
 TARGET_OF_MODE = {mode: target for target, mode in DECIDE_MODES.items()}
+ROUND_CALLS_PER_WORKER = 10
+"""With --requests in rounds: the least calls each worker makes in a round."""
 ROUND_WARMUP_S = 0.25
 """Unmeasured seconds at the start of every round after the first."""
 READ_TARGET = "get-profile"
@@ -137,8 +139,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--concurrency needs positive integers")
     if args.processes < 1 or args.profiles < 2:
         parser.error("--processes must be >= 1 and --profiles >= 2")
-    if args.rounds < 1 or (args.requests is not None and args.requests < args.rounds):
-        parser.error("--rounds must be >= 1 and at most --requests")
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    least = ROUND_CALLS_PER_WORKER * args.rounds * max(args.levels)
+    if args.requests is not None and args.rounds > 1 and args.requests < least:
+        # A round's share spread over the workers: fewer calls than workers
+        # would leave some idle, and every round ends in a wind-down.
+        parser.error(
+            f"--requests {args.requests} in {args.rounds} rounds at concurrency "
+            f"{max(args.levels)}: give at least {least}, or --rounds 1"
+        )
     for item in args.suite_env:
         if "=" not in item or not item.startswith("TESSERA_"):
             parser.error(f"--suite-env {item!r}: expected TESSERA_NAME=VALUE")
@@ -382,23 +392,29 @@ def settle(pids: dict[str, int], timeout_s: float = QUIET_TIMEOUT_S) -> float | 
     A write level leaves work behind: the segment service follows every change
     on the profile service's feed, and after a few seconds of TrackStream at
     full speed both spend seconds more at a core each. A read level measured
-    then would measure that backlog as much as itself.
+    then would measure that backlog as much as itself. A service run as
+    several workers (`TESSERA_WORKERS`) is its supervisor's pid: its workers
+    are counted with it. A process that starts during a window counts all it
+    spent; one that ends during it is left out of it.
     """
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
-        before = {pid: _cpu_seconds(pid) for pid in pids.values()}
+        before = _cpu_by_pid(pids.values())
         time.sleep(QUIET_WINDOW_S)
-        spent = sum(_cpu_seconds(pid) - used for pid, used in before.items())
+        after = _cpu_by_pid(pids.values())
+        spent = sum(used - before.get(pid, 0.0) for pid, used in after.items())
         if spent < QUIET_CPU_SHARE * QUIET_WINDOW_S:
             return time.monotonic() - started
     return None
 
 
-def _cpu_seconds(pid: int) -> float:
-    try:
-        return cpu_seconds(pid)
-    except OSError:  # exited: it spends nothing more
-        return 0.0
+def _cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
+    """CPU seconds of each of `pids` and the processes below them, those still there."""
+    spent: dict[int, float] = {}
+    for pid in {below for top in pids for below in with_descendants(top)}:
+        with contextlib.suppress(OSError):  # ended: no longer counted
+            spent[pid] = cpu_seconds(pid)
+    return spent
 
 
 def measure(
@@ -447,7 +463,10 @@ def measure(
                 samples: dict[str, list[Sample]] = {target: [] for target, _, _ in phase}
                 shares = split(args.requests, rounds) if args.requests is not None else None
                 for round_index in range(rounds):
-                    for target, address, cookies in phase:
+                    # Each round starts one target further on, so no target is
+                    # always the one measured first (or last) in a round.
+                    turn = round_index % len(phase)
+                    for target, address, cookies in phase[turn:] + phase[:turn]:
                         _say(
                             f"{target} at concurrency {concurrency}, "
                             f"round {round_index + 1} of {rounds} ..."
@@ -521,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"\nwaited for a quiet suite before each concurrency ({waits})")
     document = {
-        "schema": 2,
+        "schema": 3,
         "started_at": started.isoformat(),
         "finished_at": dt.datetime.now(dt.UTC).isoformat(),
         "status": "ok" if not problems else "problems",

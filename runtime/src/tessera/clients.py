@@ -49,7 +49,12 @@ SERVICE_CONFIG = {
 RECONNECT_INITIAL_MS = 100
 """First wait before reconnecting to a peer that went away."""
 RECONNECT_MAX_MS = 500
-"""Longest wait between reconnect attempts: a returning peer is seen within it."""
+"""Longest wait between reconnect attempts: a returning peer is seen within it.
+
+Within it when a connect to the peer's address is refused or answered at
+once, as on loopback and in a cluster (a Service with no ready pod refuses);
+one whose packets are dropped instead takes up to CONNECT_TIMEOUT_MIN_MS to
+give up before the next attempt."""
 CONNECT_TIMEOUT_MIN_MS = 1_000
 """Least time one connect attempt (TCP and the HTTP/2 handshake) is given.
 

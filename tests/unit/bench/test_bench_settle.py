@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 
+from bench.proc import with_descendants
 from bench.run import QUIET_WINDOW_S, settle
 
 
@@ -33,6 +35,20 @@ def test_settle__idle_process__quiet_after_one_window() -> None:
 def test_settle__process_spinning_a_core__never_quiet() -> None:
     with _python("while True: pass") as pid:
         waited = settle({"busy": pid}, timeout_s=1.6)
+
+    assert waited is None
+
+
+def test_settle__idle_supervisor_of_a_busy_worker__never_quiet() -> None:
+    # As `TESSERA_WORKERS=2`: the pid the harness holds is the supervisor's.
+    spin = "import subprocess, sys, time; "
+    spin += "subprocess.Popen([sys.executable, '-c', 'while True: pass']); time.sleep(30)"
+    with _python(spin) as pid:
+        try:
+            waited = settle({"supervisor": pid}, timeout_s=1.6)
+        finally:
+            for below in with_descendants(pid)[1:]:
+                os.kill(below, signal.SIGKILL)
 
     assert waited is None
 
