@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -16,19 +17,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def with_descendants(pid: int) -> list[int]:
-    """`pid` and every process below it (a supervisor's workers), by each process's parent."""
+def with_descendants(pids: Iterable[int]) -> set[int]:
+    """`pids` and every process below them (a supervisor's workers), by each process's parent."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):  # gone meanwhile
                 parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
                 children.setdefault(parent, []).append(int(entry.name))
-    found, waiting = [], [pid]
+    found: set[int] = set()
+    waiting = list(pids)
     while waiting:
         current = waiting.pop()
-        found.append(current)
-        waiting += children.get(current, [])
+        if current not in found:
+            found.add(current)
+            waiting += children.get(current, [])
     return found
 
 

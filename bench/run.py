@@ -25,10 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import report, seed
 from bench.load import LoadPool, split
@@ -60,6 +60,7 @@ QUIET_CPU_SHARE = 0.15
 """The suite is quiet once all its processes together spend less than this share of
 one core over QUIET_WINDOW_S (idle, with its feeds polling, they spend about 0.06)."""
 QUIET_TIMEOUT_S = 60.0
+T = TypeVar("T")
 RPC_DECISION = "decision-rpc"
 """Name of the second decision service (TESSERA_EVALUATION=rpc) in logs and exit codes."""
 
@@ -411,10 +412,17 @@ def settle(pids: dict[str, int], timeout_s: float = QUIET_TIMEOUT_S) -> float | 
 def _cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
     """CPU seconds of each of `pids` and the processes below them, those still there."""
     spent: dict[int, float] = {}
-    for pid in {below for top in pids for below in with_descendants(top)}:
+    for pid in with_descendants(pids):
         with contextlib.suppress(OSError):  # ended: no longer counted
             spent[pid] = cpu_seconds(pid)
     return spent
+
+
+def round_order(phase: Sequence[T], round_index: int) -> list[T]:
+    """The targets of one round: each round starts one further on, so no target is
+    always the one measured first (or last) in a round."""
+    turn = round_index % len(phase) if phase else 0
+    return [*phase[turn:], *phase[:turn]]
 
 
 def measure(
@@ -463,10 +471,7 @@ def measure(
                 samples: dict[str, list[Sample]] = {target: [] for target, _, _ in phase}
                 shares = split(args.requests, rounds) if args.requests is not None else None
                 for round_index in range(rounds):
-                    # Each round starts one target further on, so no target is
-                    # always the one measured first (or last) in a round.
-                    turn = round_index % len(phase)
-                    for target, address, cookies in phase[turn:] + phase[:turn]:
+                    for target, address, cookies in round_order(phase, round_index):
                         _say(
                             f"{target} at concurrency {concurrency}, "
                             f"round {round_index + 1} of {rounds} ..."

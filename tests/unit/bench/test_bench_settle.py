@@ -47,7 +47,7 @@ def test_settle__idle_supervisor_of_a_busy_worker__never_quiet() -> None:
         try:
             waited = settle({"supervisor": pid}, timeout_s=1.6)
         finally:
-            for below in with_descendants(pid)[1:]:
+            for below in with_descendants([pid]) - {pid}:
                 os.kill(below, signal.SIGKILL)
 
     assert waited is None

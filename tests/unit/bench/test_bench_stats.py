@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bench.load import split
+from bench.run import round_order
 from bench.stats import Sample, percentiles_ms, ratio, ratios, summarise, summarise_rounds
 
 MS = 1_000_000  # nanoseconds per millisecond
@@ -175,3 +176,21 @@ def test_split__workers_spread_evenly_and_sum_to_concurrency(
     concurrency: int, processes: int, expected: list[int]
 ) -> None:
     assert split(concurrency, processes) == expected
+
+
+def test_round_order__each_round_starts_one_further__every_target_once() -> None:
+    phase = ["echo", "decide", "get-profile"]
+
+    orders = [round_order(phase, index) for index in range(4)]
+
+    assert orders == [
+        ["echo", "decide", "get-profile"],
+        ["decide", "get-profile", "echo"],
+        ["get-profile", "echo", "decide"],
+        ["echo", "decide", "get-profile"],
+    ]
+
+
+def test_round_order__no_targets__empty() -> None:
+    # The writes with --skip-profiles, or when the suite never answered.
+    assert round_order([], 0) == []
