@@ -194,6 +194,27 @@ def test_decision_replica__started_with_segments_stopped__serves_what_needs_no_s
     assert exit_code == 0
 
 
+def test_create_campaign__just_after_segments_returns__succeeds(
+    own_suite: Suite, clients: Clients
+) -> None:
+    gold = unique("gold")
+    segment(clients, gold, 'trait.tier == "gold"')
+    assert own_suite.stop_one("segments") == 0
+    try:
+        # Checking the audience needs segments: refused while it is away, and
+        # the decision service's channel to it is left waiting to reconnect.
+        with pytest.raises(grpc.RpcError) as away:
+            campaign(clients, unique("while-away"), [unique("away")], [gold])
+    finally:
+        own_suite.start_one("segments")
+    # Segments is SERVING; the channel sees it only at its next reconnect
+    # attempt, up to half a second on. The change waits for it.
+    created = campaign(clients, unique("back"), [unique("back")], [gold])
+
+    assert away.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert list(created.audience_segment_keys) == [gold]
+
+
 def test_decide_rpc_mode__segments_then_experiments_stopped__serves_what_needs_neither(
     own_suite: Suite, clients: Clients
 ) -> None:

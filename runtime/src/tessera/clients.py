@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -136,6 +137,65 @@ def observed(stub: S) -> S:
         if isinstance(method, grpc.aio.UnaryUnaryMultiCallable):
             setattr(stub, name, _Timed(method, service, name))
     return stub
+
+
+PEER_RETURN_WAIT_S = 2.0
+"""How long `patient` calls try again a peer that answers UNAVAILABLE.
+
+Past one reconnect backoff (RECONNECT_MAX_MS, jittered by a fifth) with room
+for the connect: a peer that has just come back is seen again within it.
+"""
+RETRY_FIRST_S = 0.05
+"""`patient`'s first wait; it doubles up to RETRY_MOST_S."""
+RETRY_MOST_S = 0.25
+
+
+class _Patient:
+    """A unary method of a peer's stub, tried again while the peer is away."""
+
+    def __init__(self, method: Callable[..., Any], wait_s: float):
+        self._method = method
+        self._wait_s = wait_s
+
+    async def __call__(self, request: Any, **kwargs: Any) -> Any:
+        give_up = time.monotonic() + self._wait_s
+        pause = RETRY_FIRST_S
+        while True:
+            try:
+                return await self._method(request, **kwargs)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                if time.monotonic() + pause > give_up:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, RETRY_MOST_S)
+
+
+class _PatientStub:
+    def __init__(self, stub: Any, wait_s: float):
+        self._stub = stub
+        self._wait_s = wait_s
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._stub, name)
+        return _Patient(method, self._wait_s) if callable(method) else method
+
+
+def patient(stub: S, wait_s: float = PEER_RETURN_WAIT_S) -> S:
+    """`stub` whose unary calls try again for `wait_s` while the peer answers UNAVAILABLE.
+
+    For admin changes, off the hot path. A channel that lost its peer fails
+    calls at once until its next reconnect attempt, up to RECONNECT_MAX_MS
+    later, even when the peer is back and serving; a change made in that gap
+    (just after a restart or a rolling update) would fail for nothing. The
+    channel's own retry policy gives up after about 0.1 s, well inside the gap.
+    A peer that stays away still fails the call with UNAVAILABLE, `wait_s`
+    later. Each try has the caller's `timeout`. Only for calls that are safe
+    to repeat, as the service config's retries already assume of every call.
+    Decide's calls stay as they are: it answers with defaults instead.
+    """
+    return cast("S", _PatientStub(stub, wait_s))
 
 
 _PEER_CODES = {

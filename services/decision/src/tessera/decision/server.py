@@ -9,7 +9,7 @@ from pydantic import Field
 
 from tessera import db, migrations
 from tessera.catalog import Catalog
-from tessera.clients import observed, peer_channel
+from tessera.clients import observed, patient, peer_channel
 from tessera.decision.application.campaigns import Campaigns
 from tessera.decision.application.decide import Decider
 from tessera.decision.application.exposures import EmitterSettings, ExposureEmitter
@@ -180,7 +180,7 @@ class DecisionService:
                 ),
             ),
         )
-        self.campaigns = Campaigns(self.catalog, segments, experiments)
+        self.campaigns = Campaigns(self.catalog, patient(segments), patient(experiments))
         self.roadmap = RoadmapCheck(
             self.catalog,
             segments,

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from tessera import db, migrations
 from tessera.catalog import Catalog
-from tessera.clients import observed, peer_channel
+from tessera.clients import observed, patient, peer_channel
 from tessera.decision.v1 import decision_pb2_grpc
 from tessera.experiments.v1 import experiments_pb2_grpc
 from tessera.feed import Cursors
@@ -89,8 +89,10 @@ class SegmentsService:
             self.settings.peer_deadline_s,
             self.sizing,
             References(
-                observed(decision_pb2_grpc.DecisionServiceStub(self.decision_channel)),
-                observed(experiments_pb2_grpc.ExperimentServiceStub(self.experiments_channel)),
+                patient(observed(decision_pb2_grpc.DecisionServiceStub(self.decision_channel))),
+                patient(
+                    observed(experiments_pb2_grpc.ExperimentServiceStub(self.experiments_channel))
+                ),
                 self.settings.reference_check_deadline_s,
             ),
         )
