@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 import grpc
 
 from tessera import metrics, tracing
+from tessera.definitions.watcher import Backoff
 from tessera.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -145,9 +146,8 @@ PEER_RETURN_WAIT_S = 2.0
 Past one reconnect backoff (RECONNECT_MAX_MS, jittered by a fifth) with room
 for the connect: a peer that has just come back is seen again within it.
 """
-RETRY_FIRST_S = 0.05
-"""`patient`'s first wait; it doubles up to RETRY_MOST_S."""
-RETRY_MOST_S = 0.25
+PATIENCE = Backoff(initial_s=0.05, max_s=0.25)
+"""`patient`'s waits between tries: 50 ms doubling to 250 ms, jittered."""
 
 
 class _Patient:
@@ -159,17 +159,18 @@ class _Patient:
 
     async def __call__(self, request: Any, **kwargs: Any) -> Any:
         give_up = time.monotonic() + self._wait_s
-        pause = RETRY_FIRST_S
+        delays = PATIENCE.delays()
         while True:
             try:
                 return await self._method(request, **kwargs)
             except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
-                if time.monotonic() + pause > give_up:
+                pause = next(delays)
+                if (
+                    error.code() != grpc.StatusCode.UNAVAILABLE
+                    or time.monotonic() + pause > give_up
+                ):
                     raise
             await asyncio.sleep(pause)
-            pause = min(2 * pause, RETRY_MOST_S)
 
 
 class _PatientStub:
