@@ -27,6 +27,7 @@ from bench.stats import (
     BASELINE,
     DECIDE_MODES,
     PROFILE_TARGETS,
+    RELAY,
     TRACK_MESSAGE_EVENTS,
     TRACK_STREAM_BATCH,
     LevelSummary,
@@ -37,8 +38,9 @@ from bench.stats import (
 EVALUATE = "evaluate-segments"
 """EvaluateSegments with the profile in the request: the segment service alone."""
 
-TARGETS = (BASELINE, *DECIDE_MODES, *PROFILE_TARGETS, EVALUATE)
-"""echo, each Decide target (one per evaluation mode), the profile service's, segments'."""
+TARGETS = (BASELINE, RELAY, *DECIDE_MODES, *PROFILE_TARGETS, EVALUATE)
+"""echo, the relay, each Decide target (one per evaluation mode), the profile service's,
+segments'."""
 
 # Headroom on top of a level's own time bound before the parent gives up on a
 # load process: connecting, the barrier and draining the last calls.
@@ -89,7 +91,7 @@ def _call_for(
     spend its CPU on calls); writes build each call's events anew, with ids
     unique to this level (`tag`), so every event is new to the service.
     """
-    if spec.target == "echo":
+    if spec.target in (BASELINE, RELAY):
         from tessera.bench.v1 import bench_pb2, bench_pb2_grpc
 
         echo = bench_pb2_grpc.EchoServiceStub(channel)

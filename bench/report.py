@@ -9,7 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.stats import LevelSummary, Ratio
+from bench.stats import BASELINE, RELAY, LevelSummary, Ratio
+
+FLOOR_TITLES = {
+    BASELINE: "Each target / echo (track-stream, track-batched: events/s over echo's calls/s)",
+    RELAY: "Decide / relay (the two-hop floor: a unary call passed on over an open stream)",
+}
+"""The heading of each block of ratios, by the floor they are measured against."""
 
 
 def _ms(value: float | None) -> str:
@@ -26,7 +32,7 @@ def _spread(values: Sequence[float | None]) -> str:
 
 
 def format_table(summaries: Sequence[LevelSummary], ratios: Sequence[Ratio]) -> str:
-    """The levels as a fixed-width table, then the Decide/echo ratios, a row per mode."""
+    """The levels as a fixed-width table, then the ratios, a block per floor."""
     header = (
         f"{'target':<13} {'conc':>5} {'requests':>9} {'errors':>7} {'req/s':>9} "
         f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
@@ -37,14 +43,17 @@ def format_table(summaries: Sequence[LevelSummary], ratios: Sequence[Ratio]) -> 
             f"{s.target:<13} {s.concurrency:>5} {s.requests:>9} {s.errors:>7} "
             f"{s.throughput_rps:>9.0f} {_ms(s.p50_ms):>8} {_ms(s.p90_ms):>8} {_ms(s.p99_ms):>8}"
         )
-    if ratios:
+    for floor, title in FLOOR_TITLES.items():
+        rows = [r for r in ratios if r.floor == floor]
+        if not rows:
+            continue
         lines += [
             "",
-            "Each target / echo (track-stream, track-batched: events/s over echo's calls/s)",
+            title,
             f"{'conc':>5}  {'target':<13} {'mode':<10} {'p50':>8} {'p99':>8} {'rate':>8}"
             f"  {'p50 by round':>13}",
         ]
-        for r in ratios:
+        for r in rows:
             lines.append(
                 f"{r.concurrency:>5}  {r.target:<13} {r.mode or '-':<10} {_times(r.p50):>8} "
                 f"{_times(r.p99):>8} {_times(r.throughput):>8}  {_spread(r.round_p50):>13}"

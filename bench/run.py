@@ -34,8 +34,10 @@ from bench import report, seed
 from bench.load import LoadPool, split
 from bench.proc import cpu_seconds, with_descendants
 from bench.stats import (
+    BASELINE,
     DECIDE_MODES,
     PROFILE_TARGETS,
+    RELAY,
     STREAM_TARGETS,
     LevelSummary,
     Sample,
@@ -169,17 +171,21 @@ def _say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def echo_server(timeout_s: float = 30.0) -> Iterator[str]:
-    """Run `python -m bench.echo` in its own process; yield its loopback address."""
-    with echo_process(timeout_s) as (address, _):
+def echo_server(timeout_s: float = 30.0, relay_to: str | None = None) -> Iterator[str]:
+    """Run `python -m bench.echo` in its own process; yield its loopback address.
+
+    With `relay_to`, the relay: each call passed on to the echo at that address.
+    """
+    with echo_process(timeout_s, relay_to) as (address, _):
         yield address
 
 
 @contextlib.contextmanager
-def echo_process(timeout_s: float = 30.0) -> Iterator[tuple[str, int]]:
+def echo_process(timeout_s: float = 30.0, relay_to: str | None = None) -> Iterator[tuple[str, int]]:
     """Run `python -m bench.echo` in its own process; yield its address and process id."""
+    relay = [] if relay_to is None else ["--relay-to", relay_to]
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.echo", "--host", "127.0.0.1", "--port", "0"],
+        [sys.executable, "-m", "bench.echo", "--host", "127.0.0.1", "--port", "0", *relay],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -426,11 +432,11 @@ def round_order(phase: Sequence[T], round_index: int) -> list[T]:
 
 
 def measure(
-    args: argparse.Namespace, echo_address: str, suite: SuiteRun
+    args: argparse.Namespace, echo_address: str, relay_address: str, suite: SuiteRun
 ) -> tuple[list[LevelSummary], dict[int, float | None]]:
     """Every level, and how long each concurrency waited for a quiet suite.
 
-    At each concurrency, first the reads (echo, each Decide mode, GetProfile) on a
+    At each concurrency, first the reads (echo, the relay, each Decide mode, GetProfile) on a
     quiet suite, in `args.rounds` rounds, each target taking a share of its level
     in each round: the machine is shared and its speed wanders over tens of
     seconds, so latencies measured one after the other could come from different
@@ -444,7 +450,10 @@ def measure(
     settled: dict[int, float | None] = {}
     try:
         for concurrency in args.levels:
-            reads: list[tuple[str, str, tuple[str, ...]]] = [("echo", echo_address, ())]
+            reads: list[tuple[str, str, tuple[str, ...]]] = [
+                (BASELINE, echo_address, ()),
+                (RELAY, relay_address, ()),
+            ]
             writes: list[tuple[str, str, tuple[str, ...]]] = []
             if suite.problem is None and suite.profiles:
                 cookies = tuple(suite.cookies)
@@ -510,11 +519,15 @@ def main(argv: list[str] | None = None) -> int:
     machine = report.machine_info()
     problems: list[str] = []
     suite = SuiteRun(problem="skipped (--echo-only)") if args.echo_only else None
-    with echo_server() as echo_address, contextlib.ExitStack() as stack:
-        _say(f"echo serving on {echo_address}")
+    with (
+        echo_server() as echo_address,
+        echo_server(relay_to=echo_address) as relay_address,
+        contextlib.ExitStack() as stack,
+    ):
+        _say(f"echo serving on {echo_address}, the relay to it on {relay_address}")
         if suite is None:
             suite = stack.enter_context(suite_for_bench(args, stamp))
-        summaries, settled = measure(args, echo_address, suite)
+        summaries, settled = measure(args, echo_address, relay_address, suite)
         if settled:
             suite.info["settle_s"] = {
                 str(c): None if s is None else round(s, 2) for c, s in settled.items()
@@ -545,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"\nwaited for a quiet suite before each concurrency ({waits})")
     document = {
-        "schema": 3,
+        "schema": 4,
         "started_at": started.isoformat(),
         "finished_at": dt.datetime.now(dt.UTC).isoformat(),
         "status": "ok" if not problems else "problems",

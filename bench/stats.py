@@ -23,6 +23,11 @@ DECIDE_MODES = {"decide": "in_process", "decide-rpc": "rpc"}
 BASELINE = "echo"
 """The target every other target is compared with."""
 
+RELAY = "relay"
+"""The two-hop floor: an echo that passes each call on as a message on an open
+stream to the echo (`python -m bench.echo --relay-to`), Decide's shape with none
+of its work. Decide is compared with it too."""
+
 TRACK_STREAM_BATCH = 100
 """Events in each TrackStream call of the track-stream target."""
 
@@ -40,7 +45,7 @@ PROFILE_TARGETS = {
 STREAM_TARGETS = ("track-stream", "track-batched")
 """Targets whose calls carry TRACK_STREAM_BATCH events."""
 
-EVENTS_PER_CALL = {**PROFILE_TARGETS, **dict.fromkeys(DECIDE_MODES, 1), BASELINE: 1}
+EVENTS_PER_CALL = {**PROFILE_TARGETS, **dict.fromkeys(DECIDE_MODES, 1), BASELINE: 1, RELAY: 1}
 
 _NS_PER_MS = 1_000_000.0
 
@@ -86,7 +91,7 @@ class Sample:
 
 @dataclass(frozen=True)
 class Ratio:
-    """One Decide target over echo at one concurrency; None where echo gives no basis."""
+    """One target over a floor at one concurrency; None where the floor gives no basis."""
 
     target: str
     mode: str | None
@@ -98,6 +103,8 @@ class Ratio:
     round_p50: tuple[float | None, ...] = ()
     """Each round's p50 over echo's p50 of the same round, when both were measured in
     rounds: how far the ratio moves with the machine's state during the run."""
+    floor: str = BASELINE
+    """The target it is measured against: echo (one hop) or the relay (two)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -185,46 +192,55 @@ def _divide(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def ratio(decide: LevelSummary, echo: LevelSummary) -> Ratio:
-    """`decide` / echo for p50, p99 and throughput at the same concurrency.
+def ratio(level: LevelSummary, floor: LevelSummary) -> Ratio:
+    """`level` / `floor` for p50, p99 and throughput at the same concurrency.
 
-    A latency ratio of 3 means Decide takes three one-hop times; a throughput
-    ratio of 0.25 means the suite serves a quarter of the echo rate. The
-    ratio carries the Decide level's target and mode.
+    A latency ratio of 3 over echo means three one-hop times; a throughput
+    ratio of 0.25 means a quarter of the floor's rate. The ratio carries the
+    level's target and mode, and the floor's target.
     """
-    if decide.concurrency != echo.concurrency:
+    if level.concurrency != floor.concurrency:
         raise ValueError(
-            f"concurrency differs: {decide.target} {decide.concurrency}, echo {echo.concurrency}"
+            f"concurrency differs: {level.target} {level.concurrency}, "
+            f"{floor.target} {floor.concurrency}"
         )
     return Ratio(
-        target=decide.target,
-        mode=decide.mode,
-        concurrency=echo.concurrency,
-        p50=_divide(decide.p50_ms, echo.p50_ms),
-        p99=_divide(decide.p99_ms, echo.p99_ms),
+        target=level.target,
+        mode=level.mode,
+        concurrency=floor.concurrency,
+        p50=_divide(level.p50_ms, floor.p50_ms),
+        p99=_divide(level.p99_ms, floor.p99_ms),
         throughput=_divide(
-            decide.throughput_rps * EVENTS_PER_CALL.get(decide.target, 1), echo.throughput_rps
+            level.throughput_rps * EVENTS_PER_CALL.get(level.target, 1), floor.throughput_rps
         ),
         round_p50=tuple(
-            _divide(mine, floor)
-            for mine, floor in zip(decide.round_p50_ms, echo.round_p50_ms, strict=True)
+            _divide(mine, theirs)
+            for mine, theirs in zip(level.round_p50_ms, floor.round_p50_ms, strict=True)
         )
-        if len(decide.round_p50_ms) == len(echo.round_p50_ms)
+        if len(level.round_p50_ms) == len(floor.round_p50_ms)
         else (),
+        floor=floor.target,
     )
 
 
 def ratios(summaries: Sequence[LevelSummary]) -> list[Ratio]:
-    """One `ratio` per target and concurrency that has an echo level too.
+    """One `ratio` per target and concurrency that has its floor's level too.
 
-    Ordered by concurrency, then Decide targets as in `DECIDE_MODES` (in-process
-    before RPC), then the profile targets, so one concurrency sits together.
+    Every target over echo, then each Decide target over the relay. Ordered by
+    floor, then concurrency, then the relay, the Decide targets as in
+    `DECIDE_MODES` (in-process before RPC) and the profile targets, so one
+    concurrency sits together.
     """
     by_key = {(s.target, s.concurrency): s for s in summaries}
     levels = sorted({s.concurrency for s in summaries})
+    compared = (
+        (BASELINE, (RELAY, *DECIDE_MODES, *PROFILE_TARGETS)),
+        (RELAY, tuple(DECIDE_MODES)),
+    )
     return [
-        ratio(by_key[(target, c)], by_key[(BASELINE, c)])
+        ratio(by_key[(target, c)], by_key[(floor, c)])
+        for floor, targets in compared
         for c in levels
-        for target in (*DECIDE_MODES, *PROFILE_TARGETS)
-        if (target, c) in by_key and (BASELINE, c) in by_key
+        for target in targets
+        if (target, c) in by_key and (floor, c) in by_key
     ]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bench.load import split
+from bench.report import FLOOR_TITLES, format_table
 from bench.run import round_order
 from bench.stats import Sample, percentiles_ms, ratio, ratios, summarise, summarise_rounds
 
@@ -166,6 +167,48 @@ def test_ratios__only_levels_with_echo_and_a_decide_target() -> None:
 
     assert [(r.concurrency, r.target) for r in result] == [(1, "decide-rpc")]
     assert result[0].p50 == pytest.approx(2.0)
+
+
+def test_ratios__relay__over_echo_then_decide_over_the_relay() -> None:
+    levels = [
+        summarise("echo", 1, [2 * MS] * 8, 1.0),
+        summarise("relay", 1, [3 * MS] * 4, 1.0),
+        summarise("decide", 1, [6 * MS] * 2, 1.0),
+        summarise("decide-rpc", 1, [12 * MS], 1.0),
+    ]
+
+    result = ratios(levels)
+
+    assert [(r.floor, r.target) for r in result] == [
+        ("echo", "relay"),
+        ("echo", "decide"),
+        ("echo", "decide-rpc"),
+        ("relay", "decide"),
+        ("relay", "decide-rpc"),
+    ]
+    assert [r.p50 for r in result] == pytest.approx([1.5, 3.0, 6.0, 2.0, 4.0])
+    assert [r.throughput for r in result] == pytest.approx([0.5, 0.25, 0.125, 0.5, 0.25])
+
+
+def test_format_table__a_block_of_ratios_per_floor() -> None:
+    levels = [
+        summarise("echo", 1, [2 * MS], 1.0),
+        summarise("relay", 1, [3 * MS], 1.0),
+        summarise("decide", 1, [6 * MS], 1.0),
+    ]
+
+    lines = format_table(levels, ratios(levels)).splitlines()
+
+    echo_block = lines.index(FLOOR_TITLES["echo"])
+    relay_block = lines.index(FLOOR_TITLES["relay"])
+    assert echo_block < relay_block
+    assert [line.split()[1:4] for line in lines[echo_block + 2 : relay_block - 1]] == [
+        ["relay", "-", "1.50x"],
+        ["decide", "in_process", "3.00x"],
+    ]
+    assert [line.split()[1:4] for line in lines[relay_block + 2 :]] == [
+        ["decide", "in_process", "2.00x"]
+    ]
 
 
 @pytest.mark.parametrize(
