@@ -105,7 +105,7 @@ format: install $(BUF)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install  ## assignment against GrowthBook's SDK; Decide against an echo RPC, at concurrency 1, 16 and 64; EstimateSize over 1M profiles; 100 segments against one profile; one worker vs two
+bench: install  ## assignment against GrowthBook's SDK; Decide against an echo RPC and a two-hop relay of it, at concurrency 1, 16 and 64; EstimateSize over 1M profiles; 100 segments against one profile; one worker vs two
 	$(PY) -m pip install --quiet --disable-pip-version-check --group bench
 	$(PY) -m bench.assignment
 	$(PY) -m bench
