@@ -99,9 +99,9 @@ class Ratio:
     p50: float | None
     p99: float | None
     throughput: float | None
-    """Calls per second over echo's; for track-stream, events per second over echo's calls."""
+    """Calls per second over the floor's; for track-stream, events per second over its calls."""
     round_p50: tuple[float | None, ...] = ()
-    """Each round's p50 over echo's p50 of the same round, when both were measured in
+    """Each round's p50 over the floor's p50 of the same round, when both were measured in
     rounds: how far the ratio moves with the machine's state during the run."""
     floor: str = BASELINE
     """The target it is measured against: echo (one hop) or the relay (two)."""

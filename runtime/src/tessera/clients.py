@@ -173,6 +173,13 @@ class _Patient:
             await asyncio.sleep(pause)
 
 
+_STREAMING = (
+    grpc.aio.UnaryStreamMultiCallable,
+    grpc.aio.StreamUnaryMultiCallable,
+    grpc.aio.StreamStreamMultiCallable,
+)
+
+
 class _PatientStub:
     def __init__(self, stub: Any, wait_s: float):
         self._stub = stub
@@ -180,7 +187,9 @@ class _PatientStub:
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._stub, name)
-        return _Patient(method, self._wait_s) if callable(method) else method
+        if not callable(method) or isinstance(method, _STREAMING):
+            return method  # a stream is not one call to try again
+        return _Patient(method, self._wait_s)
 
 
 def patient(stub: S, wait_s: float = PEER_RETURN_WAIT_S) -> S:
@@ -195,6 +204,7 @@ def patient(stub: S, wait_s: float = PEER_RETURN_WAIT_S) -> S:
     later. Each try has the caller's `timeout`. Only for calls that are safe
     to repeat, as the service config's retries already assume of every call.
     Decide's calls stay as they are: it answers with defaults instead.
+    Streaming methods are passed through as they are.
     """
     return cast("S", _PatientStub(stub, wait_s))
 

@@ -68,6 +68,18 @@ def test_patient__attribute_that_is_not_a_method__read_through() -> None:
     assert patient(Flaky()).name == "flaky"
 
 
+def test_patient__streaming_method__passed_through_as_it_is() -> None:
+    async def methods() -> tuple[bool, bool]:
+        channel = peer_channel("127.0.0.1:1")
+        try:
+            stub = health_pb2_grpc.HealthStub(channel)
+            return patient(stub).Watch is stub.Watch, patient(stub).Check is stub.Check
+        finally:
+            await channel.close()
+
+    assert asyncio.run(methods()) == (True, False)
+
+
 async def serve(port: int) -> grpc.aio.Server:
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
