@@ -62,9 +62,11 @@ QUIET_CPU_SHARE = 0.15
 """The suite is quiet once all its processes together spend less than this share of
 one core over QUIET_WINDOW_S (idle, with its feeds polling, they spend about 0.06)."""
 QUIET_TIMEOUT_S = 60.0
-T = TypeVar("T")
+"""A suite not quiet within this many seconds makes the run a problem."""
 RPC_DECISION = "decision-rpc"
 """Name of the second decision service (TESSERA_EVALUATION=rpc) in logs and exit codes."""
+
+T = TypeVar("T")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
